@@ -1,0 +1,148 @@
+"""One walk over the graph: bind the inputs' symbolic dims, then apply each layer's rule in order.
+
+Every tensor leaves with a concrete shape and dtype. Values known before running (constants and
+the shape arithmetic computed from them) are folded as the walk goes, so data-dependent shapes
+(Reshape targets, Expand shapes, masks) resolve. An op with no rule takes its shapes from onnx's
+own shape inference and is marked as having no cost rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from archcalc.dtypes import FLOAT_DTYPES
+from archcalc.errors import ArchcalcError, InputError, UnboundDimError
+from archcalc.ir import Graph, Layer, Role, Tensor
+from archcalc.ops import RULES, Node, Out
+from archcalc.ops.registry import FOLD_LIMIT
+
+
+@dataclass
+class LayerResult:
+    """A layer with what its rule said; ``folded`` layers are shape arithmetic, not run."""
+
+    layer: Layer
+    out: Out
+    has_rule: bool
+    folded: bool
+
+
+def _parse_dims(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        dims = ()
+    if not dims or any(d < 0 for d in dims):
+        raise InputError(f"--input: '{text}' is not a shape: write it as 1x3x224x224")
+    return dims
+
+
+def bind_inputs(graph: Graph, batch: int | None = None, dims: dict[str, int] | None = None,
+                shapes: dict[str, str | tuple[int, ...]] | None = None) -> None:
+    """Give every graph input a concrete shape.
+
+    ``shapes`` sets whole inputs; ``dims`` binds named symbolic dims; ``batch`` binds the first dim
+    of each input whose first dim is symbolic (1 when not given).
+    """
+    dims, shapes = dict(dims or {}), dict(shapes or {})
+    for name in shapes:
+        if name not in graph.inputs:
+            raise InputError(f"{graph.source}: --input names '{name}', but the inputs are "
+                             f"{', '.join(graph.inputs)}")
+    used_dims, batch_used = set(), False
+    for name in graph.inputs:
+        t = graph.tensors[name]
+        if name in shapes:
+            given = shapes[name]
+            t.shape = _parse_dims(given) if isinstance(given, str) else tuple(given)
+            continue
+        if t.shape is None:
+            raise UnboundDimError(f"{graph.source}: input '{name}' has no shape in the file: "
+                                  f"pass --input {name}=DIMS (e.g. 1x3x224x224)")
+        bound = []
+        for i, d in enumerate(t.shape):
+            if isinstance(d, int):
+                bound.append(d)
+            elif d in dims:
+                bound.append(dims[d])
+                used_dims.add(d)
+            elif i == 0:
+                bound.append(1 if batch is None else batch)
+                batch_used = True
+            else:
+                fix = f"--input {name}=..." if "[" in d else f"--dim {d}=N"
+                raise UnboundDimError(f"{graph.source}: input '{name}' dim {i} ('{d}') has no value: "
+                                      f"pass {fix}")
+        t.shape = tuple(bound)
+    unused = set(dims) - used_dims
+    if unused:
+        raise InputError(f"{graph.source}: --dim {sorted(unused)[0]}: no input has a dim of that name")
+    if batch is not None and batch != 1 and not batch_used:
+        fixed = "; ".join(f"{n} {list(graph.tensors[n].shape)}" for n in graph.inputs)
+        raise InputError(f"{graph.source}: --batch {batch}: no input has a symbolic first dim ({fixed}); "
+                         "re-export with a dynamic batch axis, or set shapes with --input")
+
+
+def _check_inputs(node: Node) -> None:
+    for name in node.layer.inputs:
+        t = node.graph.tensors.get(name) if name else None
+        if name and (t is None or t.shape is None):
+            raise node.error(f"input '{name}' has no shape (it is read before it is written)")
+
+
+def _apply(node: Node) -> tuple[Out, bool]:
+    """The layer's Out and whether a rule (rather than onnx's inference) gave it."""
+    from archcalc import onnx_fallback
+
+    rule = RULES.get(node.layer.op_type) if node.layer.domain == "" else None
+    try:
+        out = rule(node) if rule else onnx_fallback.infer_node(node)
+    except ArchcalcError:
+        raise
+    except Exception as exc:  # a rule tripped on a malformed node: still a one-line error
+        raise node.error(f"cannot be sized: {type(exc).__name__}: {exc}") from None
+    if out.values is None and node.values() is not None:
+        small = all(node.numel(i) <= FOLD_LIMIT for i in range(node.n_inputs) if node.has(i))
+        if small and all(math.prod(s) <= FOLD_LIMIT for s in out.shapes):
+            out.values = onnx_fallback.evaluate_node(node)
+    return out, rule is not None
+
+
+def _viewed_weight(node: Node, out: Out) -> Tensor | None:
+    """The stored weight a view op looks at: exporters route merged initializers through Identity."""
+    if not out.alias or not node.has(0):
+        return None
+    src = node.graph.tensors[node.layer.inputs[0]]
+    return src if src.role in (Role.WEIGHT, Role.BUFFER) and src.dtype in FLOAT_DTYPES else None
+
+
+def infer(graph: Graph) -> list[LayerResult]:
+    """Shape every tensor of ``graph`` (whose inputs are bound) and return each layer's result."""
+    results = []
+    outputs = set(graph.outputs)
+    for layer in graph.layers:
+        node = Node(layer, graph)
+        _check_inputs(node)
+        out, has_rule = _apply(node)
+        if len(out.shapes) < len(layer.outputs):
+            raise node.error(f"gives {len(out.shapes)} outputs where the node has {len(layer.outputs)}")
+        weight = _viewed_weight(node, out)
+        dtypes = out.dtypes or [node.dtype(0)] * len(out.shapes)
+        values = out.values or [None] * len(out.shapes)
+        folded = bool(layer.outputs) and all(v is not None for v in values[: len(layer.outputs)])
+        for name, shape, dtype, value in zip(layer.outputs, out.shapes, dtypes, values):
+            if not name:
+                continue
+            role = Role.CONSTANT if folded else Role.OUTPUT if name in outputs else Role.ACTIVATION
+            if value is not None and tuple(value.shape) != tuple(shape):
+                value = np.broadcast_to(value, shape) if value.size == 1 else None
+            graph.tensors[name] = Tensor(name, tuple(int(d) for d in shape), dtype, role,
+                                         value if folded else None)
+        if weight is not None:  # a view of a weight is that weight, not an activation
+            view = graph.tensors[layer.outputs[0]]
+            view.role, view.alias_of = weight.role, weight.alias_of or weight.name
+        results.append(LayerResult(layer, out, has_rule, folded or weight is not None))
+    return results

@@ -1,0 +1,112 @@
+"""The graph IR: plain data that every front end produces and every analysis reads.
+
+It knows nothing of ONNX or of the design language: ``onnx_import`` and the DSL parser build it,
+``onnx_export`` writes it. A graph is a list of layers in execution order over named tensors;
+the producer / consumer index is derived once, on demand.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from archcalc.dtypes import DTYPE_BYTES, FLOAT_DTYPES
+
+Dim = int | str
+Shape = tuple[Dim, ...]
+
+class Role(str, enum.Enum):
+    """What a tensor is to the model; decides which totals it falls into."""
+
+    INPUT = "input"  # fed by the caller
+    WEIGHT = "weight"  # a trained parameter (weights and biases)
+    BUFFER = "buffer"  # state that is stored but not trained (BatchNorm running statistics)
+    CONSTANT = "constant"  # shape and index constants, and everything folded from them
+    ACTIVATION = "activation"  # computed at run time
+    OUTPUT = "output"  # an activation the graph returns
+
+
+@dataclass
+class Tensor:
+    """A named value. ``shape`` is None until inference gives it one."""
+
+    name: str
+    shape: Shape | None
+    dtype: str
+    role: Role
+    value: np.ndarray | None = None  # known only for small constants and folded shape arithmetic
+    alias_of: str | None = None  # a view of a stored weight (Identity of a merged initializer)
+
+    @property
+    def numel(self) -> int:
+        assert self.shape is not None and all(isinstance(d, int) for d in self.shape), self.name
+        return math.prod(self.shape)  # type: ignore[arg-type]
+
+    def nbytes(self, float_dtype: str | None = None) -> int:
+        """Bytes of this tensor; ``float_dtype`` re-prices floating-point tensors (``--dtype``)."""
+        dtype = float_dtype if float_dtype and self.dtype in FLOAT_DTYPES else self.dtype
+        return math.ceil(self.numel * DTYPE_BYTES[dtype])
+
+
+@dataclass
+class Layer:
+    """One operation. ``inputs`` keeps ONNX's positions: an omitted optional input is ``""``."""
+
+    name: str
+    op_type: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    domain: str = ""
+
+
+@dataclass
+class Graph:
+    """Layers in execution order over tensors; ``inputs`` and ``outputs`` name the graph's ends."""
+
+    name: str
+    tensors: dict[str, Tensor]
+    layers: list[Layer]
+    inputs: list[str]
+    outputs: list[str]
+    opset: int = 21
+    source: str = ""  # where the graph came from, for error messages
+
+    @cached_property
+    def _index(self) -> tuple[dict[str, int], dict[str, list[int]]]:
+        producer: dict[str, int] = {}
+        consumers: dict[str, list[int]] = {}
+        for i, layer in enumerate(self.layers):
+            for name in layer.inputs:
+                if name:
+                    consumers.setdefault(name, []).append(i)
+            for name in layer.outputs:
+                if name:
+                    producer[name] = i
+        return producer, consumers
+
+    def producer(self, tensor: str) -> int | None:
+        """Position in ``layers`` of the layer that writes ``tensor``, or None for a graph input."""
+        return self._index[0].get(tensor)
+
+    def consumers(self, tensor: str) -> list[int]:
+        """Positions in ``layers`` of the layers that read ``tensor``, in execution order."""
+        return self._index[1].get(tensor, [])
+
+    def to_networkx(self):
+        """A DiGraph of layer positions, an edge per tensor passed from one layer to another."""
+        import networkx as nx
+
+        g = nx.DiGraph()
+        g.add_nodes_from(range(len(self.layers)))
+        for i, layer in enumerate(self.layers):
+            for name in layer.inputs:
+                src = self.producer(name) if name else None
+                if src is not None:
+                    g.add_edge(src, i, tensor=name)
+        return g

@@ -1,0 +1,88 @@
+"""For ops without a rule: onnx's own shape inference (and reference evaluator, for folding).
+
+Each call builds a one-node model whose inputs carry the concrete shapes found so far and, where
+known, their values, so onnx's data propagation sees what archcalc sees.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from archcalc.dtypes import onnx_dtype
+from archcalc.errors import UnsupportedOpError
+from archcalc.ir import Tensor
+from archcalc.ops.registry import Node, Out
+
+
+def _enum(dtype: str) -> int:
+    name = {"float32": "FLOAT", "float64": "DOUBLE"}.get(dtype, dtype.upper())
+    return TensorProto.DataType.Value(name)
+
+
+def _attribute(name: str, value) -> onnx.AttributeProto:
+    if isinstance(value, np.ndarray):
+        return helper.make_attribute(name, numpy_helper.from_array(value))
+    if isinstance(value, Tensor):
+        raise UnsupportedOpError(f"attribute '{name}' holds a large tensor")
+    return helper.make_attribute(name, value)
+
+
+def _one_node_model(node: Node) -> onnx.ModelProto:
+    layer = node.layer
+    proto = helper.make_node(layer.op_type, layer.inputs, layer.outputs, domain=layer.domain or None)
+    proto.attribute.extend(_attribute(k, v) for k, v in layer.attrs.items())
+    inputs, inits = [], []
+    for name in dict.fromkeys(n for n in layer.inputs if n):
+        t = node.graph.tensors[name]
+        inputs.append(helper.make_tensor_value_info(name, _enum(t.dtype), t.shape))
+        if t.value is not None:
+            inits.append(numpy_helper.from_array(np.asarray(t.value), name))
+    graph = helper.make_graph([proto], "node", inputs, [helper.make_value_info(o, onnx.TypeProto())
+                                                        for o in layer.outputs if o], inits)
+    opsets = [helper.make_opsetid("", node.opset)]
+    if layer.domain:
+        opsets.append(helper.make_opsetid(layer.domain, 1))
+    return helper.make_model(graph, opset_imports=opsets)
+
+
+def infer_node(node: Node) -> Out:
+    """Output shapes and dtypes from ``onnx.shape_inference``; no cost (reported as no rule)."""
+    layer = node.layer
+    what = f"{layer.domain + '.' if layer.domain else ''}{layer.op_type}"
+    try:
+        model = onnx.shape_inference.infer_shapes(_one_node_model(node), strict_mode=True, data_prop=True)
+    except Exception as exc:  # onnx raises several types, all meaning "cannot infer"
+        raise UnsupportedOpError(
+            f"{node.graph.source}: node '{layer.name}' ({what}): archcalc has no rule for {what} and "
+            f"onnx's shape inference fails on it ({str(exc).splitlines()[0][:160]})") from None
+    found = {vi.name: vi.type.tensor_type for vi in [*model.graph.value_info, *model.graph.output]}
+    shapes, dtypes = [], []
+    for name in layer.outputs:
+        tt = found.get(name)
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim] if tt else None
+        if name and (dims is None or None in dims or not tt.HasField("shape")):
+            raise UnsupportedOpError(
+                f"{node.graph.source}: node '{layer.name}' ({what}): archcalc has no rule for {what} "
+                f"and onnx's shape inference leaves output '{name}' without a concrete shape")
+        shapes.append(tuple(dims or ()))
+        dtypes.append(onnx_dtype(tt.elem_type) if tt else "float32")
+    return Out(shapes, dtypes=dtypes)
+
+
+def evaluate_node(node: Node) -> list[np.ndarray] | None:
+    """Fold a node whose inputs are all known with onnx's reference evaluator, or None."""
+    from onnx.reference import ReferenceEvaluator
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = _one_node_model(node)
+            del model.graph.initializer[:]
+            feeds = {n: np.asarray(node.graph.tensors[n].value) for n in node.layer.inputs if n}
+            return [np.asarray(v) for v in ReferenceEvaluator(model).run(None, feeds)]
+    except Exception:  # folding is an optimisation: when it fails the tensor is computed at run time
+        return None

@@ -1,0 +1,174 @@
+"""ONNX -> IR, reading structure only.
+
+Initializers become tensors with their dims and dtype; their bytes are never turned into arrays,
+except for the few small integer and scalar tensors that shape arithmetic needs (a Reshape's target,
+a Gather's index). External data files are never opened.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import TensorProto, helper, numpy_helper
+
+from archcalc.dtypes import onnx_dtype
+from archcalc.errors import InputError
+from archcalc.ir import Graph, Layer, Role, Shape, Tensor
+
+# Tensors up to this many elements have their values read: enough for every shape and index
+# constant an exporter writes, far too few for any real weight.
+SMALL_VALUE_LIMIT = 64
+
+
+def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
+    """Parse an ONNX file without external data; every failure is a one-line InputError."""
+    if isinstance(source, onnx.ModelProto):
+        return source
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"{path}: no such file: check the path, or name a zoo model (archcalc zoo)")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not an .onnx file")
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(path.read_bytes())
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise InputError(
+            f"{path}: not a valid ONNX model ({exc}): the file is truncated, corrupt or not ONNX; "
+            "re-export it"
+        ) from None
+    if model.ir_version == 0 or not model.HasField("graph"):
+        raise InputError(f"{path}: not an ONNX model (no ir_version or graph): re-export it")
+    return model
+
+
+def _value_info_tensor(vi: onnx.ValueInfoProto, role: Role) -> Tensor:
+    tt = vi.type.tensor_type
+    if not vi.type.HasField("tensor_type"):
+        raise InputError(f"graph input '{vi.name}' is not a tensor (sequences and maps are not supported)")
+    shape: Shape | None = None
+    if tt.HasField("shape"):
+        shape = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or f"{vi.name}[{i}]")
+            for i, d in enumerate(tt.shape.dim)
+        )
+    return Tensor(vi.name, shape, onnx_dtype(tt.elem_type), role)
+
+
+def _initializer_tensor(init: onnx.TensorProto) -> Tensor:
+    shape = tuple(int(d) for d in init.dims)
+    tensor = Tensor(init.name, shape, onnx_dtype(init.data_type), Role.WEIGHT)
+    external = init.data_location == TensorProto.EXTERNAL
+    if not external and tensor.numel <= SMALL_VALUE_LIMIT:
+        tensor.value = numpy_helper.to_array(init)
+    return tensor
+
+
+def _attr_value(attr: onnx.AttributeProto):
+    if attr.type == onnx.AttributeProto.TENSOR:
+        t = attr.t
+        small = t.data_location != TensorProto.EXTERNAL and np.prod(t.dims, dtype=np.int64) <= 1 << 16
+        # A Constant node holding a real weight is described like an initializer: dims, no bytes.
+        return numpy_helper.to_array(t) if small else _initializer_tensor(t)
+    if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+        return helper.get_attribute_value(attr)  # kept as protobuf for onnx's fallback inference
+    value = helper.get_attribute_value(attr)
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, list) and value and isinstance(value[0], bytes):
+        return [v.decode() for v in value]
+    return value
+
+
+def _constant_tensor(node: onnx.NodeProto) -> Tensor:
+    """A Constant node's output as a tensor: its value if small, else dims like an initializer."""
+    attrs = {a.name: _attr_value(a) for a in node.attribute}
+    name = node.output[0]
+    if "sparse_value" in attrs:
+        raise InputError(f"Constant node '{node.name}': sparse_value constants are not supported")
+    value = next(iter(attrs.values()))
+    if isinstance(value, Tensor):  # a weight stored as a Constant node: a parameter candidate
+        return Tensor(name, value.shape, value.dtype, Role.WEIGHT)
+    key = next(iter(attrs))
+    array = np.asarray(value, dtype={"value_float": np.float32, "value_floats": np.float32,
+                                     "value_int": np.int64, "value_ints": np.int64}.get(key))
+    dtype = "string" if array.dtype.kind in "US" else str(array.dtype)
+    return Tensor(name, tuple(array.shape), dtype, Role.CONSTANT, array)
+
+
+def _layers(graph: onnx.GraphProto, tensors: dict[str, Tensor]) -> list[Layer]:
+    """The graph's nodes as layers; Constant nodes become constant tensors instead."""
+    layers, seen = [], set()
+    for i, node in enumerate(graph.node):
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            tensors[node.output[0]] = _constant_tensor(node)
+            continue
+        name = node.name or f"{node.op_type}_{i}"
+        while name in seen:
+            name = f"{name}_{i}"
+        seen.add(name)
+        layers.append(Layer(
+            name=name,
+            op_type=node.op_type,
+            inputs=list(node.input),
+            outputs=list(node.output),
+            attrs={a.name: _attr_value(a) for a in node.attribute},
+            domain="" if node.domain == "ai.onnx" else node.domain,
+        ))
+    return layers
+
+
+def _execution_order(layers: list[Layer], known: set[str], source: str) -> list[Layer]:
+    """ONNX requires nodes in topological order; exporters that break it get a stable sort."""
+    available = set(known)
+    if all(all(n in available or not n for n in ly.inputs) and not available.update(ly.outputs)
+           for ly in layers):
+        return layers
+    import networkx as nx
+
+    producer = {o: i for i, ly in enumerate(layers) for o in ly.outputs}
+    g = nx.DiGraph()
+    g.add_nodes_from(range(len(layers)))
+    g.add_edges_from((producer[n], i) for i, ly in enumerate(layers) for n in ly.inputs if n in producer)
+    try:
+        return [layers[i] for i in nx.lexicographical_topological_sort(g)]
+    except nx.NetworkXUnfeasible:
+        raise InputError(f"{source}: the graph has a cycle: it is not a valid ONNX graph") from None
+
+
+def to_ir(model: onnx.ModelProto, source: str = "<model>") -> Graph:
+    """Build the IR of ``model``'s main graph. Shapes of non-inputs are left for inference."""
+    g = model.graph
+    tensors: dict[str, Tensor] = {}
+    for init in g.initializer:
+        tensors[init.name] = _initializer_tensor(init)
+    inputs = [vi.name for vi in g.input if vi.name not in tensors]
+    for vi in g.input:
+        if vi.name not in tensors:
+            tensors[vi.name] = _value_info_tensor(vi, Role.INPUT)
+    layers = _layers(g, tensors)
+    produced = {o for ly in layers for o in ly.outputs}
+    missing = [n for ly in layers for n in ly.inputs if n and n not in tensors and n not in produced]
+    if missing:
+        raise InputError(f"{source}: tensor '{missing[0]}' is read but never defined: the graph is broken")
+    layers = _execution_order(layers, set(tensors), source)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 21)
+    return Graph(
+        name=Path(source).stem if not source.startswith("<") else g.name or "model",
+        tensors=tensors,
+        layers=layers,
+        inputs=inputs,
+        outputs=[o.name for o in g.output],
+        opset=opset,
+        source=source,
+    )
+
+
+def import_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
+    """Read ``source`` (a path or a ModelProto) into the IR."""
+    label = "<ModelProto>" if isinstance(source, onnx.ModelProto) else str(source)
+    return to_ir(load_model(source), label)

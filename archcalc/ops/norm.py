@@ -1,0 +1,47 @@
+"""Normalizations. Scale (gamma) counts as weight, shift (beta) as bias, running statistics as buffers.
+
+Cost per element, inference: BatchNorm is one multiply-add with folded scale and shift (2 flops);
+the others compute mean and variance on the fly (about 5 flops: subtract, square, accumulate,
+scale, shift), following the per-element counts fvcore and ptflops use.
+"""
+
+from __future__ import annotations
+
+import math
+
+from archcalc.ops.registry import Node, Out, rule
+
+
+@rule("BatchNormalization")
+def batch_norm(n: Node) -> Out:
+    x = n.shape(0)
+    channels = x[1] if len(x) > 1 else 1
+    for i in range(1, min(n.n_inputs, 5)):
+        if n.has(i) and n.shape(i) != (channels,):
+            raise n.error(f"input {i} '{n.layer.inputs[i]}' has shape {list(n.shape(i))}, "
+                          f"expected [{channels}] for input {list(x)}")
+    # Training-mode exports carry running_mean / running_var as extra outputs.
+    shapes = [x] + [(channels,)] * (n.n_outputs - 1)
+    return Out(shapes, flops=2 * math.prod(x),
+               params={1: "weight", 2: "bias", 3: "buffer", 4: "buffer"})
+
+
+@rule("InstanceNormalization")
+def instance_norm(n: Node) -> Out:
+    return Out([n.shape(0)], flops=5 * n.numel(0), params={1: "weight", 2: "bias"})
+
+
+@rule("LayerNormalization", "GroupNormalization", "RMSNormalization")
+def layer_norm(n: Node) -> Out:
+    x = n.shape(0)
+    axis = n.axis(n.attr("axis", -1), len(x)) if n.layer.op_type != "GroupNormalization" else 1
+    stat = (*x[:axis], *[1] * (len(x) - axis))
+    shapes = [x] + [stat] * (n.n_outputs - 1)  # optional Mean and InvStdDev outputs
+    dtypes = [n.dtype(0)] + ["float32"] * (n.n_outputs - 1)
+    return Out(shapes, dtypes=dtypes, flops=5 * math.prod(x), params={1: "weight", 2: "bias"})
+
+
+@rule("LRN")
+def lrn(n: Node) -> Out:
+    # Each output squares and sums `size` neighbours across channels, then scales: size + 3.
+    return Out([n.shape(0)], flops=(n.attr("size") + 3) * n.numel(0))

@@ -1,0 +1,28 @@
+"""Pools: windowed (MaxPool, AveragePool, LpPool) and global. No parameters.
+
+Cost: each output reads its whole window, one comparison or addition per element read.
+"""
+
+from __future__ import annotations
+
+import math
+
+from archcalc.ops.registry import Node, Out, rule
+from archcalc.ops.window import window_output
+
+
+@rule("MaxPool", "AveragePool", "LpPool")
+def pool(n: Node) -> Out:
+    x = n.shape(0)
+    kernel = list(n.attr("kernel_shape"))
+    spatial = window_output(n, x[2:], kernel, ceil_mode=bool(n.attr("ceil_mode", 0)))
+    out = (*x[:2], *spatial)
+    shapes = [out] * n.n_outputs  # MaxPool's optional second output: int64 indices
+    dtypes = [n.dtype(0), "int64"][: n.n_outputs]
+    return Out(shapes, dtypes=dtypes, flops=math.prod(out) * math.prod(kernel))
+
+
+@rule("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
+def global_pool(n: Node) -> Out:
+    x = n.shape(0)
+    return Out([(*x[:2], *[1] * (len(x) - 2))], flops=math.prod(x))

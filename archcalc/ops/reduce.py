@@ -1,0 +1,49 @@
+"""Reductions along axes: one flop per input element read."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from archcalc.ops.registry import Node, Out, rule
+
+_NUMPY = {"ReduceSum": np.sum, "ReduceMean": np.mean, "ReduceMax": np.max, "ReduceMin": np.min,
+          "ReduceProd": np.prod}
+# The opset from which each reduction takes its axes as an input rather than an attribute.
+_AXES_INPUT_FROM = {"ReduceSum": 13}
+
+
+@rule("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+      "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
+def reduce(n: Node) -> Out:
+    x = n.shape(0)
+    op = n.layer.op_type
+    axes = n.ints(1, "axes", "axes", _AXES_INPUT_FROM.get(op, 18))
+    if not axes:
+        if n.attr("noop_with_empty_axes", 0):
+            return Out([x], values=[n.value(0)] if n.value(0) is not None else None, alias=True)
+        axes = list(range(len(x)))
+    axes = sorted({n.axis(a, len(x)) for a in axes})
+    keep = bool(n.attr("keepdims", 1))
+    out = tuple(1 if i in axes else d for i, d in enumerate(x)) if keep else \
+        tuple(d for i, d in enumerate(x) if i not in axes)
+    fn = _NUMPY.get(op)
+    values = n.fold(out, fn and (lambda v, *_: fn(v, axis=tuple(axes), keepdims=keep)))
+    return Out([out], flops=n.numel(0), values=values)
+
+
+@rule("ArgMax", "ArgMin")
+def arg_reduce(n: Node) -> Out:
+    x = n.shape(0)
+    axis = n.axis(n.attr("axis", 0), len(x))
+    keep = bool(n.attr("keepdims", 1))
+    out = tuple(1 if i == axis else d for i, d in enumerate(x)) if keep else x[:axis] + x[axis + 1:]
+    return Out([out], dtypes=["int64"], flops=n.numel(0))
+
+
+@rule("TopK")
+def top_k(n: Node) -> Out:
+    x = n.shape(0)
+    axis = n.axis(n.attr("axis", -1), len(x))
+    k = int(n.attr("k") if n.opset < 10 else n.required_value(1, "k").reshape(()))
+    out = tuple(k if i == axis else d for i, d in enumerate(x))
+    return Out([out, out], dtypes=[n.dtype(0), "int64"], flops=n.numel(0))

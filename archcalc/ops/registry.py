@@ -1,0 +1,156 @@
+"""The op-rule registry: one function per op type gives shape, parameters, cost and folded value.
+
+A rule receives a :class:`Node` (its layer, with the input tensors' concrete shapes, dtypes and known
+values, and attributes with the schema's defaults filled in) and returns an :class:`Out`.
+Counting convention (stated once, in ``archcalc.conventions``): ``macs`` are multiply-accumulates
+of matrix and convolution products; ``flops`` are every other floating-point operation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import numpy as np
+import onnx
+
+from archcalc.errors import ShapeError
+from archcalc.ir import Graph, Layer, Shape
+
+ParamRole = str  # "weight" | "bias" | "buffer"
+
+# Values are folded (computed at load time, as shape arithmetic) only up to this many elements;
+# anything larger is computed at run time and counted as an activation.
+FOLD_LIMIT = 1 << 16
+
+
+@dataclass
+class Out:
+    """What a rule says of one node."""
+
+    shapes: list[tuple[int, ...]]
+    dtypes: list[str] | None = None  # None: every output has input 0's dtype
+    values: list[np.ndarray | None] | None = None  # known outputs, for shape arithmetic
+    macs: int = 0
+    flops: int = 0
+    params: dict[int, ParamRole] = field(default_factory=dict)  # roles of parameter inputs
+    alias: bool = False  # output 0 is a view of input 0 (no storage of its own)
+
+
+Rule = Callable[["Node"], Out]
+RULES: dict[str, Rule] = {}
+
+
+def rule(*op_types: str) -> Callable[[Rule], Rule]:
+    """Register ``fn`` as the rule of ``op_types``; a second rule for the same op is a bug."""
+
+    def register(fn: Rule) -> Rule:
+        for op in op_types:
+            if op in RULES:
+                raise RuntimeError(f"two rules for {op}: {RULES[op].__name__} and {fn.__name__}")
+            RULES[op] = fn
+        return fn
+
+    return register
+
+
+@cache
+def _schema_defaults(op_type: str, opset: int, domain: str) -> dict[str, Any]:
+    try:
+        schema = onnx.defs.get_schema(op_type, opset, domain)
+    except onnx.defs.SchemaError:
+        return {}
+    return {
+        name: onnx.helper.get_attribute_value(a.default_value)
+        for name, a in schema.attributes.items()
+        if a.default_value.type
+    }
+
+
+class Node:
+    """A rule's view of one layer: concrete input shapes, known values, attributes with defaults."""
+
+    def __init__(self, layer: Layer, graph: Graph):
+        self.layer = layer
+        self.graph = graph
+        self.opset = graph.opset
+        self._inputs = [graph.tensors[n] if n else None for n in layer.inputs]
+
+    # --- inputs -------------------------------------------------------------------------------
+    @property
+    def n_inputs(self) -> int:
+        return len(self._inputs)
+
+    def has(self, i: int) -> bool:
+        """Whether optional input ``i`` is given."""
+        return i < len(self._inputs) and self._inputs[i] is not None
+
+    def shape(self, i: int) -> tuple[int, ...]:
+        return self._inputs[i].shape  # type: ignore[union-attr,return-value]
+
+    def dtype(self, i: int) -> str:
+        return self._inputs[i].dtype  # type: ignore[union-attr]
+
+    def numel(self, i: int) -> int:
+        return math.prod(self.shape(i))
+
+    def value(self, i: int) -> np.ndarray | None:
+        return self._inputs[i].value if self.has(i) else None  # type: ignore[union-attr]
+
+    def values(self) -> list[np.ndarray] | None:
+        """Every given input's value, or None when any is unknown (the node cannot fold)."""
+        vals = [t.value if t is not None else None for t in self._inputs]
+        return None if any(v is None for v, t in zip(vals, self._inputs) if t is not None) else vals
+
+    def fold(self, shape: tuple[int, ...], fn: Callable | None) -> list[np.ndarray] | None:
+        """``[fn(*values)]`` when every input is known and the result is small, else None."""
+        vals = self.values()
+        if fn is None or vals is None or math.prod(shape) > FOLD_LIMIT:
+            return None
+        return [np.asarray(fn(*vals))]
+
+    def required_value(self, i: int, what: str) -> np.ndarray:
+        """The value of input ``i``, which this op's output shape depends on."""
+        v = self.value(i)
+        if v is None:
+            raise self.error(f"its {what} (input '{self.layer.inputs[i]}') is computed at run time "
+                             "from data, so the output shape cannot be known before running")
+        return v
+
+    def ints(self, i: int, attr: str, what: str, opset_moved: int) -> list[int] | None:
+        """An int list that was attribute ``attr`` before ``opset_moved`` and an input after."""
+        if self.opset < opset_moved or attr in self.layer.attrs:
+            v = self.attr(attr)
+            return None if v is None else [int(x) for x in v]
+        if not self.has(i):
+            return None
+        return [int(x) for x in np.atleast_1d(self.required_value(i, what))]
+
+    # --- attributes and outputs ---------------------------------------------------------------
+    def attr(self, name: str, default: Any = None) -> Any:
+        if name in self.layer.attrs:
+            return self.layer.attrs[name]
+        return _schema_defaults(self.layer.op_type, self.opset, self.layer.domain).get(name, default)
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.layer.outputs)
+
+    def error(self, message: str) -> ShapeError:
+        return ShapeError(f"{self.graph.source}: node '{self.layer.name}' ({self.layer.op_type}): {message}")
+
+    def axis(self, axis: int, rank: int) -> int:
+        """A possibly negative axis, normalised and checked against ``rank``."""
+        if not -rank <= axis < rank:
+            raise self.error(f"axis {axis} is out of range for rank {rank}")
+        return axis % rank
+
+    def broadcast(self, *shapes: Shape) -> tuple[int, ...]:
+        try:
+            return tuple(np.broadcast_shapes(*shapes))  # type: ignore[arg-type]
+        except ValueError:
+            names = ", ".join(f"'{n}' {list(s)}" for n, s in zip(self.layer.inputs, shapes))
+            raise self.error(f"inputs do not broadcast: {names}") from None

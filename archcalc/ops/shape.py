@@ -1,0 +1,257 @@
+"""Data movement and shape arithmetic: no flops, and values folded when inputs are known.
+
+Exporters compute Reshape targets and masks with chains of Shape -> Gather -> Unsqueeze -> Concat;
+folding those values here is what gives every tensor of an exported transformer a concrete shape.
+Ops marked ``alias`` are views: their output shares the input's storage.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from archcalc.dtypes import onnx_dtype
+from archcalc.ops.registry import Node, Out, rule
+
+
+def _shaped(n: Node, shape: tuple[int, ...], fn=None, alias: bool = False, dtype: str | None = None) -> Out:
+    """An output of ``shape`` whose value, when every input is known, is ``fn(*values)``."""
+    shape = tuple(int(d) for d in shape)
+    return Out([shape], dtypes=[dtype or n.dtype(0)], values=n.fold(shape, fn), alias=alias)
+
+
+@rule("Identity", "Dropout")
+def identity(n: Node) -> Out:
+    out = _shaped(n, n.shape(0), lambda x, *_: x, alias=True)
+    if n.n_outputs > 1:  # Dropout's mask
+        out.shapes.append(n.shape(0))
+        out.dtypes.append("bool")  # type: ignore[union-attr]
+    return out
+
+
+@rule("Shape")
+def shape(n: Node) -> Out:
+    dims = np.array(n.shape(0), dtype=np.int64)
+    start, end = n.attr("start", 0), n.attr("end")
+    dims = dims[start:end]
+    return Out([dims.shape], dtypes=["int64"], values=[dims])
+
+
+@rule("Size")
+def size(n: Node) -> Out:
+    return Out([()], dtypes=["int64"], values=[np.array(n.numel(0), dtype=np.int64)])
+
+
+@rule("Cast", "CastLike")
+def cast(n: Node) -> Out:
+    dtype = n.dtype(1) if n.layer.op_type == "CastLike" else onnx_dtype(n.attr("to"))
+    np_type = None if dtype in ("bfloat16", "string") or dtype.startswith("float8") else dtype
+    return _shaped(n, n.shape(0), (lambda x, *_: x.astype(np_type)) if np_type else None, dtype=dtype)
+
+
+@rule("Reshape")
+def reshape(n: Node) -> Out:
+    x = n.shape(0)
+    target = [int(d) for d in (n.attr("shape") if n.opset < 5 else n.required_value(1, "target shape"))]
+    if not n.attr("allowzero", 0):
+        target = [x[i] if d == 0 else d for i, d in enumerate(target)]
+    if target.count(-1) > 1:
+        raise n.error(f"target shape {target} has more than one -1")
+    known = math.prod(d for d in target if d != -1)
+    if -1 in target:
+        if known == 0 or math.prod(x) % known:
+            raise n.error(f"cannot reshape {list(x)} into {target}")
+        target[target.index(-1)] = math.prod(x) // known
+    if math.prod(target) != math.prod(x):
+        raise n.error(f"cannot reshape {list(x)} ({math.prod(x)} elements) into {target}")
+    return _shaped(n, tuple(target), lambda v, *_: v.reshape(target), alias=True)
+
+
+@rule("Flatten")
+def flatten(n: Node) -> Out:
+    x = n.shape(0)
+    axis = n.axis(n.attr("axis", 1), len(x) + 1) if x else 0
+    out = (math.prod(x[:axis]), math.prod(x[axis:]))
+    return _shaped(n, out, lambda v: v.reshape(out), alias=True)
+
+
+@rule("Squeeze")
+def squeeze(n: Node) -> Out:
+    x = n.shape(0)
+    axes = n.ints(1, "axes", "axes", 13)
+    axes = [i for i, d in enumerate(x) if d == 1] if axes is None else [n.axis(a, len(x)) for a in axes]
+    if any(x[a] != 1 for a in axes):
+        raise n.error(f"cannot squeeze axes {axes} of {list(x)}: not all are 1")
+    out = tuple(d for i, d in enumerate(x) if i not in axes)
+    return _shaped(n, out, lambda v, *_: v.reshape(out), alias=True)
+
+
+@rule("Unsqueeze")
+def unsqueeze(n: Node) -> Out:
+    x = n.shape(0)
+    axes = n.ints(1, "axes", "axes", 13) or []
+    rank = len(x) + len(axes)
+    axes = sorted(n.axis(a, rank) for a in axes)
+    out, rest = [], iter(x)
+    for i in range(rank):
+        out.append(1 if i in axes else next(rest))
+    return _shaped(n, tuple(out), lambda v, *_: v.reshape(out), alias=True)
+
+
+@rule("Transpose")
+def transpose(n: Node) -> Out:
+    x = n.shape(0)
+    perm = n.attr("perm") or list(reversed(range(len(x))))
+    return _shaped(n, tuple(x[p] for p in perm), lambda v: np.transpose(v, perm))
+
+
+@rule("Concat")
+def concat(n: Node) -> Out:
+    shapes = [n.shape(i) for i in range(n.n_inputs) if n.has(i)]
+    axis = n.axis(n.attr("axis"), len(shapes[0]))
+    for s in shapes[1:]:
+        if len(s) != len(shapes[0]) or any(a != b for i, (a, b) in enumerate(zip(s, shapes[0])) if i != axis):
+            raise n.error(f"inputs {[list(s) for s in shapes]} differ outside axis {axis}")
+    out = list(shapes[0])
+    out[axis] = sum(s[axis] for s in shapes)
+    return _shaped(n, tuple(out), lambda *v: np.concatenate([x for x in v if x is not None], axis))
+
+
+@rule("Split")
+def split(n: Node) -> Out:
+    x = n.shape(0)
+    axis = n.axis(n.attr("axis", 0), len(x))
+    parts = n.ints(1, "split", "split sizes", 13)
+    if parts is None:
+        count = n.attr("num_outputs") or n.n_outputs
+        step = -(-x[axis] // count)  # ONNX: equal parts, the last one smaller if it must be
+        parts = [min(step, x[axis] - i * step) for i in range(count)]
+    if sum(parts) != x[axis]:
+        raise n.error(f"split sizes {parts} do not add up to dim {axis} of {list(x)}")
+    shapes = [tuple(p if i == axis else d for i, d in enumerate(x)) for p in parts]
+    vals = n.values()
+    values = np.split(vals[0], np.cumsum(parts)[:-1], axis) if vals else None
+    return Out(shapes, dtypes=[n.dtype(0)] * len(shapes), values=values)
+
+
+@rule("Slice")
+def slice_(n: Node) -> Out:
+    x = n.shape(0)
+    starts = n.ints(1, "starts", "starts", 10)
+    ends = n.ints(2, "ends", "ends", 10)
+    axes = n.ints(3, "axes", "axes", 10) or list(range(len(starts)))
+    steps = n.ints(4, "steps", "steps", 10) or [1] * len(starts)
+    index: list[slice] = [slice(None)] * len(x)
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        index[n.axis(a, len(x))] = slice(s, e, st)  # Python clamps exactly as ONNX specifies
+    out = tuple(len(range(d)[sl]) for d, sl in zip(x, index))
+    return _shaped(n, out, lambda v, *_: v[tuple(index)])
+
+
+@rule("Gather")
+def gather(n: Node) -> Out:
+    data, idx = n.shape(0), n.shape(1)
+    axis = n.axis(n.attr("axis", 0), len(data))
+    out = (*data[:axis], *idx, *data[axis + 1:])
+    # Gather from a float table is an embedding lookup: the table is a parameter.
+    res = _shaped(n, out, lambda d, i: np.take(d, i, axis=axis))
+    res.params = {0: "weight"}
+    return res
+
+
+@rule("GatherElements")
+def gather_elements(n: Node) -> Out:
+    return _shaped(n, n.shape(1))
+
+
+@rule("GatherND")
+def gather_nd(n: Node) -> Out:
+    data, idx, b = n.shape(0), n.shape(1), n.attr("batch_dims", 0)
+    return _shaped(n, (*idx[:-1], *data[b + idx[-1]:]))
+
+
+@rule("ScatterND", "ScatterElements", "Scatter")
+def scatter(n: Node) -> Out:
+    return _shaped(n, n.shape(0))
+
+
+@rule("Expand")
+def expand(n: Node) -> Out:
+    target = tuple(int(d) for d in n.required_value(1, "target shape"))
+    out = n.broadcast(n.shape(0), target)
+    return _shaped(n, out, lambda v, _: np.broadcast_to(v, out).copy())
+
+
+@rule("Tile")
+def tile(n: Node) -> Out:
+    reps = [int(r) for r in n.required_value(1, "repeats")]
+    return _shaped(n, tuple(d * r for d, r in zip(n.shape(0), reps)), lambda v, r: np.tile(v, reps))
+
+
+@rule("ConstantOfShape")
+def constant_of_shape(n: Node) -> Out:
+    out = tuple(int(d) for d in n.required_value(0, "shape"))
+    fill = n.attr("value")
+    fill = np.zeros(1, np.float32) if fill is None else np.asarray(fill)
+    values = n.fold(out, lambda _: np.full(out, fill.reshape(-1)[0], dtype=fill.dtype))
+    return Out([out], dtypes=[str(fill.dtype)], values=values)
+
+
+@rule("Range")
+def range_(n: Node) -> Out:
+    start, limit, delta = (n.required_value(i, "bounds").reshape(()) for i in range(3))
+    count = max(int(math.ceil((limit - start) / delta)), 0)
+    return _shaped(n, (count,), lambda a, b, c: np.arange(a, b, c, dtype=np.asarray(a).dtype))
+
+
+@rule("Pad")
+def pad(n: Node) -> Out:
+    x = n.shape(0)
+    pads = n.ints(1, "pads" if n.opset >= 11 else "paddings", "pads", 11) or [0] * 2 * len(x)
+    axes = n.ints(3, "axes", "axes", 18) if n.opset >= 18 else None
+    axes = [n.axis(a, len(x)) for a in axes] if axes else list(range(len(x)))
+    out = list(x)
+    for j, a in enumerate(axes):
+        out[a] += pads[j] + pads[j + len(axes)]
+    return _shaped(n, tuple(out))
+
+
+@rule("Resize", "Upsample")
+def resize(n: Node) -> Out:
+    x = n.shape(0)
+    sizes_at, scales_at = (3, 2) if n.opset >= 11 and n.layer.op_type == "Resize" else (None, 1)
+    axes = n.attr("axes") or list(range(len(x)))
+    out = list(x)
+    if sizes_at is not None and n.has(sizes_at) and n.numel(sizes_at) > 0:
+        for a, s in zip(axes, n.required_value(sizes_at, "sizes")):
+            out[a] = int(s)
+    elif n.opset < 9 and n.layer.op_type == "Upsample":
+        for a, s in zip(axes, n.attr("scales")):
+            out[a] = int(math.floor(x[a] * s))
+    else:
+        for a, s in zip(axes, n.required_value(scales_at, "scales")):
+            out[a] = int(math.floor(x[a] * float(s)))
+    # Interpolation: a few multiply-adds per output element (linear: 2 per axis), counted as flops.
+    return Out([tuple(out)], flops=math.prod(out) * (2 * len(x) if n.attr("mode") != "nearest" else 0))
+
+
+@rule("DepthToSpace", "SpaceToDepth")
+def depth_space(n: Node) -> Out:
+    b, c, h, w = n.shape(0)
+    s = n.attr("blocksize")
+    down = n.layer.op_type == "DepthToSpace"
+    return _shaped(n, (b, c // (s * s), h * s, w * s) if down else (b, c * s * s, h // s, w // s))
+
+
+@rule("Trilu", "CumSum")
+def same_shape(n: Node) -> Out:
+    return _shaped(n, n.shape(0))
+
+
+@rule("OneHot")
+def one_hot(n: Node) -> Out:
+    idx = n.shape(0)
+    depth = int(n.required_value(1, "depth").reshape(()))
+    axis = n.axis(n.attr("axis", -1), len(idx) + 1)
+    return Out([(*idx[:axis], depth, *idx[axis:])], dtypes=[n.dtype(2)])

@@ -1,0 +1,45 @@
+"""Sliding-window arithmetic shared by convolutions and pools, for any number of spatial dims.
+
+Along one axis the output is ``(W - F_eff + P_begin + P_end) / S + 1`` (the CS231n notes' formula,
+with the effective window ``F_eff = (F - 1) * D + 1`` for dilation D), rounded down, or up in
+``ceil_mode``; ``auto_pad`` SAME_* gives ``ceil(W / S)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from archcalc.ops.registry import Node
+
+
+def window_attrs(n: Node, kernel: list[int]) -> tuple[list[int], list[int], list[int]]:
+    """Strides, dilations and explicit pads (begins then ends), with ONNX's defaults."""
+    k = len(kernel)
+    strides = list(n.attr("strides") or [1] * k)
+    dilations = list(n.attr("dilations") or [1] * k)
+    pads = list(n.attr("pads") or [0] * (2 * k))
+    if len(strides) != k or len(dilations) != k or len(pads) != 2 * k:
+        raise n.error(f"strides {strides}, dilations {dilations} or pads {pads} do not match "
+                      f"the {k}-d kernel {kernel}")
+    return strides, dilations, pads
+
+
+def window_output(n: Node, spatial: tuple[int, ...], kernel: list[int], ceil_mode: bool = False) -> list[int]:
+    """Output spatial size of a conv or pool over ``spatial`` with window ``kernel``."""
+    strides, dilations, pads = window_attrs(n, kernel)
+    auto_pad = n.attr("auto_pad", "NOTSET")
+    out = []
+    for i, (w, f, s, d) in enumerate(zip(spatial, kernel, strides, dilations)):
+        f_eff = (f - 1) * d + 1
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            out.append(math.ceil(w / s))
+            continue
+        total = w - f_eff + (0 if auto_pad == "VALID" else pads[i] + pads[i + len(kernel)])
+        if total < 0:
+            raise n.error(f"window {f} (dilated {f_eff}) is larger than the padded input {w} on "
+                          f"spatial axis {i}")
+        size = (math.ceil(total / s) if ceil_mode else total // s) + 1
+        if ceil_mode and (size - 1) * s >= w + pads[i]:
+            size -= 1  # ONNX: the last window must start inside the input or its left padding
+        out.append(size)
+    return out

@@ -1,0 +1,40 @@
+"""Where a model comes from: a file path, an in-memory ModelProto, or a zoo name."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+from archcalc.errors import InputError
+from archcalc.ir import Graph
+
+ZOO_SUFFIXES = (".onnx",)
+
+
+def zoo_models() -> dict[str, Path]:
+    """Zoo name -> file, for every model shipped in ``zoo/`` (names are paths without suffix)."""
+    root = Path(str(resources.files("archcalc.zoo")))
+    return {str(p.relative_to(root).with_suffix("")): p
+            for p in sorted(root.rglob("*")) if p.suffix in ZOO_SUFFIXES}
+
+
+def resolve(source: str | os.PathLike) -> Path:
+    """A path that exists, or the zoo file that ``source`` names."""
+    path = Path(source)
+    if path.exists():
+        return path
+    zoo = zoo_models()
+    if str(source) in zoo:
+        return zoo[str(source)]
+    raise InputError(f"{source}: no such file or zoo model: check the path, or list the zoo with "
+                     "'archcalc zoo'")
+
+
+def load_graph(source) -> Graph:
+    """The IR of ``source``: a path, a zoo name, or an ``onnx.ModelProto``."""
+    from archcalc.onnx_import import import_onnx
+
+    if not isinstance(source, (str, os.PathLike)):
+        return import_onnx(source)
+    return import_onnx(resolve(source))

@@ -1,0 +1,31 @@
+"""Readable numbers: counts in powers of 1000 (K, M, G), bytes in powers of 1024 (KiB, MiB, GiB)."""
+
+from __future__ import annotations
+
+
+def count(n: float) -> str:
+    """``138357544`` -> ``'138.36 M'``."""
+    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n:g}"
+
+
+def nbytes(n: float) -> str:
+    """``553430016`` -> ``'527.79 MiB'``."""
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n:g} B"
+
+
+def parse_bytes(text: str) -> int:
+    """``'24GiB'``, ``'80 GB'``, ``'512MiB'`` or a plain number of bytes -> bytes."""
+    units = {"tib": 1 << 40, "gib": 1 << 30, "mib": 1 << 20, "kib": 1 << 10,
+             "tb": 10**12, "gb": 10**9, "mb": 10**6, "kb": 10**3, "b": 1, "": 1}
+    s = text.strip().lower().replace(" ", "")
+    num = s.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = s[len(num):]
+    if unit not in units or not num:
+        raise ValueError(f"'{text}' is not a size: write it as 24GiB, 80GB or 512MiB")
+    return int(float(num) * units[unit])

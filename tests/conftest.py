@@ -1,0 +1,47 @@
+"""Shared test helpers: where the exported fixtures live and what onnxruntime measured of them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "models"
+ZOO = ROOT / "zoo" / "torchvision"
+
+
+def exported_models() -> list[str]:
+    """Every exported model with a truth file (see tools/make_fixtures.py)."""
+    return sorted(p.stem for p in FIXTURES.glob("*.json"))
+
+
+def model_path(name: str) -> Path:
+    for folder in (FIXTURES, ZOO):
+        if (folder / f"{name}.onnx").exists():
+            return folder / f"{name}.onnx"
+    raise FileNotFoundError(name)
+
+
+def truth(name: str) -> dict:
+    """What torch and onnxruntime reported for ``name`` when it was exported."""
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+def input_shapes(name: str, batch: int) -> dict[str, str]:
+    """The input shapes the onnxruntime run was fed at ``batch``."""
+    return {k: "x".join(map(str, [batch, *v])) for k, v in truth(name)["feeds"].items()}
+
+
+@pytest.fixture
+def tmp_model(tmp_path):
+    """Save a ModelProto to a file and return its path."""
+    import onnx
+
+    def save(model, name="model.onnx"):
+        path = tmp_path / name
+        onnx.save(model, str(path))
+        return path
+
+    return save
