@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from archcalc.dtypes import onnx_dtype
 from archcalc.errors import InputError
 from archcalc.ir import Graph, Layer, Role, Shape, Tensor
+from archcalc.onnx_structure import read_structure
 
 # Tensors up to this many elements have their values read: enough for every shape and index
 # constant an exporter writes, far too few for any real weight.
@@ -25,7 +26,7 @@ SMALL_VALUE_LIMIT = 64
 
 
 def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
-    """Parse an ONNX file without external data; every failure is a one-line InputError."""
+    """Parse an ONNX file's structure (no weight bytes); every failure is a one-line InputError."""
     if isinstance(source, onnx.ModelProto):
         return source
     path = Path(source)
@@ -33,9 +34,8 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
         raise InputError(f"{path}: no such file: check the path, or name a zoo model (archcalc zoo)")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not an .onnx file")
-    model = onnx.ModelProto()
     try:
-        model.ParseFromString(path.read_bytes())
+        model = read_structure(path, SMALL_VALUE_LIMIT)
     except (DecodeError, RuntimeError, ValueError) as exc:
         raise InputError(
             f"{path}: not a valid ONNX model ({exc}): the file is truncated, corrupt or not ONNX; "

@@ -75,7 +75,9 @@ def _binary(n: Node) -> Out:
     flops, fn = BINARY[op]
     shape = n.broadcast(*(n.shape(i) for i in range(n.n_inputs) if n.has(i)))
     role = OPERAND_ROLE.get(op)
-    params = {i: role for i in range(n.n_inputs)} if role else {}
+    # A scalar operand is a constant (a residual scale, an epsilon), except PRelu's single slope.
+    params = {i: role for i in range(n.n_inputs) if n.has(i) and (n.numel(i) > 1 or op == "PRelu")} \
+        if role else {}
     return Out([shape], dtypes=_out_dtype(n), flops=flops * math.prod(shape) * max(n.n_inputs - 1, 1),
                values=_fold(n, shape, fn), params=params)
 

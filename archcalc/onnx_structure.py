@@ -1,0 +1,152 @@
+"""Read an ONNX file's structure without touching its weight bytes.
+
+The protobuf wire format is walked with small positioned reads down to the initializers; each
+initializer is copied without its data fields (unless it is small enough that shape arithmetic may
+need its value), and only what remains -- the graph, names, dims, dtypes -- is parsed with the
+protobuf library. Weights are skipped by offset, never read, so time and resident memory follow
+the size of the graph, not of the weights, and files over 2 GB work. (Not mmap: the kernel maps
+whole page-cache folios around each touched header, which put megabytes of weights per tensor
+into the resident set.)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import onnx
+
+# Field numbers from onnx.proto.
+MODEL_GRAPH = 7
+GRAPH_INITIALIZER = 5
+TENSOR_DIMS = 1
+# float_data, int32_data, string_data, int64_data, raw_data, double_data, uint64_data
+TENSOR_DATA_FIELDS = frozenset({4, 5, 6, 7, 9, 10, 11})
+VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5
+
+
+class WireError(ValueError):
+    """The bytes are not a well-formed protobuf message."""
+
+
+class _File:
+    """Indexable bytes of an open file, read on demand through one cached window."""
+
+    WINDOW = 1 << 12
+
+    def __init__(self, fd: int, size: int):
+        self.fd, self.size = fd, size
+        self.start, self.data = 0, b""
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return os.pread(self.fd, key.stop - key.start, key.start)
+        if not self.start <= key < self.start + len(self.data):
+            self.start, self.data = key, os.pread(self.fd, self.WINDOW, key)
+        return self.data[key - self.start]
+
+
+def _varint(buf, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise WireError("truncated or malformed varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _fields(buf, start: int, end: int):
+    """Yield (field number, wire type, field start, payload start, payload end) of a message."""
+    pos = start
+    while pos < end:
+        key_at = pos
+        key, pos = _varint(buf, pos, end)
+        number, wire = key >> 3, key & 7
+        if wire == VARINT:
+            _, stop = _varint(buf, pos, end)
+        elif wire == FIXED64:
+            stop = pos + 8
+        elif wire == FIXED32:
+            stop = pos + 4
+        elif wire == LENGTH:
+            length, pos = _varint(buf, pos, end)
+            stop = pos + length
+        else:
+            raise WireError(f"unsupported wire type {wire}")
+        if stop > end or number == 0:
+            raise WireError("truncated message")
+        yield number, wire, key_at, pos, stop
+        pos = stop
+
+
+def _dims(buf, fields) -> list[int]:
+    dims = []
+    for number, wire, _, start, stop in fields:
+        if number != TENSOR_DIMS:
+            continue
+        if wire != LENGTH:  # one dim per field
+            dims.append(_varint(buf, start, stop)[0])
+            continue
+        pos = start
+        while pos < stop:  # packed dims
+            value, pos = _varint(buf, pos, stop)
+            dims.append(value)
+    return dims
+
+
+def _light_tensor(buf, start: int, end: int, keep_values_upto: int) -> bytes:
+    """The TensorProto at buf[start:end] without its data, unless it has few elements."""
+    fields = list(_fields(buf, start, end))
+    if math.prod(_dims(buf, fields)) <= keep_values_upto:
+        return bytes(buf[start:end])
+    return b"".join(bytes(buf[k:stop]) for number, _, k, _, stop in fields if number not in TENSOR_DATA_FIELDS)
+
+
+def _submessage(number: int, payload: bytes) -> bytes:
+    return _encode_varint(number << 3 | LENGTH) + _encode_varint(len(payload)) + payload
+
+
+def _light_graph(buf, start: int, end: int, keep_values_upto: int) -> bytes:
+    out = []
+    for number, wire, k, s, stop in _fields(buf, start, end):
+        if number == GRAPH_INITIALIZER and wire == LENGTH:
+            out.append(_submessage(number, _light_tensor(buf, s, stop, keep_values_upto)))
+        else:
+            out.append(bytes(buf[k:stop]))
+    return b"".join(out)
+
+
+def read_structure(path: Path, keep_values_upto: int) -> onnx.ModelProto:
+    """The model at ``path`` with the data of every initializer over ``keep_values_upto`` elements
+    left out. Raises WireError (or protobuf's DecodeError) on a malformed file."""
+    with open(path, "rb") as f:
+        buf = _File(f.fileno(), os.fstat(f.fileno()).st_size)
+        if not len(buf):
+            raise WireError("the file is empty")
+        out = []
+        for number, wire, k, s, stop in _fields(buf, 0, len(buf)):
+            if number == MODEL_GRAPH and wire == LENGTH:
+                out.append(_submessage(number, _light_graph(buf, s, stop, keep_values_upto)))
+            else:
+                out.append(bytes(buf[k:stop]))
+    model = onnx.ModelProto()
+    model.ParseFromString(b"".join(out))
+    return model
