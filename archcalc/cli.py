@@ -11,6 +11,9 @@ import sys
 
 import click
 
+from archcalc.dtypes import PRECISIONS
+from archcalc.runtimes import RUNTIMES
+
 FORMATS = ("table", "markdown", "csv", "json")
 
 
@@ -43,15 +46,43 @@ def _pairs(values: tuple[str, ...], flag: str, convert=str) -> dict:
     return out
 
 
+def _size(text: str | None, flag: str) -> int | None:
+    from archcalc.units import parse_bytes
+
+    if text is None:
+        return None
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=flag) from None
+
+
 def shape_options(fn):
-    """--batch, --dim and --input: how symbolic dims get their values."""
+    """--batch, --dim, --input and --dtype: how symbolic dims get values and floats are priced."""
+    fn = click.option("--dtype", type=click.Choice(list(PRECISIONS)), default=None,
+                      help="Price floating-point tensors at this precision; mixed: fp16 with fp32 master "
+                           "weights and optimizer state [default: as in the model].")(fn)
     fn = click.option("--input", "inputs", multiple=True, metavar="NAME=1x3x224x224",
                       help="Set a whole input's shape.")(fn)
     fn = click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE",
                       help="Bind a named symbolic dim (e.g. --dim sequence=128).")(fn)
-    fn = click.option("--batch", type=click.IntRange(min=1), default=None,
-                      help="Batch size: binds each input's symbolic first dim [default: 1].")(fn)
     return fn
+
+
+def memory_options(default_runtime: str):
+    """--mode, --optimizer, --runtime, --runtime-overhead, --workspace."""
+
+    def add(fn):
+        fn = click.option("--runtime-overhead", default=None, metavar="SIZE",
+                          help="Replace the runtime's constant (e.g. 1.5GiB).")(fn)
+        fn = click.option("--runtime", "runtime_name", type=click.Choice(list(RUNTIMES)), default=default_runtime,
+                          show_default=True, help="Runtime whose constant and allocator rounding apply.")(fn)
+        fn = click.option("--optimizer", default="sgd", show_default=True,
+                          help="Optimizer state counted in training: sgd, momentum, nesterov, adagrad, rmsprop, "
+                               "rmsprop-momentum, rmsprop-centered, adam, adamw, adam-amsgrad ...")(fn)
+        return fn
+
+    return add
 
 
 @click.group()
@@ -62,15 +93,20 @@ def main():
 
 @main.command()
 @click.argument("model", default="torchvision/vgg16")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Batch size: binds each input's symbolic first dim [default: 1].")
 @shape_options
-@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16", "int8"]), default=None,
-              help="Price floating-point tensors at this precision [default: as in the model].")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--top", type=click.IntRange(min=1), default=None, help="Show only the N heaviest layers.")
 @click.option("--sort", type=click.Choice(["macs", "params", "activations", "flops"]), default="macs",
               show_default=True, help="What 'heaviest' means for --top.")
+@click.option("--mode", type=click.Choice(["inference", "train"]), default=None,
+              help="Add the memory terms of inference, or of one training step (and saved bytes per layer).")
+@memory_options("onnxruntime-cpu")
+@click.option("--workspace", is_flag=True, help="Count the largest per-op scratch (a conv's im2col matrix).")
 @_fail_cleanly
-def estimate(model, batch, dims, inputs, dtype, fmt, top, sort):
+def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer, runtime_name, runtime_overhead,
+             workspace):
     """Per-layer shapes, parameters, MACs and activation memory of MODEL, then the totals.
 
     MODEL is an .onnx file or a zoo name (see `archcalc zoo`).
@@ -78,11 +114,76 @@ def estimate(model, batch, dims, inputs, dtype, fmt, top, sort):
     Example: archcalc estimate resnet50.onnx --batch 8 --dtype fp16 --top 10
     """
     from archcalc.analysis import estimate as run
-    from archcalc.report import render
+    from archcalc.report import MemoryView, render
 
     result = run(model, batch=batch, dims=_pairs(dims, "--dim", int), inputs=_pairs(inputs, "--input"),
                  dtype=dtype)
-    click.echo(render(result, fmt, top=top, sort=sort), nl=False)
+    view = None
+    if mode:
+        overhead = _size(runtime_overhead, "--runtime-overhead")
+        view = MemoryView(result.inference_memory(runtime_name, overhead, workspace),
+                          result.training_memory(optimizer) if mode == "train" else None)
+    click.echo(render(result, fmt, top=top, sort=sort, memory=view), nl=False)
+
+
+@main.command()
+@click.argument("model", default="torchvision/vgg16")
+@click.option("--gpu", "gpu_name", default=None, help="A GPU from `archcalc gpus`.")
+@click.option("--memory", "memory_size", default=None, metavar="SIZE", help="A budget instead: 24GiB, 80GB.")
+@click.option("--mode", type=click.Choice(["inference", "train"]), default="inference", show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Judge this batch; without it, find the largest batch that fits.")
+@click.option("--sweep", default=None, metavar="1,2,4,...", help="A table of these batch sizes.")
+@shape_options
+@memory_options("pytorch-cuda")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@_fail_cleanly
+def fit(model, gpu_name, memory_size, mode, batch, sweep, dims, inputs, dtype, optimizer, runtime_name,
+        runtime_overhead, fmt):
+    """Does MODEL fit a GPU (or a budget), and up to what batch? Exit 0: fits, 1: does not, 2: error.
+
+    Example: archcalc fit resnet50.onnx --gpu A100-80GB --mode train --optimizer adam
+    """
+    from archcalc.fit import FitSpec, largest_batch
+    from archcalc.gpus import gpu
+    from archcalc.report import render_fit
+
+    if (gpu_name is None) == (memory_size is None):
+        raise click.UsageError("give exactly one of --gpu NAME or --memory SIZE")
+    card = gpu(gpu_name) if gpu_name else None
+    capacity = card.capacity if card else _size(memory_size, "--memory")
+    overhead = _size(runtime_overhead, "--runtime-overhead")
+    spec = FitSpec(model, capacity, mode, optimizer, dtype, runtime_name, overhead,
+                   _pairs(dims, "--dim", int), _pairs(inputs, "--input"))
+    if sweep:
+        try:
+            batches = [int(b) for b in sweep.split(",")]
+        except ValueError:
+            raise click.BadParameter(f"'{sweep}' should be batch sizes: 1,2,4,8", param_hint="--sweep") from None
+        verdicts = [spec.verdict(b) for b in batches]
+        click.echo(render_fit(spec, card, verdicts, None, fmt), nl=False)
+        sys.exit(0 if verdicts[0].fits else 1)
+    if batch:
+        verdict = spec.verdict(batch)
+        click.echo(render_fit(spec, card, [verdict], None, fmt), nl=False)
+        sys.exit(0 if verdict.fits else 1)
+    best = largest_batch(spec)
+    click.echo(render_fit(spec, card, [spec.verdict(1)] if best is None else [best], best, fmt, searched=True),
+               nl=False)
+    sys.exit(0 if best else 1)
+
+
+@main.command()
+def gpus():
+    """List the GPU catalog: memory as the vendor states it, in bytes, and the source.
+
+    Example: archcalc gpus
+    """
+    from archcalc.gpus import CATALOG
+
+    for g in CATALOG.values():
+        usable = f"  usable {g.usable:,} B" if g.usable else ""
+        click.echo(f"{g.name:<11} {g.vendor_memory:>7}  {g.bytes:>16,} B  {g.year}  {g.source}{usable}")
 
 
 @main.command()

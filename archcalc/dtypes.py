@@ -14,7 +14,11 @@ DTYPE_BYTES: dict[str, float] = {
 FLOAT_DTYPES = frozenset(d for d in DTYPE_BYTES if d.startswith(("float", "bfloat")))
 
 # The --dtype choices: how a user names the precision floating-point tensors are priced at.
-PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "int8"}
+PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "int8",
+              "mixed": "float16", "mixed-bf16": "bfloat16"}
+# Mixed precision: activations, weights and gradients at 16 bits, plus fp32 master weights and
+# fp32 optimizer state (training).
+MIXED = frozenset({"mixed", "mixed-bf16"})
 
 
 def onnx_dtype(elem_type: int) -> str:

@@ -1,17 +1,21 @@
-"""Activation memory by tensor liveness over the execution order.
+"""Activation memory by buffer liveness over the execution order, and the inference memory terms.
 
 A buffer is allocated when its layer runs (while that layer's inputs are still alive) and freed
 after its last reader; graph outputs live to the end. Views (Reshape, Flatten, Squeeze, Unsqueeze,
-Identity, inference Dropout) share their input's buffer instead of adding one. Graph inputs are
-held by the caller and reported apart, not in the activation peak.
+Identity, inference Dropout) share their input's buffer. With ``inplace``, an element-wise op (and
+inference BatchNorm) writes into an input buffer of its own size that dies at that op, as
+onnxruntime's allocation planner does. Graph inputs are held by the caller and reported apart.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from archcalc.dtypes import DTYPE_BYTES
 from archcalc.infer import LayerResult
 from archcalc.ir import Graph, Role
+from archcalc.runtimes import Runtime
 
 RUNTIME_ROLES = (Role.ACTIVATION, Role.OUTPUT)
 
@@ -35,36 +39,75 @@ class Buffer:
     end: int
 
 
-def buffers(graph: Graph, results: list[LayerResult], float_dtype: str | None = None) -> list[Buffer]:
-    """The activation buffers of a shaped graph, views folded into the buffer they look at."""
-    owner = {name: name for name in graph.inputs}  # tensor -> the tensor whose buffer it uses
-    span: dict[str, list[int]] = {}
-    last = len(results) - 1
+def _last_uses(graph: Graph, results: list[LayerResult]) -> dict[str, int]:
+    last = {}
+    for i, res in enumerate(results):
+        if not res.folded:
+            for name in res.layer.inputs:
+                last[name] = i
+    for name in graph.outputs:
+        last[name] = len(results) - 1
+    return last
+
+
+def buffer_owners(graph: Graph, results: list[LayerResult], inplace: bool = True,
+                  float_dtype: str | None = None) -> dict[str, str]:
+    """For every runtime tensor (and graph input), the tensor whose buffer it is written into."""
+    last = _last_uses(graph, results)
+    owner = {name: name for name in graph.inputs}
+    end = {}  # owner -> last layer that reads any tensor in its buffer
     for i, res in enumerate(results):
         if res.folded:
             continue
-        for name in res.layer.inputs:
-            if owner.get(name) in span:
-                span[owner[name]][1] = i
         for j, name in enumerate(res.layer.outputs):
             t = graph.tensors.get(name) if name else None
             if t is None or t.role not in RUNTIME_ROLES:
                 continue
-            src = res.layer.inputs[0] if res.out.alias and j == 0 and res.layer.inputs else None
-            if src in owner:
-                owner[name] = owner[src]
-            else:
-                owner[name] = name
-                span[name] = [i, i]
-            if t.role is Role.OUTPUT and owner[name] in span:
-                span[owner[name]][1] = last
-    return [Buffer(name, graph.tensors[name].nbytes(float_dtype), s, e) for name, (s, e) in span.items()]
+            src = _shared_input(graph, res, j, i, owner, end, inplace, float_dtype)
+            owner[name] = owner[src] if src else name
+            end[owner[name]] = max(end.get(owner[name], i), last.get(name, i))
+    return owner
 
 
-def activation_peak(graph: Graph, results: list[LayerResult], float_dtype: str | None = None) -> Peak:
+def _shared_input(graph, res, j, i, owner, end, inplace, float_dtype) -> str | None:
+    """The input whose buffer output ``j`` of layer ``i`` reuses, if any."""
+    if j != 0 or not res.layer.inputs:
+        return None
+    if res.out.alias:
+        src = res.layer.inputs[0]
+        return src if src in owner else None
+    if not (inplace and res.out.inplace):
+        return None
+    size = graph.tensors[res.layer.outputs[0]].nbytes(float_dtype)
+    for name in res.layer.inputs:
+        o = owner.get(name)
+        if (o is not None and o not in graph.inputs and end.get(o) == i and o not in graph.outputs
+                and graph.tensors[o].nbytes(float_dtype) == size):
+            return name
+    return None
+
+
+def buffers(graph: Graph, results: list[LayerResult], float_dtype: str | None = None,
+            inplace: bool = True, rounding: Callable[[int], int] = int) -> list[Buffer]:
+    """The activation buffers of a shaped graph, each with its lifetime in layer positions."""
+    owner = buffer_owners(graph, results, inplace, float_dtype)
+    last = _last_uses(graph, results)
+    span: dict[str, list[int]] = {}
+    for i, res in enumerate(results):
+        for name in res.layer.outputs if not res.folded else ():
+            o = owner.get(name)
+            if o is None or o in graph.inputs:
+                continue
+            s = span.setdefault(o, [i, i])
+            s[1] = max(s[1], last.get(name, i))
+    return [Buffer(o, rounding(graph.tensors[o].nbytes(float_dtype)), s, e) for o, (s, e) in span.items()]
+
+
+def activation_peak(graph: Graph, results: list[LayerResult], float_dtype: str | None = None,
+                    inplace: bool = True, rounding: Callable[[int], int] = int) -> Peak:
     """The maximum over layers of the bytes of the buffers alive while that layer runs."""
     delta = [0] * (len(results) + 1)
-    for b in buffers(graph, results, float_dtype):
+    for b in buffers(graph, results, float_dtype, inplace, rounding):
         delta[b.start] += b.nbytes
         delta[b.end + 1] -= b.nbytes
     best, at, live = 0, 0, 0
@@ -72,5 +115,59 @@ def activation_peak(graph: Graph, results: list[LayerResult], float_dtype: str |
         live += delta[i]
         if live > best:
             best, at = live, i
-    name = results[at].layer.name if results else ""
-    return Peak(best, at, name)
+    return Peak(best, at, results[at].layer.name if results else "")
+
+
+def workspace_bytes(graph: Graph, results: list[LayerResult], float_dtype: str | None = None) -> tuple[int, str]:
+    """The largest per-op scratch buffer (max, not sum: one op runs at a time) and its layer."""
+    best, where = 0, ""
+    for res in results:
+        if res.folded or not res.out.workspace:
+            continue
+        dtype = float_dtype or graph.tensors[res.layer.inputs[0]].dtype
+        size = int(res.out.workspace * DTYPE_BYTES[dtype])
+        if size > best:
+            best, where = size, res.layer.name
+    return best, where
+
+
+@dataclass
+class InferenceMemory:
+    """Inference memory, each term on its own (bytes). ``total`` is the process's expected peak."""
+
+    weights: int  # stored parameters and buffers
+    inputs: int  # graph inputs, held by the caller
+    activation_peak: int  # in-place liveness: the estimate
+    activation_peak_layer: str
+    activation_peak_plain: int  # liveness without in-place reuse
+    activation_sum: int  # every activation at once: the CS231n notes' figure, an upper bound
+    workspace: int  # largest per-op scratch (0 unless requested)
+    workspace_layer: str
+    runtime: int  # the runtime's own constant
+    runtime_name: str
+    load_peak: int  # while loading: the serialized model and the tensors built from it
+
+    @property
+    def steady(self) -> int:
+        return self.weights + self.inputs + self.activation_peak + self.workspace + self.runtime
+
+    @property
+    def total(self) -> int:
+        return max(self.steady, self.load_peak)
+
+
+def inference_memory(graph: Graph, results: list[LayerResult], weights: int, activation_sum: int,
+                     runtime: Runtime, float_dtype: str | None = None, workspace: bool = False) -> InferenceMemory:
+    """The inference terms of a shaped graph under ``runtime``'s allocator and constant."""
+    peak = activation_peak(graph, results, float_dtype, True, runtime.round)
+    plain = activation_peak(graph, results, float_dtype, False, runtime.round)
+    ws, ws_layer = workspace_bytes(graph, results, float_dtype) if workspace else (0, "")
+    inputs = sum(graph.tensors[n].nbytes(float_dtype) for n in graph.inputs)
+    return InferenceMemory(
+        weights=weights, inputs=inputs, activation_peak=runtime.reserve(peak.bytes),
+        activation_peak_layer=peak.layer_name, activation_peak_plain=runtime.reserve(plain.bytes),
+        activation_sum=activation_sum, workspace=ws, workspace_layer=ws_layer, runtime=runtime.overhead,
+        runtime_name=runtime.name,
+        # Loading holds the serialized weights and the tensors made from them at once.
+        load_peak=2 * weights + runtime.overhead,
+    )

@@ -24,6 +24,7 @@ TENSOR_DIMS = 1
 # float_data, int32_data, string_data, int64_data, raw_data, double_data, uint64_data
 TENSOR_DATA_FIELDS = frozenset({4, 5, 6, 7, 9, 10, 11})
 VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5
+SMALL_FILE = 16 << 20
 
 
 class WireError(ValueError):
@@ -138,9 +139,11 @@ def read_structure(path: Path, keep_values_upto: int) -> onnx.ModelProto:
     """The model at ``path`` with the data of every initializer over ``keep_values_upto`` elements
     left out. Raises WireError (or protobuf's DecodeError) on a malformed file."""
     with open(path, "rb") as f:
-        buf = _File(f.fileno(), os.fstat(f.fileno()).st_size)
-        if not len(buf):
+        size = os.fstat(f.fileno()).st_size
+        if not size:
             raise WireError("the file is empty")
+        # A small file is read whole (fast indexing); a large one through positioned reads.
+        buf = f.read() if size <= SMALL_FILE else _File(f.fileno(), size)
         out = []
         for number, wire, k, s, stop in _fields(buf, 0, len(buf)):
             if number == MODEL_GRAPH and wire == LENGTH:

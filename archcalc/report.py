@@ -8,18 +8,70 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import pandas as pd
 
 from archcalc import units
 from archcalc.analysis import Estimate
 from archcalc.conventions import CONVENTIONS
+from archcalc.memory import InferenceMemory
+from archcalc.training import TrainingMemory
 
 JSON_SCHEMA = "archcalc.estimate/1"
 COLUMNS = ["layer", "op", "shape", "activations", "activation_bytes", "weights", "biases", "params",
            "macs", "flops", "note"]
 SORT_KEYS = ("macs", "params", "activations", "flops")
+
+
+@dataclass
+class MemoryView:
+    """The memory terms to show beside an estimate (``--mode``)."""
+
+    inference: InferenceMemory
+    training: TrainingMemory | None = None
+
+
+def memory_lines(view: MemoryView) -> list[tuple[str, str]]:
+    """The memory terms as (label, readable value) pairs, each labelled with what it counts."""
+    im, tm = view.inference, view.training
+    b = units.nbytes
+    lines = [
+        ("weights", b(im.weights)),
+        ("inputs", b(im.inputs)),
+        ("activation peak", f"{b(im.activation_peak)} at {im.activation_peak_layer} "
+                            "(liveness with in-place reuse: the estimate)"),
+        ("  without in-place", f"{b(im.activation_peak_plain)} (plain liveness)"),
+        ("  all activations", f"{b(im.activation_sum)} (the notes' sum: an upper bound)"),
+    ]
+    if im.workspace:
+        lines.append(("workspace", f"{b(im.workspace)} at {im.workspace_layer} (largest im2col)"))
+    lines += [
+        ("runtime", f"{b(im.runtime)} ({im.runtime_name})"),
+        ("load peak", f"{b(im.load_peak)} (2 x weights while loading, + runtime)"),
+        ("inference total", b(im.total)),
+    ]
+    if tm is not None:
+        lines += [
+            ("train: weights", b(tm.weights + tm.master_weights)
+             + (f" (incl. fp32 master {b(tm.master_weights)})" if tm.master_weights else "")),
+            ("train: gradients", b(tm.gradients)),
+            ("train: optimizer", f"{b(tm.optimizer_state)} ({tm.optimizer})"),
+            ("train: saved", f"{b(tm.saved_activations)} (activations kept for backward)"),
+            ("train: transient", f"{b(tm.backward_transient)} at {tm.backward_transient_layer}"),
+            ("train: inputs", b(tm.inputs)),
+            ("train: total", f"{b(tm.total)} (+ runtime {b(im.runtime)})"),
+            ("notes' rule", f"{b(tm.notes_rule)} (activations x 2 + parameters x (2 + slots))"),
+        ]
+    return lines
+
+
+def memory_dict(view: MemoryView) -> dict:
+    im = view.inference
+    out = {"inference": {**asdict(im), "steady": im.steady, "total": im.total}}
+    if view.training is not None:
+        out["training"] = {**asdict(view.training), "total": view.training.total}
+    return out
 
 
 def shape_text(shape) -> str:
@@ -86,7 +138,7 @@ def totals_lines(est: Estimate) -> list[tuple[str, str]]:
     return lines
 
 
-def _table(est: Estimate, df: pd.DataFrame) -> str:
+def _table(est: Estimate, df: pd.DataFrame, memory: MemoryView | None) -> str:
     from rich.console import Console
     from rich.table import Table
 
@@ -102,31 +154,65 @@ def _table(est: Estimate, df: pd.DataFrame) -> str:
     out = io.StringIO()
     console = Console(file=out, width=180, no_color=True, highlight=False)
     console.print(table)
-    for label, value in totals_lines(est):
+    for label, value in totals_lines(est) + (memory_lines(memory) if memory else []):
         console.print(f"{label:>18}: {value}")
     console.print("\n".join(f"  - {text}" for text in CONVENTIONS.values()))
     return out.getvalue()
 
 
-def _markdown(est: Estimate, df: pd.DataFrame) -> str:
+def _markdown(est: Estimate, df: pd.DataFrame, memory: MemoryView | None) -> str:
     head = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
     body = "".join("| " + " | ".join(f"{v:,}" if isinstance(v, int) else str(v) for v in row) + " |\n"
                    for row in df.itertuples(index=False))
-    totals = "".join(f"| {label} | {value} |\n" for label, value in totals_lines(est))
+    totals = "".join(f"| {label} | {value} |\n"
+                     for label, value in totals_lines(est) + (memory_lines(memory) if memory else []))
     notes = "".join(f"- {text}\n" for text in CONVENTIONS.values())
     return (f"## {est.graph.name} (batch {est.batch})\n\n{head}{body}\n| total | value |\n|---|---|\n"
             f"{totals}\n{notes}")
 
 
-def render(est: Estimate, fmt: str = "table", top: int | None = None, sort: str = "macs") -> str:
-    """The estimate as text in ``fmt`` (table, markdown, csv, json); ``top`` keeps the heaviest rows."""
-    df = _heaviest(layers_frame(est), top, sort)
+def render(est: Estimate, fmt: str = "table", top: int | None = None, sort: str = "macs",
+           memory: MemoryView | None = None) -> str:
+    """The estimate as text in ``fmt`` (table, markdown, csv, json); ``top`` keeps the heaviest rows;
+    ``memory`` adds the memory terms (and, for training, each layer's saved bytes)."""
+    df = layers_frame(est)
+    if memory is not None and memory.training is not None:
+        df.insert(len(df.columns) - 1, "saved_bytes", df["layer"].map(est.saved_by_layer()).fillna(0).astype(int))
+    df = _heaviest(df, top, sort)
     if fmt == "json":
         data = estimate_dict(est)
         data["layers"] = df.to_dict(orient="records")
+        if memory is not None:
+            data["memory"] = memory_dict(memory)
         return json.dumps(data, indent=1)
     if fmt == "csv":
         return df.to_csv(index=False)
     if fmt == "markdown":
-        return _markdown(est, df)
-    return _table(est, df)
+        return _markdown(est, df, memory)
+    return _table(est, df, memory)
+
+
+def render_fit(spec, card, verdicts, best, fmt: str, searched: bool = False) -> str:
+    """A fit verdict, a sweep table, or (``searched``) the largest batch, as text or JSON."""
+    budget = f"{card.name} ({card.vendor_memory}, {units.nbytes(card.capacity)})" if card else \
+        units.nbytes(spec.capacity)
+    if fmt == "json":
+        return json.dumps({
+            "schema": "archcalc.fit/1", "capacity": spec.capacity, "gpu": card.name if card else None,
+            "mode": spec.mode, "optimizer": spec.optimizer if spec.mode == "train" else None,
+            "dtype": spec.dtype, "runtime": spec.runtime, "largest_batch": best.batch if best else None,
+            "verdicts": [{"batch": v.batch, "fits": v.fits, "total": v.total, "headroom": v.headroom,
+                          "largest_term": v.largest_term, "terms": v.terms} for v in verdicts],
+        }, indent=1) + "\n"
+    lines = [f"{spec.mode} on {budget}, runtime {spec.runtime}"
+             + (f", optimizer {spec.optimizer}" if spec.mode == "train" else "")]
+    for v in verdicts:
+        word = "fits" if v.fits else "does NOT fit"
+        room = f"headroom {units.nbytes(v.headroom)}" if v.fits else f"short by {units.nbytes(-v.headroom)}"
+        terms = ", ".join(f"{k} {units.nbytes(x)}" for k, x in v.terms.items())
+        lines.append(f"batch {v.batch}: {word}: {units.nbytes(v.total)} of {units.nbytes(v.capacity)}, {room}; "
+                     f"largest term: {v.largest_term} ({terms})")
+    if searched:
+        lines.append(f"largest batch that fits: {best.batch}" if best else
+                     "largest batch that fits: none (batch 1 does not fit)")
+    return "\n".join(lines) + "\n"

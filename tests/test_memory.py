@@ -1,4 +1,4 @@
-"""Liveness peak on small graphs, against peaks worked out by hand."""
+"""Liveness peaks on small graphs, against peaks worked out by hand, with and without in-place reuse."""
 
 from __future__ import annotations
 
@@ -16,34 +16,51 @@ def graph(nodes, x_shape, inits=()):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
 
 
-def test_chain_peak_is_the_largest_adjacent_pair():
-    # x(100) -> a = Relu(x) (100) -> b = Tile(a) (300) -> y = Relu(b) (300): peak at y: b + y = 600 floats.
+def peaks(model, **kw):
+    est = archcalc.estimate(model, **kw)
+    mem = est.inference_memory(runtime="none")
+    return est, mem.activation_peak, mem.activation_peak_plain
+
+
+def test_chain():
+    # x(100) -> a = Relu(x) (100, x is the caller's: no reuse) -> b = Tile(a) (300) -> y = Relu(b).
+    # In place, y overwrites b: the peak is at the Tile, a + b = 400 floats. Without: b + y = 600.
     reps = numpy_helper.from_array(np.array([3]), "reps")
     m = graph([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Tile", ["a", "reps"], ["b"]),
                helper.make_node("Relu", ["b"], ["y"])], [100], [reps])
-    t = archcalc.estimate(m).totals
-    assert t.peak_activation_bytes == 600 * 4 and t.peak_layer == "Relu_2"
-    assert t.input_bytes == 400 and t.peak_bytes == 400 + 600 * 4
+    est, inplace, plain = peaks(m)
+    assert (inplace, plain) == (400 * 4, 600 * 4)
+    assert est.totals.peak_layer == "Tile_1" and est.totals.peak_bytes == 400 + 400 * 4
 
 
 def test_skip_connection_keeps_its_source_alive():
-    # a = Relu(x); b = Relu(a); c = Relu(b); y = Add(a, c): at the Add, a, c and y are alive (3 x 50).
+    # a = Relu(x); b = Relu(a) (a still needed: new buffer); c = Relu(b) (reuses b); y = Add(a, c)
+    # (reuses a). In place: never more than two 50-float buffers. Without: a, c and y at the Add.
     nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
              helper.make_node("Relu", ["b"], ["c"]), helper.make_node("Add", ["a", "c"], ["y"])]
-    assert archcalc.estimate(graph(nodes, [50])).totals.peak_activation_bytes == 3 * 50 * 4
+    _, inplace, plain = peaks(graph(nodes, [50]))
+    assert (inplace, plain) == (100 * 4, 150 * 4)
 
 
 def test_views_share_their_input_buffer():
-    # a = Relu(x) (60); v = Reshape(a) is a view; y = Relu(v) (60): peak 120 floats, not 180.
+    # a = Relu(x) (60); v = Reshape(a) is a view; y = Relu(v) overwrites it in place.
     shape = numpy_helper.from_array(np.array([6, 10]), "shape")
     nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Reshape", ["a", "shape"], ["v"]),
              helper.make_node("Relu", ["v"], ["y"])]
-    est = archcalc.estimate(graph(nodes, [60], [shape]))
-    assert est.totals.peak_activation_bytes == 120 * 4
+    est, inplace, plain = peaks(graph(nodes, [60], [shape]))
+    assert (inplace, plain) == (60 * 4, 120 * 4)
     assert est.totals.activation_elements == 60 + 3 * 60  # the sum still lists the view
 
 
+def test_a_buffer_of_another_size_is_not_reused():
+    # y = Add(a, b) with a [4, 1] dying and b [4, 8] the caller's: y needs its own 32 floats.
+    nodes = [helper.make_node("ReduceSum", ["x", "ax"], ["a"], keepdims=1),
+             helper.make_node("Add", ["a", "x"], ["y"])]
+    est, inplace, plain = peaks(graph(nodes, [4, 8], [numpy_helper.from_array(np.array([1]), "ax")]))
+    assert inplace == plain == (4 + 32) * 4
+
+
 def test_peak_scales_with_batch():
-    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Relu", ["a"], ["y"])]
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Sigmoid", ["a"], ["y"])]
     one = archcalc.estimate(graph(nodes, ["N", 10])).totals.peak_activation_bytes
     assert archcalc.estimate(graph(nodes, ["N", 10]), batch=7).totals.peak_activation_bytes == 7 * one

@@ -9,7 +9,7 @@ from archcalc.ops.window import window_attrs, window_output
 
 
 def _kernel(n: Node) -> list[int]:
-    return list(n.attr("kernel_shape") or n.shape(1)[2:])
+    return list(n.attr("kernel_shape", None) or n.shape(1)[2:])
 
 
 @rule("Conv")
@@ -24,7 +24,18 @@ def conv(n: Node) -> Out:
     # Each output element is a dot product over (C_in / group) * prod(kernel) inputs.
     macs = math.prod(out) * w[1] * math.prod(w[2:])
     return Out([out], macs=macs, flops=math.prod(out) if n.has(2) else 0,
-               params={1: "weight", 2: "bias"})
+               params={1: "weight", 2: "bias"}, workspace=_im2col(n, w, spatial), saves_inputs=(0,))
+
+
+def _im2col(n: Node, w: tuple[int, ...], spatial: list[int]) -> int:
+    """Elements of one image's, one group's im2col matrix: (C_in/group * prod(kernel)) x prod(out).
+
+    The CS231n notes' AlexNet conv1: 363 x 3,025. A 1x1, stride-1, unpadded conv needs none.
+    """
+    strides, _, pads = window_attrs(n, list(w[2:]))
+    if math.prod(w[2:]) == 1 and set(strides) == {1} and not any(pads):
+        return 0
+    return w[1] * math.prod(w[2:]) * math.prod(spatial)
 
 
 @rule("ConvTranspose")
@@ -36,8 +47,8 @@ def conv_transpose(n: Node) -> Out:
     kernel = _kernel(n)
     strides, dilations, pads = window_attrs(n, kernel)
     k = len(kernel)
-    out_pad = list(n.attr("output_padding") or [0] * k)
-    given = n.attr("output_shape")
+    out_pad = list(n.attr("output_padding", None) or [0] * k)
+    given = n.attr("output_shape", None)
     if given:
         spatial = list(given)[-k:]
     elif n.attr("auto_pad", "NOTSET") in ("SAME_UPPER", "SAME_LOWER"):
@@ -49,4 +60,4 @@ def conv_transpose(n: Node) -> Out:
     # Each input element is scattered into (C_out / group) * prod(kernel) outputs.
     macs = math.prod(x) * w[1] * math.prod(w[2:])
     return Out([out], macs=macs, flops=math.prod(out) if n.has(2) else 0,
-               params={1: "weight", 2: "bias"})
+               params={1: "weight", 2: "bias"}, saves_inputs=(0,))

@@ -49,6 +49,13 @@ BINARY: dict[str, tuple[int, Callable | None]] = {
     "And": (1, np.logical_and), "Or": (1, np.logical_or), "Xor": (1, np.logical_xor),
     "BitwiseAnd": (1, np.bitwise_and), "BitwiseOr": (1, np.bitwise_or), "BitwiseXor": (1, np.bitwise_xor),
 }
+# What backward keeps (training): these derive the gradient from their output, as PyTorch's
+# autograd formulas do; those need nothing; every other unary op keeps its input.
+SAVES_OUTPUT = {"Relu", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Exp", "Sqrt", "Reciprocal"}
+SAVES_NOTHING = {"Neg", "Not", "Sign", "Floor", "Ceil", "Round", "IsNaN", "IsInf", "BitwiseNot"}
+ROW_WISE = {"Softmax", "LogSoftmax", "Hardmax"}  # not element-wise: no in-place reuse
+BINARY_SAVES_BOTH = {"Mul", "Div", "Pow", "Max", "Min", "PRelu", "Mean"}
+
 # Which role a float initializer takes as an operand: an added one shifts (a bias), a multiplied
 # one scales (a weight). PRelu's slope is a weight even when it is one number.
 OPERAND_ROLE = {"Add": "bias", "Sub": "bias", "Sum": "bias", "PRelu": "weight"}
@@ -66,8 +73,12 @@ def _fold(n: Node, shape: tuple[int, ...], fn: Callable | None) -> list[np.ndarr
 
 
 def _unary(n: Node) -> Out:
-    flops, fn = UNARY[n.layer.op_type]
-    return Out([n.shape(0)], dtypes=_out_dtype(n), flops=flops * n.numel(0), values=_fold(n, n.shape(0), fn))
+    op = n.layer.op_type
+    flops, fn = UNARY[op]
+    saves_out = op in SAVES_OUTPUT
+    return Out([n.shape(0)], dtypes=_out_dtype(n), flops=flops * n.numel(0), values=_fold(n, n.shape(0), fn),
+               inplace=op not in ROW_WISE, saves_outputs=(0,) if saves_out else (),
+               saves_inputs=() if saves_out or op in SAVES_NOTHING else (0,))
 
 
 def _binary(n: Node) -> Out:
@@ -79,7 +90,8 @@ def _binary(n: Node) -> Out:
     params = {i: role for i in range(n.n_inputs) if n.has(i) and (n.numel(i) > 1 or op == "PRelu")} \
         if role else {}
     return Out([shape], dtypes=_out_dtype(n), flops=flops * math.prod(shape) * max(n.n_inputs - 1, 1),
-               values=_fold(n, shape, fn), params=params)
+               values=_fold(n, shape, fn), params=params, inplace=True,
+               saves_inputs=tuple(range(n.n_inputs)) if op in BINARY_SAVES_BOTH else ())
 
 
 rule(*UNARY)(_unary)
@@ -89,4 +101,5 @@ rule(*BINARY)(_binary)
 @rule("Where")
 def where(n: Node) -> Out:
     shape = n.broadcast(n.shape(0), n.shape(1), n.shape(2))
-    return Out([shape], dtypes=[n.dtype(1)], flops=math.prod(shape), values=n.fold(shape, np.where))
+    return Out([shape], dtypes=[n.dtype(1)], flops=math.prod(shape), values=n.fold(shape, np.where),
+               inplace=True, saves_inputs=(0,))

@@ -19,7 +19,7 @@ def gemm(n: Node) -> Out:
         raise n.error(f"A {list(a)} and B {list(b)} (transA={n.attr('transA', 0)}, "
                       f"transB={n.attr('transB', 0)}) disagree on the inner dim: {k} vs {kb}")
     return Out([(m, cols)], macs=m * cols * k, flops=m * cols if n.has(2) else 0,
-               params={1: "weight", 2: "bias"})
+               params={1: "weight", 2: "bias"}, saves_inputs=(0, 1))
 
 
 @rule("MatMul")
@@ -32,7 +32,7 @@ def matmul(n: Node) -> Out:
     batch = n.broadcast(a2[:-2], b2[:-2])
     out = (*batch, *([a2[-2]] if len(a) > 1 else []), *([b2[-1]] if len(b) > 1 else []))
     macs = math.prod(batch) * a2[-2] * b2[-1] * a2[-1]
-    return Out([out], macs=macs, values=n.fold(out, np.matmul))
+    return Out([out], macs=macs, values=n.fold(out, np.matmul), saves_inputs=(0, 1))
 
 
 _EINSUM = re.compile(r"^([a-zA-Z.,]*)->([a-zA-Z.]*)$")
@@ -40,7 +40,7 @@ _EINSUM = re.compile(r"^([a-zA-Z.,]*)->([a-zA-Z.]*)$")
 
 @rule("Einsum")
 def einsum(n: Node) -> Out:
-    eq = n.attr("equation").replace(" ", "")
+    eq = (n.attr("equation", None) or "").replace(" ", "")
     if "->" not in eq:  # implicit output: the letters seen once, in alphabetical order
         letters = eq.replace(",", "")
         eq += "->" + "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
@@ -57,4 +57,4 @@ def einsum(n: Node) -> Out:
     # One multiply-add per point of the full index space, when anything is summed over.
     contracted = set(sizes) - set(rhs)
     macs = math.prod(sizes.values()) if contracted or n.n_inputs > 1 else 0
-    return Out([out], macs=macs)
+    return Out([out], macs=macs, saves_inputs=tuple(range(n.n_inputs)))

@@ -22,13 +22,17 @@ def batch_norm(n: Node) -> Out:
                           f"expected [{channels}] for input {list(x)}")
     # Training-mode exports carry running_mean / running_var as extra outputs.
     shapes = [x] + [(channels,)] * (n.n_outputs - 1)
-    return Out(shapes, flops=2 * math.prod(x),
-               params={1: "weight", 2: "bias", 3: "buffer", 4: "buffer"})
+    # Inference BatchNorm is a per-channel affine map and can run in place; training keeps the
+    # input and the batch mean and inverse std per channel.
+    return Out(shapes, flops=2 * math.prod(x), params={1: "weight", 2: "bias", 3: "buffer", 4: "buffer"},
+               inplace=n.n_outputs == 1, saves_inputs=(0,), saves_extra_bytes=2 * 4 * channels)
 
 
 @rule("InstanceNormalization")
 def instance_norm(n: Node) -> Out:
-    return Out([n.shape(0)], flops=5 * n.numel(0), params={1: "weight", 2: "bias"})
+    x = n.shape(0)
+    return Out([x], flops=5 * n.numel(0), params={1: "weight", 2: "bias"}, saves_inputs=(0,),
+               saves_extra_bytes=2 * 4 * math.prod(x[:2]))
 
 
 @rule("LayerNormalization", "GroupNormalization", "RMSNormalization")
@@ -38,10 +42,12 @@ def layer_norm(n: Node) -> Out:
     stat = (*x[:axis], *[1] * (len(x) - axis))
     shapes = [x] + [stat] * (n.n_outputs - 1)  # optional Mean and InvStdDev outputs
     dtypes = [n.dtype(0)] + ["float32"] * (n.n_outputs - 1)
-    return Out(shapes, dtypes=dtypes, flops=5 * math.prod(x), params={1: "weight", 2: "bias"})
+    # Training keeps the input and a mean and inverse std per normalized row (fp32).
+    return Out(shapes, dtypes=dtypes, flops=5 * math.prod(x), params={1: "weight", 2: "bias"},
+               saves_inputs=(0,), saves_extra_bytes=2 * 4 * math.prod(stat))
 
 
 @rule("LRN")
 def lrn(n: Node) -> Out:
     # Each output squares and sums `size` neighbours across channels, then scales: size + 3.
-    return Out([n.shape(0)], flops=(n.attr("size") + 3) * n.numel(0))
+    return Out([n.shape(0)], flops=(n.attr("size", None) + 3) * n.numel(0), saves_inputs=(0,), saves_outputs=(0,))

@@ -14,12 +14,16 @@ from archcalc.ops.window import window_output
 @rule("MaxPool", "AveragePool", "LpPool")
 def pool(n: Node) -> Out:
     x = n.shape(0)
-    kernel = list(n.attr("kernel_shape"))
+    kernel = list(n.attr("kernel_shape", None))
     spatial = window_output(n, x[2:], kernel, ceil_mode=bool(n.attr("ceil_mode", 0)))
     out = (*x[:2], *spatial)
     shapes = [out] * n.n_outputs  # MaxPool's optional second output: int64 indices
     dtypes = [n.dtype(0), "int64"][: n.n_outputs]
-    return Out(shapes, dtypes=dtypes, flops=math.prod(out) * math.prod(kernel))
+    # Backward of a max pool needs its input and the argmax of each window (int64 indices).
+    is_max = n.layer.op_type == "MaxPool"
+    return Out(shapes, dtypes=dtypes, flops=math.prod(out) * math.prod(kernel),
+               saves_inputs=(0,) if is_max or n.layer.op_type == "LpPool" else (),
+               saves_extra_bytes=8 * math.prod(out) if is_max else 0)
 
 
 @rule("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")

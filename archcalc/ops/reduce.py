@@ -44,6 +44,6 @@ def arg_reduce(n: Node) -> Out:
 def top_k(n: Node) -> Out:
     x = n.shape(0)
     axis = n.axis(n.attr("axis", -1), len(x))
-    k = int(n.attr("k") if n.opset < 10 else n.required_value(1, "k").reshape(()))
+    k = int(n.attr("k", None) if n.opset < 10 else n.required_value(1, "k").reshape(()))
     out = tuple(k if i == axis else d for i, d in enumerate(x))
     return Out([out, out], dtypes=[n.dtype(0), "int64"], flops=n.numel(0))

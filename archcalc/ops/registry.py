@@ -11,11 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import numpy as np
-import onnx
 
 from archcalc.errors import ShapeError
 from archcalc.ir import Graph, Layer, Shape
@@ -38,6 +36,13 @@ class Out:
     flops: int = 0
     params: dict[int, ParamRole] = field(default_factory=dict)  # roles of parameter inputs
     alias: bool = False  # output 0 is a view of input 0 (no storage of its own)
+    inplace: bool = False  # output 0 may reuse an input buffer of its size that dies here
+    workspace: int = 0  # elements of transient scratch while the op runs (a conv's im2col matrix)
+    # What the op keeps for its backward pass (training): inputs and outputs by position, and
+    # extra bytes of its own (pool indices, dropout masks, normalization statistics).
+    saves_inputs: tuple[int, ...] = ()
+    saves_outputs: tuple[int, ...] = ()
+    saves_extra_bytes: int = 0
 
 
 Rule = Callable[["Node"], Out]
@@ -55,19 +60,6 @@ def rule(*op_types: str) -> Callable[[Rule], Rule]:
         return fn
 
     return register
-
-
-@cache
-def _schema_defaults(op_type: str, opset: int, domain: str) -> dict[str, Any]:
-    try:
-        schema = onnx.defs.get_schema(op_type, opset, domain)
-    except onnx.defs.SchemaError:
-        return {}
-    return {
-        name: onnx.helper.get_attribute_value(a.default_value)
-        for name, a in schema.attributes.items()
-        if a.default_value.type
-    }
 
 
 class Node:
@@ -123,17 +115,22 @@ class Node:
     def ints(self, i: int, attr: str, what: str, opset_moved: int) -> list[int] | None:
         """An int list that was attribute ``attr`` before ``opset_moved`` and an input after."""
         if self.opset < opset_moved or attr in self.layer.attrs:
-            v = self.attr(attr)
+            v = self.attr(attr, None)
             return None if v is None else [int(x) for x in v]
         if not self.has(i):
             return None
         return [int(x) for x in np.atleast_1d(self.required_value(i, what))]
 
     # --- attributes and outputs ---------------------------------------------------------------
-    def attr(self, name: str, default: Any = None) -> Any:
-        if name in self.layer.attrs:
-            return self.layer.attrs[name]
-        return _schema_defaults(self.layer.op_type, self.opset, self.layer.domain).get(name, default)
+    def attr(self, name: str, default: Any) -> Any:
+        """Attribute ``name``, or ``default`` when the node leaves it out.
+
+        Each rule states the spec's default where it reads the attribute (None where the spec has
+        none, or where it depends on the input's rank); tests/test_defaults.py checks every one
+        against onnx's schemas. Reading them from the schemas at run time would cost ~10 ms of
+        schema-registry start-up on every first estimate.
+        """
+        return self.layer.attrs.get(name, default)
 
     @property
     def n_outputs(self) -> int:
@@ -149,8 +146,13 @@ class Node:
         return axis % rank
 
     def broadcast(self, *shapes: Shape) -> tuple[int, ...]:
-        try:
-            return tuple(np.broadcast_shapes(*shapes))  # type: ignore[arg-type]
-        except ValueError:
-            names = ", ".join(f"'{n}' {list(s)}" for n, s in zip(self.layer.inputs, shapes))
-            raise self.error(f"inputs do not broadcast: {names}") from None
+        """numpy's broadcasting of ``shapes``, or a ShapeError naming the inputs."""
+        rank = max(len(s) for s in shapes)
+        out = []
+        for dims in zip(*[(1,) * (rank - len(s)) + tuple(s) for s in shapes]):
+            sizes = {d for d in dims if d != 1}
+            if len(sizes) > 1:
+                names = ", ".join(f"'{n}' {list(s)}" for n, s in zip(self.layer.inputs, shapes))
+                raise self.error(f"inputs do not broadcast: {names}")
+            out.append(sizes.pop() if sizes else 1)
+        return tuple(out)

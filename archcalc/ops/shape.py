@@ -24,7 +24,9 @@ def _shaped(n: Node, shape: tuple[int, ...], fn=None, alias: bool = False, dtype
 @rule("Identity", "Dropout")
 def identity(n: Node) -> Out:
     out = _shaped(n, n.shape(0), lambda x, *_: x, alias=True)
-    if n.n_outputs > 1:  # Dropout's mask
+    if n.layer.op_type == "Dropout":  # training keeps a one-byte keep-mask per element
+        out.saves_extra_bytes = n.numel(0)
+    if n.n_outputs > 1:  # Dropout's mask output
         out.shapes.append(n.shape(0))
         out.dtypes.append("bool")  # type: ignore[union-attr]
     return out
@@ -33,7 +35,7 @@ def identity(n: Node) -> Out:
 @rule("Shape")
 def shape(n: Node) -> Out:
     dims = np.array(n.shape(0), dtype=np.int64)
-    start, end = n.attr("start", 0), n.attr("end")
+    start, end = n.attr("start", 0), n.attr("end", None)
     dims = dims[start:end]
     return Out([dims.shape], dtypes=["int64"], values=[dims])
 
@@ -45,7 +47,7 @@ def size(n: Node) -> Out:
 
 @rule("Cast", "CastLike")
 def cast(n: Node) -> Out:
-    dtype = n.dtype(1) if n.layer.op_type == "CastLike" else onnx_dtype(n.attr("to"))
+    dtype = n.dtype(1) if n.layer.op_type == "CastLike" else onnx_dtype(n.attr("to", None))
     np_type = None if dtype in ("bfloat16", "string") or dtype.startswith("float8") else dtype
     return _shaped(n, n.shape(0), (lambda x, *_: x.astype(np_type)) if np_type else None, dtype=dtype)
 
@@ -53,7 +55,7 @@ def cast(n: Node) -> Out:
 @rule("Reshape")
 def reshape(n: Node) -> Out:
     x = n.shape(0)
-    target = [int(d) for d in (n.attr("shape") if n.opset < 5 else n.required_value(1, "target shape"))]
+    target = [int(d) for d in (n.attr("shape", None) if n.opset < 5 else n.required_value(1, "target shape"))]
     if not n.attr("allowzero", 0):
         target = [x[i] if d == 0 else d for i, d in enumerate(target)]
     if target.count(-1) > 1:
@@ -102,14 +104,14 @@ def unsqueeze(n: Node) -> Out:
 @rule("Transpose")
 def transpose(n: Node) -> Out:
     x = n.shape(0)
-    perm = n.attr("perm") or list(reversed(range(len(x))))
+    perm = n.attr("perm", None) or list(reversed(range(len(x))))
     return _shaped(n, tuple(x[p] for p in perm), lambda v: np.transpose(v, perm))
 
 
 @rule("Concat")
 def concat(n: Node) -> Out:
     shapes = [n.shape(i) for i in range(n.n_inputs) if n.has(i)]
-    axis = n.axis(n.attr("axis"), len(shapes[0]))
+    axis = n.axis(n.attr("axis", None), len(shapes[0]))
     for s in shapes[1:]:
         if len(s) != len(shapes[0]) or any(a != b for i, (a, b) in enumerate(zip(s, shapes[0])) if i != axis):
             raise n.error(f"inputs {[list(s) for s in shapes]} differ outside axis {axis}")
@@ -124,7 +126,7 @@ def split(n: Node) -> Out:
     axis = n.axis(n.attr("axis", 0), len(x))
     parts = n.ints(1, "split", "split sizes", 13)
     if parts is None:
-        count = n.attr("num_outputs") or n.n_outputs
+        count = n.attr("num_outputs", None) or n.n_outputs
         step = -(-x[axis] // count)  # ONNX: equal parts, the last one smaller if it must be
         parts = [min(step, x[axis] - i * step) for i in range(count)]
     if sum(parts) != x[axis]:
@@ -162,13 +164,15 @@ def gather(n: Node) -> Out:
 
 @rule("GatherElements")
 def gather_elements(n: Node) -> Out:
-    return _shaped(n, n.shape(1))
+    axis = n.axis(n.attr("axis", 0), len(n.shape(0)))
+    return _shaped(n, n.shape(1), lambda d, i: np.take_along_axis(d, np.where(i < 0, i + d.shape[axis], i), axis))
 
 
 @rule("GatherND")
 def gather_nd(n: Node) -> Out:
     data, idx, b = n.shape(0), n.shape(1), n.attr("batch_dims", 0)
-    return _shaped(n, (*idx[:-1], *data[b + idx[-1]:]))
+    fold = (lambda d, i: d[tuple(np.moveaxis(i, -1, 0))]) if b == 0 else None
+    return _shaped(n, (*idx[:-1], *data[b + idx[-1]:]), fold)
 
 
 @rule("ScatterND", "ScatterElements", "Scatter")
@@ -192,7 +196,7 @@ def tile(n: Node) -> Out:
 @rule("ConstantOfShape")
 def constant_of_shape(n: Node) -> Out:
     out = tuple(int(d) for d in n.required_value(0, "shape"))
-    fill = n.attr("value")
+    fill = n.attr("value", None)
     fill = np.zeros(1, np.float32) if fill is None else np.asarray(fill)
     values = n.fold(out, lambda _: np.full(out, fill.reshape(-1)[0], dtype=fill.dtype))
     return Out([out], dtypes=[str(fill.dtype)], values=values)
@@ -221,32 +225,45 @@ def pad(n: Node) -> Out:
 def resize(n: Node) -> Out:
     x = n.shape(0)
     sizes_at, scales_at = (3, 2) if n.opset >= 11 and n.layer.op_type == "Resize" else (None, 1)
-    axes = n.attr("axes") or list(range(len(x)))
+    axes = n.attr("axes", None) or list(range(len(x)))
     out = list(x)
     if sizes_at is not None and n.has(sizes_at) and n.numel(sizes_at) > 0:
         for a, s in zip(axes, n.required_value(sizes_at, "sizes")):
             out[a] = int(s)
     elif n.opset < 9 and n.layer.op_type == "Upsample":
-        for a, s in zip(axes, n.attr("scales")):
+        for a, s in zip(axes, n.attr("scales", None)):
             out[a] = int(math.floor(x[a] * s))
     else:
         for a, s in zip(axes, n.required_value(scales_at, "scales")):
             out[a] = int(math.floor(x[a] * float(s)))
     # Interpolation: a few multiply-adds per output element (linear: 2 per axis), counted as flops.
-    return Out([tuple(out)], flops=math.prod(out) * (2 * len(x) if n.attr("mode") != "nearest" else 0))
+    return Out([tuple(out)], flops=math.prod(out) * (2 * len(x) if n.attr("mode", "nearest") != "nearest" else 0))
 
 
 @rule("DepthToSpace", "SpaceToDepth")
 def depth_space(n: Node) -> Out:
     b, c, h, w = n.shape(0)
-    s = n.attr("blocksize")
+    s = n.attr("blocksize", None)
     down = n.layer.op_type == "DepthToSpace"
     return _shaped(n, (b, c // (s * s), h * s, w * s) if down else (b, c * s * s, h // s, w // s))
 
 
-@rule("Trilu", "CumSum")
-def same_shape(n: Node) -> Out:
+@rule("Trilu")
+def trilu(n: Node) -> Out:
     return _shaped(n, n.shape(0))
+
+
+@rule("CumSum")
+def cumsum(n: Node) -> Out:
+    def fold(x, axis):
+        a = int(np.asarray(axis).reshape(()))
+        y = np.flip(x, a) if n.attr("reverse", 0) else x
+        out = np.cumsum(y, axis=a, dtype=x.dtype)
+        if n.attr("exclusive", 0):
+            out = out - y
+        return np.flip(out, a) if n.attr("reverse", 0) else out
+
+    return _shaped(n, n.shape(0), fold)
 
 
 @rule("OneHot")

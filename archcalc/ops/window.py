@@ -15,9 +15,9 @@ from archcalc.ops.registry import Node
 def window_attrs(n: Node, kernel: list[int]) -> tuple[list[int], list[int], list[int]]:
     """Strides, dilations and explicit pads (begins then ends), with ONNX's defaults."""
     k = len(kernel)
-    strides = list(n.attr("strides") or [1] * k)
-    dilations = list(n.attr("dilations") or [1] * k)
-    pads = list(n.attr("pads") or [0] * (2 * k))
+    strides = list(n.attr("strides", None) or [1] * k)
+    dilations = list(n.attr("dilations", None) or [1] * k)
+    pads = list(n.attr("pads", None) or [0] * (2 * k))
     if len(strides) != k or len(dilations) != k or len(pads) != 2 * k:
         raise n.error(f"strides {strides}, dilations {dilations} or pads {pads} do not match "
                       f"the {k}-d kernel {kernel}")
@@ -27,7 +27,7 @@ def window_attrs(n: Node, kernel: list[int]) -> tuple[list[int], list[int], list
 def window_output(n: Node, spatial: tuple[int, ...], kernel: list[int], ceil_mode: bool = False) -> list[int]:
     """Output spatial size of a conv or pool over ``spatial`` with window ``kernel``."""
     strides, dilations, pads = window_attrs(n, kernel)
-    auto_pad = n.attr("auto_pad", "NOTSET")
+    auto_pad = n.attr("auto_pad", "NOTSET")  # the spec's default, on the hot path
     out = []
     for i, (w, f, s, d) in enumerate(zip(spatial, kernel, strides, dilations)):
         f_eff = (f - 1) * d + 1

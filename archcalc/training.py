@@ -1,0 +1,113 @@
+"""Memory of one training step, as named terms.
+
+weights + weight gradients + optimizer state + activations saved for backward + the largest
+transient of the backward pass + the input batch. Saved activations follow each op's rule
+(``Out.saves_*``) and are counted once per storage: an in-place ReLU saves the very buffer its
+conv wrote. Mixed precision keeps low-precision weights, gradients and activations, plus fp32
+master weights and fp32 optimizer state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from archcalc.dtypes import DTYPE_BYTES
+from archcalc.errors import InputError
+from archcalc.infer import LayerResult
+from archcalc.ir import Graph
+from archcalc.memory import RUNTIME_ROLES, buffer_owners
+
+# Optimizer state slots per parameter (each the size of the parameter), per the PyTorch optimizers.
+OPTIMIZER_SLOTS = {
+    "sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1,
+    "rmsprop": 1, "rmsprop-momentum": 2, "rmsprop-centered": 2, "rmsprop-momentum-centered": 3,
+    "adam": 2, "adamw": 2, "adam-amsgrad": 3, "adamw-amsgrad": 3,
+}
+
+
+@dataclass
+class TrainingMemory:
+    """One training step, each term in bytes."""
+
+    optimizer: str
+    weights: int
+    master_weights: int  # fp32 copies under mixed precision, else 0
+    gradients: int
+    optimizer_state: int
+    saved_activations: int
+    backward_transient: int
+    backward_transient_layer: str
+    inputs: int
+    notes_rule: int  # the CS231n notes' rule of thumb, for comparison
+
+    @property
+    def total(self) -> int:
+        return (self.weights + self.master_weights + self.gradients + self.optimizer_state
+                + self.saved_activations + self.backward_transient + self.inputs)
+
+
+def slots(optimizer: str) -> int:
+    if optimizer not in OPTIMIZER_SLOTS:
+        raise InputError(f"--optimizer {optimizer}: choose one of {', '.join(OPTIMIZER_SLOTS)}")
+    return OPTIMIZER_SLOTS[optimizer]
+
+
+def saved_by_layer(graph: Graph, results: list[LayerResult], float_dtype: str | None) -> dict[str, int]:
+    """Bytes each layer adds to what backward keeps: the activation storages it is first to save
+    (each storage counted once, however many layers save it) plus its own saved state."""
+    owner = buffer_owners(graph, results, inplace=True, float_dtype=float_dtype)
+    seen: set[str] = set()
+    per_layer = {}
+    for res in results:
+        if res.folded:
+            continue
+        names = [res.layer.inputs[i] for i in res.out.saves_inputs if i < len(res.layer.inputs)]
+        names += [res.layer.outputs[i] for i in res.out.saves_outputs if i < len(res.layer.outputs)]
+        size = res.out.saves_extra_bytes
+        for name in names:
+            t = graph.tensors.get(name) if name else None
+            storage = owner.get(name, name)
+            if t is not None and t.role in RUNTIME_ROLES and storage not in graph.inputs and storage not in seen:
+                seen.add(storage)
+                size += graph.tensors[storage].nbytes(float_dtype)
+        per_layer[res.layer.name] = size
+    return per_layer
+
+
+def backward_transient(graph: Graph, results: list[LayerResult], float_dtype: str | None) -> tuple[int, str]:
+    """The largest gradient pair alive at once: a layer's output gradients and its input gradients."""
+    best, where = 0, ""
+    for res in results:
+        if res.folded:
+            continue
+        grads = [graph.tensors[n] for n in [*res.layer.inputs, *res.layer.outputs]
+                 if n and graph.tensors[n].role in RUNTIME_ROLES]
+        size = sum(t.nbytes(float_dtype) for t in grads)
+        if size > best:
+            best, where = size, res.layer.name
+    return best, where
+
+
+def training_memory(graph: Graph, results: list[LayerResult], params: int, buffers: int,
+                    activation_sum: int, optimizer: str, float_dtype: str | None,
+                    mixed: bool = False) -> TrainingMemory:
+    """The training terms of a shaped graph; ``params``/``buffers`` are stored element counts."""
+    k = slots(optimizer)
+    width = DTYPE_BYTES[float_dtype or "float32"]
+    fp32 = DTYPE_BYTES["float32"]
+    inputs = sum(graph.tensors[n].nbytes(float_dtype) for n in graph.inputs)
+    transient, where = backward_transient(graph, results, float_dtype)
+    weights = int((params + buffers) * width)
+    return TrainingMemory(
+        optimizer=optimizer,
+        weights=weights,
+        master_weights=int(params * fp32) if mixed else 0,
+        gradients=int(params * width),
+        optimizer_state=int(k * params * (fp32 if mixed else width)),
+        saved_activations=sum(saved_by_layer(graph, results, float_dtype).values()),
+        backward_transient=transient,
+        backward_transient_layer=where,
+        inputs=inputs,
+        # The notes: activations and their gradients, parameters, their gradients and the caches.
+        notes_rule=2 * activation_sum + int(params * width) * (2 + k),
+    )
