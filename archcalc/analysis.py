@@ -73,6 +73,7 @@ class Estimate:
     batch: int
     dtype: str | None
     results: list[LayerResult] = field(repr=False, default_factory=list)
+    param_roles: dict[int, dict[str, str]] = field(repr=False, default_factory=dict)
 
     @property
     def float_dtype(self) -> str | None:
@@ -85,11 +86,11 @@ class Estimate:
         return inference_memory(self.graph, self.results, self.totals.param_bytes,
                                 self.totals.activation_bytes, rt, self.float_dtype, workspace)
 
-    def training_memory(self, optimizer: str = "sgd") -> TrainingMemory:
-        """One training step's memory terms with ``optimizer`` (see ``archcalc.training``)."""
-        return training_memory(self.graph, self.results, self.totals.params_stored, self.totals.buffers,
-                               self.totals.activation_bytes, optimizer, self.float_dtype,
-                               mixed=self.dtype in MIXED)
+    def training_memory(self, optimizer: str = "sgd", impl: str = "foreach") -> TrainingMemory:
+        """One training step's memory with ``optimizer``; ``impl``: PyTorch's "foreach" (CUDA's
+        default) or per-tensor "single" (CPU's) optimizer implementation (see ``archcalc.training``)."""
+        return training_memory(self.graph, self.results, self.param_roles, self.totals.activation_bytes,
+                               optimizer, self.float_dtype, mixed=self.dtype in MIXED, impl=impl)
 
     def saved_by_layer(self) -> dict[str, int]:
         return saved_by_layer(self.graph, self.results, self.float_dtype)
@@ -196,7 +197,7 @@ def analyse(graph: Graph, batch: int | None = None, dims: dict[str, int] | None 
     _settle_roles(graph, roles)
     rows = _layer_costs(graph, results, roles, float_dtype)
     totals = _totals(graph, results, rows, roles, float_dtype)
-    return Estimate(graph, rows, totals, batch or 1, dtype, results)
+    return Estimate(graph, rows, totals, batch or 1, dtype, results, roles)
 
 
 def estimate(source, batch: int | None = None, dims: dict[str, int] | None = None,

@@ -24,6 +24,7 @@ class Verdict:
     total: int
     capacity: int
     terms: dict[str, int]
+    steady: int  # the total without load-time transients: the part that grows with the batch
 
     @property
     def fits(self) -> bool:
@@ -64,7 +65,7 @@ class FitSpec:
             terms = {"weights": tm.weights + tm.master_weights, "gradients": tm.gradients,
                      "optimizer state": tm.optimizer_state, "saved activations": tm.saved_activations,
                      "backward transient": tm.backward_transient, "inputs": tm.inputs, "runtime": rt}
-            return Verdict(batch, sum(terms.values()), self.capacity, terms)
+            return Verdict(batch, sum(terms.values()), self.capacity, terms, sum(terms.values()))
         if self.mode != "inference":
             raise InputError(f"--mode {self.mode}: choose inference or train")
         im = est.inference_memory(self.runtime, self.overhead)
@@ -72,7 +73,7 @@ class FitSpec:
                  "runtime": im.runtime}
         if im.load_peak > im.steady:
             terms["load transient"] = im.load_peak - im.steady
-        return Verdict(batch, im.total, self.capacity, terms)
+        return Verdict(batch, im.total, self.capacity, terms, im.steady)
 
 
 def largest_batch(spec: FitSpec) -> Verdict | None:
@@ -80,11 +81,11 @@ def largest_batch(spec: FitSpec) -> Verdict | None:
     one, two = spec.verdict(1), spec.verdict(2)
     if not one.fits:
         return None
-    slope = two.total - one.total
+    slope = two.steady - one.steady
     if slope <= 0:
         raise InputError("memory does not grow with the batch: the model's batch dim is fixed; "
                          "re-export it with a dynamic batch axis")
-    guess = max(1, min(MAX_BATCH, 1 + (spec.capacity - one.total) // slope))
+    guess = max(1, min(MAX_BATCH, 1 + (spec.capacity - one.steady) // slope))
     at, past = spec.verdict(guess), spec.verdict(guess + 1)
     if at.fits and not past.fits:
         return at

@@ -60,7 +60,10 @@ def memory_lines(view: MemoryView) -> list[tuple[str, str]]:
             ("train: saved", f"{b(tm.saved_activations)} (activations kept for backward)"),
             ("train: transient", f"{b(tm.backward_transient)} at {tm.backward_transient_layer}"),
             ("train: inputs", b(tm.inputs)),
-            ("train: total", f"{b(tm.total)} (+ runtime {b(im.runtime)})"),
+            ("train: step temps", f"{b(tm.step_temporaries)} (optimizer temporaries)"),
+            ("train: peak", f"{b(tm.total)} in the {tm.peak.phase}"
+                            + (f" at {tm.peak.layer}" if tm.peak.layer else "") + f" (+ runtime {b(im.runtime)})"),
+            ("  all terms at once", f"{b(tm.terms_sum)} (an upper bound)"),
             ("notes' rule", f"{b(tm.notes_rule)} (activations x 2 + parameters x (2 + slots))"),
         ]
     return lines
@@ -70,7 +73,8 @@ def memory_dict(view: MemoryView) -> dict:
     im = view.inference
     out = {"inference": {**asdict(im), "steady": im.steady, "total": im.total}}
     if view.training is not None:
-        out["training"] = {**asdict(view.training), "total": view.training.total}
+        out["training"] = {**asdict(view.training), "total": view.training.total,
+                           "terms_sum": view.training.terms_sum}
     return out
 
 

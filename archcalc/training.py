@@ -1,7 +1,8 @@
-"""Memory of one training step, as named terms.
+"""Memory of one training step, as named terms, and its peak.
 
 weights + weight gradients + optimizer state + activations saved for backward + the largest
-transient of the backward pass + the input batch. Saved activations follow each op's rule
+transient of the backward pass + the input batch; the peak (``step_peak``) is when they coexist
+most, since gradients are made while saved activations are freed. Saved activations follow each op's rule
 (``Out.saves_*``) and are counted once per storage: an in-place ReLU saves the very buffer its
 conv wrote. Mixed precision keeps low-precision weights, gradients and activations, plus fp32
 master weights and fp32 optimizer state.
@@ -16,6 +17,7 @@ from archcalc.errors import InputError
 from archcalc.infer import LayerResult
 from archcalc.ir import Graph
 from archcalc.memory import RUNTIME_ROLES, buffer_owners
+from archcalc.step_peak import StepPeak, step_peak
 
 # Optimizer state slots per parameter (each the size of the parameter), per the PyTorch optimizers.
 OPTIMIZER_SLOTS = {
@@ -23,6 +25,16 @@ OPTIMIZER_SLOTS = {
     "rmsprop": 1, "rmsprop-momentum": 2, "rmsprop-centered": 2, "rmsprop-momentum-centered": 3,
     "adam": 2, "adamw": 2, "adam-amsgrad": 3, "adamw-amsgrad": 3,
 }
+
+
+def step_temporaries(optimizer: str, impl: str, params_bytes: int, largest_param_bytes: int) -> int:
+    """Bytes an optimizer allocates while stepping, per PyTorch's implementations: Adam's
+    multi-tensor ("foreach", the CUDA default) form takes sqrt(v) for all parameters at once; its
+    per-tensor form (the CPU default) holds sqrt(v) and its quotient for one parameter at a time.
+    SGD, momentum and the others update in place."""
+    if not optimizer.startswith("adam"):
+        return 0
+    return params_bytes if impl == "foreach" else 2 * largest_param_bytes
 
 
 @dataclass
@@ -38,12 +50,19 @@ class TrainingMemory:
     backward_transient: int
     backward_transient_layer: str
     inputs: int
+    step_temporaries: int
+    peak: StepPeak
     notes_rule: int  # the CS231n notes' rule of thumb, for comparison
 
     @property
-    def total(self) -> int:
+    def terms_sum(self) -> int:
+        """Every term at once: an upper bound, since backward frees saved activations as it makes gradients."""
         return (self.weights + self.master_weights + self.gradients + self.optimizer_state
                 + self.saved_activations + self.backward_transient + self.inputs)
+
+    @property
+    def total(self) -> int:
+        return self.peak.bytes
 
 
 def slots(optimizer: str) -> int:
@@ -88,26 +107,47 @@ def backward_transient(graph: Graph, results: list[LayerResult], float_dtype: st
     return best, where
 
 
-def training_memory(graph: Graph, results: list[LayerResult], params: int, buffers: int,
+def training_memory(graph: Graph, results: list[LayerResult], param_roles: dict[int, dict[str, str]],
                     activation_sum: int, optimizer: str, float_dtype: str | None,
-                    mixed: bool = False) -> TrainingMemory:
-    """The training terms of a shaped graph; ``params``/``buffers`` are stored element counts."""
+                    mixed: bool = False, impl: str = "foreach") -> TrainingMemory:
+    """The training terms of a shaped graph. ``param_roles``: each layer's parameter inputs."""
     k = slots(optimizer)
     width = DTYPE_BYTES[float_dtype or "float32"]
     fp32 = DTYPE_BYTES["float32"]
+    reader: dict[str, int] = {}  # parameter -> the last layer that reads it (its gradient is made there)
+    buffers = set()
+    for i, mine in param_roles.items():
+        for name, role in mine.items():
+            if role == "buffer":
+                buffers.add(name)
+            else:
+                reader[name] = i
+    params = sum(graph.tensors[n].numel for n in reader)
+    grad_at: dict[int, int] = {}
+    for name, i in reader.items():
+        grad_at[i] = grad_at.get(i, 0) + int(graph.tensors[name].numel * width)
     inputs = sum(graph.tensors[n].nbytes(float_dtype) for n in graph.inputs)
     transient, where = backward_transient(graph, results, float_dtype)
-    weights = int((params + buffers) * width)
+    weights = int((params + sum(graph.tensors[n].numel for n in buffers)) * width)
+    master = int(params * fp32) if mixed else 0
+    state = int(k * params * (fp32 if mixed else width))
+    largest = max((graph.tensors[n].numel for n in reader), default=0)
+    temps = step_temporaries(optimizer, impl, int(params * (fp32 if mixed else width)),
+                             int(largest * (fp32 if mixed else width)))
+    peak = step_peak(graph, results, float_dtype, weights + master + state + inputs, grad_at,
+                     int(params * width), temps)
     return TrainingMemory(
         optimizer=optimizer,
         weights=weights,
-        master_weights=int(params * fp32) if mixed else 0,
+        master_weights=master,
         gradients=int(params * width),
-        optimizer_state=int(k * params * (fp32 if mixed else width)),
+        optimizer_state=state,
         saved_activations=sum(saved_by_layer(graph, results, float_dtype).values()),
         backward_transient=transient,
         backward_transient_layer=where,
         inputs=inputs,
+        step_temporaries=temps,
+        peak=peak,
         # The notes: activations and their gradients, parameters, their gradients and the caches.
         notes_rule=2 * activation_sum + int(params * width) * (2 + k),
     )

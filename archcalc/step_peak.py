@@ -1,0 +1,110 @@
+"""The peak of one training step, by walking its three phases over the execution order.
+
+Forward: the persistent tensors, every saved storage made so far (kept for backward), and the
+unsaved activations alive by liveness. Backward, layer by layer in reverse: saved storages still
+needed by a layer not yet differentiated, the parameter gradients made so far (each allocated when
+the last layer that reads its parameter is differentiated), and the activation gradients in flight
+(a tensor's gradient lives from its last reader's backward to its producer's). Optimizer step: all
+gradients at once, plus the optimizer's own temporaries. The step's peak is the largest of the three.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from archcalc.infer import LayerResult
+from archcalc.ir import Graph
+from archcalc.memory import RUNTIME_ROLES, buffer_owners, buffers
+
+
+@dataclass(frozen=True)
+class StepPeak:
+    bytes: int
+    phase: str  # "forward", "backward", "optimizer step"
+    layer: str
+
+
+def _saved_storages(graph, results, owner) -> tuple[dict[str, int], list[int]]:
+    """Saved storage -> the first layer that saves it; and each layer's own saved extra bytes."""
+    first: dict[str, int] = {}
+    extra = [0] * len(results)
+    for i, res in enumerate(results):
+        if res.folded:
+            continue
+        names = [res.layer.inputs[k] for k in res.out.saves_inputs if k < len(res.layer.inputs)]
+        names += [res.layer.outputs[k] for k in res.out.saves_outputs if k < len(res.layer.outputs)]
+        for name in names:
+            t = graph.tensors.get(name) if name else None
+            if t is not None and t.role in RUNTIME_ROLES and owner.get(name, name) not in graph.inputs:
+                first.setdefault(owner.get(name, name), i)
+        extra[i] = res.out.saves_extra_bytes
+    return first, extra
+
+
+def _gradient_spans(graph, results, float_dtype) -> list[tuple[int, int, int]]:
+    """(producer, last reader, bytes) of every activation gradient; views' gradients are views."""
+    last: dict[str, int] = {}
+    for i, res in enumerate(results):
+        if not res.folded:
+            for name in res.layer.inputs:
+                last[name] = i
+    spans = []
+    for i, res in enumerate(results):
+        if res.folded or res.out.alias:
+            continue
+        for name in res.layer.outputs:
+            t = graph.tensors.get(name) if name else None
+            if t is not None and t.role in RUNTIME_ROLES:
+                spans.append((i, last.get(name, len(results) - 1), t.nbytes(float_dtype)))
+    return spans
+
+
+def step_peak(graph: Graph, results: list[LayerResult], float_dtype: str | None, persistent: int,
+              grad_at: dict[int, int], all_grads: int, step_temporaries: int) -> StepPeak:
+    """The step's peak. ``persistent``: weights, buffers, optimizer state, inputs; ``grad_at``:
+    parameter-gradient bytes allocated at each layer's backward."""
+    n = len(results)
+    owner = buffer_owners(graph, results, inplace=True, float_dtype=float_dtype)
+    saved_first, extra = _saved_storages(graph, results, owner)
+    name = [r.layer.name for r in results]
+
+    fwd = [0] * (n + 1)
+    for b in buffers(graph, results, float_dtype):
+        end = n - 1 if b.tensor in saved_first else b.end  # saved storages outlive the forward
+        fwd[b.start] += b.nbytes
+        fwd[end + 1] -= b.nbytes
+    best = StepPeak(0, "forward", "")
+    live = kept_extra = 0
+    for i in range(n):
+        live += fwd[i]
+        kept_extra += extra[i]
+        if persistent + live + kept_extra > best.bytes:
+            best = StepPeak(persistent + live + kept_extra, "forward", name[i])
+
+    saved_live = [0] * (n + 1)  # bytes of saved state still needed when layer i is differentiated
+    for storage, i in saved_first.items():
+        saved_live[i] += graph.tensors[storage].nbytes(float_dtype)
+    for i in range(n):
+        saved_live[i] += extra[i]
+    for i in range(1, n):
+        saved_live[i] += saved_live[i - 1]
+    grads = [0] * (n + 2)  # activation gradients alive at layer i's backward: producer <= i <= last reader
+    for start, end, size in _gradient_spans(graph, results, float_dtype):
+        grads[start] += size
+        grads[end + 1] -= size
+    in_flight, param_grads = 0, 0
+    running = [0] * n
+    for i in range(n):
+        in_flight += grads[i]
+        running[i] = in_flight
+    for i in reversed(range(n)):
+        if results[i].folded:
+            continue
+        param_grads += grad_at.get(i, 0)
+        total = persistent + saved_live[i] + param_grads + running[i]
+        if total > best.bytes:
+            best = StepPeak(total, "backward", name[i])
+
+    if persistent + all_grads + step_temporaries > best.bytes:
+        best = StepPeak(persistent + all_grads + step_temporaries, "optimizer step", "")
+    return best
