@@ -174,6 +174,39 @@ def fit(model, gpu_name, memory_size, mode, batch, sweep, dims, inputs, dtype, o
 
 
 @main.command()
+@click.argument("model")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Batch size [default: 1].")
+@shape_options
+@click.option("--opt-level", type=click.Choice(["disable", "all", "both"]), default="both", show_default=True,
+              help="onnxruntime graph optimizations for the process peak: as written, as deployed, or both.")
+@click.option("--tolerance", type=float, default=0.05, show_default=True,
+              help="Largest relative error of the activation peak that passes.")
+@click.option("--abs-tolerance", default="2MiB", show_default=True, metavar="SIZE",
+              help="An error this small passes whatever its relative size (small batches).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress messages.")
+@_fail_cleanly
+def validate(model, batch, dims, inputs, dtype, opt_level, tolerance, abs_tolerance, fmt, quiet):
+    """Run MODEL in onnxruntime and set the measurements beside the estimate.
+
+    Exit 0: every shape matches and the activation peak is within tolerance; 1: a mismatch; 2: an error.
+
+    Example: archcalc validate resnet50.onnx --batch 8
+    """
+    from archcalc.report import render_validation
+    from archcalc.validate import validate as run
+
+    if dtype:
+        raise click.UsageError("--dtype re-prices an estimate; validation runs the model in its own dtypes")
+    levels = ("disable", "all") if opt_level == "both" else (opt_level,)
+    progress = None if quiet else (lambda msg: click.echo(f"... {msg}", err=True))
+    result = run(model, batch, _pairs(dims, "--dim", int), _pairs(inputs, "--input"), levels, progress)
+    text, ok = render_validation(result, fmt, tolerance, _size(abs_tolerance, "--abs-tolerance"))
+    click.echo(text, nl=False)
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
 def gpus():
     """List the GPU catalog: memory as the vendor states it, in bytes, and the source.
 

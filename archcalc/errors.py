@@ -25,3 +25,7 @@ class ShapeError(ArchcalcError):
 
 class UnsupportedOpError(ArchcalcError):
     """An op that neither a rule nor onnx's own shape inference can give a shape to."""
+
+
+class ValidationError(ArchcalcError):
+    """The model could not be run or measured (onnxruntime failed, the process was killed)."""

@@ -220,3 +220,51 @@ def render_fit(spec, card, verdicts, best, fmt: str, searched: bool = False) -> 
         lines.append(f"largest batch that fits: {best.batch}" if best else
                      "largest batch that fits: none (batch 1 does not fit)")
     return "\n".join(lines) + "\n"
+
+
+def render_validation(v, fmt: str, tolerance: float, abs_tolerance: int) -> tuple[str, bool]:
+    """Estimate against measurement, channel by channel; and whether it passes."""
+    im = v.estimate.inference_memory("none")
+    est_peak = im.activation_peak
+    judged = v.profiler_peak if v.profiler_peak is not None else \
+        next((p.run_peak for p in v.process_peaks if p.level == "disable"), None)
+    peak_ok = judged is None or abs(est_peak - judged) <= max(tolerance * judged, abs_tolerance)
+    bytes_equal = sum(1 for n in v.nodes if n.estimated_bytes == n.measured_bytes)
+    ok = not v.mismatches and peak_ok and bytes_equal == len(v.nodes)
+
+    def err(measured):
+        return f"{est_peak / measured - 1:+.1%}" if measured else "-"
+
+    rows = [("provider", v.provider, "", ""),
+            ("tensor shapes", f"{v.checked_tensors} checked", f"{len(v.mismatches)} differ", ""),
+            ("node output bytes", f"{len(v.nodes)} nodes", f"{len(v.nodes) - bytes_equal} differ", "")]
+    if v.profiler_peak is not None:
+        rows.append(("activation peak (profiler, arena)", units.nbytes(est_peak), units.nbytes(v.profiler_peak),
+                     err(v.profiler_peak)))
+    for p in v.process_peaks:
+        rows.append((f"activation peak (process, opt {p.level})", units.nbytes(est_peak), units.nbytes(p.run_peak),
+                     err(p.run_peak)))
+        rows.append((f"load peak (process, opt {p.level})", units.nbytes(im.load_peak - im.runtime),
+                     units.nbytes(p.load_peak), f"{(im.load_peak - im.runtime) / p.load_peak - 1:+.1%}"))
+    if fmt == "json":
+        return json.dumps({
+            "schema": "archcalc.validate/1", "provider": v.provider, "passed": ok,
+            "shapes": {"checked": v.checked_tensors, "mismatches": [asdict(m) for m in v.mismatches]},
+            "nodes": [{**asdict(n), "flops_per_second": n.flops_per_second} for n in v.nodes],
+            "estimate": {"activation_peak": est_peak, "activation_peak_plain": im.activation_peak_plain,
+                         "load_peak": im.load_peak - im.runtime},
+            "measured": {"profiler_peak": v.profiler_peak, "process": [asdict(p) for p in v.process_peaks]},
+        }, indent=1) + "\n", ok
+    lines = [f"{name:<40} {a:>16} {b:>16} {c:>8}" for name, a, b, c in
+             [("channel", "estimate", "measured", "error"), *rows]]
+    lines += [f"  mismatch: {m.tensor} (node {m.node}): estimated {m.estimated}, executed {m.executed}"
+              for m in v.mismatches[:20]]
+    lines += [f"  bytes differ: {n.layer} ({n.op}): estimated {n.estimated_bytes}, measured {n.measured_bytes}"
+              for n in v.nodes if n.estimated_bytes != n.measured_bytes][:20]
+    slow = sorted(v.nodes, key=lambda n: -n.microseconds)[:5]
+    lines += [f"  slowest: {n.layer} ({n.op}) {n.microseconds} us, {n.flops_per_second / 1e9:.1f} GFLOP/s"
+              for n in slow]
+    lines.append("passed" if ok else "FAILED: " + ", ".join(
+        w for w, bad in (("shapes differ", v.mismatches), ("node bytes differ", bytes_equal != len(v.nodes)),
+                         ("activation peak out of tolerance", not peak_ok)) if bad))
+    return "\n".join(lines) + "\n", ok

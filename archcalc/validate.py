@@ -1,0 +1,274 @@
+"""Run the graph in onnxruntime and set what it measured beside what archcalc estimated.
+
+Channels, each its own figure:
+- shapes: every intermediate tensor exposed as an output, its executed shape and dtype compared;
+- per node: the profiler's output bytes and time, against each layer's activation bytes and FLOPs;
+- peak (profiler): with the arena on, the largest ``mem_bytes_requested_in_use`` the profiler saw,
+  above what was in use before the first node -- malloc-free and repeatable;
+- peak (process): a fresh child process per measurement, started from a small launcher (a child
+  inherits its parent's high-water mark), arena off, one thread, glibc told to return freed
+  buffers (MALLOC_MMAP_THRESHOLD_); the rise of VmHWM over a run after /proc/self/clear_refs
+  reset it. Three runs, the largest kept. Linux only; elsewhere this channel is skipped.
+Both graph-optimization levels are measured: "disable" runs the graph as written (what the estimate
+describes, and what it is judged against); "all" runs what users deploy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from archcalc.analysis import Estimate, analyse
+from archcalc.errors import InputError, ValidationError
+from archcalc.ir import Role
+
+LEVELS = {"disable": "ORT_DISABLE_ALL", "all": "ORT_ENABLE_ALL"}
+
+
+@dataclass
+class Mismatch:
+    tensor: str
+    node: str
+    estimated: str
+    executed: str
+
+
+@dataclass
+class NodeMeasure:
+    layer: str
+    op: str
+    estimated_bytes: int
+    measured_bytes: int
+    microseconds: int
+    flops: int
+
+    @property
+    def flops_per_second(self) -> float:
+        return self.flops / (self.microseconds * 1e-6) if self.microseconds else 0.0
+
+
+@dataclass
+class PeakMeasure:
+    level: str
+    load_peak: int  # VmHWM while the session was built, above the launcher's baseline
+    resident_after_load: int
+    run_peak: int  # the rise of VmHWM over a run
+    runs: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Validation:
+    """What was run and measured. ``provider`` is the one the session really used."""
+
+    provider: str
+    checked_tensors: int
+    mismatches: list[Mismatch]
+    nodes: list[NodeMeasure]
+    profiler_peak: int | None
+    process_peaks: list[PeakMeasure]
+    estimate: Estimate
+
+    def peak_error(self, measured: int) -> float:
+        est = self.estimate.inference_memory("none").activation_peak
+        return est / measured - 1 if measured else math.inf
+
+
+def _model_with_weights(source) -> tuple[object, Path]:
+    import onnx
+
+    from archcalc.sources import resolve
+
+    path = resolve(source)
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:
+        raise InputError(f"{path}: cannot load the weights to run it ({str(exc).splitlines()[0][:120]}): "
+                         "validation needs the model with its weights, not a structure-only copy") from None
+    for i, node in enumerate(model.graph.node):  # name every node as the estimate does
+        node.name = node.name or f"{node.op_type}_{i}"
+    return model, path
+
+
+def feeds(est: Estimate, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs of the estimated shapes; integer inputs stay inside the table they index."""
+    rng = np.random.default_rng(seed)
+    g = est.graph
+    out = {}
+    for name in g.inputs:
+        t = g.tensors[name]
+        if t.dtype.startswith(("float", "bfloat")):
+            out[name] = rng.standard_normal(t.shape).astype(np.float32 if t.dtype == "bfloat16" else t.dtype)
+            continue
+        high = 2  # a mask or a flag, unless the input indexes a table
+        for i in g.consumers(name):
+            layer = g.layers[i]
+            if layer.op_type == "Gather" and layer.inputs[1] == name:
+                high = g.tensors[layer.inputs[0]].shape[layer.attrs.get("axis", 0)]
+        out[name] = rng.integers(0, high, t.shape).astype(t.dtype if t.dtype != "bool" else np.bool_)
+    return out
+
+
+def _session(model_bytes: bytes, level: str, profile: bool = False, arena: bool = True):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
+    opts.enable_profiling = profile
+    opts.enable_cpu_mem_arena = arena
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3
+    providers = ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in ort.get_available_providers() and _cuda_usable():
+        providers.insert(0, ("CUDAExecutionProvider", {"arena_extend_strategy": "kSameAsRequested",
+                                                        "cudnn_conv_algo_search": "HEURISTIC"}))
+    return ort.InferenceSession(model_bytes, opts, providers=providers)
+
+
+def _cuda_usable() -> bool:
+    """onnxruntime-gpu lists CUDA even without a GPU; a driver and a device must exist too."""
+    return Path("/dev/nvidia0").exists() or os.environ.get("CUDA_VISIBLE_DEVICES", "") not in ("", "-1")
+
+
+def check_shapes(model, est: Estimate, inputs: dict) -> tuple[int, list[Mismatch], str]:
+    """Run with every node output exposed; compare each executed shape and dtype with the estimate."""
+    import onnx
+
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    known = {o.name for o in exposed.graph.output}
+    producer = {}
+    for node in exposed.graph.node:
+        for o in node.output:
+            producer[o] = node.name
+            if o and o not in known:
+                exposed.graph.output.append(onnx.ValueInfoProto(name=o))
+                known.add(o)
+    sess = _session(exposed.SerializeToString(), "disable")
+    names = [o.name for o in sess.get_outputs()]
+    mismatches = []
+    for name, value in zip(names, sess.run(names, inputs)):
+        t = est.graph.tensors.get(name)
+        got = f"{list(value.shape)} {value.dtype}"
+        want = f"{list(t.shape)} {t.dtype}" if t is not None else "(no tensor)"
+        if got != want:
+            mismatches.append(Mismatch(name, producer.get(name, ""), want, got))
+    return len(names), mismatches, sess.get_providers()[0]
+
+
+def profile_nodes(model, est: Estimate, inputs: dict) -> tuple[list[NodeMeasure], int | None]:
+    """Per-node output bytes and time, and the arena's requested-bytes peak, from the profiler."""
+    sess = _session(model.SerializeToString(), "disable", profile=True)
+    sess.run(None, inputs)
+    path = sess.end_profiling()
+    events = [e for e in json.loads(Path(path).read_text()) if e.get("cat") == "Node"
+              and e.get("name", "").endswith("_kernel_time")]
+    Path(path).unlink(missing_ok=True)
+    rows = {r.name: r for r in est.layers_list}
+    nodes, in_use = [], []
+    for e in events:
+        args = e.get("args", {})
+        layer = e["name"].removesuffix("_kernel_time")
+        if "mem_bytes_requested_in_use" in args:
+            delta = int(args.get("mem_requested_in_use_delta", 0))
+            in_use.append((int(args["mem_bytes_requested_in_use"]), delta))
+        if layer in rows:
+            r = rows[layer]
+            nodes.append(NodeMeasure(layer, r.op_type, r.activation_bytes, int(args.get("output_size", 0)),
+                                     int(e.get("dur", 0)), r.flops))
+    peak = None
+    if in_use:
+        before = in_use[0][0] - in_use[0][1]
+        peak = max(v for v, _ in in_use) - before
+    return nodes, peak
+
+
+CHILD = r"""
+import json, sys, numpy as np
+def status(key):
+    with open("/proc/self/status") as f:
+        return int(next(l for l in f if l.startswith(key)).split()[1]) * 1024
+def reset():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+model, feeds, level, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+import onnxruntime as ort
+inputs = dict(np.load(feeds))
+base = status("VmRSS"); reset()
+opts = ort.SessionOptions()
+opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+opts.enable_cpu_mem_arena = False; opts.intra_op_num_threads = 1; opts.log_severity_level = 3
+sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+out = {"load_peak": status("VmHWM") - base, "resident_after_load": status("VmRSS") - base, "runs": []}
+for _ in range(runs):
+    before = status("VmRSS"); reset()
+    sess.run(None, inputs)
+    out["runs"].append(status("VmHWM") - before)
+print(json.dumps(out))
+"""
+
+
+def process_peak(model_path: Path, inputs: dict, level: str, runs: int = 3) -> PeakMeasure | None:
+    """The peak in a fresh child process (Linux: needs /proc/self/clear_refs)."""
+    if not Path("/proc/self/clear_refs").exists():
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        feeds_path = Path(tmp) / "feeds.npz"
+        np.savez(feeds_path, **inputs)
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+        res = subprocess.run([sys.executable, "-c", CHILD, str(model_path), str(feeds_path), LEVELS[level],
+                              str(runs)], capture_output=True, text=True, env=env)
+    if res.returncode < 0 or res.returncode == 137:
+        raise ValidationError(f"{model_path}: the measuring process was killed (signal {-res.returncode}): "
+                              "out of memory? try a smaller --batch")
+    if res.returncode:
+        tail = (res.stderr.strip().splitlines() or ["no message"])[-1][:160]
+        raise ValidationError(f"{model_path}: onnxruntime failed to run the model: {tail}")
+    data = json.loads(res.stdout.strip().splitlines()[-1])
+    return PeakMeasure(level, data["load_peak"], data["resident_after_load"], max(data["runs"]), data["runs"])
+
+
+def validate(source, batch=None, dims=None, inputs=None, levels=("disable", "all"), progress=None) -> Validation:
+    """Estimate ``source``, run it in onnxruntime, and measure every channel."""
+    from archcalc.onnx_import import import_onnx
+
+    step = progress or (lambda _msg: None)
+    step("loading the model with its weights")
+    model, path = _model_with_weights(source)
+    est = analyse(import_onnx(model), batch, dims, inputs)
+    est.graph.source = str(path)
+    feed = feeds(est)
+    step("checking every tensor's shape")
+    checked, mismatches, provider = check_shapes(model, est, feed)
+    step("profiling each node")
+    nodes, profiler_peak = profile_nodes(model, est, feed)
+    peaks = []
+    for level in levels:
+        step(f"measuring the process peak (optimizations {level})")
+        with tempfile.TemporaryDirectory() as tmp:
+            runnable = Path(tmp) / "model.onnx"
+            _save_for_child(model, runnable)
+            measured = process_peak(runnable, feed, level)
+        if measured:
+            peaks.append(measured)
+    return Validation(provider, checked, mismatches, nodes, profiler_peak, peaks, est)
+
+
+def _save_for_child(model, path: Path) -> None:
+    import onnx
+
+    large = model.ByteSize() > (1 << 31) - (1 << 20)
+    onnx.save(model, str(path), save_as_external_data=large, location="weights.bin" if large else None)
+
+
+def activation_outputs(est: Estimate) -> int:
+    """Bytes of the graph's outputs: onnxruntime hands them back as new arrays after the run."""
+    return sum(est.graph.tensors[n].nbytes() for n in est.graph.outputs
+               if est.graph.tensors[n].role is Role.OUTPUT)
