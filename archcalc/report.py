@@ -6,11 +6,10 @@ contract documented in docs/json.md (``schema`` names its version).
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from dataclasses import asdict, dataclass
-
-import pandas as pd
 
 from archcalc import units
 from archcalc.analysis import Estimate
@@ -82,15 +81,21 @@ def shape_text(shape) -> str:
     return "x".join(str(d) for d in shape) if shape else "scalar"
 
 
-def layers_frame(est: Estimate) -> pd.DataFrame:
-    """One row per executed layer, in execution order."""
-    rows = [{
+def layer_rows(est: Estimate) -> list[dict]:
+    """One row per executed layer, in execution order: the layout every format shares."""
+    return [{
         "layer": r.name, "op": r.op_type, "shape": shape_text(r.shape), "activations": r.activations,
         "activation_bytes": r.activation_bytes, "weights": r.weights, "biases": r.biases,
         "params": r.params, "macs": r.macs, "flops": r.flops,
         "note": "" if r.has_rule else "no cost rule",
     } for r in est.layers_list]
-    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def layers_frame(est: Estimate):
+    """The per-layer rows as a pandas DataFrame (pandas is imported only here: it costs 0.3 s)."""
+    import pandas as pd
+
+    return pd.DataFrame(layer_rows(est), columns=COLUMNS)
 
 
 def estimate_dict(est: Estimate) -> dict:
@@ -106,16 +111,18 @@ def estimate_dict(est: Estimate) -> dict:
         "conventions": CONVENTIONS,
         "inputs": {n: list(g.tensors[n].shape) for n in g.inputs},
         "outputs": {n: list(g.tensors[n].shape) for n in g.outputs},
-        "layers": layers_frame(est).to_dict(orient="records"),
+        "layers": layer_rows(est),
         "tensors": {t.name: {"shape": list(t.shape), "dtype": t.dtype, "role": t.role.value}
                     for t in g.tensors.values() if t.shape is not None},
     }
 
 
-def _heaviest(df: pd.DataFrame, top: int | None, sort: str) -> pd.DataFrame:
+def _heaviest(rows: list[dict], top: int | None, sort: str) -> list[dict]:
+    """The ``top`` rows with the largest ``sort`` value, kept in execution order."""
     if not top:
-        return df
-    return df.sort_values(sort, ascending=False, kind="stable").head(top).sort_index()
+        return rows
+    keep = sorted(range(len(rows)), key=lambda i: -rows[i][sort])[:top]
+    return [rows[i] for i in sorted(keep)]
 
 
 def totals_lines(est: Estimate) -> list[tuple[str, str]]:
@@ -142,7 +149,7 @@ def totals_lines(est: Estimate) -> list[tuple[str, str]]:
     return lines
 
 
-def _table(est: Estimate, df: pd.DataFrame, memory: MemoryView | None) -> str:
+def _table(est: Estimate, rows: list[dict], memory: MemoryView | None) -> str:
     from rich.console import Console
     from rich.table import Table
 
@@ -150,11 +157,13 @@ def _table(est: Estimate, df: pd.DataFrame, memory: MemoryView | None) -> str:
                   title_justify="left")
     human = {"activation_bytes": units.nbytes, "activations": units.count, "weights": units.count,
              "biases": units.count, "params": units.count, "macs": units.count, "flops": units.count}
-    for col in COLUMNS:
+    columns = list(rows[0]) if rows else COLUMNS
+    human["saved_bytes"] = units.nbytes
+    for col in columns:
         table.add_column(col, justify="right" if col in human else "left", overflow="fold")
-    for row in df.itertuples(index=False):
-        table.add_row(*(human[c](v) if c in human and v else ("" if c in human else str(v))
-                        for c, v in zip(COLUMNS, row)))
+    for row in rows:
+        table.add_row(*(human[c](row[c]) if c in human and row[c] else ("" if c in human else str(row[c]))
+                        for c in columns))
     out = io.StringIO()
     console = Console(file=out, width=180, no_color=True, highlight=False)
     console.print(table)
@@ -164,10 +173,11 @@ def _table(est: Estimate, df: pd.DataFrame, memory: MemoryView | None) -> str:
     return out.getvalue()
 
 
-def _markdown(est: Estimate, df: pd.DataFrame, memory: MemoryView | None) -> str:
-    head = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
-    body = "".join("| " + " | ".join(f"{v:,}" if isinstance(v, int) else str(v) for v in row) + " |\n"
-                   for row in df.itertuples(index=False))
+def _markdown(est: Estimate, rows: list[dict], memory: MemoryView | None) -> str:
+    columns = list(rows[0]) if rows else COLUMNS
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    body = "".join("| " + " | ".join(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()) + " |\n"
+                   for row in rows)
     totals = "".join(f"| {label} | {value} |\n"
                      for label, value in totals_lines(est) + (memory_lines(memory) if memory else []))
     notes = "".join(f"- {text}\n" for text in CONVENTIONS.values())
@@ -179,21 +189,27 @@ def render(est: Estimate, fmt: str = "table", top: int | None = None, sort: str 
            memory: MemoryView | None = None) -> str:
     """The estimate as text in ``fmt`` (table, markdown, csv, json); ``top`` keeps the heaviest rows;
     ``memory`` adds the memory terms (and, for training, each layer's saved bytes)."""
-    df = layers_frame(est)
+    rows = layer_rows(est)
     if memory is not None and memory.training is not None:
-        df.insert(len(df.columns) - 1, "saved_bytes", df["layer"].map(est.saved_by_layer()).fillna(0).astype(int))
-    df = _heaviest(df, top, sort)
+        saved = est.saved_by_layer()
+        rows = [{**{k: v for k, v in r.items() if k != "note"}, "saved_bytes": saved.get(r["layer"], 0),
+                 "note": r["note"]} for r in rows]
+    rows = _heaviest(rows, top, sort)
     if fmt == "json":
         data = estimate_dict(est)
-        data["layers"] = df.to_dict(orient="records")
+        data["layers"] = rows
         if memory is not None:
             data["memory"] = memory_dict(memory)
         return json.dumps(data, indent=1)
     if fmt == "csv":
-        return df.to_csv(index=False)
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue()
     if fmt == "markdown":
-        return _markdown(est, df, memory)
-    return _table(est, df, memory)
+        return _markdown(est, rows, memory)
+    return _table(est, rows, memory)
 
 
 def render_fit(spec, card, verdicts, best, fmt: str, searched: bool = False) -> str:
