@@ -158,7 +158,10 @@ class InferenceMemory:
 
 def inference_memory(graph: Graph, results: list[LayerResult], weights: int, activation_sum: int,
                      runtime: Runtime, float_dtype: str | None = None, workspace: bool = False) -> InferenceMemory:
-    """The inference terms of a shaped graph under ``runtime``'s allocator and constant."""
+    """The inference terms of a shaped graph under ``runtime``'s order, allocator and constant."""
+    from archcalc.schedule import ORDERS
+
+    results = ORDERS[runtime.order](graph, results)
     peak = activation_peak(graph, results, float_dtype, True, runtime.round)
     plain = activation_peak(graph, results, float_dtype, False, runtime.round)
     ws, ws_layer = workspace_bytes(graph, results, float_dtype) if workspace else (0, "")

@@ -240,7 +240,7 @@ def render_fit(spec, card, verdicts, best, fmt: str, searched: bool = False) -> 
 
 def render_validation(v, fmt: str, tolerance: float, abs_tolerance: int) -> tuple[str, bool]:
     """Estimate against measurement, channel by channel; and whether it passes."""
-    im = v.estimate.inference_memory("none")
+    im = v.estimate.inference_memory("onnxruntime-cpu")
     est_peak = im.activation_peak
     judged = v.profiler_peak if v.profiler_peak is not None else \
         next((p.run_peak for p in v.process_peaks if p.level == "disable"), None)

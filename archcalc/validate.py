@@ -77,7 +77,7 @@ class Validation:
     estimate: Estimate
 
     def peak_error(self, measured: int) -> float:
-        est = self.estimate.inference_memory("none").activation_peak
+        est = self.estimate.inference_memory("onnxruntime-cpu").activation_peak
         return est / measured - 1 if measured else math.inf
 
 
