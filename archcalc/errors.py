@@ -29,3 +29,14 @@ class UnsupportedOpError(ArchcalcError):
 
 class ValidationError(ArchcalcError):
     """The model could not be run or measured (onnxruntime failed, the process was killed)."""
+
+
+class DSLError(InputError):
+    """A design that cannot be built. ``str()``: ``file:line:col: message`` and a caret line."""
+
+    def __init__(self, source: str, text: str, line: int, column: int, message: str):
+        self.source, self.line, self.column, self.message = source, line, column, message
+        lines = text.splitlines()
+        shown = lines[line - 1] if 0 < line <= len(lines) else ""
+        caret = f"\n  {shown}\n  {' ' * (column - 1)}^" if shown else ""
+        super().__init__(f"{source}:{line}:{column}: {message}{caret}")

@@ -9,7 +9,7 @@ from pathlib import Path
 from archcalc.errors import InputError
 from archcalc.ir import Graph
 
-ZOO_SUFFIXES = (".onnx",)
+ZOO_SUFFIXES = (".onnx", ".arch")
 
 
 def zoo_models() -> dict[str, Path]:
@@ -31,10 +31,25 @@ def resolve(source: str | os.PathLike) -> Path:
                      "'archcalc zoo'")
 
 
+def is_design_text(source) -> bool:
+    """A design written inline on the command line: ``"INPUT[32x32x3] -> CONV3-12 -> ..."``."""
+    return isinstance(source, str) and "INPUT[" in source and not Path(source).exists()
+
+
 def load_graph(source) -> Graph:
-    """The IR of ``source``: a path, a zoo name, or an ``onnx.ModelProto``."""
+    """The IR of ``source``: a path (.onnx or .arch), a zoo name, design text, or an ``onnx.ModelProto``."""
+    from archcalc.dsl.build import build
     from archcalc.onnx_import import import_onnx
 
     if not isinstance(source, (str, os.PathLike)):
         return import_onnx(source)
-    return import_onnx(resolve(source))
+    if is_design_text(source):
+        return build(str(source), "<inline>")
+    path = resolve(source)
+    if path.suffix == ".arch":
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: cannot read it as text ({exc})") from None
+        return build(text, str(path))
+    return import_onnx(path)
