@@ -17,6 +17,7 @@ from archcalc.errors import InputError
 from archcalc.infer import LayerResult, bind_inputs, infer
 from archcalc.ir import Graph, Role
 from archcalc.memory import RUNTIME_ROLES, InferenceMemory, activation_peak, inference_memory
+from archcalc.receptive import receptive_fields
 from archcalc.training import TrainingMemory, saved_by_layer, training_memory
 
 
@@ -37,6 +38,8 @@ class LayerCost:
     macs: int
     flops: int  # 2 x MACs plus the layer's other floating-point ops
     has_rule: bool
+    receptive_field: int = 1  # input pixels one output element sees (first spatial axis)
+    effective_stride: int = 1  # input pixels between neighbouring outputs
 
     @property
     def params(self) -> int:
@@ -141,6 +144,7 @@ def _settle_roles(graph: Graph, roles: dict[int, dict[str, str]]) -> None:
 
 
 def _layer_costs(graph: Graph, results: list[LayerResult], roles, float_dtype) -> list[LayerCost]:
+    fields = receptive_fields(graph, results)
     rows = []
     for i, res in enumerate(results):
         if res.folded:
@@ -156,6 +160,7 @@ def _layer_costs(graph: Graph, results: list[LayerResult], roles, float_dtype) -
             activation_bytes=sum(t.nbytes(float_dtype) for t in outs),
             weights=by_role["weight"], biases=by_role["bias"], buffers=by_role["buffer"],
             macs=res.out.macs, flops=2 * res.out.macs + res.out.flops, has_rule=res.has_rule,
+            receptive_field=fields.get(first.name, (1, 1))[0], effective_stride=fields.get(first.name, (1, 1))[1],
         ))
     return rows
 

@@ -104,12 +104,15 @@ def main():
               help="Add the memory terms of inference, or of one training step (and saved bytes per layer).")
 @memory_options("onnxruntime-cpu")
 @click.option("--workspace", is_flag=True, help="Count the largest per-op scratch (a conv's im2col matrix).")
+@click.option("--view", type=click.Choice(["layers", "notes"]), default="layers", show_default=True,
+              help="notes: the CS231n notes' table (HxWxC, activations, weights without biases) and what "
+                   "their totals count.")
 @_fail_cleanly
 def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer, runtime_name, runtime_overhead,
-             workspace):
+             workspace, view):
     """Per-layer shapes, parameters, MACs and activation memory of MODEL, then the totals.
 
-    MODEL is an .onnx file or a zoo name (see `archcalc zoo`).
+    MODEL is an .onnx file, an .arch design, a zoo name (see `archcalc zoo`) or design text.
 
     Example: archcalc estimate resnet50.onnx --batch 8 --dtype fp16 --top 10
     """
@@ -118,6 +121,11 @@ def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer,
 
     result = run(model, batch=batch, dims=_pairs(dims, "--dim", int), inputs=_pairs(inputs, "--input"),
                  dtype=dtype)
+    if view == "notes":
+        from archcalc.notes_table import render_notes
+
+        click.echo(render_notes(result, fmt), nl=False)
+        return
     view = None
     if mode:
         overhead = _size(runtime_overhead, "--runtime-overhead")
@@ -204,6 +212,45 @@ def validate(model, batch, dims, inputs, dtype, opt_level, tolerance, abs_tolera
     text, ok = render_validation(result, fmt, tolerance, _size(abs_tolerance, "--abs-tolerance"))
     click.echo(text, nl=False)
     sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.argument("design")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random weights.")
+@_fail_cleanly
+def export(design, output, seed):
+    """Write a design (an .arch file, a zoo name or inline text) as an ONNX model with random weights.
+
+    Example: archcalc export vgg16 -o vgg16.onnx
+    """
+    import onnx
+
+    from archcalc.onnx_export import to_onnx
+    from archcalc.sources import load_graph
+
+    graph = load_graph(design)
+    if graph.source.endswith(".onnx") or graph.source.startswith("<ModelProto"):
+        raise click.UsageError(f"{design} is already an ONNX model")
+    onnx.save(to_onnx(graph, seed), output)
+    click.echo(f"wrote {output}: {len(graph.layers)} nodes")
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True)
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Batch size [default: 1].")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table",
+              show_default=True)
+@_fail_cleanly
+def compare(models, batch, fmt):
+    """Put models or designs side by side: parameters, MACs, activations, peak, receptive field.
+
+    Example: archcalc compare "INPUT[56x56x64] -> CONV7-64" "INPUT[56x56x64] -> [CONV3-64 -> RELU]*3"
+    """
+    from archcalc.analysis import estimate as run
+    from archcalc.report import render_compare
+
+    click.echo(render_compare([(m, run(m, batch=batch)) for m in models], fmt), nl=False)
 
 
 @main.command()

@@ -19,7 +19,7 @@ from archcalc.training import TrainingMemory
 
 JSON_SCHEMA = "archcalc.estimate/1"
 COLUMNS = ["layer", "op", "shape", "activations", "activation_bytes", "weights", "biases", "params",
-           "macs", "flops", "note"]
+           "macs", "flops", "rf", "stride", "note"]
 SORT_KEYS = ("macs", "params", "activations", "flops")
 
 
@@ -86,8 +86,8 @@ def layer_rows(est: Estimate) -> list[dict]:
     return [{
         "layer": r.name, "op": r.op_type, "shape": shape_text(r.shape), "activations": r.activations,
         "activation_bytes": r.activation_bytes, "weights": r.weights, "biases": r.biases,
-        "params": r.params, "macs": r.macs, "flops": r.flops,
-        "note": "" if r.has_rule else "no cost rule",
+        "params": r.params, "macs": r.macs, "flops": r.flops, "rf": r.receptive_field,
+        "stride": r.effective_stride, "note": "" if r.has_rule else "no cost rule",
     } for r in est.layers_list]
 
 
@@ -284,3 +284,41 @@ def render_validation(v, fmt: str, tolerance: float, abs_tolerance: int) -> tupl
         w for w, bad in (("shapes differ", v.mismatches), ("node bytes differ", bytes_equal != len(v.nodes)),
                          ("activation peak out of tolerance", not peak_ok)) if bad))
     return "\n".join(lines) + "\n", ok
+
+
+def compare_rows(ests) -> list[tuple[str, list]]:
+    """The figures ``compare`` sets side by side, one (label, values) row each."""
+    def last(e):
+        return e.layers_list[-1] if e.layers_list else None
+
+    return [
+        ("parameters", [e.totals.params for _, e in ests]),
+        ("weights (no biases)", [sum(r.weights for r in e.layers_list) for _, e in ests]),
+        ("MACs", [e.totals.macs for _, e in ests]),
+        ("activations", [e.totals.activation_elements for _, e in ests]),
+        ("inference peak (bytes)", [e.totals.peak_bytes for _, e in ests]),
+        ("layers", [len(e.layers_list) for _, e in ests]),
+        ("output", [shape_text(last(e).shape) if last(e) else "-" for _, e in ests]),
+        ("receptive field", [last(e).receptive_field if last(e) else 1 for _, e in ests]),
+        ("effective stride", [last(e).effective_stride if last(e) else 1 for _, e in ests]),
+    ]
+
+
+def render_compare(ests, fmt: str) -> str:
+    names = [n if len(n) <= 40 else n[:37] + "..." for n, _ in ests]
+    rows = compare_rows(ests)
+    if fmt == "json":
+        return json.dumps({"schema": "archcalc.compare/1", "models": [n for n, _ in ests],
+                           "rows": {label: values for label, values in rows}}, indent=1) + "\n"
+
+    def cell(v):
+        return f"{v:,}" if isinstance(v, int) else str(v)
+
+    if fmt == "markdown":
+        head = "| | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
+        return head + "".join(f"| {label} | " + " | ".join(cell(v) for v in values) + " |\n"
+                              for label, values in rows)
+    width = max(14, *(len(n) for n in names))
+    lines = [f"{'':<24}" + "".join(f"{n:>{width + 2}}" for n in names)]
+    lines += [f"{label:<24}" + "".join(f"{cell(v):>{width + 2}}" for v in values) for label, values in rows]
+    return "\n".join(lines) + "\n"

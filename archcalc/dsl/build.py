@@ -70,7 +70,7 @@ class _Build:
         for suffix, wshape, role in weights:
             self.tensors[f"{name}.{suffix}"] = Tensor(f"{name}.{suffix}", tuple(wshape), "float32", role)
             inputs.append(f"{name}.{suffix}")
-        self.tensors[name] = Tensor(name, None, "float32", Role.ACTIVATION)
+        self.tensors[name] = Tensor(name, ("N", *shape), "float32", Role.ACTIVATION)
         self.layers.append(Layer(name, op, inputs, [name], dict(attrs or {})))
         return Cursor(name, shape)
 
@@ -349,7 +349,7 @@ def _syntax_message(exc: UnexpectedInput) -> str:
         return f"unexpected character {exc.char!r}: layers look like CONV3-64, POOL2, FC-1000; joins like " \
                "CONCAT(a | b)"
     if isinstance(exc, UnexpectedToken):
-        got = "the end" if exc.token.type == "$END" else repr(str(exc.token))
+        got = "end of the design" if exc.token.type == "$END" else repr(str(exc.token))
         expected = sorted(_readable(t) for t in exc.expected)[:6]
         return f"unexpected {got}; expected {' or '.join(expected)}"
     return str(exc).splitlines()[0]

@@ -1,0 +1,43 @@
+"""IR -> ONNX: a design written as a runnable ONNX model with random weights.
+
+Weights are drawn at random (BatchNorm starts as the identity: scale 1, shift 0, mean 0, variance 1),
+so the model runs and its shapes and memory can be measured; its outputs mean nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from archcalc.ir import Graph, Role
+
+_IDENTITY_BN = {"scale": 1.0, "var": 1.0, "shift": 0.0, "mean": 0.0}
+
+
+def _initializer(name: str, shape, rng) -> onnx.TensorProto:
+    suffix = name.rsplit(".", 1)[-1]
+    if suffix in _IDENTITY_BN:
+        data = np.full(shape, _IDENTITY_BN[suffix], np.float32)
+    else:
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        data = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+    return numpy_helper.from_array(data, name)
+
+
+def to_onnx(graph: Graph, seed: int = 0) -> onnx.ModelProto:
+    """``graph`` as an ONNX model; the inputs keep their symbolic dims (the batch stays ``N``)."""
+    rng = np.random.default_rng(seed)
+    inits = [_initializer(t.name, t.shape, rng) for t in graph.tensors.values()
+             if t.role in (Role.WEIGHT, Role.BUFFER) and t.shape is not None]
+    def value_info(name):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(graph.tensors[name].shape))
+
+    inputs = [value_info(n) for n in graph.inputs]
+    outputs = [value_info(n) for n in graph.outputs]
+    nodes = [helper.make_node(ly.op_type, ly.inputs, ly.outputs, name=ly.name, **ly.attrs) for ly in graph.layers]
+    g = helper.make_graph(nodes, graph.name, inputs, outputs, inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", graph.opset)], producer_name="archcalc")
+    model.ir_version = 9  # what onnxruntime 1.18 and later read
+    onnx.checker.check_model(model)
+    return model
