@@ -92,7 +92,7 @@ def main():
 
 
 @main.command()
-@click.argument("model", default="torchvision/vgg16")
+@click.argument("model", default="vgg16")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Batch size: binds each input's symbolic first dim [default: 1].")
 @shape_options
@@ -135,7 +135,7 @@ def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer,
 
 
 @main.command()
-@click.argument("model", default="torchvision/vgg16")
+@click.argument("model", default="vgg16")
 @click.option("--gpu", "gpu_name", default=None, help="A GPU from `archcalc gpus`.")
 @click.option("--memory", "memory_size", default=None, metavar="SIZE", help="A budget instead: 24GiB, 80GB.")
 @click.option("--mode", type=click.Choice(["inference", "train"]), default="inference", show_default=True)
@@ -272,10 +272,10 @@ def zoo():
 
     Example: archcalc zoo
     """
-    from archcalc.sources import zoo_models
+    from archcalc.sources import zoo_models, zoo_summary
 
     for name, path in zoo_models().items():
-        click.echo(f"{name}\t{path.name}")
+        click.echo(f"{name:<28} {zoo_summary(path)}")
 
 
 if __name__ == "__main__":

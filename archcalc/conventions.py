@@ -17,6 +17,6 @@ CONVENTIONS: dict[str, str] = {
               "not parameters.",
     "peak": "peak = parameter bytes + graph inputs + the largest set of activation buffers alive at "
             "once in execution order (a buffer lives from its layer to its last reader; views share; "
-            "an element-wise op writes into an input buffer of its size that dies there).",
+            "a unary element-wise op writes into an input buffer of its size that dies there).",
     "units": "Counts use powers of 1000 (K, M, G); bytes use powers of 1024 (KiB, MiB, GiB).",
 }

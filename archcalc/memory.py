@@ -2,9 +2,10 @@
 
 A buffer is allocated when its layer runs (while that layer's inputs are still alive) and freed
 after its last reader; graph outputs live to the end. Views (Reshape, Flatten, Squeeze, Unsqueeze,
-Identity, inference Dropout) share their input's buffer. With ``inplace``, an element-wise op (and
-inference BatchNorm) writes into an input buffer of its own size that dies at that op, as
-onnxruntime's allocation planner does. Graph inputs are held by the caller and reported apart.
+Identity, inference Dropout) share their input's buffer. With ``inplace``, a unary element-wise op
+(and inference BatchNorm) writes into an input buffer of its own size that dies at that op, as
+onnxruntime's allocation planner does (it never does so for Add or Mul). Graph inputs are held by
+the caller and reported apart.
 """
 
 from __future__ import annotations

@@ -19,6 +19,14 @@ def zoo_models() -> dict[str, Path]:
             for p in sorted(root.rglob("*")) if p.suffix in ZOO_SUFFIXES}
 
 
+def zoo_summary(path: Path) -> str:
+    """A zoo entry's one-line description: a design's first header line, or what an export is."""
+    if path.suffix == ".arch":
+        first = next((ln for ln in path.read_text().splitlines() if ln.startswith("#")), "# a design")
+        return first.lstrip("# ").strip()
+    return f"{path.parent.name} export, weights stripped ({path.name})"
+
+
 def resolve(source: str | os.PathLike) -> Path:
     """A path that exists, or the zoo file that ``source`` names."""
     path = Path(source)
