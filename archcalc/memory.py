@@ -77,8 +77,8 @@ def _shared_input(graph, res, j, i, owner, end, inplace, float_dtype) -> str | N
     if res.out.alias:
         src = res.layer.inputs[0]
         return src if src in owner else None
-    if not (inplace and res.out.inplace):
-        return None
+    if not (inplace and res.out.inplace) or res.layer.outputs[0] in graph.outputs:
+        return None  # a graph output gets a buffer of its own, handed to the caller
     size = graph.tensors[res.layer.outputs[0]].nbytes(float_dtype)
     for name in res.layer.inputs:
         o = owner.get(name)

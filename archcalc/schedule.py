@@ -14,17 +14,17 @@ from archcalc.ir import Graph
 
 
 def onnxruntime_order(graph: Graph, results: list[LayerResult]) -> list[LayerResult]:
-    """``results`` in onnxruntime's execution order (folded layers, never run, keep their places first)."""
-    live = [i for i, r in enumerate(results) if not r.folded]
-    live_set = set(live)
+    """``results`` in onnxruntime's execution order. Layers archcalc folded (shape arithmetic) are
+    nodes there too, and the walk through them decides when the activations they read are visited."""
+    every = range(len(results))
     producer = {}
-    for i in live:
+    for i in every:
         for name in results[i].layer.outputs:
             if name:
                 producer[name] = i
-    inputs_of = {i: sorted({producer[n] for n in results[i].layer.inputs if n in producer}) for i in live}
-    has_reader = {p for i in live for p in inputs_of[i]}
-    stack = [(i, False) for i in live if i not in has_reader]
+    inputs_of = {i: sorted({producer[n] for n in results[i].layer.inputs if n in producer}) for i in every}
+    has_reader = {p for i in every for p in inputs_of[i]}
+    stack = [(i, False) for i in every if i not in has_reader]
     order, visited = [], set()
     while stack:
         i, leaving = stack.pop()
@@ -36,8 +36,7 @@ def onnxruntime_order(graph: Graph, results: list[LayerResult]) -> list[LayerRes
         visited.add(i)
         stack.append((i, True))
         stack.extend((p, False) for p in inputs_of[i] if p not in visited)
-    folded = [r for i, r in enumerate(results) if i not in live_set]
-    return folded + [results[i] for i in order]
+    return [results[i] for i in order]
 
 
 ORDERS = {"file": lambda graph, results: results, "onnxruntime": onnxruntime_order}

@@ -23,14 +23,23 @@ def peaks(model, **kw):
 
 
 def test_chain():
-    # x(100) -> a = Relu(x) (100, x is the caller's: no reuse) -> b = Tile(a) (300) -> y = Relu(b).
-    # In place, y overwrites b: the peak is at the Tile, a + b = 400 floats. Without: b + y = 600.
+    # x(100) -> a = Relu(x) (100, x is the caller's: no reuse) -> b = Tile(a) (300) -> c = Relu(b)
+    # -> y = ReduceSum(c) (1). In place, c overwrites b: the peak is at the Tile, a + b = 400 floats.
+    # Without: b + c = 600.
     reps = numpy_helper.from_array(np.array([3]), "reps")
     m = graph([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Tile", ["a", "reps"], ["b"]),
-               helper.make_node("Relu", ["b"], ["y"])], [100], [reps])
+               helper.make_node("Relu", ["b"], ["c"]), helper.make_node("ReduceSum", ["c"], ["y"], keepdims=0)],
+              [100], [reps])
     est, inplace, plain = peaks(m)
     assert (inplace, plain) == (400 * 4, 600 * 4)
     assert est.totals.peak_layer == "Tile_1" and est.totals.peak_bytes == 400 + 400 * 4
+
+
+def test_a_graph_output_gets_its_own_buffer():
+    # onnxruntime hands outputs to the caller, so y = Relu(b) does not overwrite b: b + y at the end.
+    nodes = [helper.make_node("Relu", ["x"], ["b"]), helper.make_node("Relu", ["b"], ["y"])]
+    _, inplace, plain = peaks(graph(nodes, [100]))
+    assert inplace == plain == 200 * 4
 
 
 def test_skip_connection_keeps_its_source_alive():
@@ -57,13 +66,13 @@ def test_residual_block_follows_onnxruntimes_planner():
 
 
 def test_views_share_their_input_buffer():
-    # a = Relu(x) (60); v = Reshape(a) is a view; y = Relu(v) overwrites it in place.
+    # a = Relu(x) (60); v = Reshape(a) is a view; c = Relu(v) overwrites it in place; y = ReduceSum(c) (1).
     shape = numpy_helper.from_array(np.array([6, 10]), "shape")
     nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Reshape", ["a", "shape"], ["v"]),
-             helper.make_node("Relu", ["v"], ["y"])]
+             helper.make_node("Relu", ["v"], ["c"]), helper.make_node("ReduceSum", ["c"], ["y"], keepdims=0)]
     est, inplace, plain = peaks(graph(nodes, [60], [shape]))
-    assert (inplace, plain) == (60 * 4, 120 * 4)
-    assert est.totals.activation_elements == 60 + 3 * 60  # the sum still lists the view
+    assert (inplace, plain) == (61 * 4, 120 * 4)
+    assert est.totals.activation_elements == 60 + 3 * 60 + 1  # the sum still lists the view
 
 
 def test_a_buffer_of_another_size_is_not_reused():
