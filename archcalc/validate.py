@@ -122,6 +122,7 @@ def _session(model_bytes: bytes, level: str, profile: bool = False, arena: bool 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
     opts.enable_profiling = profile
+    opts.profile_file_prefix = os.path.join(tempfile.gettempdir(), "archcalc_profile")  # not in the cwd
     opts.enable_cpu_mem_arena = arena
     opts.intra_op_num_threads = 1
     opts.log_severity_level = 3
