@@ -241,16 +241,56 @@ def export(design, output, seed):
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Batch size [default: 1].")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table",
               show_default=True)
+@click.option("-o", "--output", default=None, type=click.Path(file_okay=False),
+              help="Also write compare.md and compare.html into this folder.")
 @_fail_cleanly
-def compare(models, batch, fmt):
+def compare(models, batch, fmt, output):
     """Put models or designs side by side: parameters, MACs, activations, peak, receptive field.
 
     Example: archcalc compare "INPUT[56x56x64] -> CONV7-64" "INPUT[56x56x64] -> [CONV3-64 -> RELU]*3"
     """
+    from pathlib import Path
+
     from archcalc.analysis import estimate as run
     from archcalc.report import render_compare
 
-    click.echo(render_compare([(m, run(m, batch=batch)) for m in models], fmt), nl=False)
+    ests = [(m, run(m, batch=batch)) for m in models]
+    click.echo(render_compare(ests, fmt), nl=False)
+    if output:
+        from archcalc.report_files import write_compare
+
+        for path in write_compare(ests, Path(output)):
+            click.echo(f"wrote {path}", err=True)
+
+
+@main.command()
+@click.argument("models", nargs=-1)
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="The report folder (with --zoo or several models: the folder that holds one per model).")
+@click.option("--zoo", is_flag=True, help="Report every zoo model, one folder each.")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Batch size [default: 1].")
+@click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE", help="Bind a named symbolic dim.")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=1x3x224x224", help="Set a whole input's shape.")
+@click.option("--validate", "with_validation", is_flag=True,
+              help="Run the model in onnxruntime and add the measurements (designs are exported first).")
+@click.option("--quiet", is_flag=True, help="No progress messages.")
+@_fail_cleanly
+def report(models, output, zoo, batch, dims, inputs, with_validation, quiet):
+    """Write report.md, report.html, layers.csv, summary.json and PNG figures for each model.
+
+    Example: archcalc report resnet50 -o reports/resnet50
+    """
+    from pathlib import Path
+
+    from archcalc.report_runner import run_reports
+
+    if zoo == bool(models):
+        raise click.UsageError("name the models, or give --zoo (not both)")
+    progress = None if quiet else (lambda msg: click.echo(f"... {msg}", err=True))
+    shapes = _pairs(dims, "--dim", int), _pairs(inputs, "--input")
+    for path in run_reports(models, Path(output), zoo, batch, *shapes, with_validation, progress):
+        if not quiet:
+            click.echo(f"wrote {path}", err=True)
 
 
 @main.command()

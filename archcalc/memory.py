@@ -104,19 +104,26 @@ def buffers(graph: Graph, results: list[LayerResult], float_dtype: str | None = 
     return [Buffer(o, rounding(graph.tensors[o].nbytes(float_dtype)), s, e) for o, (s, e) in span.items()]
 
 
-def activation_peak(graph: Graph, results: list[LayerResult], float_dtype: str | None = None,
-                    inplace: bool = True, rounding: Callable[[int], int] = int) -> Peak:
-    """The maximum over layers of the bytes of the buffers alive while that layer runs."""
+def timeline(graph: Graph, results: list[LayerResult], float_dtype: str | None = None,
+             inplace: bool = True, rounding: Callable[[int], int] = int) -> list[int]:
+    """Bytes of the activation buffers alive while each layer of ``results`` runs."""
     delta = [0] * (len(results) + 1)
     for b in buffers(graph, results, float_dtype, inplace, rounding):
         delta[b.start] += b.nbytes
         delta[b.end + 1] -= b.nbytes
-    best, at, live = 0, 0, 0
+    live, out = 0, []
     for i in range(len(results)):
         live += delta[i]
-        if live > best:
-            best, at = live, i
-    return Peak(best, at, results[at].layer.name if results else "")
+        out.append(live)
+    return out
+
+
+def activation_peak(graph: Graph, results: list[LayerResult], float_dtype: str | None = None,
+                    inplace: bool = True, rounding: Callable[[int], int] = int) -> Peak:
+    """The maximum over layers of the bytes of the buffers alive while that layer runs."""
+    live = timeline(graph, results, float_dtype, inplace, rounding)
+    at = max(range(len(live)), key=live.__getitem__) if live else 0
+    return Peak(live[at] if live else 0, at, results[at].layer.name if results else "")
 
 
 def workspace_bytes(graph: Graph, results: list[LayerResult], float_dtype: str | None = None) -> tuple[int, str]:

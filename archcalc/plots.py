@@ -1,0 +1,107 @@
+"""Figures for reports, as PNG bytes (matplotlib, imported only here: it costs 0.6 s).
+
+Each figure answers one question at a glance: where the activations and the parameters sit (the
+notes' point: memory early, parameters in the first FC), how activation memory rises and falls over
+the execution order, how memory grows with the batch against real GPUs, and how far the estimate is
+from onnxruntime's measurement per layer.
+"""
+
+from __future__ import annotations
+
+import io
+
+MiB = 1 << 20
+
+
+def _figure(width=10, height=4.2):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(width, height), dpi=100)
+    return plt, fig, ax
+
+
+def _png(plt, fig) -> bytes:
+    out = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(out, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return out.getvalue()
+
+
+def per_layer(names: list[str], activations: list[int], params: list[int], title: str) -> bytes:
+    """Activation memory and parameters of each layer, side by side, in execution order."""
+    plt, fig, ax = _figure(10, 5.5)
+    fig.clf()
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    x = range(len(names))
+    top.bar(x, [a / MiB for a in activations], color="#3b7dd8")
+    top.set_ylabel("activations (MiB)")
+    top.set_title(f"{title}: activation memory and parameters per layer")
+    bottom.bar(x, [p / 1e6 for p in params], color="#d8823b")
+    bottom.set_ylabel("parameters (millions)")
+    bottom.set_xlabel("layer, in execution order")
+    step = max(1, len(names) // 24)
+    bottom.set_xticks(list(x)[::step], names[::step], rotation=90, fontsize=7)
+    return _png(plt, fig)
+
+
+def timeline(live: list[int], peak_at: int, peak_name: str, title: str) -> bytes:
+    """Activation memory alive at each step of the execution order, the peak marked."""
+    plt, fig, ax = _figure()
+    ax.plot(range(len(live)), [v / MiB for v in live], color="#3b7dd8")
+    ax.axvline(peak_at, color="#c0392b", linestyle="--")
+    ax.annotate(f"peak {live[peak_at] / MiB:.1f} MiB\n{peak_name}", (peak_at, live[peak_at] / MiB),
+                textcoords="offset points", xytext=(8, -28), fontsize=8, color="#c0392b")
+    ax.set_xlabel("step of the execution order")
+    ax.set_ylabel("live activations (MiB)")
+    ax.set_title(f"{title}: activation memory over the execution order")
+    return _png(plt, fig)
+
+
+def memory_vs_batch(batches: list[int], series: dict[str, list[int]], gpus: dict[str, int],
+                    largest: dict[str, int], title: str) -> bytes:
+    """Total memory against the batch, with GPU capacities and the largest batch that fits each."""
+    from matplotlib.ticker import FuncFormatter
+
+    plt, fig, ax = _figure()
+    gib = 1 << 30
+    for label, values in series.items():
+        ax.plot(batches, [v / gib for v in values], marker="o", label=label)
+    by_capacity: dict[int, list[str]] = {}
+    for name, capacity in gpus.items():
+        by_capacity.setdefault(capacity, []).append(name)
+    for i, (capacity, names) in enumerate(sorted(by_capacity.items())):
+        ax.axhline(capacity / gib, color=f"C{i + 3}", linestyle=":", linewidth=1)
+        ax.text(batches[0], capacity / gib, f" {' / '.join(names)} ({capacity / gib:.0f} GiB)", fontsize=8,
+                va="bottom", color=f"C{i + 3}")
+        for name in names:  # where training crosses this card's capacity: the largest batch that fits
+            b = largest.get(f"{name} train")
+            if b:
+                ax.plot([b], [capacity / gib], marker="v", color=f"C{i + 3}")
+                ax.annotate(f"{b}", (b, capacity / gib), xytext=(4, 4), textcoords="offset points", fontsize=8,
+                            color=f"C{i + 3}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("memory (GiB)")
+    ax.set_title(f"{title}: memory against batch size (markers: largest training batch per GPU)")
+    ax.legend(fontsize=8)
+    return _png(plt, fig)
+
+
+def estimate_vs_measured(names: list[str], estimated: list[int], measured: list[int], title: str) -> bytes:
+    """Each layer's output bytes: estimated against what onnxruntime's profiler reported."""
+    plt, fig, ax = _figure()
+    ax.scatter([m / MiB for m in measured], [e / MiB for e in estimated], s=12, color="#3b7dd8")
+    top = max([*estimated, *measured, 1]) / MiB
+    ax.plot([0, top], [0, top], color="grey", linewidth=1, label="estimate = measurement")
+    ax.set_xlabel("measured output (MiB, onnxruntime profiler)")
+    ax.set_ylabel("estimated output (MiB)")
+    ax.set_title(f"{title}: estimate against measurement per layer ({len(names)} layers)")
+    ax.legend(fontsize=8)
+    return _png(plt, fig)

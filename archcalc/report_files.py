@@ -1,0 +1,260 @@
+"""`archcalc report`: a folder per model -- report.md, a self-contained report.html, layers.csv,
+summary.json (schema ``archcalc.report/1``) and PNG figures.
+
+The content is assembled once as sections, then written as markdown and as HTML, so the two never
+disagree. Nothing here counts: the numbers come from the estimate, the memory terms, fit and validate.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from archcalc import plots, units
+from archcalc.analysis import Estimate
+from archcalc.conventions import CONVENTIONS
+from archcalc.errors import InputError
+from archcalc.fit import FitSpec, largest_batch
+from archcalc.gpus import gpu
+from archcalc.report import COLUMNS, MemoryView, layer_rows, memory_lines, totals_lines
+from archcalc.schedule import ORDERS
+
+SCHEMA = "archcalc.report/1"
+GPUS = ("T4", "A100-80GB", "H100-80GB")
+BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+OPTIMIZERS = ("sgd", "adam")
+CSS = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}"
+       "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;"
+       "padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+       "th{background:#f0f3f8}img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}"
+       "h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:3px}.note{color:#555}")
+
+
+@dataclass
+class Section:
+    title: str
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    table: tuple[list[str], list[list]] | None = None
+    images: list[tuple[str, str]] = field(default_factory=list)  # (file, caption)
+    text: str = ""
+
+
+@dataclass
+class Report:
+    name: str
+    sections: list[Section]
+    summary: dict
+    figures: dict[str, bytes]
+    rows: list[dict]
+
+
+def _fit(source, mode: str, capacity: int, dims, inputs) -> int | None:
+    spec = FitSpec(source, capacity, mode, "adam", None, "pytorch-cuda", None, dims, inputs)
+    best = largest_batch(spec)
+    return best.batch if best else 0
+
+
+def _fit_section(source, dims, inputs) -> tuple[Section, list, dict]:
+    rows, largest = [], {}
+    try:
+        for name in GPUS:
+            card = gpu(name)
+            inf, train = (_fit(source, m, card.capacity, dims, inputs) for m in ("inference", "train"))
+            rows.append([name, units.nbytes(card.capacity), f"{inf:,}", f"{train:,}"])
+            largest[f"{name} train"] = train
+    except InputError as exc:  # a fixed batch: no largest batch to solve for
+        return Section("Fit", text=f"No fit table: {exc}"), [], {}
+    note = ("Largest batch that fits, with PyTorch CUDA's allocator and a 512 MiB context; training with "
+            "Adam in fp32. An eval-mode export has its BatchNorm folded away, so its training figures "
+            "miss BatchNorm's saved activations.")
+    table = (["GPU", "memory", "inference: largest batch", "training (Adam): largest batch"], rows)
+    return Section("Fit across GPUs", table=table, text=note), rows, largest
+
+
+def _sweep(source, dims, inputs) -> dict[str, list[int]]:
+    series = {"inference": [], "training (Adam)": []}
+    for b in BATCHES:
+        for mode, label in (("inference", "inference"), ("train", "training (Adam)")):
+            series[label].append(FitSpec(source, 0, mode, "adam", None, "pytorch-cuda", None, dims,
+                                         inputs).verdict(b).total)
+    return series
+
+
+def build(source, name: str, est: Estimate, dims=None, inputs=None, validation=None,
+          with_figures: bool = True) -> Report:
+    """Gather every section of ``source``'s report. ``with_figures=False`` leaves the PNGs out (the
+    text files are the same), for checking that committed reports are fresh."""
+    inference = est.inference_memory("onnxruntime-cpu")
+    training = {opt: est.training_memory(opt) for opt in OPTIMIZERS}
+    rows = layer_rows(est)
+    sections = [
+        Section("Totals", pairs=totals_lines(est)),
+        Section("Inference memory (onnxruntime, CPU)", pairs=memory_lines(MemoryView(inference))),
+        Section("Training memory, one step", table=(["term", *OPTIMIZERS], [
+            [label, *(units.nbytes(getattr(tm, key)) for tm in training.values())]
+            for label, key in (("weights", "weights"), ("gradients", "gradients"), ("optimizer state",
+                               "optimizer_state"), ("saved activations", "saved_activations"),
+                               ("backward transient", "backward_transient"), ("inputs", "inputs"),
+                               ("step peak", "total"), ("the notes' rule", "notes_rule"))])),
+    ]
+    fit_section, fit_rows, largest = _fit_section(source, dims, inputs)
+    sections.append(fit_section)
+    if est.totals.unsupported_ops:
+        sections.append(Section("Ops without a cost rule", pairs=[(op, f"{k} layers") for op, k in
+                                                                  est.totals.unsupported_ops.items()]))
+    ordered = ORDERS["onnxruntime"](est.graph, est.results)
+    from archcalc.memory import timeline
+
+    live = timeline(est.graph, ordered, est.float_dtype)
+    peak_at = max(range(len(live)), key=live.__getitem__) if live else 0
+    sweep = _sweep(source, dims, inputs) if fit_rows else {}
+    if validation is not None:
+        sections.append(_validation_section(validation))
+    draw = {
+        "layers.png": lambda: plots.per_layer([r["layer"] for r in rows], [r["activation_bytes"] for r in rows],
+                                              [r["params"] for r in rows], name),
+        "timeline.png": lambda: plots.timeline(live or [0], peak_at,
+                                               ordered[peak_at].layer.name if ordered else "", name),
+    }
+    if sweep:
+        draw["batch.png"] = lambda: plots.memory_vs_batch(list(BATCHES), sweep, {g: gpu(g).capacity for g in GPUS},
+                                                          largest, name)
+    if validation is not None:
+        draw["measured.png"] = lambda: plots.estimate_vs_measured(
+            [n.layer for n in validation.nodes], [n.estimated_bytes for n in validation.nodes],
+            [n.measured_bytes for n in validation.nodes], name)
+    figures = {f: make() if with_figures else b"" for f, make in draw.items()}
+    captions = {"layers.png": "Activation memory and parameters per layer",
+                "timeline.png": "Activation memory over the execution order, peak marked",
+                "batch.png": "Memory against batch size, GPU capacities and largest batches marked",
+                "measured.png": "Estimate against onnxruntime's measurement, per layer"}
+    sections.append(Section("Figures", images=[(f, captions[f]) for f in figures]))
+    sections.append(Section("Layers", table=(COLUMNS, [[r[c] for c in COLUMNS] for r in rows])))
+    sections.append(Section("Conventions", pairs=list(CONVENTIONS.items())))
+    summary = {
+        "schema": SCHEMA, "model": name, "source": str(source), "batch": est.batch,
+        "totals": asdict(est.totals),
+        "inference_memory": {**asdict(inference), "total": inference.total},
+        "training_memory": {opt: {**asdict(tm), "total": tm.total} for opt, tm in training.items()},
+        "fit": [{"gpu": r[0], "inference_largest_batch": int(r[2].replace(",", "")),
+                 "train_adam_largest_batch": int(r[3].replace(",", ""))} for r in fit_rows],
+        "memory_vs_batch": {"batches": list(BATCHES), **sweep},
+        "validation": _validation_summary(validation),
+        "files": ["report.md", "report.html", "layers.csv", "summary.json", *figures],
+    }
+    return Report(name, sections, summary, figures, rows)
+
+
+def _validation_section(v) -> Section:
+    est = v.estimate.inference_memory("onnxruntime-cpu").activation_peak
+    pairs = [("provider", v.provider),
+             ("tensor shapes", f"{v.checked_tensors} checked, {len(v.mismatches)} differ"),
+             ("node output bytes", f"{sum(n.estimated_bytes == n.measured_bytes for n in v.nodes)} of "
+                                   f"{len(v.nodes)} equal")]
+    if v.profiler_peak:
+        error = est / v.profiler_peak - 1
+        pairs.append(("activation peak (arena)", f"estimated {units.nbytes(est)}, measured "
+                                                 f"{units.nbytes(v.profiler_peak)} ({error:+.1%})"))
+    for p in v.process_peaks:
+        pairs.append((f"activation peak (process, opt {p.level})",
+                      f"measured {units.nbytes(p.run_peak)} ({est / p.run_peak - 1:+.1%})"))
+    return Section("Validation (onnxruntime)", pairs=pairs)
+
+
+def _validation_summary(v) -> dict | None:
+    if v is None:
+        return None
+    return {"provider": v.provider, "tensors": v.checked_tensors, "mismatches": len(v.mismatches),
+            "profiler_peak": v.profiler_peak, "process_peaks": [asdict(p) for p in v.process_peaks]}
+
+
+def _cell(v) -> str:
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def to_markdown(r: Report) -> str:
+    out = [f"# {r.name}\n", f"Source: `{r.summary['source']}`, batch {r.summary['batch']}. "
+                            "Made by `archcalc report`.\n"]
+    for s in r.sections:
+        out.append(f"\n## {s.title}\n")
+        if s.text:
+            out.append(f"\n{s.text}\n")
+        if s.pairs:
+            out.append("\n| | |\n|---|---|\n" + "".join(f"| {a} | {b} |\n" for a, b in s.pairs))
+        if s.table:
+            cols, rows = s.table
+            out.append("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n")
+            out.append("".join("| " + " | ".join(_cell(v) for v in row) + " |\n" for row in rows))
+        for file, caption in s.images:
+            out.append(f"\n![{caption}]({file})\n")
+    return "".join(out)
+
+
+def to_html(r: Report) -> str:
+    """The same sections as one self-contained page: inline CSS, images as data URIs, no network."""
+    e = html.escape
+    body = [f"<h1>{e(r.name)}</h1><p class=note>Source: <code>{e(r.summary['source'])}</code>, batch "
+            f"{r.summary['batch']}. Made by <code>archcalc report</code>.</p>"]
+    for s in r.sections:
+        body.append(f"<h2>{e(s.title)}</h2>")
+        if s.text:
+            body.append(f"<p class=note>{e(s.text)}</p>")
+        if s.pairs:
+            body.append("<table>" + "".join(f"<tr><td>{e(a)}</td><td>{e(b)}</td></tr>" for a, b in s.pairs)
+                        + "</table>")
+        if s.table:
+            cols, rows = s.table
+            body.append("<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>"
+                        + "".join("<tr>" + "".join(f"<td>{e(_cell(v))}</td>" for v in row) + "</tr>"
+                                  for row in rows) + "</table>")
+        for file, caption in s.images:
+            data = base64.b64encode(r.figures[file]).decode() if r.figures.get(file) else ""
+            body.append(f"<figure><img alt=\"{e(caption)}\" src=\"data:image/png;base64,{data}\">"
+                        f"<figcaption>{e(caption)}</figcaption></figure>")
+    return (f"<!doctype html><html><head><meta charset=utf-8><title>{e(r.name)}: archcalc report</title>"
+            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def write(r: Report, folder: Path) -> list[Path]:
+    """Write every file of ``r`` into ``folder`` and return their paths."""
+    import csv
+    import io
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(r.rows)
+    files = {"report.md": to_markdown(r), "report.html": to_html(r), "layers.csv": out.getvalue(),
+             "summary.json": json.dumps(r.summary, indent=1) + "\n"}
+    paths = []
+    for name, text in files.items():
+        (folder / name).write_text(text)
+        paths.append(folder / name)
+    for name, data in r.figures.items():
+        (folder / name).write_bytes(data)
+        paths.append(folder / name)
+    return paths
+
+
+def write_compare(ests, folder: Path) -> list[Path]:
+    """The side-by-side report of several models: compare.md and a self-contained compare.html."""
+    from archcalc.report import compare_rows
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [n for n, _ in ests]
+    rows = [[label, *values] for label, values in compare_rows(ests)]
+    r = Report("Comparison", [Section("Side by side", table=(["", *names], rows))],
+               {"source": ", ".join(names), "batch": ests[0][1].batch}, {}, [])
+    md, page = folder / "compare.md", folder / "compare.html"
+    md.write_text(to_markdown(r))
+    page.write_text(to_html(r))
+    return [md, page]
+
+
+def report_folder_name(model: str) -> str:
+    """A zoo name or a path as a folder name: torchvision/vgg16 -> torchvision-vgg16."""
+    return Path(str(model)).stem if str(model).endswith((".onnx", ".arch")) else str(model).replace("/", "-")
