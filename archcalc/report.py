@@ -270,6 +270,7 @@ def render_validation(v, fmt: str, tolerance: float, abs_tolerance: int) -> tupl
             "estimate": {"activation_peak": est_peak, "activation_peak_plain": im.activation_peak_plain,
                          "load_peak": im.load_peak - im.runtime},
             "measured": {"profiler_peak": v.profiler_peak, "process": [asdict(p) for p in v.process_peaks]},
+            "optimizer_changes": v.optimizer_changes,
         }, indent=1) + "\n", ok
     lines = [f"{name:<40} {a:>16} {b:>16} {c:>8}" for name, a, b, c in
              [("channel", "estimate", "measured", "error"), *rows]]
@@ -277,6 +278,11 @@ def render_validation(v, fmt: str, tolerance: float, abs_tolerance: int) -> tupl
               for m in v.mismatches[:20]]
     lines += [f"  bytes differ: {n.layer} ({n.op}): estimated {n.estimated_bytes}, measured {n.measured_bytes}"
               for n in v.nodes if n.estimated_bytes != n.measured_bytes][:20]
+    if v.optimizer_changes:
+        lines.append("  optimizations on (ORT_ENABLE_ALL) changed the graph: " + ", ".join(
+            f"{op} {d:+d}" for op, d in v.optimizer_changes.items())
+            + " (ops that vanish were fused into others; nchwc ops and Reorder nodes are the blocked layout"
+              " and its conversion buffers)")
     slow = sorted(v.nodes, key=lambda n: -n.microseconds)[:5]
     lines += [f"  slowest: {n.layer} ({n.op}) {n.microseconds} us, {n.flops_per_second / 1e9:.1f} GFLOP/s"
               for n in slow]

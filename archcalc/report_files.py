@@ -161,6 +161,9 @@ def _validation_section(v) -> Section:
     for p in v.process_peaks:
         pairs.append((f"activation peak (process, opt {p.level})",
                       f"measured {units.nbytes(p.run_peak)} ({est / p.run_peak - 1:+.1%})"))
+    if v.optimizer_changes:
+        changes = ", ".join(f"{op} {d:+d}" for op, d in v.optimizer_changes.items())
+        pairs.append(("what optimizations changed", changes))
     return Section("Validation (onnxruntime)", pairs=pairs)
 
 
@@ -168,7 +171,8 @@ def _validation_summary(v) -> dict | None:
     if v is None:
         return None
     return {"provider": v.provider, "tensors": v.checked_tensors, "mismatches": len(v.mismatches),
-            "profiler_peak": v.profiler_peak, "process_peaks": [asdict(p) for p in v.process_peaks]}
+            "profiler_peak": v.profiler_peak, "process_peaks": [asdict(p) for p in v.process_peaks],
+            "optimizer_changes": v.optimizer_changes}
 
 
 def _cell(v) -> str:

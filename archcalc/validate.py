@@ -75,6 +75,7 @@ class Validation:
     profiler_peak: int | None
     process_peaks: list[PeakMeasure]
     estimate: Estimate
+    optimizer_changes: dict[str, int] = field(default_factory=dict)  # op -> count after - before
 
     def peak_error(self, measured: int) -> float:
         est = self.estimate.inference_memory("onnxruntime-cpu").activation_peak
@@ -236,6 +237,26 @@ def process_peak(model_path: Path, inputs: dict, level: str, runs: int = 3) -> P
     return PeakMeasure(level, data["load_peak"], data["resident_after_load"], max(data["runs"]), data["runs"])
 
 
+def optimizer_changes(model) -> dict[str, int]:
+    """How ORT_ENABLE_ALL rewrites the graph: each op type's count after minus before (fusions show as
+    ops that vanish, layout changes as com.microsoft.nchwc ops and Reorder buffers that appear)."""
+    from collections import Counter
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        opts.log_severity_level = 3
+        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        optimized = onnx.load(opts.optimized_model_filepath, load_external_data=False)
+    before = Counter(n.op_type for n in model.graph.node)
+    after = Counter((f"{n.domain}." if n.domain else "") + n.op_type for n in optimized.graph.node)
+    return {op: after[op] - before[op] for op in sorted(set(before) | set(after)) if after[op] != before[op]}
+
+
 def validate(source, batch=None, dims=None, inputs=None, levels=("disable", "all"), progress=None) -> Validation:
     """Estimate ``source``, run it in onnxruntime, and measure every channel."""
     from archcalc.onnx_import import import_onnx
@@ -250,6 +271,10 @@ def validate(source, batch=None, dims=None, inputs=None, levels=("disable", "all
     checked, mismatches, provider = check_shapes(model, est, feed)
     step("profiling each node")
     nodes, profiler_peak = profile_nodes(model, est, feed)
+    changes = {}
+    if "all" in levels:
+        step("recording what onnxruntime's optimizer changes")
+        changes = optimizer_changes(model)
     peaks = []
     for level in levels:
         step(f"measuring the process peak (optimizations {level})")
@@ -259,7 +284,7 @@ def validate(source, batch=None, dims=None, inputs=None, levels=("disable", "all
             measured = process_peak(runnable, feed, level)
         if measured:
             peaks.append(measured)
-    return Validation(provider, checked, mismatches, nodes, profiler_peak, peaks, est)
+    return Validation(provider, checked, mismatches, nodes, profiler_peak, peaks, est, changes)
 
 
 def _save_for_child(model, path: Path) -> None:
