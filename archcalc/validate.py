@@ -28,7 +28,6 @@ import numpy as np
 
 from archcalc.analysis import Estimate, analyse
 from archcalc.errors import InputError, ValidationError
-from archcalc.ir import Role
 
 LEVELS = {"disable": "ORT_DISABLE_ALL", "all": "ORT_ENABLE_ALL"}
 
@@ -293,8 +292,3 @@ def _save_for_child(model, path: Path) -> None:
     large = model.ByteSize() > (1 << 31) - (1 << 20)
     onnx.save(model, str(path), save_as_external_data=large, location="weights.bin" if large else None)
 
-
-def activation_outputs(est: Estimate) -> int:
-    """Bytes of the graph's outputs: onnxruntime hands them back as new arrays after the run."""
-    return sum(est.graph.tensors[n].nbytes() for n in est.graph.outputs
-               if est.graph.tensors[n].role is Role.OUTPUT)

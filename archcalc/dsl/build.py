@@ -12,6 +12,7 @@ Conventions (the README's "Design language" section states them for users):
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -128,7 +129,7 @@ class _Build:
 
     def fc(self, tok: LayerToken, cur: Cursor) -> Cursor:
         if len(cur.shape) == 3:
-            cur = self.emit("FLATTEN", "Flatten", cur, (cur.shape[0] * cur.shape[1] * cur.shape[2],), {"axis": 1})
+            cur = self.emit("FLATTEN", "Flatten", cur, (math.prod(cur.shape),), {"axis": 1})
         n, units = cur.shape[0], int(tok.arg)
         weights = [("weight", (units, n), Role.WEIGHT)]
         if not tok.opt("nobias", False):
@@ -154,7 +155,7 @@ class _Build:
         if kind == "SOFTMAX":
             return self.emit("SOFTMAX", "Softmax", cur, cur.shape, {"axis": 1})
         if kind == "FLATTEN":
-            return self.emit("FLATTEN", "Flatten", cur, (_prod(cur.shape),), {"axis": 1})
+            return self.emit("FLATTEN", "Flatten", cur, (math.prod(cur.shape),), {"axis": 1})
         if kind in ("GAP", "GMP"):
             c, _, _ = self.need_map(where, text, cur)
             op = "GlobalAveragePool" if kind == "GAP" else "GlobalMaxPool"
@@ -318,13 +319,6 @@ class _Build:
             else:
                 raise self.fail(a, f"unknown parameter '{a}' passed to {name}()")
         return self.seq(block.children[-1], cur, values)
-
-
-def _prod(shape) -> int:
-    out = 1
-    for d in shape:
-        out *= d
-    return out
 
 
 def _hwc(shape: tuple[int, ...]) -> str:
