@@ -16,7 +16,8 @@ CONVENTIONS: dict[str, str] = {
               "Buffers (BatchNorm running statistics) are apart. Integer and scalar constants are "
               "not parameters.",
     "peak": "peak = parameter bytes + graph inputs + the largest set of activation buffers alive at "
-            "once in execution order (a buffer lives from its layer to its last reader; views share; "
-            "a unary element-wise op writes into an input buffer of its size that dies there).",
+            "once in the order the layers are written (--mode inference: in the runtime's order); a "
+            "buffer lives from its layer to its last reader, views share it, and a unary element-wise "
+            "op writes into an input buffer of its size that dies there.",
     "units": "Counts use powers of 1000 (K, M, G); bytes use powers of 1024 (KiB, MiB, GiB).",
 }

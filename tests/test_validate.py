@@ -80,3 +80,10 @@ def test_token_ids_stay_inside_the_embedding_table(tmp_path):
                      .SerializeToString())
     v = validate(path, batch=4, levels=())
     assert not v.mismatches and v.estimate.graph.tensors["y"].shape == (4, 16, 8)
+
+
+def test_optimizer_changes_are_reported(tmp_path):
+    """With optimizations on, onnxruntime fuses the Relus into the convs: the counts say so."""
+    v = validate(small_cnn(tmp_path), batch=1, levels=("all",))
+    assert v.optimizer_changes.get("Relu", 0) < 0
+    assert sum(v.optimizer_changes.values()) < 0  # fewer nodes than written
