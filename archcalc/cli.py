@@ -57,11 +57,15 @@ def _size(text: str | None, flag: str) -> int | None:
         raise click.BadParameter(str(exc), param_hint=flag) from None
 
 
+def dtype_option(fn):
+    """--dtype: the precision floating-point tensors are priced at."""
+    return click.option("--dtype", type=click.Choice(list(PRECISIONS)), default=None,
+                        help="Price floating-point tensors at this precision; mixed: fp16 with fp32 master "
+                             "weights and optimizer state [default: as in the model].")(fn)
+
+
 def shape_options(fn):
-    """--batch, --dim, --input and --dtype: how symbolic dims get values and floats are priced."""
-    fn = click.option("--dtype", type=click.Choice(list(PRECISIONS)), default=None,
-                      help="Price floating-point tensors at this precision; mixed: fp16 with fp32 master "
-                           "weights and optimizer state [default: as in the model].")(fn)
+    """--dim and --input: how symbolic dims get their values (--batch is each command's own)."""
     fn = click.option("--input", "inputs", multiple=True, metavar="NAME=1x3x224x224",
                       help="Set a whole input's shape.")(fn)
     fn = click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE",
@@ -96,6 +100,7 @@ def main():
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Batch size: binds each input's symbolic first dim [default: 1].")
 @shape_options
+@dtype_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--top", type=click.IntRange(min=1), default=None, help="Show only the N heaviest layers.")
 @click.option("--sort", type=click.Choice(["macs", "params", "activations", "flops"]), default="macs",
@@ -143,6 +148,7 @@ def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer,
               help="Judge this batch; without it, find the largest batch that fits.")
 @click.option("--sweep", default=None, metavar="1,2,4,...", help="A table of these batch sizes.")
 @shape_options
+@dtype_option
 @memory_options("pytorch-cuda")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @_fail_cleanly
@@ -194,7 +200,7 @@ def fit(model, gpu_name, memory_size, mode, batch, sweep, dims, inputs, dtype, o
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress messages.")
 @_fail_cleanly
-def validate(model, batch, dims, inputs, dtype, opt_level, tolerance, abs_tolerance, fmt, quiet):
+def validate(model, batch, dims, inputs, opt_level, tolerance, abs_tolerance, fmt, quiet):
     """Run MODEL in onnxruntime and set the measurements beside the estimate.
 
     Exit 0: every shape matches and the activation peak is within tolerance; 1: a mismatch; 2: an error.
@@ -204,8 +210,6 @@ def validate(model, batch, dims, inputs, dtype, opt_level, tolerance, abs_tolera
     from archcalc.report import render_validation
     from archcalc.validate import validate as run
 
-    if dtype:
-        raise click.UsageError("--dtype re-prices an estimate; validation runs the model in its own dtypes")
     levels = ("disable", "all") if opt_level == "both" else (opt_level,)
     progress = None if quiet else (lambda msg: click.echo(f"... {msg}", err=True))
     result = run(model, batch, _pairs(dims, "--dim", int), _pairs(inputs, "--input"), levels, progress)
@@ -269,8 +273,7 @@ def compare(models, batch, fmt, output):
               help="The report folder (with --zoo or several models: the folder that holds one per model).")
 @click.option("--zoo", is_flag=True, help="Report every zoo model, one folder each.")
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Batch size [default: 1].")
-@click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE", help="Bind a named symbolic dim.")
-@click.option("--input", "inputs", multiple=True, metavar="NAME=1x3x224x224", help="Set a whole input's shape.")
+@shape_options
 @click.option("--validate", "with_validation", is_flag=True,
               help="Run the model in onnxruntime and add the measurements (designs are exported first).")
 @click.option("--quiet", is_flag=True, help="No progress messages.")

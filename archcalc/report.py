@@ -20,7 +20,6 @@ from archcalc.training import TrainingMemory
 JSON_SCHEMA = "archcalc.estimate/1"
 COLUMNS = ["layer", "op", "shape", "activations", "activation_bytes", "weights", "biases", "params",
            "macs", "flops", "rf", "stride", "note"]
-SORT_KEYS = ("macs", "params", "activations", "flops")
 
 
 @dataclass
