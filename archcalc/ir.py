@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -76,6 +77,9 @@ class Graph:
     outputs: list[str]
     opset: int = 21
     source: str = ""  # where the graph came from, for error messages
+    # The shapes a runtime's planner can know before running (ints, named symbols; None: unknown),
+    # computed on demand by the front end that built the graph.
+    static_shapes: Callable[[], dict[str, tuple]] | None = field(default=None, repr=False)
 
     @cached_property
     def _index(self) -> tuple[dict[str, int], dict[str, list[int]]]:

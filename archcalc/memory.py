@@ -3,9 +3,9 @@
 A buffer is allocated when its layer runs (while that layer's inputs are still alive) and freed
 after its last reader; graph outputs live to the end. Views (Reshape, Flatten, Squeeze, Unsqueeze,
 Identity, inference Dropout) share their input's buffer. With ``inplace``, a unary element-wise op
-(and inference BatchNorm) writes into an input buffer of its own size that dies at that op, as
-onnxruntime's allocation planner does (it never does so for Add or Mul). Graph inputs are held by
-the caller and reported apart.
+writes into an input buffer of its own size that dies at that op, as onnxruntime's allocation
+planner does (never for Add, Mul or BatchNormalization, and never into a graph output). Graph
+inputs are held by the caller and reported apart.
 """
 
 from __future__ import annotations
@@ -52,11 +52,18 @@ def _last_uses(graph: Graph, results: list[LayerResult]) -> dict[str, int]:
 
 
 def buffer_owners(graph: Graph, results: list[LayerResult], inplace: bool = True,
-                  float_dtype: str | None = None) -> dict[str, str]:
-    """For every runtime tensor (and graph input), the tensor whose buffer it is written into."""
+                  float_dtype: str | None = None, reuse: dict[str, tuple] | None = None) -> dict[str, str]:
+    """For every runtime tensor (and graph input), the tensor whose buffer it is written into.
+
+    ``reuse`` (the static shapes a planner knows, see ``Graph.static_shapes``): a new output takes
+    the dead buffer freed last whose statically known shape and dtype equal its own, as
+    onnxruntime's planner does. That buffer is then never released in between, so it stays in use
+    across the gap. Shapes the planner cannot prove equal (unknown dims) are never reused.
+    """
     last = _last_uses(graph, results)
     owner = {name: name for name in graph.inputs}
     end = {}  # owner -> last layer that reads any tensor in its buffer
+    free: list[str] = []  # dead buffers, the most recently freed first
     for i, res in enumerate(results):
         if res.folded:
             continue
@@ -65,9 +72,26 @@ def buffer_owners(graph: Graph, results: list[LayerResult], inplace: bool = True
             if t is None or t.role not in RUNTIME_ROLES:
                 continue
             src = _shared_input(graph, res, j, i, owner, end, inplace, float_dtype)
-            owner[name] = owner[src] if src else name
+            dead = None
+            if not src and reuse is not None and name not in graph.outputs:
+                dead = _dead_buffer_like(graph, name, free, reuse)
+            if dead:
+                free.remove(dead)
+            owner[name] = owner[src] if src else dead or name
             end[owner[name]] = max(end.get(owner[name], i), last.get(name, i))
+        if reuse is not None:
+            touched = {owner[n] for n in [*res.layer.inputs, *res.layer.outputs] if n in owner}
+            free[:0] = [o for o in touched if end.get(o) == i and o not in graph.inputs and o not in free]
     return owner
+
+
+def _dead_buffer_like(graph: Graph, name: str, free: list[str], static: dict[str, tuple]) -> str | None:
+    """A freed buffer whose statically known shape and dtype equal ``name``'s."""
+    shape = static.get(name)
+    if not shape or None in shape:
+        return None
+    dtype = graph.tensors[name].dtype
+    return next((o for o in free if static.get(o) == shape and graph.tensors[o].dtype == dtype), None)
 
 
 def _shared_input(graph, res, j, i, owner, end, inplace, float_dtype) -> str | None:
@@ -89,9 +113,10 @@ def _shared_input(graph, res, j, i, owner, end, inplace, float_dtype) -> str | N
 
 
 def buffers(graph: Graph, results: list[LayerResult], float_dtype: str | None = None,
-            inplace: bool = True, rounding: Callable[[int], int] = int) -> list[Buffer]:
+            inplace: bool = True, rounding: Callable[[int], int] = int,
+            reuse: dict[str, tuple] | None = None) -> list[Buffer]:
     """The activation buffers of a shaped graph, each with its lifetime in layer positions."""
-    owner = buffer_owners(graph, results, inplace, float_dtype)
+    owner = buffer_owners(graph, results, inplace, float_dtype, reuse)
     last = _last_uses(graph, results)
     span: dict[str, list[int]] = {}
     for i, res in enumerate(results):
@@ -105,10 +130,11 @@ def buffers(graph: Graph, results: list[LayerResult], float_dtype: str | None = 
 
 
 def timeline(graph: Graph, results: list[LayerResult], float_dtype: str | None = None,
-             inplace: bool = True, rounding: Callable[[int], int] = int) -> list[int]:
+             inplace: bool = True, rounding: Callable[[int], int] = int,
+             reuse: dict[str, tuple] | None = None) -> list[int]:
     """Bytes of the activation buffers alive while each layer of ``results`` runs."""
     delta = [0] * (len(results) + 1)
-    for b in buffers(graph, results, float_dtype, inplace, rounding):
+    for b in buffers(graph, results, float_dtype, inplace, rounding, reuse):
         delta[b.start] += b.nbytes
         delta[b.end + 1] -= b.nbytes
     live, out = 0, []
@@ -119,9 +145,10 @@ def timeline(graph: Graph, results: list[LayerResult], float_dtype: str | None =
 
 
 def activation_peak(graph: Graph, results: list[LayerResult], float_dtype: str | None = None,
-                    inplace: bool = True, rounding: Callable[[int], int] = int) -> Peak:
+                    inplace: bool = True, rounding: Callable[[int], int] = int,
+                    reuse: dict[str, tuple] | None = None) -> Peak:
     """The maximum over layers of the bytes of the buffers alive while that layer runs."""
-    live = timeline(graph, results, float_dtype, inplace, rounding)
+    live = timeline(graph, results, float_dtype, inplace, rounding, reuse)
     at = max(range(len(live)), key=live.__getitem__) if live else 0
     return Peak(live[at] if live else 0, at, results[at].layer.name if results else "")
 
@@ -137,6 +164,13 @@ def workspace_bytes(graph: Graph, results: list[LayerResult], float_dtype: str |
         if size > best:
             best, where = size, res.layer.name
     return best, where
+
+
+def runtime_reuse(graph: Graph, runtime: Runtime) -> dict[str, tuple] | None:
+    """The static shapes that let ``runtime`` hand a dead buffer to a new output, or None."""
+    if not runtime.reuse_freed:
+        return None
+    return graph.static_shapes() if graph.static_shapes else {}
 
 
 @dataclass
@@ -170,8 +204,9 @@ def inference_memory(graph: Graph, results: list[LayerResult], weights: int, act
     from archcalc.schedule import ORDERS
 
     results = ORDERS[runtime.order](graph, results)
-    peak = activation_peak(graph, results, float_dtype, True, runtime.round)
-    plain = activation_peak(graph, results, float_dtype, False, runtime.round)
+    reuse = runtime_reuse(graph, runtime)
+    peak = activation_peak(graph, results, float_dtype, True, runtime.round, reuse)
+    plain = activation_peak(graph, results, float_dtype, False, runtime.round, reuse)
     ws, ws_layer = workspace_bytes(graph, results, float_dtype) if workspace else (0, "")
     inputs = sum(graph.tensors[n].nbytes(float_dtype) for n in graph.inputs)
     return InferenceMemory(

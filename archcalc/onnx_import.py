@@ -7,6 +7,7 @@ a Gather's index). External data files are never opened.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -158,6 +159,7 @@ def to_ir(model: onnx.ModelProto, source: str = "<model>") -> Graph:
     layers = _execution_order(layers, set(tensors), source)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 21)
     return Graph(
+        static_shapes=functools.partial(static_shapes, model),
         name=Path(source).stem if not source.startswith("<") else g.name or "model",
         tensors=tensors,
         layers=layers,
@@ -166,6 +168,23 @@ def to_ir(model: onnx.ModelProto, source: str = "<model>") -> Graph:
         opset=opset,
         source=source,
     )
+
+
+def static_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
+    """Each tensor's shape as onnx's inference knows it before running (what onnxruntime's planner
+    sees): dims are ints or the model's named symbols; unknown and generated (unk__) dims are None."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # then nothing is known statically, which is safe
+        return {}
+    out = {}
+    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        tt = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and tt.HasField("shape"):
+            out[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else
+                                 (d.dim_param if d.dim_param and not d.dim_param.startswith("unk__") else None)
+                                 for d in tt.shape.dim)
+    return out
 
 
 def import_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:

@@ -38,19 +38,20 @@ class Runtime:
     round: Callable[[int], int] = int
     reserve: Callable[[int], int] = field(default=int)
     order: str = "file"  # execution order (see archcalc.schedule)
+    reuse_freed: bool = False  # a new output takes a dead buffer of its statically known shape
 
 
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in [
     Runtime("none", 0, "tensors only"),
     Runtime("onnxruntime-cpu", 10 * MiB,
             "onnxruntime 1.32 CPU session, arena off: about 10 MiB resident beyond the weights "
-            "(measured on this project's 2-core x86-64 machine)", order="onnxruntime"),
+            "(measured on this project's 2-core x86-64 machine)", order="onnxruntime", reuse_freed=True),
     Runtime("onnxruntime-cpu-arena", 10 * MiB,
             "as onnxruntime-cpu, with the BFC arena: 256-byte bins, power-of-two growth from 1 MiB",
-            _round_up(256), _doubling_arena(1 * MiB), order="onnxruntime"),
+            _round_up(256), _doubling_arena(1 * MiB), order="onnxruntime", reuse_freed=True),
     Runtime("onnxruntime-cuda", 512 * MiB,
             "CUDA context with cuBLAS and cuDNN handles: 0.3-2 GiB by card and driver; 512 MiB default",
-            _round_up(256), order="onnxruntime"),
+            _round_up(256), order="onnxruntime", reuse_freed=True),
     Runtime("pytorch-cuda", 512 * MiB,
             "CUDA context and library handles (0.3-2 GiB by card and driver); the caching allocator "
             "rounds each block to 512 bytes", _round_up(512)),
@@ -66,4 +67,5 @@ def runtime(name: str, overhead: int | None = None) -> Runtime:
     base = RUNTIMES[name]
     if overhead is None:
         return base
-    return Runtime(base.name, overhead, "set with --runtime-overhead", base.round, base.reserve, base.order)
+    return Runtime(base.name, overhead, "set with --runtime-overhead", base.round, base.reserve, base.order,
+                   base.reuse_freed)

@@ -87,3 +87,18 @@ def test_optimizer_changes_are_reported(tmp_path):
     v = validate(small_cnn(tmp_path), batch=1, levels=("all",))
     assert v.optimizer_changes.get("Relu", 0) < 0
     assert sum(v.optimizer_changes.values()) < 0  # fewer nodes than written
+
+
+@pytest.mark.parametrize("design", ["resnet18", "googlenet"])
+def test_planner_model_matches_onnxruntimes_arena_on_residual_and_inception_nets(tmp_path, design):
+    """onnxruntime's depth-first order, its in-place rule and its reuse of dead buffers of a
+    statically equal shape: the estimate equals the arena's measured peak exactly."""
+    import onnx
+
+    from archcalc.onnx_export import to_onnx
+    from archcalc.sources import load_graph
+
+    path = tmp_path / f"{design}.onnx"
+    onnx.save(to_onnx(load_graph(design)), str(path))
+    v = validate(path, batch=2, levels=())
+    assert v.profiler_peak == v.estimate.inference_memory("onnxruntime-cpu").activation_peak

@@ -203,7 +203,9 @@ class _Build:
             del self.tensors[last.outputs[0]]
             out = Cursor(last.inputs[0], out.shape)
         self.tensors[out.name].role = Role.OUTPUT if out.name != "input" else Role.INPUT
-        return Graph("design", self.tensors, self.layers, ["input"], [out.name], OPSET, self.source)
+        declared = {n: t.shape for n, t in self.tensors.items() if t.role not in (Role.WEIGHT, Role.BUFFER)}
+        return Graph("design", self.tensors, self.layers, ["input"], [out.name], OPSET, self.source,
+                     static_shapes=lambda: declared)
 
     def seq(self, tree: Tree, cur: Cursor, env: dict) -> Cursor:
         terms = tree.children

@@ -22,10 +22,11 @@ def batch_norm(n: Node) -> Out:
                           f"expected [{channels}] for input {list(x)}")
     # Training-mode exports carry running_mean / running_var as extra outputs.
     shapes = [x] + [(channels,)] * (n.n_outputs - 1)
-    # Inference BatchNorm is a per-channel affine map and can run in place; training keeps the
-    # input and the batch mean and inverse std per channel.
+    # Not in place: onnxruntime's BatchNormalization kernel writes a buffer of its own (measured on
+    # ResNet-18 and GoogLeNet exports), and PyTorch's too. Training keeps the input and the batch
+    # mean and inverse std per channel.
     return Out(shapes, flops=2 * math.prod(x), params={1: "weight", 2: "bias", 3: "buffer", 4: "buffer"},
-               inplace=n.n_outputs == 1, saves_inputs=(0,), saves_extra_bytes=2 * 4 * channels)
+               saves_inputs=(0,), saves_extra_bytes=2 * 4 * channels)
 
 
 @rule("InstanceNormalization")
