@@ -80,6 +80,9 @@ def bind_inputs(graph: Graph, batch: int | None = None, dims: dict[str, int] | N
     unused = set(dims) - used_dims
     if unused:
         raise InputError(f"{graph.source}: --dim {sorted(unused)[0]}: no input has a dim of that name")
+    if batch is not None and batch != 1 and not batch_used and set(graph.inputs) <= set(shapes):
+        raise InputError(f"{graph.source}: --batch {batch} has nothing to bind: every input's shape is set "
+                         "with --input; put the batch in those shapes")
     if batch is not None and batch != 1 and not batch_used:
         fixed = "; ".join(f"{n} {list(graph.tensors[n].shape)}" for n in graph.inputs)
         raise InputError(f"{graph.source}: --batch {batch}: no input has a symbolic first dim ({fixed}); "

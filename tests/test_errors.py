@@ -106,3 +106,9 @@ def test_unknown_op_is_named(tmp_model):
 def test_bad_binding_flags(tmp_model, args, expected):
     m = model([helper.make_node("Relu", ["x"], ["y"])], [helper.make_tensor_value_info("x", F, ["N", 3])])
     assert expected in one_line_error(*run(tmp_model(m), *args))
+
+
+def test_batch_with_every_input_set_says_so(tmp_model):
+    m = model([helper.make_node("Relu", ["x"], ["y"])], [helper.make_tensor_value_info("x", F, ["N", 3])])
+    text = one_line_error(*run(tmp_model(m), "--batch", 4, "--input", "x=4x3"))
+    assert text.endswith("--batch 4 has nothing to bind: every input's shape is set with --input; put the batch in those shapes")
