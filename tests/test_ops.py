@@ -85,6 +85,9 @@ CASES = {
                                 (None, np.array([], np.float32)), (None, np.array([1, 3, 13, 4]))],
                      {"mode": "linear"}),
     "pad": ("Pad", [([1, 3, 5, 5], None), (None, np.array([0, 0, 1, 2, 0, 0, 3, 4]))], {}),
+    "pad_10": ("Pad", [([1, 3, 5, 5], None)], {"pads": [0, 0, 1, 2, 0, 0, 3, 4]}),
+    "resize_scales_10": ("Resize", [([1, 3, 4, 6], None), (None, np.array([1, 1, 2, 1.5], np.float32))],
+                         {"mode": "nearest"}),
     "slice_neg_step": ("Slice", [([10, 20], None), (None, np.array([-1, 15])), (None, np.array([-100, 2])),
                                  (None, np.array([0, 1])), (None, np.array([-2, -3]))], {}),
     "slice_big_end": ("Slice", [([10, 20], None), (None, np.array([2])), (None, np.array([2**62])),
@@ -114,7 +117,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_shape_matches_onnxruntime(case):
     op, inputs, attrs = CASES[case]
-    opset = 20 if case.endswith("_20") else 18 if case.endswith("_18") else 17
+    opset = int(case.rsplit("_", 1)[1]) if case.rsplit("_", 1)[-1] in ("10", "18", "20") else 17
     n_out = 2 if op == "TopK" else 1
     model = node_model(op, inputs, attrs, opset=opset, n_out=n_out)
     assert ours(model)[1] == ort_shapes(model)

@@ -212,7 +212,7 @@ def range_(n: Node) -> Out:
 @rule("Pad")
 def pad(n: Node) -> Out:
     x = n.shape(0)
-    pads = n.ints(1, "pads" if n.opset >= 11 else "paddings", "pads", 11) or [0] * 2 * len(x)
+    pads = n.ints(1, "paddings" if n.opset < 2 else "pads", "pads", 11) or [0] * 2 * len(x)
     axes = n.ints(3, "axes", "axes", 18) if n.opset >= 18 else None
     axes = [n.axis(a, len(x)) for a in axes] if axes else list(range(len(x)))
     out = list(x)
