@@ -16,7 +16,7 @@ from archcalc.dtypes import FLOAT_DTYPES, MIXED, PRECISIONS
 from archcalc.errors import InputError
 from archcalc.infer import LayerResult, bind_inputs, infer
 from archcalc.ir import Graph, Role
-from archcalc.memory import RUNTIME_ROLES, InferenceMemory, activation_peak, inference_memory
+from archcalc.memory import RUNTIME_ROLES, InferenceMemory, activation_peak, inference_memory, input_bytes
 from archcalc.receptive import receptive_fields
 from archcalc.training import TrainingMemory, saved_by_layer, training_memory
 
@@ -171,17 +171,17 @@ def _totals(graph: Graph, results, rows: list[LayerCost], roles, float_dtype) ->
     inputs = [graph.tensors[n] for n in graph.inputs]
     peak = activation_peak(graph, results, float_dtype)
     param_bytes = sum(t.nbytes(float_dtype) for t in stored)
-    input_bytes = sum(t.nbytes(float_dtype) for t in inputs)
+    in_bytes = input_bytes(graph, float_dtype)
     return Totals(
         params=sum(r.params for r in rows),
         params_stored=sum(t.numel for t in stored if t.role is Role.WEIGHT),
         buffers=sum(t.numel for t in stored if t.role is Role.BUFFER),
         param_bytes=param_bytes,
-        input_bytes=input_bytes,
+        input_bytes=in_bytes,
         activation_elements=sum(t.numel for t in inputs) + sum(r.activations for r in rows),
-        activation_bytes=input_bytes + sum(r.activation_bytes for r in rows),
+        activation_bytes=in_bytes + sum(r.activation_bytes for r in rows),
         peak_activation_bytes=peak.bytes,
-        peak_bytes=param_bytes + input_bytes + peak.bytes,
+        peak_bytes=param_bytes + in_bytes + peak.bytes,
         peak_layer=peak.layer_name,
         macs=sum(r.macs for r in rows),
         flops=sum(r.flops for r in rows),

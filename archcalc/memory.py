@@ -40,6 +40,11 @@ class Buffer:
     end: int
 
 
+def input_bytes(graph: Graph, float_dtype: str | None = None) -> int:
+    """Bytes of the graph inputs, which the caller holds for the whole run."""
+    return sum(graph.tensors[n].nbytes(float_dtype) for n in graph.inputs)
+
+
 def _last_uses(graph: Graph, results: list[LayerResult]) -> dict[str, int]:
     last = {}
     for i, res in enumerate(results):
@@ -208,7 +213,7 @@ def inference_memory(graph: Graph, results: list[LayerResult], weights: int, act
     peak = activation_peak(graph, results, float_dtype, True, runtime.round, reuse)
     plain = activation_peak(graph, results, float_dtype, False, runtime.round, reuse)
     ws, ws_layer = workspace_bytes(graph, results, float_dtype) if workspace else (0, "")
-    inputs = sum(graph.tensors[n].nbytes(float_dtype) for n in graph.inputs)
+    inputs = input_bytes(graph, float_dtype)
     return InferenceMemory(
         weights=weights, inputs=inputs, activation_peak=runtime.reserve(peak.bytes),
         activation_peak_layer=peak.layer_name, activation_peak_plain=runtime.reserve(plain.bytes),

@@ -16,7 +16,7 @@ from archcalc.dtypes import DTYPE_BYTES
 from archcalc.errors import InputError
 from archcalc.infer import LayerResult
 from archcalc.ir import Graph
-from archcalc.memory import RUNTIME_ROLES, buffer_owners
+from archcalc.memory import RUNTIME_ROLES, buffer_owners, input_bytes
 from archcalc.step_peak import StepPeak, step_peak
 
 # Optimizer state slots per parameter (each the size of the parameter), per the PyTorch optimizers.
@@ -126,7 +126,7 @@ def training_memory(graph: Graph, results: list[LayerResult], param_roles: dict[
     grad_at: dict[int, int] = {}
     for name, i in reader.items():
         grad_at[i] = grad_at.get(i, 0) + int(graph.tensors[name].numel * width)
-    inputs = sum(graph.tensors[n].nbytes(float_dtype) for n in graph.inputs)
+    inputs = input_bytes(graph, float_dtype)
     transient, where = backward_transient(graph, results, float_dtype)
     weights = int((params + sum(graph.tensors[n].numel for n in buffers)) * width)
     master = int(params * fp32) if mixed else 0
