@@ -15,12 +15,6 @@ SHOWN = {"Conv": "CONV", "MaxPool": "POOL", "AveragePool": "AVGPOOL", "LpPool": 
 ACTIVATION_OPS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Gelu", "HardSwish", "Clip"}
 
 
-def _hwc(shape: tuple[int, ...]) -> str:
-    if len(shape) == 4:
-        return f"{shape[2]}x{shape[3]}x{shape[1]}"
-    return f"1x1x{shape[-1]}"
-
-
 def _label(est: Estimate, row) -> str:
     layer = est.graph.layers[row.index]
     kind = SHOWN[row.op_type]
@@ -46,10 +40,11 @@ def notes_rows(est: Estimate) -> list[tuple[str, str, int, str]]:
     """(layer, output HxWxC, activations, weights) per row, starting with INPUT, for one image."""
     x = est.graph.tensors[est.graph.inputs[0]].shape
     per_image = x[0]
-    rows = [("INPUT", _hwc(x), est.graph.tensors[est.graph.inputs[0]].numel // per_image, "0")]
+    rows = [("INPUT", units.hwc(x[1:]), est.graph.tensors[est.graph.inputs[0]].numel // per_image, "0")]
     for r in est.layers_list:
         if r.op_type in SHOWN:
-            rows.append((_label(est, r), _hwc(r.shape), r.activations // per_image, _weights_text(est, r)))
+            shape = units.hwc(r.shape[1:])
+            rows.append((_label(est, r), shape, r.activations // per_image, _weights_text(est, r)))
     return rows
 
 

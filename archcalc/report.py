@@ -175,7 +175,7 @@ def _table(est: Estimate, rows: list[dict], memory: MemoryView | None) -> str:
 def _markdown(est: Estimate, rows: list[dict], memory: MemoryView | None) -> str:
     columns = list(rows[0]) if rows else COLUMNS
     head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    body = "".join("| " + " | ".join(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()) + " |\n"
+    body = "".join("| " + " | ".join(units.cell(v) for v in row.values()) + " |\n"
                    for row in rows)
     totals = "".join(f"| {label} | {value} |\n"
                      for label, value in totals_lines(est) + (memory_lines(memory) if memory else []))
@@ -316,14 +316,11 @@ def render_compare(ests, fmt: str) -> str:
         return json.dumps({"schema": "archcalc.compare/1", "models": [n for n, _ in ests],
                            "rows": {label: values for label, values in rows}}, indent=1) + "\n"
 
-    def cell(v):
-        return f"{v:,}" if isinstance(v, int) else str(v)
-
     if fmt == "markdown":
         head = "| | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
-        return head + "".join(f"| {label} | " + " | ".join(cell(v) for v in values) + " |\n"
+        return head + "".join(f"| {label} | " + " | ".join(units.cell(v) for v in values) + " |\n"
                               for label, values in rows)
     width = max(14, *(len(n) for n in names))
     lines = [f"{'':<24}" + "".join(f"{n:>{width + 2}}" for n in names)]
-    lines += [f"{label:<24}" + "".join(f"{cell(v):>{width + 2}}" for v in values) for label, values in rows]
+    lines += [f"{label:<24}" + "".join(f"{units.cell(v):>{width + 2}}" for v in values) for label, values in rows]
     return "\n".join(lines) + "\n"

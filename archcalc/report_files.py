@@ -175,10 +175,6 @@ def _validation_summary(v) -> dict | None:
             "optimizer_changes": v.optimizer_changes}
 
 
-def _cell(v) -> str:
-    return f"{v:,}" if isinstance(v, int) else str(v)
-
-
 def to_markdown(r: Report) -> str:
     out = [f"# {r.name}\n", f"Source: `{r.summary['source']}`, batch {r.summary['batch']}. "
                             "Made by `archcalc report`.\n"]
@@ -191,7 +187,7 @@ def to_markdown(r: Report) -> str:
         if s.table:
             cols, rows = s.table
             out.append("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n")
-            out.append("".join("| " + " | ".join(_cell(v) for v in row) + " |\n" for row in rows))
+            out.append("".join("| " + " | ".join(units.cell(v) for v in row) + " |\n" for row in rows))
         for file, caption in s.images:
             out.append(f"\n![{caption}]({file})\n")
     return "".join(out)
@@ -212,7 +208,7 @@ def to_html(r: Report) -> str:
         if s.table:
             cols, rows = s.table
             body.append("<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>"
-                        + "".join("<tr>" + "".join(f"<td>{e(_cell(v))}</td>" for v in row) + "</tr>"
+                        + "".join("<tr>" + "".join(f"<td>{e(units.cell(v))}</td>" for v in row) + "</tr>"
                                   for row in rows) + "</table>")
         for file, caption in s.images:
             data = base64.b64encode(r.figures[file]).decode() if r.figures.get(file) else ""

@@ -19,6 +19,16 @@ def nbytes(n: float) -> str:
     return f"{n:g} B"
 
 
+def cell(value) -> str:
+    """A table cell: whole numbers with thousands separators, everything else as it prints."""
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def hwc(shape: tuple[int, ...]) -> str:
+    """A shape without its batch dim in the CS231n notes' order: (C, H, W) -> 'HxWxC', (F,) -> '1x1xF'."""
+    return f"{shape[1]}x{shape[2]}x{shape[0]}" if len(shape) == 3 else f"1x1x{shape[-1]}"
+
+
 def parse_bytes(text: str) -> int:
     """``'24GiB'``, ``'80 GB'``, ``'512MiB'`` or a plain number of bytes -> bytes."""
     units = {"tib": 1 << 40, "gib": 1 << 30, "mib": 1 << 20, "kib": 1 << 10,

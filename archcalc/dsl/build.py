@@ -24,6 +24,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from archcalc.dsl.tokens import LayerToken, TokenError, parse_token
 from archcalc.errors import DSLError
 from archcalc.ir import Graph, Layer, Role, Tensor
+from archcalc.units import hwc
 
 ACTIVATIONS = {"RELU": "Relu", "LEAKYRELU": "LeakyRelu", "SIGMOID": "Sigmoid", "TANH": "Tanh", "GELU": "Gelu",
                "HARDSWISH": "HardSwish"}
@@ -294,8 +295,8 @@ class _Build:
             same = other.shape[1:] == first.shape[1:] if how == "CONCAT" else other.shape == first.shape
             if not same or len(other.shape) != len(first.shape):
                 need = "the same spatial size" if how == "CONCAT" else "the same shape"
-                raise self.fail(tree, f"{how}: branch 1 gives {_hwc(first.shape)} but branch {i} gives "
-                                      f"{_hwc(other.shape)}; the branches need {need}")
+                raise self.fail(tree, f"{how}: branch 1 gives {hwc(first.shape)} but branch {i} gives "
+                                      f"{hwc(other.shape)}; the branches need {need}")
         others = [o.name for o in outs[1:]]
         if how == "CONCAT":
             shape = (sum(o.shape[0] for o in outs), *first.shape[1:])
@@ -321,11 +322,6 @@ class _Build:
             else:
                 raise self.fail(a, f"unknown parameter '{a}' passed to {name}()")
         return self.seq(block.children[-1], cur, values)
-
-
-def _hwc(shape: tuple[int, ...]) -> str:
-    """(C, H, W) -> 'HxWxC', the notes' way; vectors as their length."""
-    return f"{shape[1]}x{shape[2]}x{shape[0]}" if len(shape) == 3 else str(shape[0])
 
 
 def build(text: str, source: str = "<design>") -> Graph:
