@@ -237,6 +237,26 @@ def render_fit(spec, card, verdicts, best, fmt: str, searched: bool = False) -> 
     return "\n".join(lines) + "\n"
 
 
+def validation_figures(v) -> list[tuple[str, int, int]]:
+    """Each measured byte figure beside its estimate: (channel, estimate, measured)."""
+    im = v.estimate.inference_memory("onnxruntime-cpu")
+    out = []
+    if v.profiler_peak is not None:
+        out.append(("activation peak (profiler, arena)", im.activation_peak, v.profiler_peak))
+    for p in v.process_peaks:
+        out += [(f"activation peak (process, opt {p.level})", im.activation_peak, p.run_peak),
+                (f"total (process, opt {p.level})", im.steady, p.resident_after_load + p.run_peak),
+                (f"load peak (process, opt {p.level})", im.load_peak - im.runtime, p.load_peak)]
+    for g in v.cuda_peaks:
+        gm = v.estimate.inference_memory("onnxruntime-cuda", overhead=g.context)
+        default = v.estimate.inference_memory("onnxruntime-cuda").runtime
+        out += [("CUDA context (default vs identity model)", default, g.context),
+                (f"weights on the GPU (opt {g.level})", gm.weights, g.weights),
+                (f"inputs + activation peak (GPU, opt {g.level})", gm.inputs + gm.activation_peak, g.run_peak),
+                (f"total (GPU, opt {g.level})", gm.steady, g.total)]
+    return out
+
+
 def render_validation(v, fmt: str, tolerance: float, abs_tolerance: int) -> tuple[str, bool]:
     """Estimate against measurement, channel by channel; and whether it passes."""
     im = v.estimate.inference_memory("onnxruntime-cpu")
@@ -246,31 +266,25 @@ def render_validation(v, fmt: str, tolerance: float, abs_tolerance: int) -> tupl
     peak_ok = judged is None or abs(est_peak - judged) <= max(tolerance * judged, abs_tolerance)
     bytes_equal = sum(1 for n in v.nodes if n.estimated_bytes == n.measured_bytes)
     ok = not v.mismatches and peak_ok and bytes_equal == len(v.nodes)
-
-    def err(measured):
-        return f"{est_peak / measured - 1:+.1%}" if measured else "-"
-
-    rows = [("provider", v.provider, "", ""),
-            ("tensor shapes", f"{v.checked_tensors} checked", f"{len(v.mismatches)} differ", ""),
-            ("node output bytes", f"{len(v.nodes)} nodes", f"{len(v.nodes) - bytes_equal} differ", "")]
-    if v.profiler_peak is not None:
-        rows.append(("activation peak (profiler, arena)", units.nbytes(est_peak), units.nbytes(v.profiler_peak),
-                     err(v.profiler_peak)))
-    for p in v.process_peaks:
-        rows.append((f"activation peak (process, opt {p.level})", units.nbytes(est_peak), units.nbytes(p.run_peak),
-                     err(p.run_peak)))
-        rows.append((f"load peak (process, opt {p.level})", units.nbytes(im.load_peak - im.runtime),
-                     units.nbytes(p.load_peak), f"{(im.load_peak - im.runtime) / p.load_peak - 1:+.1%}"))
+    figures = validation_figures(v)
     if fmt == "json":
         return json.dumps({
             "schema": "archcalc.validate/1", "provider": v.provider, "passed": ok,
             "shapes": {"checked": v.checked_tensors, "mismatches": [asdict(m) for m in v.mismatches]},
             "nodes": [{**asdict(n), "flops_per_second": n.flops_per_second} for n in v.nodes],
             "estimate": {"activation_peak": est_peak, "activation_peak_plain": im.activation_peak_plain,
-                         "load_peak": im.load_peak - im.runtime},
-            "measured": {"profiler_peak": v.profiler_peak, "process": [asdict(p) for p in v.process_peaks]},
+                         "load_peak": im.load_peak - im.runtime, "total": im.steady},
+            "measured": {"profiler_peak": v.profiler_peak, "process": [asdict(p) for p in v.process_peaks],
+                         "cuda": [asdict(g) for g in v.cuda_peaks]},
+            "compared": [{"channel": name, "estimate": e, "measured": m, "error": e / m - 1 if m else None}
+                         for name, e, m in figures],
             "optimizer_changes": v.optimizer_changes,
         }, indent=1) + "\n", ok
+    rows = [("provider", v.provider, "", ""),
+            ("tensor shapes", f"{v.checked_tensors} checked", f"{len(v.mismatches)} differ", ""),
+            ("node output bytes", f"{len(v.nodes)} nodes", f"{len(v.nodes) - bytes_equal} differ", "")]
+    rows += [(f"GPU: {g.card}", f"driver {g.driver}", f"NVML {g.source}", "") for g in v.cuda_peaks[:1]]
+    rows += [(name, units.nbytes(e), units.nbytes(m), f"{e / m - 1:+.1%}" if m else "-") for name, e, m in figures]
     lines = [f"{name:<40} {a:>16} {b:>16} {c:>8}" for name, a, b, c in
              [("channel", "estimate", "measured", "error"), *rows]]
     lines += [f"  mismatch: {m.tensor} (node {m.node}): estimated {m.estimated}, executed {m.executed}"

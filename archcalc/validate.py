@@ -9,6 +9,10 @@ Channels, each its own figure:
   inherits its parent's high-water mark), arena off, one thread, glibc told to return freed
   buffers (MALLOC_MMAP_THRESHOLD_); the rise of VmHWM over a run after /proc/self/clear_refs
   reset it. Three runs, the largest kept. Linux only; elsewhere this channel is skipped.
+- CUDA (archcalc.cuda_peak): where a GPU is usable, NVML's figure for a fresh child process:
+  the context, the weights on the device and the run peak.
+The shapes are checked on the provider the session really used (CUDA when usable); the profiler
+and process channels always measure the CPU provider, whose arena and heap they read.
 Both graph-optimization levels are measured: "disable" runs the graph as written (what the estimate
 describes, and what it is judged against); "all" runs what users deploy.
 """
@@ -27,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from archcalc.analysis import Estimate, analyse
+from archcalc.cuda_peak import CudaPeak, cuda_peak, providers
 from archcalc.errors import InputError, ValidationError
 
 LEVELS = {"disable": "ORT_DISABLE_ALL", "all": "ORT_ENABLE_ALL"}
@@ -57,8 +62,8 @@ class NodeMeasure:
 @dataclass
 class PeakMeasure:
     level: str
-    load_peak: int  # VmHWM while the session was built, above the launcher's baseline
-    resident_after_load: int
+    load_peak: int  # VmHWM while the inputs were read and the session built, above the launcher's baseline
+    resident_after_load: int  # the inputs, the weights and the runtime's own memory
     run_peak: int  # the rise of VmHWM over a run
     runs: list[int] = field(default_factory=list)
 
@@ -75,6 +80,7 @@ class Validation:
     process_peaks: list[PeakMeasure]
     estimate: Estimate
     optimizer_changes: dict[str, int] = field(default_factory=dict)  # op -> count after - before
+    cuda_peaks: list[CudaPeak] = field(default_factory=list)
 
     def peak_error(self, measured: int) -> float:
         est = self.estimate.inference_memory("onnxruntime-cpu").activation_peak
@@ -116,7 +122,7 @@ def feeds(est: Estimate, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
-def _session(model_bytes: bytes, level: str, profile: bool = False, arena: bool = True):
+def _session(model_bytes: bytes, level: str, profile: bool = False, arena: bool = True, cpu_only: bool = False):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -126,16 +132,7 @@ def _session(model_bytes: bytes, level: str, profile: bool = False, arena: bool 
     opts.enable_cpu_mem_arena = arena
     opts.intra_op_num_threads = 1
     opts.log_severity_level = 3
-    providers = ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in ort.get_available_providers() and _cuda_usable():
-        providers.insert(0, ("CUDAExecutionProvider", {"arena_extend_strategy": "kSameAsRequested",
-                                                        "cudnn_conv_algo_search": "HEURISTIC"}))
-    return ort.InferenceSession(model_bytes, opts, providers=providers)
-
-
-def _cuda_usable() -> bool:
-    """onnxruntime-gpu lists CUDA even without a GPU; a driver and a device must exist too."""
-    return Path("/dev/nvidia0").exists() or os.environ.get("CUDA_VISIBLE_DEVICES", "") not in ("", "-1")
+    return ort.InferenceSession(model_bytes, opts, providers=providers(cpu_only))
 
 
 def check_shapes(model, est: Estimate, inputs: dict) -> tuple[int, list[Mismatch], str]:
@@ -166,7 +163,7 @@ def check_shapes(model, est: Estimate, inputs: dict) -> tuple[int, list[Mismatch
 
 def profile_nodes(model, est: Estimate, inputs: dict) -> tuple[list[NodeMeasure], int | None]:
     """Per-node output bytes and time, and the arena's requested-bytes peak, from the profiler."""
-    sess = _session(model.SerializeToString(), "disable", profile=True)
+    sess = _session(model.SerializeToString(), "disable", profile=True, cpu_only=True)
     sess.run(None, inputs)
     path = sess.end_profiling()
     events = [e for e in json.loads(Path(path).read_text()) if e.get("cat") == "Node"
@@ -201,8 +198,8 @@ def reset():
         f.write("5")
 model, feeds, level, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 import onnxruntime as ort
-inputs = dict(np.load(feeds))
 base = status("VmRSS"); reset()
+inputs = dict(np.load(feeds))
 opts = ort.SessionOptions()
 opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
 opts.enable_cpu_mem_arena = False; opts.intra_op_num_threads = 1; opts.log_severity_level = 3
@@ -274,16 +271,21 @@ def validate(source, batch=None, dims=None, inputs=None, levels=("disable", "all
     if "all" in levels:
         step("recording what onnxruntime's optimizer changes")
         changes = optimizer_changes(model)
-    peaks = []
-    for level in levels:
-        step(f"measuring the process peak (optimizations {level})")
-        with tempfile.TemporaryDirectory() as tmp:
-            runnable = Path(tmp) / "model.onnx"
-            _save_for_child(model, runnable)
+    peaks, gpu = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        runnable = Path(tmp) / "model.onnx"
+        _save_for_child(model, runnable)
+        for level in levels:
+            step(f"measuring the process peak (optimizations {level})")
             measured = process_peak(runnable, feed, level)
-        if measured:
-            peaks.append(measured)
-    return Validation(provider, checked, mismatches, nodes, profiler_peak, peaks, est, changes)
+            if measured:
+                peaks.append(measured)
+            if provider == "CUDAExecutionProvider":
+                step(f"measuring GPU memory with NVML (optimizations {level})")
+                on_gpu = cuda_peak(runnable, feed, level)
+                if on_gpu:
+                    gpu.append(on_gpu)
+    return Validation(provider, checked, mismatches, nodes, profiler_peak, peaks, est, changes, gpu)
 
 
 def _save_for_child(model, path: Path) -> None:

@@ -102,3 +102,17 @@ def test_planner_model_matches_onnxruntimes_arena_on_residual_and_inception_nets
     onnx.save(to_onnx(load_graph(design)), str(path))
     v = validate(path, batch=2, levels=())
     assert v.profiler_peak == v.estimate.inference_memory("onnxruntime-cpu").activation_peak
+
+
+def test_totals_stand_beside_the_process_figure_and_no_gpu_channel_runs_without_a_gpu(tmp_path):
+    from archcalc.cuda_peak import cuda_usable, providers
+    from archcalc.report import validation_figures
+
+    v = validate(small_cnn(tmp_path, channels=64, side=128), batch=8, levels=("disable",))
+    figures = {name: (est, measured) for name, est, measured in validation_figures(v)}
+    est, measured = figures["total (process, opt disable)"]
+    # The steady total: weights + inputs + activation peak + onnxruntime's constant, against the
+    # child's resident set after loading plus the rise over a run.
+    assert abs(est / measured - 1) <= 0.10, (est, measured)
+    if not cuda_usable():
+        assert v.cuda_peaks == [] and providers() == ["CPUExecutionProvider"]
