@@ -69,7 +69,7 @@ class FitSpec:
         if self.mode != "inference":
             raise InputError(f"--mode {self.mode}: choose inference or train")
         im = est.inference_memory(self.runtime, self.overhead)
-        terms = {"weights": im.weights, "inputs": im.inputs, "activation peak": im.activation_peak,
+        terms = {"weights": im.weights, "inputs": im.inputs, "activation peak": im.activations_held,
                  "runtime": im.runtime}
         if im.load_peak > im.steady:
             terms["load transient"] = im.load_peak - im.steady

@@ -20,6 +20,7 @@ from archcalc.errors import InputError
 from archcalc.fit import FitSpec, largest_batch
 from archcalc.gpus import gpu
 from archcalc.report import COLUMNS, MemoryView, layer_rows, memory_lines, totals_lines
+from archcalc.runtimes import RUNTIMES
 from archcalc.schedule import ORDERS
 
 SCHEMA = "archcalc.report/1"
@@ -67,7 +68,8 @@ def _fit_section(source, dims, inputs) -> tuple[Section, list, dict]:
             largest[f"{name} train"] = train
     except InputError as exc:  # a fixed batch: no largest batch to solve for
         return Section("Fit", text=f"No fit table: {exc}"), [], {}
-    note = ("Largest batch that fits, with PyTorch CUDA's allocator and a 512 MiB context; training with "
+    context = units.nbytes(RUNTIMES["pytorch-cuda"].overhead)
+    note = (f"Largest batch that fits, with PyTorch CUDA's allocator and a {context} context; training with "
             "Adam in fp32. An eval-mode export has its BatchNorm folded away, so its training figures "
             "miss BatchNorm's saved activations.")
     table = (["GPU", "memory", "inference: largest batch", "training (Adam): largest batch"], rows)

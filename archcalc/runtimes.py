@@ -5,6 +5,7 @@ Each figure carries its source. Overheads are defaults, overridable with ``--run
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,22 +40,30 @@ class Runtime:
     reserve: Callable[[int], int] = field(default=int)
     order: str = "file"  # execution order (see archcalc.schedule)
     reuse_freed: bool = False  # a new output takes a dead buffer of its statically known shape
+    # Runs after the first place every planned buffer at offsets in one block, laid out by
+    # onnxruntime's memory-pattern planner from the first run's trace (see memory.pattern_peak).
+    mem_pattern: bool = False
 
 
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in [
     Runtime("none", 0, "tensors only"),
     Runtime("onnxruntime-cpu", 10 * MiB,
             "onnxruntime 1.32 CPU session, arena off: about 10 MiB resident beyond the weights "
-            "(measured on this project's 2-core x86-64 machine)", order="onnxruntime", reuse_freed=True),
+            "(measured on this project's 2-core x86-64 machine)", order="onnxruntime", reuse_freed=True,
+            mem_pattern=True),
     Runtime("onnxruntime-cpu-arena", 10 * MiB,
             "as onnxruntime-cpu, with the BFC arena: 256-byte bins, power-of-two growth from 1 MiB",
-            _round_up(256), _doubling_arena(1 * MiB), order="onnxruntime", reuse_freed=True),
-    Runtime("onnxruntime-cuda", 512 * MiB,
-            "CUDA context with cuBLAS and cuDNN handles: 0.3-2 GiB by card and driver; 512 MiB default",
-            _round_up(256), order="onnxruntime", reuse_freed=True),
-    Runtime("pytorch-cuda", 512 * MiB,
-            "CUDA context and library handles (0.3-2 GiB by card and driver); the caching allocator "
-            "rounds each block to 512 bytes", _round_up(512)),
+            _round_up(256), _doubling_arena(1 * MiB), order="onnxruntime", reuse_freed=True, mem_pattern=True),
+    Runtime("onnxruntime-cuda", 768 * MiB,
+            "the CUDA context with cuBLAS and cuDNN loaded, as measured for PyTorch (below): onnxruntime "
+            "loads the same libraries; its own figure is not yet measured (no CUDA build of onnxruntime "
+            "on the GPU machine this project had)",
+            _round_up(256), order="onnxruntime", reuse_freed=True, mem_pattern=True),
+    Runtime("pytorch-cuda", 768 * MiB,
+            "NVML's per-process figure on an H200 (driver 580.159, torch 2.11+cu130): 612 MiB for the "
+            "context, 730 MiB with cuBLAS, 768 MiB with cuDNN (the 32 MiB cuBLAS workspace the allocator "
+            "holds included); Hugging Face measured 1,343 MB on a V100 with CUDA 11.2, before lazy "
+            "kernel loading. The caching allocator rounds each block to 512 bytes", _round_up(512)),
 ]}
 
 
@@ -67,5 +76,4 @@ def runtime(name: str, overhead: int | None = None) -> Runtime:
     base = RUNTIMES[name]
     if overhead is None:
         return base
-    return Runtime(base.name, overhead, "set with --runtime-overhead", base.round, base.reserve, base.order,
-                   base.reuse_freed)
+    return dataclasses.replace(base, overhead=overhead, source="set with --runtime-overhead")

@@ -24,6 +24,22 @@ class StepPeak:
     layer: str
 
 
+def saved_names(results: list[LayerResult]) -> frozenset[str]:
+    """Every tensor some layer keeps for its backward (by the op rules' saves_inputs/outputs)."""
+    names = set()
+    for res in results:
+        if not res.folded:
+            names.update(res.layer.inputs[k] for k in res.out.saves_inputs if k < len(res.layer.inputs))
+            names.update(res.layer.outputs[k] for k in res.out.saves_outputs if k < len(res.layer.outputs))
+    return frozenset(n for n in names if n)
+
+
+def training_owners(graph: Graph, results: list[LayerResult], float_dtype: str | None) -> dict[str, str]:
+    """Buffer owners in training: in place only where the overwritten tensor is not saved for backward
+    (a ReLU after BatchNorm shares its buffer; a ReLU6, which keeps its input, cannot)."""
+    return buffer_owners(graph, results, inplace=True, float_dtype=float_dtype, keep=saved_names(results))
+
+
 def _saved_storages(graph, results, owner) -> tuple[dict[str, int], list[int]]:
     """Saved storage -> the first layer that saves it; and each layer's own saved extra bytes."""
     first: dict[str, int] = {}
@@ -64,12 +80,12 @@ def step_peak(graph: Graph, results: list[LayerResult], float_dtype: str | None,
     """The step's peak. ``persistent``: weights, buffers, optimizer state, inputs; ``grad_at``:
     parameter-gradient bytes allocated at each layer's backward."""
     n = len(results)
-    owner = buffer_owners(graph, results, inplace=True, float_dtype=float_dtype)
+    owner = training_owners(graph, results, float_dtype)
     saved_first, extra = _saved_storages(graph, results, owner)
     name = [r.layer.name for r in results]
 
     fwd = [0] * (n + 1)
-    for b in buffers(graph, results, float_dtype):
+    for b in buffers(graph, results, float_dtype, keep=saved_names(results)):
         end = n - 1 if b.tensor in saved_first else b.end  # saved storages outlive the forward
         fwd[b.start] += b.nbytes
         fwd[end + 1] -= b.nbytes

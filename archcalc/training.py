@@ -16,8 +16,8 @@ from archcalc.dtypes import DTYPE_BYTES
 from archcalc.errors import InputError
 from archcalc.infer import LayerResult
 from archcalc.ir import Graph
-from archcalc.memory import RUNTIME_ROLES, buffer_owners, input_bytes
-from archcalc.step_peak import StepPeak, step_peak
+from archcalc.memory import RUNTIME_ROLES, input_bytes
+from archcalc.step_peak import StepPeak, step_peak, training_owners
 
 # Optimizer state slots per parameter (each the size of the parameter), per the PyTorch optimizers.
 OPTIMIZER_SLOTS = {
@@ -74,7 +74,7 @@ def slots(optimizer: str) -> int:
 def saved_by_layer(graph: Graph, results: list[LayerResult], float_dtype: str | None) -> dict[str, int]:
     """Bytes each layer adds to what backward keeps: the activation storages it is first to save
     (each storage counted once, however many layers save it) plus its own saved state."""
-    owner = buffer_owners(graph, results, inplace=True, float_dtype=float_dtype)
+    owner = training_owners(graph, results, float_dtype)
     seen: set[str] = set()
     per_layer = {}
     for res in results:

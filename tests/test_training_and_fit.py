@@ -45,6 +45,19 @@ def test_training_terms_by_hand():
     assert (sgd.peak.phase, sgd.peak.layer, sgd.total) == ("backward", "Gemm_0", 92 + 32 + 92 + 24)
 
 
+def test_an_activation_that_keeps_its_input_is_not_written_in_place():
+    """Gemm -> Clip (ReLU6) -> Gemm: PyTorch's hardtanh keeps its input for backward (autograd's
+    HardtanhBackward0 saves `self`), so its output needs a buffer of its own and both are saved --
+    unlike Relu above, which keeps its output and may overwrite its input."""
+    model = mlp()
+    model.graph.node[1].op_type = "Clip"
+    model.graph.node[1].input.extend(["", ""])
+    tm = archcalc.estimate(model, batch=2).training_memory("sgd")
+    assert tm.saved_activations == 2 * (2 * 3 * 4)  # h (Clip's input) and r (the second Gemm's input)
+    # Inference may still write Clip in place: nothing needs h afterwards.
+    assert archcalc.estimate(model, batch=2).inference_memory("none").activation_peak == 2 * 3 * 4 + 2 * 2 * 4
+
+
 @pytest.mark.parametrize("optimizer,slots", [("sgd", 0), ("momentum", 1), ("adam", 2), ("adam-amsgrad", 3),
                                              ("rmsprop-momentum-centered", 3)])
 def test_optimizer_slots(optimizer, slots):
