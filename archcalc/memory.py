@@ -92,8 +92,12 @@ def buffer_owners(graph: Graph, results: list[LayerResult], inplace: bool = True
             if name in keep:
                 kept.add(owner[name])
         if reuse is not None:
-            touched = {owner[n] for n in [*res.layer.inputs, *res.layer.outputs] if n in owner}
-            free[:0] = [o for o in touched if end.get(o) == i and o not in graph.inputs and o not in free]
+            # onnxruntime's planner pushes each buffer that dies here to the front of its free list,
+            # inputs first in their order, then outputs: the last one pushed is reused first.
+            for n in [*res.layer.inputs, *res.layer.outputs]:
+                o = owner.get(n)
+                if o is not None and end.get(o) == i and o not in graph.inputs and o not in free:
+                    free.insert(0, o)
     return owner
 
 
