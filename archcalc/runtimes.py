@@ -54,10 +54,11 @@ RUNTIMES: dict[str, Runtime] = {r.name: r for r in [
     Runtime("onnxruntime-cpu-arena", 10 * MiB,
             "as onnxruntime-cpu, with the BFC arena: 256-byte bins, power-of-two growth from 1 MiB",
             _round_up(256), _doubling_arena(1 * MiB), order="onnxruntime", reuse_freed=True, mem_pattern=True),
-    Runtime("onnxruntime-cuda", 768 * MiB,
-            "the CUDA context with cuBLAS and cuDNN loaded, as measured for PyTorch (below): onnxruntime "
-            "loads the same libraries; its own figure is not yet measured (no CUDA build of onnxruntime "
-            "on the GPU machine this project had)",
+    Runtime("onnxruntime-cuda", 666 * MiB,
+            "NVML's per-process figure after a one-node model ran on CUDAExecutionProvider: 698,351,616 "
+            "bytes on an H200 (driver 580.159, onnxruntime-gpu 1.31.1, CUDA 13). Building a real "
+            "model's session adds 74-183 MiB beyond its weights, and the CUDA arena keeps the first "
+            "run's buffers while later runs add the memory-pattern block: neither is in this constant",
             _round_up(256), order="onnxruntime", reuse_freed=True, mem_pattern=True),
     Runtime("pytorch-cuda", 768 * MiB,
             "NVML's per-process figure on an H200 (driver 580.159, torch 2.11+cu130): 612 MiB for the "

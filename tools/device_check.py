@@ -89,11 +89,16 @@ def cuda_context():
     return json.loads(res.stdout.strip().splitlines()[-1]) if res.returncode == 0 else {"error": res.stderr[-800:]}
 
 
+def _env() -> dict:
+    """The environment for a child: this checkout on the path, after whatever is there (carried wheels)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), "."]))}
+
+
 def training(batch, models):
     def run():
         res = subprocess.run([sys.executable, "benchmarks/bench_training.py", "--device", "cuda", "--batch",
                               str(batch), "--models", models, "--json", str(OUT / f"train_b{batch}.json")],
-                             capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": "."})
+                             capture_output=True, text=True, timeout=300, env=_env())
         lines = [ln for ln in res.stdout.splitlines() if " est " in ln or "median" in ln]
         return {"rc": res.returncode, "lines": lines, "stderr": res.stderr[-800:] if res.returncode else ""}
     return run
@@ -113,7 +118,7 @@ def validate(name, batch, level="disable"):
         out = OUT / f"validate_{name}_b{batch}.json"
         res = subprocess.run([sys.executable, "-m", "archcalc.cli", "validate", str(model), "--batch", str(batch),
                               "--opt-level", level, "--format", "json", "--quiet", *dims],
-                             capture_output=True, text=True, timeout=400, env={**os.environ, "PYTHONPATH": "."})
+                             capture_output=True, text=True, timeout=400, env=_env())
         if res.returncode not in (0, 1):
             return {"rc": res.returncode, "stderr": res.stderr[-1200:]}
         out.write_text(res.stdout)
