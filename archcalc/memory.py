@@ -106,8 +106,10 @@ def _dead_buffer_like(graph: Graph, name: str, free: list[str], static: dict[str
     shape = static.get(name)
     if not shape or None in shape:
         return None
-    dtype = graph.tensors[name].dtype
-    return next((o for o in free if static.get(o) == shape and graph.tensors[o].dtype == dtype), None)
+    # onnxruntime compares element sizes, not types: a float buffer may hold an int32 of its shape.
+    width = DTYPE_BYTES[graph.tensors[name].dtype]
+    return next((o for o in free if static.get(o) == shape and DTYPE_BYTES[graph.tensors[o].dtype] == width),
+                None)
 
 
 def _shared_input(graph, res, j, i, owner, end, inplace, float_dtype, kept) -> str | None:

@@ -245,6 +245,8 @@ def validation_figures(v) -> list[tuple[str, int, int]]:
     out = []
     if v.profiler_peak is not None:
         out.append(("activation peak (profiler, arena)", im.activation_peak, v.profiler_peak))
+    if v.profiler_peak_later is not None and im.pattern_peak:
+        out.append(("later runs: pattern block + outputs (profiler)", im.pattern_peak, v.profiler_peak_later))
     for p in v.process_peaks:
         out += [(f"activation peak over runs (process, opt {p.level})", im.activations_held, p.run_peak),
                 (f"total (process, opt {p.level})", im.steady, p.resident_after_load + p.run_peak),
@@ -276,7 +278,8 @@ def render_validation(v, fmt: str, tolerance: float, abs_tolerance: int) -> tupl
             "nodes": [{**asdict(n), "flops_per_second": n.flops_per_second} for n in v.nodes],
             "estimate": {"activation_peak": est_peak, "activation_peak_plain": im.activation_peak_plain,
                          "load_peak": im.load_peak - im.runtime, "total": im.steady},
-            "measured": {"profiler_peak": v.profiler_peak, "process": [asdict(p) for p in v.process_peaks],
+            "measured": {"profiler_peak": v.profiler_peak, "profiler_peak_later": v.profiler_peak_later,
+                         "process": [asdict(p) for p in v.process_peaks],
                          "cuda": [asdict(g) for g in v.cuda_peaks]},
             "compared": [{"channel": name, "estimate": e, "measured": m, "error": e / m - 1 if m else None}
                          for name, e, m in figures],
