@@ -248,7 +248,8 @@ def validation_figures(v) -> list[tuple[str, int, int]]:
     if v.profiler_peak_later is not None and im.pattern_peak:
         out.append(("later runs: pattern block + outputs (profiler)", im.pattern_peak, v.profiler_peak_later))
     for p in v.process_peaks:
-        out += [(f"activation peak over runs (process, opt {p.level})", im.activations_held, p.run_peak),
+        out += [(f"activation peak, first run (process, opt {p.level})", im.activation_peak, p.runs[0]),
+                (f"activation peak over runs (process, opt {p.level})", im.activations_held, p.run_peak),
                 (f"total (process, opt {p.level})", im.steady, p.resident_after_load + p.run_peak),
                 (f"load peak (process, opt {p.level})", im.load_peak - im.runtime, p.load_peak)]
     for g in v.cuda_peaks:
