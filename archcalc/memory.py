@@ -65,7 +65,7 @@ def buffer_owners(graph: Graph, results: list[LayerResult], inplace: bool = True
     writes over their buffer in place, as PyTorch's autograd forbids.
 
     ``reuse`` (the static shapes a planner knows, see ``Graph.static_shapes``): a new output takes
-    the dead buffer freed last whose statically known shape and dtype equal its own, as
+    the dead buffer freed last whose statically known shape and element size equal its own, as
     onnxruntime's planner does. That buffer is then never released in between, so it stays in use
     across the gap. Shapes the planner cannot prove equal (unknown dims) are never reused.
     """
@@ -106,10 +106,15 @@ def _dead_buffer_like(graph: Graph, name: str, free: list[str], static: dict[str
     shape = static.get(name)
     if not shape or None in shape:
         return None
-    # onnxruntime compares element sizes, not types: a float buffer may hold an int32 of its shape.
-    width = DTYPE_BYTES[graph.tensors[name].dtype]
-    return next((o for o in free if static.get(o) == shape and DTYPE_BYTES[graph.tensors[o].dtype] == width),
-                None)
+    # onnxruntime compares element sizes, not types (a float buffer may hold an int32 of its shape),
+    # but never reuses across strings, which are constructed in place.
+    dtype = graph.tensors[name].dtype
+
+    def fits(o: str) -> bool:
+        other = graph.tensors[o].dtype
+        return DTYPE_BYTES[other] == DTYPE_BYTES[dtype] and (other == "string") == (dtype == "string")
+
+    return next((o for o in free if static.get(o) == shape and fits(o)), None)
 
 
 def _shared_input(graph, res, j, i, owner, end, inplace, float_dtype, kept) -> str | None:
@@ -183,7 +188,7 @@ def pattern_peak(graph: Graph, bufs: list[Buffer]) -> int:
     offset), else the end of the highest one. The block is the largest offset + size reached, and
     fragmentation can make it larger than the first run's peak -- by 28% on GPT-2 at batch 8.
     """
-    outputs = {o for o in graph.outputs}
+    outputs = set(graph.outputs)
     planned = [b for b in bufs if b.tensor not in outputs]
     alloc_at: dict[int, list[Buffer]] = {}
     free_at: dict[int, list[Buffer]] = {}
