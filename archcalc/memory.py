@@ -2,7 +2,7 @@
 
 A buffer is allocated when its layer runs (while that layer's inputs are still alive) and freed
 after its last reader; graph outputs live to the end. Views (Reshape, Flatten, Squeeze, Unsqueeze,
-Identity, inference Dropout) share their input's buffer. With ``inplace``, a unary element-wise op
+Identity) share their input's buffer. With ``inplace``, a unary element-wise op
 writes into an input buffer of its own size that dies at that op, as onnxruntime's allocation
 planner does (never for Add, Mul or BatchNormalization, and never into a graph output). Graph
 inputs are held by the caller and reported apart.
@@ -81,7 +81,7 @@ def buffer_owners(graph: Graph, results: list[LayerResult], inplace: bool = True
             t = graph.tensors.get(name) if name else None
             if t is None or t.role not in RUNTIME_ROLES:
                 continue
-            src = _shared_input(graph, res, j, i, owner, end, inplace, float_dtype, kept)
+            src = _shared_input(graph, res, j, i, owner, end, inplace, float_dtype, kept, reuse)
             dead = None
             if not src and reuse is not None and name not in graph.outputs:
                 dead = _dead_buffer_like(graph, name, free, reuse)
@@ -117,22 +117,31 @@ def _dead_buffer_like(graph: Graph, name: str, free: list[str], static: dict[str
     return next((o for o in free if static.get(o) == shape and fits(o)), None)
 
 
-def _shared_input(graph, res, j, i, owner, end, inplace, float_dtype, kept) -> str | None:
-    """The input whose buffer output ``j`` of layer ``i`` reuses, if any."""
-    if j != 0 or not res.layer.inputs:
-        return None
+def _shared_input(graph, res, j, i, owner, end, inplace, float_dtype, kept, static=None) -> str | None:
+    """The input whose buffer output ``j`` of layer ``i`` reuses, if any. With ``static`` (a
+    planner's shapes), in place also needs both shapes statically known and equal, as onnxruntime's
+    planner asks before it lets a kernel write over its input."""
+    if j != 0 or not res.layer.inputs or res.layer.outputs[0] in graph.outputs:
+        return None  # a graph output gets a buffer of its own, handed to the caller (a view copies)
     if res.out.alias:
         src = res.layer.inputs[0]
         return src if src in owner else None
-    if not (inplace and res.out.inplace) or res.layer.outputs[0] in graph.outputs:
-        return None  # a graph output gets a buffer of its own, handed to the caller
-    size = graph.tensors[res.layer.outputs[0]].nbytes(float_dtype)
+    if not (inplace and res.out.inplace):
+        return None
+    out = res.layer.outputs[0]
+    size = graph.tensors[out].nbytes(float_dtype)
     for name in res.layer.inputs:
         o = owner.get(name)
         if (o is not None and o not in graph.inputs and end.get(o) == i and o not in graph.outputs
-                and o not in kept and graph.tensors[o].nbytes(float_dtype) == size):
+                and o not in kept and graph.tensors[o].nbytes(float_dtype) == size
+                and (static is None or _statically_equal(static, name, out))):
             return name
     return None
+
+
+def _statically_equal(static: dict[str, tuple], a: str, b: str) -> bool:
+    shape = static.get(a)
+    return bool(shape) and None not in shape and static.get(b) == shape
 
 
 def buffers(graph: Graph, results: list[LayerResult], float_dtype: str | None = None,

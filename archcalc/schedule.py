@@ -9,13 +9,16 @@ runs before its main branch, keeping the shortcut's output alive across the whol
 
 from __future__ import annotations
 
+import dataclasses
+
 from archcalc.infer import LayerResult
 from archcalc.ir import Graph
 
 
 def onnxruntime_order(graph: Graph, results: list[LayerResult]) -> list[LayerResult]:
     """``results`` in onnxruntime's execution order. Layers archcalc folded (shape arithmetic) are
-    nodes there too, and the walk through them decides when the activations they read are visited."""
+    nodes there too: the walk goes through them, and with optimizations off onnxruntime runs them,
+    so a Shape node keeps the activation it reads alive until it runs. They come back unfolded."""
     every = range(len(results))
     producer = {}
     for i in every:
@@ -36,7 +39,7 @@ def onnxruntime_order(graph: Graph, results: list[LayerResult]) -> list[LayerRes
         visited.add(i)
         stack.append((i, True))
         stack.extend((p, False) for p in inputs_of[i] if p not in visited)
-    return [results[i] for i in order]
+    return [dataclasses.replace(results[i], folded=False) if results[i].folded else results[i] for i in order]
 
 
 ORDERS = {"file": lambda graph, results: results, "onnxruntime": onnxruntime_order}

@@ -53,9 +53,12 @@ BINARY: dict[str, tuple[int, Callable | None]] = {
 # autograd formulas do; those need nothing; every other unary op keeps its input.
 SAVES_OUTPUT = {"Relu", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Exp", "Sqrt", "Reciprocal"}
 SAVES_NOTHING = {"Neg", "Not", "Sign", "Floor", "Ceil", "Round", "IsNaN", "IsInf", "BitwiseNot"}
-ROW_WISE = {"Softmax", "LogSoftmax", "Hardmax"}  # not element-wise: no in-place reuse
-# Only unary ops write into their input: onnxruntime 1.3x's CPU planner gives a dying input's
-# buffer to Relu, Sigmoid and the like, never to Add or Mul (measured on a residual block).
+# The ops that may write their output over a dying input (onnxruntime's MayInplace kernels):
+# measured with onnxruntime 1.31's CPU planner, one op at a time between two Muls. Erf, Sqrt,
+# Exp and the other math functions get a buffer of their own, as do Add and Mul (measured on a
+# residual block).
+INPLACE = {"Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "Softplus", "Softsign",
+           "Tanh", "ThresholdedRelu", "Clip", "Shrink", "Softmax", "LogSoftmax"}
 BINARY_SAVES_BOTH = {"Mul", "Div", "Pow", "Max", "Min", "PRelu", "Mean"}
 
 # Which role a float initializer takes as an operand: an added one shifts (a bias), a multiplied
@@ -79,7 +82,7 @@ def _unary(n: Node) -> Out:
     flops, fn = UNARY[op]
     saves_out = op in SAVES_OUTPUT
     return Out([n.shape(0)], dtypes=_out_dtype(n), flops=flops * n.numel(0), values=_fold(n, n.shape(0), fn),
-               inplace=op not in ROW_WISE, saves_outputs=(0,) if saves_out else (),
+               inplace=op in INPLACE, saves_outputs=(0,) if saves_out else (),
                saves_inputs=() if saves_out or op in SAVES_NOTHING else (0,))
 
 

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from archcalc.dtypes import onnx_dtype
+from archcalc.dtypes import DTYPE_BYTES, onnx_dtype
 from archcalc.ops.registry import Node, Out, rule
 
 
@@ -21,12 +21,18 @@ def _shaped(n: Node, shape: tuple[int, ...], fn=None, alias: bool = False, dtype
     return Out([shape], dtypes=[dtype or n.dtype(0)], values=n.fold(shape, fn), alias=alias)
 
 
-@rule("Identity", "Dropout")
+@rule("Identity")
 def identity(n: Node) -> Out:
-    out = _shaped(n, n.shape(0), lambda x, *_: x, alias=True)
-    if n.layer.op_type == "Dropout":  # training keeps a one-byte keep-mask per element
-        out.saves_extra_bytes = n.numel(0)
-    if n.n_outputs > 1:  # Dropout's mask output
+    return _shaped(n, n.shape(0), lambda x, *_: x, alias=True)
+
+
+@rule("Dropout")
+def dropout(n: Node) -> Out:
+    # A buffer of its own, not a view: training multiplies by the mask, and onnxruntime 1.31 copies
+    # even at inference (measured: a dying input is neither shared nor overwritten).
+    out = _shaped(n, n.shape(0), lambda x, *_: x)
+    out.saves_extra_bytes = n.numel(0)  # training keeps a one-byte keep-mask per element
+    if n.n_outputs > 1:  # the mask output
         out.shapes.append(n.shape(0))
         out.dtypes.append("bool")  # type: ignore[union-attr]
     return out
@@ -49,7 +55,10 @@ def size(n: Node) -> Out:
 def cast(n: Node) -> Out:
     dtype = n.dtype(1) if n.layer.op_type == "CastLike" else onnx_dtype(n.attr("to", None))
     np_type = None if dtype in ("bfloat16", "string") or dtype.startswith("float8") else dtype
-    return _shaped(n, n.shape(0), (lambda x, *_: x.astype(np_type)) if np_type else None, dtype=dtype)
+    out = _shaped(n, n.shape(0), (lambda x, *_: x.astype(np_type)) if np_type else None, dtype=dtype)
+    # onnxruntime writes a cast over its dying input when the element size stays (measured).
+    out.inplace = DTYPE_BYTES[n.dtype(0)] == DTYPE_BYTES[dtype] and "string" not in (n.dtype(0), dtype)
+    return out
 
 
 @rule("Reshape")
