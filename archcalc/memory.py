@@ -151,14 +151,21 @@ def buffers(graph: Graph, results: list[LayerResult], float_dtype: str | None = 
     owner = buffer_owners(graph, results, inplace, float_dtype, reuse, keep)
     last = _last_uses(graph, results)
     span: dict[str, list[int]] = {}
+    size: dict[str, int] = {}
     for i, res in enumerate(results):
-        for name in res.layer.outputs if not res.folded else ():
+        if res.folded:
+            continue
+        for k in range(res.out.function_temporaries):  # allocated before the output, freed after
+            temp = f"{res.layer.outputs[0]}#{k}"
+            span[temp], size[temp] = [i, i], graph.tensors[res.layer.outputs[0]].nbytes(float_dtype)
+        for name in res.layer.outputs:
             o = owner.get(name)
             if o is None or o in graph.inputs:
                 continue
             s = span.setdefault(o, [i, i])
             s[1] = max(s[1], last.get(name, i))
-    return [Buffer(o, rounding(graph.tensors[o].nbytes(float_dtype)), s, e) for o, (s, e) in span.items()]
+    return [Buffer(o, rounding(size[o] if o in size else graph.tensors[o].nbytes(float_dtype)), s, e)
+            for o, (s, e) in span.items()]
 
 
 def timeline(graph: Graph, results: list[LayerResult], float_dtype: str | None = None,

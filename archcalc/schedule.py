@@ -14,6 +14,20 @@ import dataclasses
 from archcalc.infer import LayerResult
 from archcalc.ir import Graph
 
+# Ops onnxruntime runs as a function of several nodes, and how many intermediate outputs (each the
+# op's output size) that leaves alive while it runs: HardSwish is HardSigmoid then Mul (seen in its
+# profiler, which names those two nodes instead).
+FUNCTION_TEMPORARIES = {"HardSwish": 1}
+
+
+def _as_run(res: LayerResult) -> LayerResult:
+    """A layer as onnxruntime runs it with optimizations off: folded shape arithmetic runs too, and a
+    function op leaves its intermediates."""
+    temps = FUNCTION_TEMPORARIES.get(res.layer.op_type, 0)
+    if not res.folded and not temps:
+        return res
+    return dataclasses.replace(res, folded=False, out=dataclasses.replace(res.out, function_temporaries=temps))
+
 
 def onnxruntime_order(graph: Graph, results: list[LayerResult]) -> list[LayerResult]:
     """``results`` in onnxruntime's execution order. Layers archcalc folded (shape arithmetic) are
@@ -39,7 +53,7 @@ def onnxruntime_order(graph: Graph, results: list[LayerResult]) -> list[LayerRes
         visited.add(i)
         stack.append((i, True))
         stack.extend((p, False) for p in inputs_of[i] if p not in visited)
-    return [dataclasses.replace(results[i], folded=False) if results[i].folded else results[i] for i in order]
+    return [_as_run(results[i]) for i in order]
 
 
 ORDERS = {"file": lambda graph, results: results, "onnxruntime": onnxruntime_order}

@@ -149,3 +149,20 @@ def test_runs_after_the_first_hold_onnxruntimes_memory_pattern_block(tmp_path):
     assert (v.profiler_peak, v.profiler_peak_later) == (im.activation_peak, im.pattern_peak)
     assert abs(first - im.activation_peak) <= 0.02 * im.activation_peak
     assert all(abs(run - im.pattern_peak) <= 0.02 * im.pattern_peak for run in later)
+
+
+def test_hardswish_runs_as_a_function_with_an_intermediate(tmp_path):
+    """onnxruntime runs HardSwish as HardSigmoid then Mul: while it runs, its input, the
+    HardSigmoid output and its own output are alive together (the profiler names the two nodes)."""
+    two = numpy_helper.from_array(np.array(2, np.float32), "two")
+    nodes = [helper.make_node("Mul", ["x", "two"], ["a"], name="pre"),
+             helper.make_node("HardSwish", ["a"], ["b"], name="hswish"),
+             helper.make_node("Mul", ["b", "two"], ["y"], name="post")]
+    g = helper.make_graph(nodes, "hs", [helper.make_tensor_value_info("x", F, ["N", 8, 64, 64])],
+                          [helper.make_tensor_value_info("y", F, None)], [two])
+    path = tmp_path / "hs.onnx"
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+                     .SerializeToString())
+    v = validate(path, batch=2, levels=())
+    size = 2 * 8 * 64 * 64 * 4
+    assert v.profiler_peak == 3 * size == v.estimate.inference_memory("onnxruntime-cpu").activation_peak
