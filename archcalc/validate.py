@@ -4,11 +4,12 @@ Channels, each its own figure:
 - shapes: every intermediate tensor exposed as an output, its executed shape and dtype compared;
 - per node: the profiler's output bytes and time, against each layer's activation bytes and FLOPs;
 - peak (profiler): with the arena on, the largest ``mem_bytes_requested_in_use`` the profiler saw,
-  above what was in use before the first node -- malloc-free and repeatable;
+  above what was in use before the first node -- malloc-free and repeatable. A first run allocates
+  buffer by buffer; a second holds the memory-pattern block laid out from the first;
 - peak (process): a fresh child process per measurement, started from a small launcher (a child
   inherits its parent's high-water mark), arena off, one thread, glibc told to return freed
   buffers (MALLOC_MMAP_THRESHOLD_); the rise of VmHWM over a run after /proc/self/clear_refs
-  reset it. Three runs, the largest kept. Linux only; elsewhere this channel is skipped.
+  reset it. Three runs: the first, and the largest. Linux only; elsewhere this channel is skipped.
 - CUDA (archcalc.cuda_peak): where a GPU is usable, NVML's figure for a fresh child process:
   the context, the weights on the device and the run peak.
 The shapes are checked on the provider the session really used (CUDA when usable); the profiler
