@@ -200,8 +200,9 @@ def pattern_peak(graph: Graph, bufs: list[Buffer]) -> int:
     outputs (allocated apart, since the caller keeps them).
 
     The first run traces each planned buffer's allocation and release in order; its
-    MemPatternPlanner gives each new buffer the best-fitting gap between the live ones (sorted by
-    offset), else the end of the highest one. The block is the largest offset + size reached, and
+    MemPatternPlanner (onnxruntime 1.31) gives each new buffer the best-fitting gap between the live
+    ones sorted by offset, or above the highest one up to the block's size so far, else the end of
+    the highest one. The block is the largest offset + size reached, and
     fragmentation can make it larger than the first run's peak -- by 28% on GPT-2 at batch 8.
     """
     outputs = set(graph.outputs)
@@ -218,14 +219,19 @@ def pattern_peak(graph: Graph, bufs: list[Buffer]) -> int:
             size = -(-b.nbytes // PATTERN_ALIGNMENT) * PATTERN_ALIGNMENT
             if not size:
                 continue
-            best = live[-1][0] + live[-1][1] if live else 0
-            where, waste, current = len(live), None, 0
-            for k, (offset, length, _) in enumerate(live):
+            best, waste, current = None, None, 0
+            for offset, length, _ in live:
                 gap = offset - current
                 if gap >= size and (waste is None or gap - size < waste):
-                    where, waste, best = k, gap - size, current
-                current = offset + length
+                    waste, best = gap - size, current
+                current = max(current, offset + length)
+            # The space above the highest live buffer, up to the block's size so far, is a gap too.
+            if block - current >= size and (waste is None or block - current - size < waste):
+                best = current
+            best = current if best is None else best
             block = max(block, best + size)
+            where = next((k for k, (offset, length, _) in enumerate(live)
+                          if offset > best or (offset == best and length >= size)), len(live))
             live.insert(where, (best, size, b.tensor))
         for b in free_at.get(i, ()):
             live = [x for x in live if x[2] != b.tensor]
