@@ -4,6 +4,10 @@ context's cost, real PyTorch training steps against archcalc's training estimate
 torchvision and transformer exports refilled with random weights. Sections run in order of
 value and stop being started once --budget seconds have passed; each writes to $OUT as it ends.
 Run there from the repository root: PYTHONPATH=. python3 tools/device_check.py --budget 420
+The GPU image's onnxruntime (1.30) is a CPU-only build: for the CUDA channel, carry onnxruntime-gpu
+(the cp312 wheel, unpacked, tar.xz, split under the 64 MiB a call allows, one chunk per call while
+the machine stays warm), unpack it to /tmp/site and put /tmp/site first on PYTHONPATH; CUDA and
+cuDNN come from the image's nvidia-* packages through onnxruntime.preload_dlls.
 """
 
 from __future__ import annotations
