@@ -1,11 +1,11 @@
 """Activation memory by buffer liveness over the execution order, and the inference memory terms.
 
 A buffer is allocated when its layer runs (while that layer's inputs are still alive) and freed
-after its last reader; graph outputs live to the end. Views (Reshape, Flatten, Squeeze, Unsqueeze,
-Identity) share their input's buffer. With ``inplace``, a unary element-wise op
-writes into an input buffer of its own size that dies at that op, as onnxruntime's allocation
-planner does (never for Add, Mul or BatchNormalization, and never into a graph output). Graph
-inputs are held by the caller and reported apart.
+after its last reader; graph outputs live to the end and own their buffer. Views (Reshape, Flatten,
+Squeeze, Unsqueeze, Identity) share their input's buffer. With ``inplace``, an op its rule marks
+``inplace`` (the kernels onnxruntime lets overwrite an input, see archcalc.ops.elementwise)
+writes into an input buffer of its own size that dies at that op. Graph inputs are held by the
+caller and reported apart.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def buffer_owners(graph: Graph, results: list[LayerResult], inplace: bool = True
 
 
 def _dead_buffer_like(graph: Graph, name: str, free: list[str], static: dict[str, tuple]) -> str | None:
-    """A freed buffer whose statically known shape and dtype equal ``name``'s."""
+    """A freed buffer whose statically known shape and element size equal ``name``'s."""
     shape = static.get(name)
     if not shape or None in shape:
         return None
@@ -146,9 +146,11 @@ def _statically_equal(static: dict[str, tuple], a: str, b: str) -> bool:
 
 def buffers(graph: Graph, results: list[LayerResult], float_dtype: str | None = None,
             inplace: bool = True, rounding: Callable[[int], int] = int,
-            reuse: dict[str, tuple] | None = None, keep: frozenset[str] = frozenset()) -> list[Buffer]:
-    """The activation buffers of a shaped graph, each with its lifetime in layer positions."""
-    owner = buffer_owners(graph, results, inplace, float_dtype, reuse, keep)
+            reuse: dict[str, tuple] | None = None, keep: frozenset[str] = frozenset(),
+            owner: dict[str, str] | None = None) -> list[Buffer]:
+    """The activation buffers of a shaped graph, each with its lifetime in layer positions.
+    ``owner``: the buffer owners, where the caller has them already (see ``buffer_owners``)."""
+    owner = owner or buffer_owners(graph, results, inplace, float_dtype, reuse, keep)
     last = _last_uses(graph, results)
     span: dict[str, list[int]] = {}
     size: dict[str, int] = {}
@@ -168,28 +170,36 @@ def buffers(graph: Graph, results: list[LayerResult], float_dtype: str | None = 
             for o, (s, e) in span.items()]
 
 
+def live_bytes(bufs: list[Buffer], layers: int) -> list[int]:
+    """Bytes of ``bufs`` alive while each of ``layers`` positions runs."""
+    delta = [0] * (layers + 1)
+    for b in bufs:
+        delta[b.start] += b.nbytes
+        delta[b.end + 1] -= b.nbytes
+    live, out = 0, []
+    for i in range(layers):
+        live += delta[i]
+        out.append(live)
+    return out
+
+
 def timeline(graph: Graph, results: list[LayerResult], float_dtype: str | None = None,
              inplace: bool = True, rounding: Callable[[int], int] = int,
              reuse: dict[str, tuple] | None = None) -> list[int]:
     """Bytes of the activation buffers alive while each layer of ``results`` runs."""
-    delta = [0] * (len(results) + 1)
-    for b in buffers(graph, results, float_dtype, inplace, rounding, reuse):
-        delta[b.start] += b.nbytes
-        delta[b.end + 1] -= b.nbytes
-    live, out = 0, []
-    for i in range(len(results)):
-        live += delta[i]
-        out.append(live)
-    return out
+    return live_bytes(buffers(graph, results, float_dtype, inplace, rounding, reuse), len(results))
+
+
+def _peak_of(live: list[int], results: list[LayerResult]) -> Peak:
+    at = max(range(len(live)), key=live.__getitem__) if live else 0
+    return Peak(live[at] if live else 0, at, results[at].layer.name if results else "")
 
 
 def activation_peak(graph: Graph, results: list[LayerResult], float_dtype: str | None = None,
                     inplace: bool = True, rounding: Callable[[int], int] = int,
                     reuse: dict[str, tuple] | None = None) -> Peak:
     """The maximum over layers of the bytes of the buffers alive while that layer runs."""
-    live = timeline(graph, results, float_dtype, inplace, rounding, reuse)
-    at = max(range(len(live)), key=live.__getitem__) if live else 0
-    return Peak(live[at] if live else 0, at, results[at].layer.name if results else "")
+    return _peak_of(timeline(graph, results, float_dtype, inplace, rounding, reuse), results)
 
 
 PATTERN_ALIGNMENT = 64  # onnxruntime's kAllocAlignment: each traced size is rounded up to it
@@ -296,12 +306,12 @@ def inference_memory(graph: Graph, results: list[LayerResult], weights: int, act
 
     results = ORDERS[runtime.order](graph, results)
     reuse = runtime_reuse(graph, runtime)
-    peak = activation_peak(graph, results, float_dtype, True, runtime.round, reuse)
+    bufs = buffers(graph, results, float_dtype, True, runtime.round, reuse)
+    peak = _peak_of(live_bytes(bufs, len(results)), results)
     plain = activation_peak(graph, results, float_dtype, False, runtime.round, reuse)
     ws, ws_layer = workspace_bytes(graph, results, float_dtype) if workspace else (0, "")
     inputs = input_bytes(graph, float_dtype)
-    pattern = pattern_peak(graph, buffers(graph, results, float_dtype, True, runtime.round, reuse)) \
-        if runtime.mem_pattern else 0
+    pattern = pattern_peak(graph, bufs) if runtime.mem_pattern else 0
     return InferenceMemory(
         weights=weights, inputs=inputs, activation_peak=runtime.reserve(peak.bytes),
         activation_peak_layer=peak.layer_name, pattern_peak=runtime.reserve(pattern),

@@ -239,9 +239,10 @@ def render_fit(spec, card, verdicts, best, fmt: str, searched: bool = False) -> 
     return "\n".join(lines) + "\n"
 
 
-def validation_figures(v) -> list[tuple[str, int, int]]:
-    """Each measured byte figure beside its estimate: (channel, estimate, measured)."""
-    im = v.estimate.inference_memory("onnxruntime-cpu")
+def validation_figures(v, im=None) -> list[tuple[str, int, int]]:
+    """Each measured byte figure beside its estimate: (channel, estimate, measured). ``im``: the
+    estimate's onnxruntime-cpu inference memory, where the caller has it already."""
+    im = im or v.estimate.inference_memory("onnxruntime-cpu")
     out = []
     if v.profiler_peak is not None:
         out.append(("activation peak (profiler, arena)", im.activation_peak, v.profiler_peak))
@@ -271,7 +272,7 @@ def render_validation(v, fmt: str, tolerance: float, abs_tolerance: int) -> tupl
     peak_ok = judged is None or abs(est_peak - judged) <= max(tolerance * judged, abs_tolerance)
     bytes_equal = sum(1 for n in v.nodes if n.estimated_bytes == n.measured_bytes)
     ok = not v.mismatches and peak_ok and bytes_equal == len(v.nodes)
-    figures = validation_figures(v)
+    figures = validation_figures(v, im)
     if fmt == "json":
         return json.dumps({
             "schema": "archcalc.validate/1", "provider": v.provider, "passed": ok,

@@ -19,7 +19,7 @@ from archcalc.conventions import CONVENTIONS
 from archcalc.errors import InputError
 from archcalc.fit import FitSpec, largest_batch
 from archcalc.gpus import gpu
-from archcalc.report import COLUMNS, MemoryView, layer_rows, memory_lines, totals_lines
+from archcalc.report import COLUMNS, MemoryView, layer_rows, memory_lines, totals_lines, validation_figures
 from archcalc.runtimes import RUNTIMES
 from archcalc.schedule import ORDERS
 
@@ -151,18 +151,13 @@ def build(source, name: str, est: Estimate, dims=None, inputs=None, validation=N
 
 
 def _validation_section(v) -> Section:
-    est = v.estimate.inference_memory("onnxruntime-cpu").activation_peak
     pairs = [("provider", v.provider),
              ("tensor shapes", f"{v.checked_tensors} checked, {len(v.mismatches)} differ"),
              ("node output bytes", f"{sum(n.estimated_bytes == n.measured_bytes for n in v.nodes)} of "
                                    f"{len(v.nodes)} equal")]
-    if v.profiler_peak:
-        error = est / v.profiler_peak - 1
-        pairs.append(("activation peak (arena)", f"estimated {units.nbytes(est)}, measured "
-                                                 f"{units.nbytes(v.profiler_peak)} ({error:+.1%})"))
-    for p in v.process_peaks:
-        pairs.append((f"activation peak (process, opt {p.level})",
-                      f"measured {units.nbytes(p.run_peak)} ({est / p.run_peak - 1:+.1%})"))
+    pairs += [(channel, f"estimated {units.nbytes(est)}, measured {units.nbytes(measured)}"
+                        + (f" ({est / measured - 1:+.1%})" if measured else ""))
+              for channel, est, measured in validation_figures(v)]
     if v.optimizer_changes:
         changes = ", ".join(f"{op} {d:+d}" for op, d in v.optimizer_changes.items())
         pairs.append(("what optimizations changed", changes))

@@ -24,14 +24,15 @@ class StepPeak:
     layer: str
 
 
+def saved_tensors(res: LayerResult) -> list[str]:
+    """The tensors one layer keeps for its backward, by its rule's saves_inputs and saves_outputs."""
+    names = [res.layer.inputs[k] for k in res.out.saves_inputs if k < len(res.layer.inputs)]
+    return names + [res.layer.outputs[k] for k in res.out.saves_outputs if k < len(res.layer.outputs)]
+
+
 def saved_names(results: list[LayerResult]) -> frozenset[str]:
-    """Every tensor some layer keeps for its backward (by the op rules' saves_inputs/outputs)."""
-    names = set()
-    for res in results:
-        if not res.folded:
-            names.update(res.layer.inputs[k] for k in res.out.saves_inputs if k < len(res.layer.inputs))
-            names.update(res.layer.outputs[k] for k in res.out.saves_outputs if k < len(res.layer.outputs))
-    return frozenset(n for n in names if n)
+    """Every tensor some layer keeps for its backward."""
+    return frozenset(n for res in results if not res.folded for n in saved_tensors(res) if n)
 
 
 def training_owners(graph: Graph, results: list[LayerResult], float_dtype: str | None) -> dict[str, str]:
@@ -47,9 +48,7 @@ def _saved_storages(graph, results, owner) -> tuple[dict[str, int], list[int]]:
     for i, res in enumerate(results):
         if res.folded:
             continue
-        names = [res.layer.inputs[k] for k in res.out.saves_inputs if k < len(res.layer.inputs)]
-        names += [res.layer.outputs[k] for k in res.out.saves_outputs if k < len(res.layer.outputs)]
-        for name in names:
+        for name in saved_tensors(res):
             t = graph.tensors.get(name) if name else None
             if t is not None and t.role in RUNTIME_ROLES and owner.get(name, name) not in graph.inputs:
                 first.setdefault(owner.get(name, name), i)
@@ -85,7 +84,7 @@ def step_peak(graph: Graph, results: list[LayerResult], float_dtype: str | None,
     name = [r.layer.name for r in results]
 
     fwd = [0] * (n + 1)
-    for b in buffers(graph, results, float_dtype, keep=saved_names(results)):
+    for b in buffers(graph, results, float_dtype, owner=owner):
         end = n - 1 if b.tensor in saved_first else b.end  # saved storages outlive the forward
         fwd[b.start] += b.nbytes
         fwd[end + 1] -= b.nbytes

@@ -17,7 +17,7 @@ from archcalc.errors import InputError
 from archcalc.infer import LayerResult
 from archcalc.ir import Graph
 from archcalc.memory import RUNTIME_ROLES, input_bytes
-from archcalc.step_peak import StepPeak, step_peak, training_owners
+from archcalc.step_peak import StepPeak, saved_tensors, step_peak, training_owners
 
 # Optimizer state slots per parameter (each the size of the parameter), per the PyTorch optimizers.
 OPTIMIZER_SLOTS = {
@@ -80,10 +80,8 @@ def saved_by_layer(graph: Graph, results: list[LayerResult], float_dtype: str | 
     for res in results:
         if res.folded:
             continue
-        names = [res.layer.inputs[i] for i in res.out.saves_inputs if i < len(res.layer.inputs)]
-        names += [res.layer.outputs[i] for i in res.out.saves_outputs if i < len(res.layer.outputs)]
         size = res.out.saves_extra_bytes
-        for name in names:
+        for name in saved_tensors(res):
             t = graph.tensors.get(name) if name else None
             storage = owner.get(name, name)
             if t is not None and t.role in RUNTIME_ROLES and storage not in graph.inputs and storage not in seen:

@@ -21,7 +21,6 @@ describes, and what it is judged against); "all" runs what users deploy.
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -83,10 +82,6 @@ class Validation:
     optimizer_changes: dict[str, int] = field(default_factory=dict)  # op -> count after - before
     cuda_peaks: list[CudaPeak] = field(default_factory=list)
     profiler_peak_later: int | None = None  # a second run's: the memory-pattern block and the outputs
-
-    def peak_error(self, measured: int) -> float:
-        est = self.estimate.inference_memory("onnxruntime-cpu").activation_peak
-        return est / measured - 1 if measured else math.inf
 
 
 def _model_with_weights(source) -> tuple[object, Path]:
