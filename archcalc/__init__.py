@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 def estimate(source, batch=None, dims=None, inputs=None, dtype=None):
     """Estimate a model; see :func:`archcalc.analysis.estimate` (imported lazily to start fast)."""
-    from archcalc.analysis import estimate as _estimate
+    from archcalc.analysis.estimate import estimate as _estimate
 
     return _estimate(source, batch=batch, dims=dims, inputs=inputs, dtype=dtype)
 

@@ -11,8 +11,8 @@ import sys
 
 import click
 
+from archcalc.analysis.runtimes import RUNTIMES
 from archcalc.dtypes import PRECISIONS
-from archcalc.runtimes import RUNTIMES
 
 FORMATS = ("table", "markdown", "csv", "json")
 
@@ -121,13 +121,13 @@ def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer,
 
     Example: archcalc estimate resnet50.onnx --batch 8 --dtype fp16 --top 10
     """
-    from archcalc.analysis import estimate as run
-    from archcalc.report import MemoryView, render
+    from archcalc.analysis.estimate import estimate as run
+    from archcalc.render.text import MemoryView, render
 
     result = run(model, batch=batch, dims=_pairs(dims, "--dim", int), inputs=_pairs(inputs, "--input"),
                  dtype=dtype)
     if view == "notes":
-        from archcalc.notes_table import render_notes
+        from archcalc.render.notes import render_notes
 
         click.echo(render_notes(result, fmt), nl=False)
         return
@@ -158,9 +158,9 @@ def fit(model, gpu_name, memory_size, mode, batch, sweep, dims, inputs, dtype, o
 
     Example: archcalc fit resnet50.onnx --gpu A100-80GB --mode train --optimizer adam
     """
-    from archcalc.fit import FitSpec, largest_batch
-    from archcalc.gpus import gpu
-    from archcalc.report import render_fit
+    from archcalc.analysis.fit import FitSpec, largest_batch
+    from archcalc.analysis.gpus import gpu
+    from archcalc.render.text import render_fit
 
     if (gpu_name is None) == (memory_size is None):
         raise click.UsageError("give exactly one of --gpu NAME or --memory SIZE")
@@ -207,8 +207,8 @@ def validate(model, batch, dims, inputs, opt_level, tolerance, abs_tolerance, fm
 
     Example: archcalc validate resnet50.onnx --batch 8
     """
-    from archcalc.report import render_validation
-    from archcalc.validate import validate as run
+    from archcalc.measure.validate import validate as run
+    from archcalc.render.text import render_validation
 
     levels = ("disable", "all") if opt_level == "both" else (opt_level,)
     progress = None if quiet else (lambda msg: click.echo(f"... {msg}", err=True))
@@ -230,8 +230,8 @@ def export(design, output, seed):
     """
     import onnx
 
-    from archcalc.onnx_export import to_onnx
-    from archcalc.sources import load_graph
+    from archcalc.frontends.onnx_export import to_onnx
+    from archcalc.frontends.sources import load_graph
 
     graph = load_graph(design)
     if graph.source.endswith(".onnx") or graph.source.startswith("<ModelProto"):
@@ -255,13 +255,13 @@ def compare(models, batch, fmt, output):
     """
     from pathlib import Path
 
-    from archcalc.analysis import estimate as run
-    from archcalc.report import render_compare
+    from archcalc.analysis.estimate import estimate as run
+    from archcalc.render.text import render_compare
 
     ests = [(m, run(m, batch=batch)) for m in models]
     click.echo(render_compare(ests, fmt), nl=False)
     if output:
-        from archcalc.report_files import write_compare
+        from archcalc.render.files import write_compare
 
         for path in write_compare(ests, Path(output)):
             click.echo(f"wrote {path}", err=True)
@@ -285,7 +285,7 @@ def report(models, output, zoo, batch, dims, inputs, with_validation, quiet):
     """
     from pathlib import Path
 
-    from archcalc.report_runner import run_reports
+    from archcalc.api import run_reports
 
     if zoo == bool(models):
         raise click.UsageError("name the models, or give --zoo (not both)")
@@ -302,7 +302,7 @@ def gpus():
 
     Example: archcalc gpus
     """
-    from archcalc.gpus import CATALOG
+    from archcalc.analysis.gpus import CATALOG
 
     for g in CATALOG.values():
         usable = f"  usable {g.usable:,} B" if g.usable else ""
@@ -315,7 +315,7 @@ def zoo():
 
     Example: archcalc zoo
     """
-    from archcalc.sources import zoo_models, zoo_summary
+    from archcalc.frontends.sources import zoo_models, zoo_summary
 
     for name, path in zoo_models().items():
         click.echo(f"{name:<28} {zoo_summary(path)}")

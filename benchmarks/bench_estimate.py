@@ -34,7 +34,7 @@ import json, sys, time
 path, dims = sys.argv[2], json.loads(sys.argv[3])
 tool = sys.argv[1]
 if tool == "archcalc":
-    import archcalc, archcalc.analysis, archcalc.onnx_import  # imports are not the work
+    import archcalc, archcalc.analysis.estimate, archcalc.frontends.onnx_import  # imports are not the work
     start = time.perf_counter()
     archcalc.estimate(path, dims=dims.get("dims"), batch=1)
 elif tool == "onnx-tool":

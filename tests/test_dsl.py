@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 
 import archcalc
 from archcalc.cli import main
-from archcalc.dsl.build import build
 from archcalc.errors import DSLError
-from archcalc.notes_table import notes_rows, notes_totals
-from archcalc.onnx_export import to_onnx
-from archcalc.sources import load_graph, zoo_models
-from archcalc.validate import check_shapes, feeds
+from archcalc.frontends.dsl.build import build
+from archcalc.frontends.onnx_export import to_onnx
+from archcalc.frontends.sources import load_graph, zoo_models
+from archcalc.measure.validate import check_shapes, feeds
+from archcalc.render.notes import notes_rows, notes_totals
 
 # Trainable parameters as the papers or torchvision state them (see each zoo file's header).
 PUBLISHED = {
@@ -200,7 +200,7 @@ def test_committed_notes_report_is_fresh():
     """reports/vgg16-notes-table.md is `archcalc estimate vgg16 --view notes --format markdown`."""
     from conftest import ROOT
 
-    from archcalc.notes_table import render_notes
+    from archcalc.render.notes import render_notes
 
     committed = (ROOT / "reports" / "vgg16-notes-table.md").read_text()
     assert committed == render_notes(archcalc.estimate("vgg16"), "markdown"), "regenerate it: see the docstring"

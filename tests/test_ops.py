@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import archcalc
-from archcalc.report import render
+from archcalc.render.text import render
 
 F, I64 = TensorProto.FLOAT, TensorProto.INT64
 

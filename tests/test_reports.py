@@ -11,8 +11,8 @@ from conftest import ROOT
 
 import archcalc
 from archcalc.cli import main
-from archcalc.report_files import build, report_folder_name, to_markdown
-from archcalc.sources import zoo_models
+from archcalc.frontends.sources import zoo_models
+from archcalc.render.files import build, report_folder_name, to_markdown
 
 REPORTS = ROOT / "reports"
 

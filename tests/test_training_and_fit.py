@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 import archcalc
+from archcalc.analysis.fit import FitSpec, largest_batch
+from archcalc.analysis.gpus import CATALOG, gpu
 from archcalc.cli import main
-from archcalc.fit import FitSpec, largest_batch
-from archcalc.gpus import CATALOG, gpu
 
 F = TensorProto.FLOAT
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from archcalc.cli import main
-from archcalc.validate import validate
+from archcalc.measure.validate import validate
 
 F = TensorProto.FLOAT
 
@@ -95,8 +95,8 @@ def test_planner_model_matches_onnxruntimes_arena_on_residual_and_inception_nets
     statically equal shape: the estimate equals the arena's measured peak exactly."""
     import onnx
 
-    from archcalc.onnx_export import to_onnx
-    from archcalc.sources import load_graph
+    from archcalc.frontends.onnx_export import to_onnx
+    from archcalc.frontends.sources import load_graph
 
     path = tmp_path / f"{design}.onnx"
     onnx.save(to_onnx(load_graph(design)), str(path))
@@ -105,8 +105,8 @@ def test_planner_model_matches_onnxruntimes_arena_on_residual_and_inception_nets
 
 
 def test_totals_stand_beside_the_process_figure_and_no_gpu_channel_runs_without_a_gpu(tmp_path):
-    from archcalc.cuda_peak import cuda_usable, providers
-    from archcalc.report import validation_figures
+    from archcalc.measure.cuda import cuda_usable, providers
+    from archcalc.render.text import validation_figures
 
     v = validate(small_cnn(tmp_path, channels=64, side=128), batch=8, levels=("disable",))
     figures = {name: (est, measured) for name, est, measured in validation_figures(v)}

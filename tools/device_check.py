@@ -60,7 +60,7 @@ def ort_cuda_session():
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from archcalc.cuda_peak import cuda_usable, providers
+    from archcalc.measure.cuda import cuda_usable, providers
 
     g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],

@@ -11,14 +11,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from archcalc import runtimes
+from archcalc.analysis import runtimes
+from archcalc.analysis.infer import LayerResult, bind_inputs, infer
+from archcalc.analysis.memory import RUNTIME_ROLES, InferenceMemory, activation_peak, inference_memory, input_bytes
+from archcalc.analysis.receptive import receptive_fields
+from archcalc.analysis.training import TrainingMemory, saved_by_layer, training_memory
 from archcalc.dtypes import FLOAT_DTYPES, MIXED, PRECISIONS
 from archcalc.errors import InputError
-from archcalc.infer import LayerResult, bind_inputs, infer
 from archcalc.ir import Graph, Role
-from archcalc.memory import RUNTIME_ROLES, InferenceMemory, activation_peak, inference_memory, input_bytes
-from archcalc.receptive import receptive_fields
-from archcalc.training import TrainingMemory, saved_by_layer, training_memory
 
 
 @dataclass
@@ -84,14 +84,14 @@ class Estimate:
 
     def inference_memory(self, runtime: str = "onnxruntime-cpu", overhead: int | None = None,
                          workspace: bool = False) -> InferenceMemory:
-        """Inference memory terms under ``runtime`` (see ``archcalc.runtimes``)."""
+        """Inference memory terms under ``runtime`` (see ``archcalc.analysis.runtimes``)."""
         rt = runtimes.runtime(runtime, overhead)
         return inference_memory(self.graph, self.results, self.totals.param_bytes,
                                 self.totals.activation_bytes, rt, self.float_dtype, workspace)
 
     def training_memory(self, optimizer: str = "sgd", impl: str = "foreach") -> TrainingMemory:
         """One training step's memory with ``optimizer``; ``impl``: PyTorch's "foreach" (CUDA's
-        default) or per-tensor "single" (CPU's) optimizer implementation (see ``archcalc.training``)."""
+        default) or per-tensor "single" (CPU's) optimizer implementation (see ``archcalc.analysis.training``)."""
         return training_memory(self.graph, self.results, self.param_roles, self.totals.activation_bytes,
                                optimizer, self.float_dtype, mixed=self.dtype in MIXED, impl=impl)
 
@@ -101,12 +101,12 @@ class Estimate:
     @cached_property
     def layers(self):
         """The per-layer table as a pandas DataFrame, in execution order."""
-        from archcalc.report import layers_frame
+        from archcalc.render.text import layers_frame
 
         return layers_frame(self)
 
     def to_dict(self) -> dict:
-        from archcalc.report import estimate_dict
+        from archcalc.render.text import estimate_dict
 
         return estimate_dict(self)
 
@@ -213,7 +213,7 @@ def estimate(source, batch: int | None = None, dims: dict[str, int] | None = Non
     ``inputs`` sets whole input shapes (``{"x": "1x3x224x224"}``); ``dtype`` (fp32, fp16, bf16,
     int8) re-prices floating-point tensors.
     """
-    from archcalc.sources import load_graph
+    from archcalc.frontends.sources import load_graph
 
     with _collector_paused():
         return analyse(load_graph(source), batch, dims, inputs, dtype)

@@ -98,7 +98,7 @@ def _check_inputs(node: Node) -> None:
 
 def _apply(node: Node) -> tuple[Out, bool]:
     """The layer's Out and whether a rule (rather than onnx's inference) gave it."""
-    from archcalc import onnx_fallback
+    from archcalc.ops import fallback as onnx_fallback
 
     rule = RULES.get(node.layer.op_type) if node.layer.domain == "" else None
     try:

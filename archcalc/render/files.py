@@ -13,15 +13,16 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from archcalc import plots, units
-from archcalc.analysis import Estimate
+from archcalc import units
+from archcalc.analysis.estimate import Estimate
+from archcalc.analysis.fit import FitSpec, largest_batch
+from archcalc.analysis.gpus import gpu
+from archcalc.analysis.runtimes import RUNTIMES
+from archcalc.analysis.schedule import ORDERS
 from archcalc.conventions import CONVENTIONS
 from archcalc.errors import InputError
-from archcalc.fit import FitSpec, largest_batch
-from archcalc.gpus import gpu
-from archcalc.report import COLUMNS, MemoryView, layer_rows, memory_lines, totals_lines, validation_figures
-from archcalc.runtimes import RUNTIMES
-from archcalc.schedule import ORDERS
+from archcalc.render import plots
+from archcalc.render.text import COLUMNS, MemoryView, layer_rows, memory_lines, totals_lines, validation_figures
 
 SCHEMA = "archcalc.report/1"
 GPUS = ("T4", "A100-80GB", "H100-80GB")
@@ -108,7 +109,7 @@ def build(source, name: str, est: Estimate, dims=None, inputs=None, validation=N
         sections.append(Section("Ops without a cost rule", pairs=[(op, f"{k} layers") for op, k in
                                                                   est.totals.unsupported_ops.items()]))
     ordered = ORDERS["onnxruntime"](est.graph, est.results)
-    from archcalc.memory import timeline
+    from archcalc.analysis.memory import timeline
 
     live = timeline(est.graph, ordered, est.float_dtype)
     peak_at = max(range(len(live)), key=live.__getitem__) if live else 0
@@ -239,7 +240,7 @@ def write(r: Report, folder: Path) -> list[Path]:
 
 def write_compare(ests, folder: Path) -> list[Path]:
     """The side-by-side report of several models: compare.md and a self-contained compare.html."""
-    from archcalc.report import compare_rows
+    from archcalc.render.text import compare_rows
 
     folder.mkdir(parents=True, exist_ok=True)
     names = [n for n, _ in ests]

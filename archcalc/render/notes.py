@@ -8,7 +8,7 @@ totals say which tensors each of the notes' figures counts, and what the rows re
 from __future__ import annotations
 
 from archcalc import units
-from archcalc.analysis import Estimate
+from archcalc.analysis.estimate import Estimate
 
 SHOWN = {"Conv": "CONV", "MaxPool": "POOL", "AveragePool": "AVGPOOL", "LpPool": "L2POOL", "Gemm": "FC",
          "MatMul": "FC", "GlobalAveragePool": "GAP", "GlobalMaxPool": "GMP"}

@@ -21,8 +21,8 @@ from importlib import resources
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from archcalc.dsl.tokens import LayerToken, TokenError, parse_token
 from archcalc.errors import DSLError
+from archcalc.frontends.dsl.tokens import LayerToken, TokenError, parse_token
 from archcalc.ir import Graph, Layer, Role, Tensor
 from archcalc.units import hwc
 
@@ -34,7 +34,7 @@ OPSET = 20  # Gelu needs 20
 
 @cache
 def _parser() -> Lark:
-    grammar = resources.files("archcalc.dsl").joinpath("grammar.lark").read_text()
+    grammar = resources.files("archcalc.frontends.dsl").joinpath("grammar.lark").read_text()
     return Lark(grammar, parser="lalr", propagate_positions=True)
 
 

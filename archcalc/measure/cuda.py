@@ -131,7 +131,7 @@ def cuda_peak(model_path: Path, inputs: dict, level: str, runs: int = 3) -> Cuda
         import pynvml  # noqa: F401  (nvidia-ml-py)
     except ImportError:
         return None
-    from archcalc.validate import LEVELS
+    from archcalc.measure.validate import LEVELS
 
     with tempfile.TemporaryDirectory() as tmp:
         feeds_path = Path(tmp) / "feeds.npz"

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from archcalc.infer import LayerResult
+from archcalc.analysis.infer import LayerResult
+from archcalc.analysis.memory import RUNTIME_ROLES, buffer_owners, buffers
 from archcalc.ir import Graph
-from archcalc.memory import RUNTIME_ROLES, buffer_owners, buffers
 
 
 @dataclass(frozen=True)

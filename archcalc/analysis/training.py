@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from archcalc.analysis.infer import LayerResult
+from archcalc.analysis.memory import RUNTIME_ROLES, input_bytes
+from archcalc.analysis.step_peak import StepPeak, saved_tensors, step_peak, training_owners
 from archcalc.dtypes import DTYPE_BYTES
 from archcalc.errors import InputError
-from archcalc.infer import LayerResult
 from archcalc.ir import Graph
-from archcalc.memory import RUNTIME_ROLES, input_bytes
-from archcalc.step_peak import StepPeak, saved_tensors, step_peak, training_owners
 
 # Optimizer state slots per parameter (each the size of the parameter), per the PyTorch optimizers.
 OPTIMIZER_SLOTS = {

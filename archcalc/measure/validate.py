@@ -10,7 +10,7 @@ Channels, each its own figure:
   inherits its parent's high-water mark), arena off, one thread, glibc told to return freed
   buffers (MALLOC_MMAP_THRESHOLD_); the rise of VmHWM over a run after /proc/self/clear_refs
   reset it. Three runs: the first, and the largest. Linux only; elsewhere this channel is skipped.
-- CUDA (archcalc.cuda_peak): where a GPU is usable, NVML's figure for a fresh child process:
+- CUDA (archcalc.measure.cuda): where a GPU is usable, NVML's figure for a fresh child process:
   the context, the weights on the device and the run peak.
 The shapes are checked on the provider the session really used (CUDA when usable); the profiler
 and process channels always measure the CPU provider, whose arena and heap they read.
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from archcalc.analysis import Estimate, analyse
-from archcalc.cuda_peak import CudaPeak, cuda_peak, providers
+from archcalc.analysis.estimate import Estimate, analyse
 from archcalc.errors import InputError, ValidationError
+from archcalc.measure.cuda import CudaPeak, cuda_peak, providers
 
 LEVELS = {"disable": "ORT_DISABLE_ALL", "all": "ORT_ENABLE_ALL"}
 
@@ -87,7 +87,7 @@ class Validation:
 def _model_with_weights(source) -> tuple[object, Path]:
     import onnx
 
-    from archcalc.sources import resolve
+    from archcalc.frontends.sources import resolve
 
     path = resolve(source)
     try:
@@ -255,7 +255,7 @@ def optimizer_changes(model) -> dict[str, int]:
 
 def validate(source, batch=None, dims=None, inputs=None, levels=("disable", "all"), progress=None) -> Validation:
     """Estimate ``source``, run it in onnxruntime, and measure every channel."""
-    from archcalc.onnx_import import import_onnx
+    from archcalc.frontends.onnx_import import import_onnx
 
     step = progress or (lambda _msg: None)
     step("loading the model with its weights")

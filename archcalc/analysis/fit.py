@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from archcalc.analysis import Estimate, analyse
+from archcalc.analysis.estimate import Estimate, analyse
 from archcalc.errors import InputError
-from archcalc.sources import load_graph
+from archcalc.frontends.sources import load_graph
 
 MAX_BATCH = 1 << 24
 

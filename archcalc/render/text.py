@@ -12,10 +12,10 @@ import json
 from dataclasses import asdict, dataclass
 
 from archcalc import units
-from archcalc.analysis import Estimate
+from archcalc.analysis.estimate import Estimate
+from archcalc.analysis.memory import InferenceMemory
+from archcalc.analysis.training import TrainingMemory
 from archcalc.conventions import CONVENTIONS
-from archcalc.memory import InferenceMemory
-from archcalc.training import TrainingMemory
 
 JSON_SCHEMA = "archcalc.estimate/1"
 COLUMNS = ["layer", "op", "shape", "activations", "activation_bytes", "weights", "biases", "params",

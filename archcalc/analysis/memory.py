@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from archcalc.analysis.infer import LayerResult
+from archcalc.analysis.runtimes import Runtime
 from archcalc.dtypes import DTYPE_BYTES
-from archcalc.infer import LayerResult
 from archcalc.ir import Graph, Role
-from archcalc.runtimes import Runtime
 
 RUNTIME_ROLES = (Role.ACTIVATION, Role.OUTPUT)
 
@@ -302,7 +302,7 @@ class InferenceMemory:
 def inference_memory(graph: Graph, results: list[LayerResult], weights: int, activation_sum: int,
                      runtime: Runtime, float_dtype: str | None = None, workspace: bool = False) -> InferenceMemory:
     """The inference terms of a shaped graph under ``runtime``'s order, allocator and constant."""
-    from archcalc.schedule import ORDERS
+    from archcalc.analysis.schedule import ORDERS
 
     results = ORDERS[runtime.order](graph, results)
     reuse = runtime_reuse(graph, runtime)

@@ -18,8 +18,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from archcalc.dtypes import onnx_dtype
 from archcalc.errors import InputError
+from archcalc.frontends.onnx_reader import read_structure
 from archcalc.ir import Graph, Layer, Role, Shape, Tensor
-from archcalc.onnx_structure import read_structure
 
 # Tensors up to this many elements have their values read: enough for every shape and index
 # constant an exporter writes, far too few for any real weight.

@@ -5,17 +5,17 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from archcalc.analysis import estimate
-from archcalc.report_files import build, report_folder_name, write
-from archcalc.sources import load_graph, zoo_models
+from archcalc.analysis.estimate import estimate
+from archcalc.frontends.sources import load_graph, zoo_models
+from archcalc.render.files import build, report_folder_name, write
 
 
 def _validation(model, batch, dims, inputs):
     """Run ``model`` in onnxruntime; a design is exported (random weights) first."""
     import onnx
 
-    from archcalc.onnx_export import to_onnx
-    from archcalc.validate import validate
+    from archcalc.frontends.onnx_export import to_onnx
+    from archcalc.measure.validate import validate
 
     graph = load_graph(model)
     if graph.source.endswith(".onnx"):

@@ -46,17 +46,17 @@ def is_design_text(source) -> bool:
 
 def load_graph(source) -> Graph:
     """The IR of ``source``: a path (.onnx or .arch), a zoo name, design text, or an ``onnx.ModelProto``."""
-    from archcalc.onnx_import import import_onnx
+    from archcalc.frontends.onnx_import import import_onnx
 
     if not isinstance(source, (str, os.PathLike)):
         return import_onnx(source)
     if is_design_text(source):
-        from archcalc.dsl.build import build
+        from archcalc.frontends.dsl.build import build
 
         return build(str(source), "<inline>")
     path = resolve(source)
     if path.suffix == ".arch":
-        from archcalc.dsl.build import build
+        from archcalc.frontends.dsl.build import build
 
         try:
             text = path.read_text()
