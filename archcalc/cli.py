@@ -80,7 +80,10 @@ def memory_options(default_runtime: str):
         fn = click.option("--runtime-overhead", default=None, metavar="SIZE",
                           help="Replace the runtime's constant (e.g. 1.5GiB).")(fn)
         fn = click.option("--runtime", "runtime_name", type=click.Choice(list(RUNTIMES)), default=default_runtime,
-                          show_default=True, help="Runtime whose constant and allocator rounding apply.")(fn)
+                          show_default=default_runtime is not None,
+                          help="Runtime whose constant and allocator rounding apply"
+                               + ("" if default_runtime else " [default: onnxruntime-cpu for inference, "
+                                  "pytorch-cuda for a training step, as `fit` prices them]") + ".")(fn)
         fn = click.option("--optimizer", default="sgd", show_default=True,
                           help="Optimizer state counted in training: sgd, momentum, nesterov, adagrad, rmsprop, "
                                "rmsprop-momentum, rmsprop-centered, adam, adamw, adam-amsgrad ...")(fn)
@@ -107,7 +110,7 @@ def main():
               show_default=True, help="What 'heaviest' means for --top.")
 @click.option("--mode", type=click.Choice(["inference", "train"]), default=None,
               help="Add the memory terms of inference, or of one training step (and saved bytes per layer).")
-@memory_options("onnxruntime-cpu")
+@memory_options(None)
 @click.option("--workspace", is_flag=True, help="Count the largest per-op scratch (a conv's im2col matrix).")
 @click.option("--view", type=click.Choice(["layers", "notes"]), default="layers", show_default=True,
               help="notes: the CS231n notes' table (HxWxC, activations, weights without biases) and what "
@@ -121,7 +124,8 @@ def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer,
 
     Example: archcalc estimate resnet50.onnx --batch 8 --dtype fp16 --top 10
     """
-    from archcalc.analysis.estimate import estimate as run
+    from archcalc.analysis.estimate import DEFAULT_RUNTIME, TRAINING_RUNTIME
+    from archcalc.api import estimate as run
     from archcalc.render.text import MemoryView, render
 
     result = run(model, batch=batch, dims=_pairs(dims, "--dim", int), inputs=_pairs(inputs, "--input"),
@@ -134,8 +138,9 @@ def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer,
     view = None
     if mode:
         overhead = _size(runtime_overhead, "--runtime-overhead")
-        view = MemoryView(result.inference_memory(runtime_name, overhead, workspace),
-                          result.training_memory(optimizer) if mode == "train" else None)
+        training = result.training_memory(optimizer, runtime=runtime_name or TRAINING_RUNTIME, overhead=overhead) \
+            if mode == "train" else None
+        view = MemoryView(result.inference_memory(runtime_name or DEFAULT_RUNTIME, overhead, workspace), training)
     click.echo(render(result, fmt, top=top, sort=sort, memory=view), nl=False)
 
 
@@ -158,8 +163,9 @@ def fit(model, gpu_name, memory_size, mode, batch, sweep, dims, inputs, dtype, o
 
     Example: archcalc fit resnet50.onnx --gpu A100-80GB --mode train --optimizer adam
     """
-    from archcalc.analysis.fit import FitSpec, largest_batch
+    from archcalc.analysis.fit import largest_batch
     from archcalc.analysis.gpus import gpu
+    from archcalc.api import fit_spec
     from archcalc.render.text import render_fit
 
     if (gpu_name is None) == (memory_size is None):
@@ -167,8 +173,8 @@ def fit(model, gpu_name, memory_size, mode, batch, sweep, dims, inputs, dtype, o
     card = gpu(gpu_name) if gpu_name else None
     capacity = card.capacity if card else _size(memory_size, "--memory")
     overhead = _size(runtime_overhead, "--runtime-overhead")
-    spec = FitSpec(model, capacity, mode, optimizer, dtype, runtime_name, overhead,
-                   _pairs(dims, "--dim", int), _pairs(inputs, "--input"))
+    spec = fit_spec(model, capacity, mode, optimizer, dtype, runtime_name, overhead,
+                    _pairs(dims, "--dim", int), _pairs(inputs, "--input"))
     if sweep:
         try:
             batches = [int(b) for b in sweep.split(",")]
@@ -207,15 +213,16 @@ def validate(model, batch, dims, inputs, opt_level, tolerance, abs_tolerance, fm
 
     Example: archcalc validate resnet50.onnx --batch 8
     """
-    from archcalc.measure.validate import validate as run
-    from archcalc.render.text import render_validation
+    from archcalc.api import validate as run
+    from archcalc.measure.compare import judge
+    from archcalc.render.validation import validation_json, validation_text
 
     levels = ("disable", "all") if opt_level == "both" else (opt_level,)
     progress = None if quiet else (lambda msg: click.echo(f"... {msg}", err=True))
     result = run(model, batch, _pairs(dims, "--dim", int), _pairs(inputs, "--input"), levels, progress)
-    text, ok = render_validation(result, fmt, tolerance, _size(abs_tolerance, "--abs-tolerance"))
-    click.echo(text, nl=False)
-    sys.exit(0 if ok else 1)
+    verdict = judge(result, tolerance, _size(abs_tolerance, "--abs-tolerance") or 0)
+    click.echo((validation_json if fmt == "json" else validation_text)(result, verdict), nl=False)
+    sys.exit(1 if verdict.failures(result) else 0)
 
 
 @main.command()
@@ -255,7 +262,7 @@ def compare(models, batch, fmt, output):
     """
     from pathlib import Path
 
-    from archcalc.analysis.estimate import estimate as run
+    from archcalc.api import estimate as run
     from archcalc.render.text import render_compare
 
     ests = [(m, run(m, batch=batch)) for m in models]

@@ -34,10 +34,23 @@ class Role(str, enum.Enum):
 
 @dataclass
 class Tensor:
-    """A named value. ``shape`` is None until inference gives it one."""
+    """A named value as the front end declares it: ``shape`` may hold symbolic dims, or be None
+    where the file gives none. Analyses never change it; a binding makes a :class:`Value`."""
 
     name: str
     shape: Shape | None
+    dtype: str
+    role: Role
+    value: np.ndarray | None = None  # known only for small constants
+
+
+@dataclass
+class Value:
+    """A tensor under one binding of the inputs: a concrete shape, and the role the analysis
+    settled (an initializer no layer reads as a parameter is a constant)."""
+
+    name: str
+    shape: tuple[int, ...]
     dtype: str
     role: Role
     value: np.ndarray | None = None  # known only for small constants and folded shape arithmetic
@@ -45,8 +58,7 @@ class Tensor:
 
     @property
     def numel(self) -> int:
-        """Elements; only for a bound shape (every dim an int)."""
-        return math.prod(self.shape)  # type: ignore[arg-type]
+        return math.prod(self.shape)
 
     def nbytes(self, float_dtype: str | None = None) -> int:
         """Bytes of this tensor; ``float_dtype`` re-prices floating-point tensors (``--dtype``)."""
@@ -80,6 +92,9 @@ class Graph:
     # The shapes a runtime's planner can know before running (ints, named symbols; None: unknown),
     # computed on demand by the front end that built the graph.
     static_shapes: Callable[[], dict[str, tuple]] | None = field(default=None, repr=False)
+    # A stored weight's values, read from the file on demand (the import reads none of them):
+    # the few that tell tied weights from identical constants merged by an exporter.
+    stored_value: Callable[[str], np.ndarray | None] | None = field(default=None, repr=False)
 
     @cached_property
     def _index(self) -> tuple[dict[str, int], dict[str, list[int]]]:
@@ -93,6 +108,11 @@ class Graph:
                 if name:
                     producer[name] = i
         return producer, consumers
+
+    @cached_property
+    def planner_shapes(self) -> dict[str, tuple]:
+        """``static_shapes``, computed once: they do not depend on how the inputs are bound."""
+        return self.static_shapes() if self.static_shapes else {}
 
     def producer(self, tensor: str) -> int | None:
         """Position in ``layers`` of the layer that writes ``tensor``, or None for a graph input."""
@@ -114,3 +134,46 @@ class Graph:
                 if src is not None:
                     g.add_edge(src, i, tensor=name)
         return g
+
+
+@dataclass
+class Shaped:
+    """A graph under one binding of its inputs: every tensor a :class:`Value`. The declared graph
+    is shared, never changed, so one graph can be analysed at many batch sizes."""
+
+    graph: Graph
+    tensors: dict[str, Value]
+
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    @property
+    def source(self) -> str:
+        return self.graph.source
+
+    @property
+    def layers(self) -> list[Layer]:
+        return self.graph.layers
+
+    @property
+    def inputs(self) -> list[str]:
+        return self.graph.inputs
+
+    @property
+    def outputs(self) -> list[str]:
+        return self.graph.outputs
+
+    @property
+    def opset(self) -> int:
+        return self.graph.opset
+
+    def producer(self, tensor: str) -> int | None:
+        return self.graph.producer(tensor)
+
+    def consumers(self, tensor: str) -> list[int]:
+        return self.graph.consumers(tensor)
+
+    def static_shapes(self) -> dict[str, tuple]:
+        """The shapes a runtime's planner can know before running (see ``Graph.static_shapes``)."""
+        return self.graph.planner_shapes

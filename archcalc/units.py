@@ -24,6 +24,11 @@ def cell(value) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def shape_text(shape) -> str:
+    """``(1, 3, 224, 224)`` -> ``'1x3x224x224'``; a scalar's empty shape -> ``'scalar'``."""
+    return "x".join(str(d) for d in shape) if shape else "scalar"
+
+
 def hwc(shape: tuple[int, ...]) -> str:
     """A shape without its batch dim in the CS231n notes' order: (C, H, W) -> 'HxWxC', (F,) -> '1x1xF'."""
     return f"{shape[1]}x{shape[2]}x{shape[0]}" if len(shape) == 3 else f"1x1x{shape[-1]}"

@@ -21,22 +21,24 @@ def invoke(*args):
 
 def test_json_contract_carries_totals_and_every_tensor():
     data = json.loads(invoke("estimate", "torchvision/vgg16", "--format", "json"))
-    assert data["schema"] == "archcalc.estimate/1"
+    assert data["schema"] == "archcalc.estimate/2"
     totals = data["totals"]
-    # VGG-16 (config D): torchvision's parameter count, and the closed-form MACs at 224x224.
-    assert totals["params"] == 138_357_544 and round(totals["macs"] / 1e9, 2) == 15.47
+    # VGG-16 (config D): torchvision's parameter count, and the closed-form MACs at 224x224. The
+    # exporter merged the fresh model's equal zero biases, so the file stores 7,360 fewer weights.
+    assert totals["params_per_layer"] == 138_357_544 and round(totals["macs"] / 1e9, 2) == 15.47
+    assert totals["params"] == 138_357_544 - sum(w["elements"] * (w["readers"] - 1) for w in totals["shared"])
     for key in ("params", "macs", "activation_elements", "peak_bytes"):
         assert isinstance(totals[key], int)
     assert data["tensors"]["x"]["shape"] == [1, 3, 224, 224]
     assert len(data["tensors"]) > len(data["layers"])
-    assert sum(r["params"] for r in data["layers"]) == totals["params"]
+    assert sum(r["params"] for r in data["layers"]) == totals["params_per_layer"]
 
 
 def test_csv_rows_sum_to_the_totals():
     df = pd.read_csv(io.StringIO(invoke("estimate", "torchvision/resnet50", "--format", "csv")))
     data = json.loads(invoke("estimate", "torchvision/resnet50", "--format", "json"))
     assert df["macs"].sum() == data["totals"]["macs"]
-    assert df["params"].sum() == data["totals"]["params"]
+    assert df["params"].sum() == data["totals"]["params_per_layer"]
 
 
 def test_top_keeps_the_heaviest_in_execution_order():
@@ -58,7 +60,9 @@ def test_dtype_reprices_floats_and_batch_scales_activations():
 
 def test_markdown_and_table_show_totals_and_conventions():
     md = invoke("estimate", model_path("vgg16"), "--format", "markdown")
-    assert "| parameters | 138,357,544 (138.36 M) |" in md and "FLOPs = 2 x MACs" in md
+    # The file stores each weight once (the exporter merged equal zero biases); per layer, torch's count.
+    assert "| parameters | 138,350,184 (138.35 M): each stored weight once |" in md and "FLOPs = 2 x MACs" in md
+    assert "per layer | 138,357,544: " in md
     table = invoke("estimate", "torchvision/vgg16")
     assert "inference peak" in table and "MiB" in table
 

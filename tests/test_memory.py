@@ -32,7 +32,8 @@ def test_chain():
               [100], [reps])
     est, inplace, plain = peaks(m)
     assert (inplace, plain) == (400 * 4, 600 * 4)
-    assert est.totals.peak_layer == "Tile_1" and est.totals.peak_bytes == 400 + 400 * 4
+    im = est.inference_memory("none")
+    assert im.activation_peak_layer == "Tile_1" and im.weights + im.inputs + im.activations_held == 400 + 400 * 4
 
 
 def test_a_graph_output_gets_its_own_buffer():
@@ -85,8 +86,10 @@ def test_a_buffer_of_another_size_is_not_reused():
 
 def test_peak_scales_with_batch():
     nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Sigmoid", ["a"], ["y"])]
-    one = archcalc.estimate(graph(nodes, ["N", 10])).totals.peak_activation_bytes
-    assert archcalc.estimate(graph(nodes, ["N", 10]), batch=7).totals.peak_activation_bytes == 7 * one
+    def first_run(batch):
+        return archcalc.estimate(graph(nodes, ["N", 10]), batch=batch).inference_memory().activation_peak
+
+    assert first_run(7) == 7 * first_run(1)
 
 
 def test_memory_pattern_is_deterministic_and_matches_onnxruntimes_later_runs():

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import ROOT
 
-import archcalc
+from archcalc.api import report_data
 from archcalc.cli import main
 from archcalc.frontends.sources import zoo_models
 from archcalc.render.files import build, report_folder_name, to_markdown
@@ -31,7 +31,7 @@ def test_report_writes_every_file_and_a_self_contained_page(tmp_path):
     for heading in ("Totals", "Inference memory", "Training memory", "Fit across GPUs", "Figures", "Layers"):
         assert f"<h2>{heading}" in page
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["schema"] == "archcalc.report/1" and summary["totals"]["params"] == 61_706
+    assert summary["schema"] == "archcalc.report/2" and summary["totals"]["params"] == 61_706
     assert [f["gpu"] for f in summary["fit"]] == ["T4", "A100-80GB", "H100-80GB"]
 
 
@@ -55,7 +55,7 @@ def test_compare_writes_a_side_by_side_report(tmp_path):
 def test_committed_zoo_report_is_fresh(model):
     folder = REPORTS / report_folder_name(model)
     assert folder.is_dir(), f"missing: run `archcalc report --zoo -o reports` ({folder})"
-    fresh = build(model, report_folder_name(model), archcalc.estimate(model), with_figures=False)
+    fresh = build(model, report_folder_name(model), report_data(model), with_figures=False)
     assert (folder / "report.md").read_text() == to_markdown(fresh), "stale: `archcalc report --zoo -o reports`"
     summary = json.loads((folder / "summary.json").read_text())
     assert summary == json.loads(json.dumps(fresh.summary)), "stale: `archcalc report --zoo -o reports`"

@@ -9,8 +9,9 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 import archcalc
-from archcalc.analysis.fit import FitSpec, largest_batch
+from archcalc.analysis.fit import largest_batch
 from archcalc.analysis.gpus import CATALOG, gpu
+from archcalc.api import fit_spec
 from archcalc.cli import main
 
 F = TensorProto.FLOAT
@@ -30,18 +31,18 @@ def mlp():
 
 
 def test_training_terms_by_hand():
-    tm = archcalc.estimate(mlp(), batch=2).training_memory("adam")
+    tm = archcalc.estimate(mlp(), batch=2).training_memory("adam", runtime="none")
     assert tm.weights == 23 * 4 and tm.gradients == 23 * 4 and tm.optimizer_state == 2 * 23 * 4
     # Relu overwrites h in place and keeps its output; the second Gemm keeps that same buffer.
     assert tm.saved_activations == 2 * 3 * 4
     # The largest gradient pair: Relu's input and output gradients, 6 floats each.
     assert tm.backward_transient == 2 * 6 * 4 and tm.backward_transient_layer == "Relu_1"
     assert tm.inputs == 2 * 4 * 4
-    assert tm.terms_sum == 92 + 92 + 184 + 24 + 48 + 32
+    assert tm.terms_sum == 92 + 92 + 184 + 24 + 48 + 32 + 92  # + foreach Adam's sqrt(v)
     # The step's peak: weights, state, inputs (308) + all gradients (92) + foreach Adam's sqrt(v) (92),
     # above the backward's worst point (308 + 92 parameter gradients + 24 for h's gradient = 424).
     assert (tm.peak.phase, tm.total) == ("optimizer step", 308 + 92 + 92)
-    sgd = archcalc.estimate(mlp(), batch=2).training_memory("sgd")
+    sgd = archcalc.estimate(mlp(), batch=2).training_memory("sgd", runtime="none")
     assert (sgd.peak.phase, sgd.peak.layer, sgd.total) == ("backward", "Gemm_0", 92 + 32 + 92 + 24)
 
 
@@ -86,14 +87,14 @@ def test_notes_memory_example():
 
 
 def test_largest_batch_equals_brute_force():
-    spec = FitSpec(mlp(), capacity=10_000, mode="train", optimizer="adam", runtime="none")
+    spec = fit_spec(mlp(), capacity=10_000, mode="train", optimizer="adam", runtime="none")
     best = largest_batch(spec)
     brute = max(b for b in range(1, 400) if spec.verdict(b).fits)
     assert best.batch == brute and not spec.verdict(brute + 1).fits
 
 
 def test_largest_batch_with_a_rounding_allocator_equals_brute_force():
-    spec = FitSpec("torchvision/alexnet", capacity=600 << 20, runtime="onnxruntime-cpu-arena")
+    spec = fit_spec("torchvision/alexnet", capacity=600 << 20, runtime="onnxruntime-cpu-arena")
     best = largest_batch(spec)
     assert spec.verdict(best.batch).fits and not spec.verdict(best.batch + 1).fits
 

@@ -105,8 +105,8 @@ def test_planner_model_matches_onnxruntimes_arena_on_residual_and_inception_nets
 
 
 def test_totals_stand_beside_the_process_figure_and_no_gpu_channel_runs_without_a_gpu(tmp_path):
+    from archcalc.measure.compare import validation_figures
     from archcalc.measure.cuda import cuda_usable, providers
-    from archcalc.render.text import validation_figures
 
     v = validate(small_cnn(tmp_path, channels=64, side=128), batch=8, levels=("disable",))
     figures = {name: (est, measured) for name, est, measured in validation_figures(v)}

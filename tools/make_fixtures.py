@@ -73,6 +73,9 @@ def _gpt2():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     model = GPT2LMHeadModel(GPT2Config(use_cache=False)).eval()  # gpt2 (124M), tied lm_head
+    with torch.no_grad():  # distinct values everywhere, so the exporter merges no equal constants
+        for p in model.parameters():  # the tied embedding is one parameter: it stays tied
+            p.normal_(0.0, 0.02)
     ids = torch.randint(0, 50257, (2, 64))
     return _Outputs(model, "logits"), (ids,), ["input_ids"], {
         "input_ids": {0: "batch", 1: "sequence"}}, {

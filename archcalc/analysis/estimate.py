@@ -1,27 +1,29 @@
 """The estimate: per-layer costs and the model's totals, as typed records.
 
-Presentation lives in ``report``; this module only counts. Conventions are in ``conventions``.
+Presentation lives in ``archcalc.render``; this module only counts. Conventions are in
+``archcalc.conventions``. Loading a model is the API's (``archcalc.api``): this takes a graph.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
+import html
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
+
 from archcalc.analysis import runtimes
 from archcalc.analysis.infer import LayerResult, bind_inputs, infer
-from archcalc.analysis.memory import RUNTIME_ROLES, InferenceMemory, activation_peak, inference_memory, input_bytes
+from archcalc.analysis.memory import RUNTIME_ROLES, InferenceMemory, inference_memory, input_bytes
 from archcalc.analysis.receptive import receptive_fields
 from archcalc.analysis.training import TrainingMemory, saved_by_layer, training_memory
 from archcalc.dtypes import FLOAT_DTYPES, MIXED, PRECISIONS
 from archcalc.errors import InputError
-from archcalc.ir import Graph, Role
+from archcalc.ir import Graph, Role, Shaped
 
 
-@dataclass
+@dataclass(frozen=True)
 class LayerCost:
     """One executed layer. Element counts, not bytes, except ``activation_bytes``."""
 
@@ -46,54 +48,87 @@ class LayerCost:
         return self.weights + self.biases
 
 
-@dataclass
+@dataclass(frozen=True)
+class SharedWeight:
+    """A stored weight that several layers read as a parameter."""
+
+    name: str
+    readers: int
+    elements: int
+    # "tied": one parameter used in several places (an embedding and the LM head); "merged": every
+    # value equal (a fresh model's zero biases), so the exporter stored identical constants once
+    # and the model itself has ``readers`` separate parameters; "unknown": values not in the file.
+    kind: str
+
+
+@dataclass(frozen=True)
 class Totals:
     """The model's totals; field names are the JSON contract (see docs/json.md)."""
 
-    params: int  # per layer: an initializer shared by k layers counts k times
-    params_stored: int  # each distinct initializer once: what memory holds
+    params: int  # each stored weight once: what memory holds (the headline)
+    params_per_layer: int  # each layer's weights and biases: a weight read by k layers counts k times
     buffers: int
     param_bytes: int  # stored parameters and buffers, at the priced dtype
     input_bytes: int
     activation_elements: int  # graph inputs + every tensor a layer writes (views included)
     activation_bytes: int
-    peak_activation_bytes: int  # largest set of live activation buffers (in-place reuse)
-    peak_bytes: int  # param_bytes + input_bytes + peak_activation_bytes
-    peak_layer: str
     macs: int
     flops: int
-    shared_initializers: list[str] = field(default_factory=list)
+    shared: tuple[SharedWeight, ...] = ()
     unsupported_ops: dict[str, int] = field(default_factory=dict)  # op type -> layers with no cost rule
 
 
-@dataclass
-class Estimate:
-    """What ``archcalc.estimate`` returns: the shaped graph, its layer costs and totals."""
+DEFAULT_RUNTIME = "onnxruntime-cpu"  # whose planner the headline activation peak follows
+TRAINING_RUNTIME = "pytorch-cuda"  # the engine a training step's total is priced for by default
 
-    graph: Graph
+
+@dataclass(frozen=True)
+class Estimate:
+    """What ``archcalc.estimate`` returns: the shaped graph, its layer costs and totals.
+
+    ``peak_activation_bytes`` is the headline activation figure: what the default runtime holds.
+    """
+
+    graph: Shaped
     layers_list: list[LayerCost]
     totals: Totals
     batch: int
     dtype: str | None
     results: list[LayerResult] = field(repr=False, default_factory=list)
     param_roles: dict[int, dict[str, str]] = field(repr=False, default_factory=dict)
+    _memo: dict = field(repr=False, compare=False, default_factory=dict)
 
     @property
     def float_dtype(self) -> str | None:
         return PRECISIONS.get(self.dtype) if self.dtype else None
 
-    def inference_memory(self, runtime: str = "onnxruntime-cpu", overhead: int | None = None,
+    def inference_memory(self, runtime: str = DEFAULT_RUNTIME, overhead: int | None = None,
                          workspace: bool = False) -> InferenceMemory:
-        """Inference memory terms under ``runtime`` (see ``archcalc.analysis.runtimes``)."""
-        rt = runtimes.runtime(runtime, overhead)
-        return inference_memory(self.graph, self.results, self.totals.param_bytes,
-                                self.totals.activation_bytes, rt, self.float_dtype, workspace)
+        """Inference memory terms under ``runtime`` (see ``archcalc.analysis.runtimes``), computed once."""
+        key = ("inference", runtime, overhead, workspace)
+        if key not in self._memo:
+            rt = runtimes.runtime(runtime, overhead)
+            self._memo[key] = inference_memory(self.graph, self.results, self.totals.param_bytes,
+                                               self.totals.activation_bytes, rt, self.float_dtype, workspace)
+        return self._memo[key]
 
-    def training_memory(self, optimizer: str = "sgd", impl: str = "foreach") -> TrainingMemory:
-        """One training step's memory with ``optimizer``; ``impl``: PyTorch's "foreach" (CUDA's
-        default) or per-tensor "single" (CPU's) optimizer implementation (see ``archcalc.analysis.training``)."""
-        return training_memory(self.graph, self.results, self.param_roles, self.totals.activation_bytes,
-                               optimizer, self.float_dtype, mixed=self.dtype in MIXED, impl=impl)
+    def training_memory(self, optimizer: str = "sgd", impl: str = "foreach", runtime: str = TRAINING_RUNTIME,
+                        overhead: int | None = None) -> TrainingMemory:
+        """One training step's memory with ``optimizer`` under ``runtime``; ``impl``: PyTorch's
+        "foreach" (CUDA's default) or per-tensor "single" (CPU's) optimizer implementation."""
+        key = ("training", optimizer, impl, runtime, overhead)
+        if key not in self._memo:
+            rt = runtimes.runtime(runtime, overhead)
+            self._memo[key] = training_memory(self.graph, self.results, self.param_roles,
+                                              self.totals.activation_bytes, optimizer, self.float_dtype,
+                                              mixed=self.dtype in MIXED, impl=impl, runtime=rt)
+        return self._memo[key]
+
+    @property
+    def peak_activation_bytes(self) -> int:
+        """The headline: the activation bytes the default runtime holds (its first run or, where
+        larger, the memory-pattern block of the runs after it)."""
+        return self.inference_memory().activations_held
 
     def saved_by_layer(self) -> dict[str, int]:
         return saved_by_layer(self.graph, self.results, self.float_dtype)
@@ -101,17 +136,25 @@ class Estimate:
     @cached_property
     def layers(self):
         """The per-layer table as a pandas DataFrame, in execution order."""
-        from archcalc.render.text import layers_frame
+        from archcalc.analysis.records import layers_frame
 
         return layers_frame(self)
 
     def to_dict(self) -> dict:
-        from archcalc.render.text import estimate_dict
+        """The JSON contract (docs/json.md)."""
+        from archcalc.analysis.records import estimate_dict
 
         return estimate_dict(self)
 
+    def _repr_html_(self) -> str:
+        """A notebook shows the per-layer table and the headline totals."""
+        t = self.totals
+        head = (f"<p><b>{html.escape(self.graph.name)}</b>, batch {self.batch}: {t.params:,} parameters, "
+                f"{t.macs:,} MACs, activation peak {self.peak_activation_bytes:,} bytes</p>")
+        return head + self.layers._repr_html_()
 
-def _param_roles(graph: Graph, results: list[LayerResult]) -> dict[int, dict[str, str]]:
+
+def _param_roles(graph: Shaped, results: list[LayerResult]) -> dict[int, dict[str, str]]:
     """For each executed layer, its parameter inputs and their roles (weight / bias / buffer).
 
     A rule names its parameter inputs; any other non-scalar float initializer a layer reads is a
@@ -134,7 +177,7 @@ def _param_roles(graph: Graph, results: list[LayerResult]) -> dict[int, dict[str
     return roles
 
 
-def _settle_roles(graph: Graph, roles: dict[int, dict[str, str]]) -> None:
+def _settle_roles(graph: Shaped, roles: dict[int, dict[str, str]]) -> None:
     """Initializers no layer reads as a parameter are constants; running statistics are buffers."""
     used = {name: role for mine in roles.values() for name, role in mine.items()}
     for t in graph.tensors.values():
@@ -143,7 +186,7 @@ def _settle_roles(graph: Graph, roles: dict[int, dict[str, str]]) -> None:
             t.role = Role.BUFFER if role == "buffer" else Role.WEIGHT if role else Role.CONSTANT
 
 
-def _layer_costs(graph: Graph, results: list[LayerResult], roles, float_dtype) -> list[LayerCost]:
+def _layer_costs(graph: Shaped, results: list[LayerResult], roles, float_dtype) -> list[LayerCost]:
     fields = receptive_fields(graph, results)
     rows = []
     for i, res in enumerate(results):
@@ -165,27 +208,33 @@ def _layer_costs(graph: Graph, results: list[LayerResult], roles, float_dtype) -
     return rows
 
 
-def _totals(graph: Graph, results, rows: list[LayerCost], roles, float_dtype) -> Totals:
+def _shared(graph: Shaped, readers: Counter) -> tuple[SharedWeight, ...]:
+    """The stored weights several layers read, each classed as tied or merged by its values."""
+    out = []
+    for name in sorted(n for n, k in readers.items() if k > 1):
+        values = graph.graph.stored_value(name) if graph.graph.stored_value else None
+        kind = "unknown" if values is None else \
+            "merged" if values.size and bool(np.all(values == values.flat[0])) else "tied"
+        out.append(SharedWeight(name, readers[name], graph.tensors[name].numel, kind))
+    return tuple(out)
+
+
+def _totals(graph: Shaped, rows: list[LayerCost], roles, float_dtype) -> Totals:
     stored = [t for t in graph.tensors.values() if t.role in (Role.WEIGHT, Role.BUFFER) and not t.alias_of]
     readers = Counter(name for mine in roles.values() for name, role in mine.items() if role != "buffer")
     inputs = [graph.tensors[n] for n in graph.inputs]
-    peak = activation_peak(graph, results, float_dtype)
-    param_bytes = sum(t.nbytes(float_dtype) for t in stored)
     in_bytes = input_bytes(graph, float_dtype)
     return Totals(
-        params=sum(r.params for r in rows),
-        params_stored=sum(t.numel for t in stored if t.role is Role.WEIGHT),
+        params=sum(t.numel for t in stored if t.role is Role.WEIGHT),
+        params_per_layer=sum(r.params for r in rows),
         buffers=sum(t.numel for t in stored if t.role is Role.BUFFER),
-        param_bytes=param_bytes,
+        param_bytes=sum(t.nbytes(float_dtype) for t in stored),
         input_bytes=in_bytes,
         activation_elements=sum(t.numel for t in inputs) + sum(r.activations for r in rows),
         activation_bytes=in_bytes + sum(r.activation_bytes for r in rows),
-        peak_activation_bytes=peak.bytes,
-        peak_bytes=param_bytes + in_bytes + peak.bytes,
-        peak_layer=peak.layer_name,
         macs=sum(r.macs for r in rows),
         flops=sum(r.flops for r in rows),
-        shared_initializers=sorted(n for n, k in readers.items() if k > 1),
+        shared=_shared(graph, readers),
         unsupported_ops=dict(Counter(r.op_type for r in rows if not r.has_rule)),
     )
 
@@ -196,39 +245,9 @@ def analyse(graph: Graph, batch: int | None = None, dims: dict[str, int] | None 
     if dtype is not None and dtype not in PRECISIONS:
         raise InputError(f"--dtype {dtype}: choose one of {', '.join(PRECISIONS)}")
     float_dtype = PRECISIONS.get(dtype) if dtype else None
-    bind_inputs(graph, batch, dims, inputs)
-    results = infer(graph)
-    roles = _param_roles(graph, results)
-    _settle_roles(graph, roles)
-    rows = _layer_costs(graph, results, roles, float_dtype)
-    totals = _totals(graph, results, rows, roles, float_dtype)
-    return Estimate(graph, rows, totals, batch or 1, dtype, results, roles)
-
-
-def estimate(source, batch: int | None = None, dims: dict[str, int] | None = None,
-             inputs: dict[str, str | tuple[int, ...]] | None = None, dtype: str | None = None) -> Estimate:
-    """Estimate an ONNX model: a path, an ``onnx.ModelProto``, or the name of a zoo model.
-
-    ``batch`` binds each input's symbolic first dim (default 1); ``dims`` binds named symbolic dims;
-    ``inputs`` sets whole input shapes (``{"x": "1x3x224x224"}``); ``dtype`` (fp32, fp16, bf16,
-    int8) re-prices floating-point tensors.
-    """
-    from archcalc.frontends.sources import load_graph
-
-    with _collector_paused():
-        return analyse(load_graph(source), batch, dims, inputs, dtype)
-
-
-@contextlib.contextmanager
-def _collector_paused():
-    """Building a graph allocates many small objects and frees none, so the cyclic garbage
-    collector's passes find nothing while their cost grows with the heap: 30% of the time of a
-    20,000-node graph. Paused while the estimate is built, restored after."""
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_on:
-            gc.enable()
-
+    shaped, results = infer(graph, bind_inputs(graph, batch, dims, inputs))
+    roles = _param_roles(shaped, results)
+    _settle_roles(shaped, roles)
+    rows = _layer_costs(shaped, results, roles, float_dtype)
+    totals = _totals(shaped, rows, roles, float_dtype)
+    return Estimate(shaped, rows, totals, batch or 1, dtype, results, roles)

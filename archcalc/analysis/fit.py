@@ -2,29 +2,35 @@
 
 Memory is affine in the batch for fixed shapes (every activation scales with it, weights do not),
 so the largest batch is solved from two evaluations and then checked exactly at the answer and one
-past it; where rounding or the load peak bends the line, a binary search settles it.
+past it; where rounding or the load peak bends the line, a binary search settles it. The graph is
+loaded once and analysed at each batch tried.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from archcalc.analysis.estimate import Estimate, analyse
+from archcalc.analysis.gpus import GPU
 from archcalc.errors import InputError
-from archcalc.frontends.sources import load_graph
+from archcalc.ir import Graph
 
 MAX_BATCH = 1 << 24
+MODES = ("inference", "train")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Verdict:
-    """One batch size against the budget. ``terms`` are the memory terms by name, in bytes."""
+    """One batch size against the budget. ``terms`` are the memory terms by name, in bytes;
+    ``total`` is the figure judged (for training the step's peak, which ``upper_bound``, every
+    term at once, exceeds)."""
 
     batch: int
     total: int
     capacity: int
     terms: dict[str, int]
     steady: int  # the total without load-time transients: the part that grows with the batch
+    upper_bound: int | None = None
 
     @property
     def fits(self) -> bool:
@@ -37,14 +43,14 @@ class Verdict:
 
     @property
     def largest_term(self) -> str:
-        return max(self.terms, key=self.terms.get)
+        return max(self.terms, key=lambda k: self.terms[k])
 
 
-@dataclass
+@dataclass(frozen=True)
 class FitSpec:
-    """What is being fitted: the model, how it is run, and the budget."""
+    """What is being fitted: the graph, how it is run, and the budget."""
 
-    source: object
+    graph: Graph
     capacity: int
     mode: str = "inference"  # or "train"
     optimizer: str = "sgd"
@@ -53,27 +59,25 @@ class FitSpec:
     overhead: int | None = None
     dims: dict | None = None
     inputs: dict | None = None
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise InputError(f"--mode {self.mode}: choose inference or train")
 
     def estimate(self, batch: int) -> Estimate:
-        return analyse(load_graph(self.source), batch, self.dims, self.inputs, self.dtype)
+        if batch not in self._cache:
+            self._cache.clear()  # a search visits each batch once or twice, in turn
+            self._cache[batch] = analyse(self.graph, batch, self.dims, self.inputs, self.dtype)
+        return self._cache[batch]
 
     def verdict(self, batch: int) -> Verdict:
         est = self.estimate(batch)
         if self.mode == "train":
-            tm = est.training_memory(self.optimizer)
-            rt = est.inference_memory(self.runtime, self.overhead).runtime
-            terms = {"weights": tm.weights + tm.master_weights, "gradients": tm.gradients,
-                     "optimizer state": tm.optimizer_state, "saved activations": tm.saved_activations,
-                     "backward transient": tm.backward_transient, "inputs": tm.inputs, "runtime": rt}
-            return Verdict(batch, sum(terms.values()), self.capacity, terms, sum(terms.values()))
-        if self.mode != "inference":
-            raise InputError(f"--mode {self.mode}: choose inference or train")
+            tm = est.training_memory(self.optimizer, runtime=self.runtime, overhead=self.overhead)
+            return Verdict(batch, tm.total, self.capacity, tm.terms(), tm.total, tm.terms_sum)
         im = est.inference_memory(self.runtime, self.overhead)
-        terms = {"weights": im.weights, "inputs": im.inputs, "activation peak": im.activations_held,
-                 "runtime": im.runtime}
-        if im.load_peak > im.steady:
-            terms["load transient"] = im.load_peak - im.steady
-        return Verdict(batch, im.total, self.capacity, terms, im.steady)
+        return Verdict(batch, im.total, self.capacity, im.terms(), im.steady)
 
 
 def largest_batch(spec: FitSpec) -> Verdict | None:
@@ -97,3 +101,31 @@ def largest_batch(spec: FitSpec) -> Verdict | None:
         else:
             hi = mid
     return spec.verdict(lo)
+
+
+@dataclass(frozen=True)
+class FitRow:
+    """The largest batch of each mode on one GPU (0: not even batch 1 fits)."""
+
+    gpu: str
+    capacity: int
+    largest: dict[str, int]
+
+
+def fit_table(graph: Graph, gpus: list[GPU], optimizer: str = "adam", dims=None, inputs=None) -> list[FitRow]:
+    """For each GPU, the largest inference and training batch (PyTorch CUDA's constant)."""
+    rows = []
+    for card in gpus:
+        largest = {}
+        for mode in MODES:
+            best = largest_batch(FitSpec(graph, card.capacity, mode, optimizer, dims=dims, inputs=inputs))
+            largest[mode] = best.batch if best else 0
+        rows.append(FitRow(card.name, card.capacity, largest))
+    return rows
+
+
+def batch_sweep(graph: Graph, batches: list[int], optimizer: str = "adam", dims=None,
+                inputs=None) -> dict[str, list[int]]:
+    """The judged total of each mode at each batch: the memory-against-batch curve."""
+    return {mode: [FitSpec(graph, 0, mode, optimizer, dims=dims, inputs=inputs).verdict(b).total
+                   for b in batches] for mode in MODES}

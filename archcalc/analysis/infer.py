@@ -15,7 +15,7 @@ import numpy as np
 
 from archcalc.dtypes import FLOAT_DTYPES
 from archcalc.errors import ArchcalcError, InputError, UnboundDimError
-from archcalc.ir import Graph, Layer, Role, Tensor
+from archcalc.ir import Graph, Layer, Role, Shaped, Value
 from archcalc.ops import RULES, Node, Out
 from archcalc.ops.registry import FOLD_LIMIT
 
@@ -41,8 +41,8 @@ def _parse_dims(text: str) -> tuple[int, ...]:
 
 
 def bind_inputs(graph: Graph, batch: int | None = None, dims: dict[str, int] | None = None,
-                shapes: dict[str, str | tuple[int, ...]] | None = None) -> None:
-    """Give every graph input a concrete shape.
+                shapes: dict[str, str | tuple[int, ...]] | None = None) -> dict[str, tuple[int, ...]]:
+    """A concrete shape for every graph input (the graph is not changed).
 
     ``shapes`` sets whole inputs; ``dims`` binds named symbolic dims; ``batch`` binds the first dim
     of each input whose first dim is symbolic (1 when not given).
@@ -53,16 +53,17 @@ def bind_inputs(graph: Graph, batch: int | None = None, dims: dict[str, int] | N
             raise InputError(f"{graph.source}: --input names '{name}', but the inputs are "
                              f"{', '.join(graph.inputs)}")
     used_dims, batch_used = set(), False
+    bound_shapes: dict[str, tuple[int, ...]] = {}
     for name in graph.inputs:
         t = graph.tensors[name]
         if name in shapes:
             given = shapes[name]
-            t.shape = _parse_dims(given) if isinstance(given, str) else tuple(given)
+            bound_shapes[name] = _parse_dims(given) if isinstance(given, str) else tuple(given)
             continue
         if t.shape is None:
             raise UnboundDimError(f"{graph.source}: input '{name}' has no shape in the file: "
                                   f"pass --input {name}=DIMS (e.g. 1x3x224x224)")
-        bound = []
+        bound: list[int] = []
         for i, d in enumerate(t.shape):
             if isinstance(d, int):
                 bound.append(d)
@@ -76,7 +77,7 @@ def bind_inputs(graph: Graph, batch: int | None = None, dims: dict[str, int] | N
                 fix = f"--input {name}=..." if "[" in d else f"--dim {d}=N"
                 raise UnboundDimError(f"{graph.source}: input '{name}' dim {i} ('{d}') has no value: "
                                       f"pass {fix}")
-        t.shape = tuple(bound)
+        bound_shapes[name] = tuple(bound)
     unused = set(dims) - used_dims
     if unused:
         raise InputError(f"{graph.source}: --dim {sorted(unused)[0]}: no input has a dim of that name")
@@ -84,15 +85,16 @@ def bind_inputs(graph: Graph, batch: int | None = None, dims: dict[str, int] | N
         raise InputError(f"{graph.source}: --batch {batch} has nothing to bind: every input's shape is set "
                          "with --input; put the batch in those shapes")
     if batch is not None and batch != 1 and not batch_used:
-        fixed = "; ".join(f"{n} {list(graph.tensors[n].shape)}" for n in graph.inputs)
+        fixed = "; ".join(f"{n} {list(bound_shapes[n])}" for n in graph.inputs)
         raise InputError(f"{graph.source}: --batch {batch}: no input has a symbolic first dim ({fixed}); "
                          "re-export with a dynamic batch axis, or set shapes with --input")
+    return bound_shapes
 
 
 def _check_inputs(node: Node) -> None:
     for name in node.layer.inputs:
         t = node.graph.tensors.get(name) if name else None
-        if name and (t is None or t.shape is None):
+        if name and t is None:
             raise node.error(f"input '{name}' has no shape (it is read before it is written)")
 
 
@@ -114,7 +116,7 @@ def _apply(node: Node) -> tuple[Out, bool]:
     return out, rule is not None
 
 
-def _viewed_weight(node: Node, out: Out) -> Tensor | None:
+def _viewed_weight(node: Node, out: Out) -> Value | None:
     """The stored weight a view op looks at: exporters route merged initializers through Identity."""
     if not out.alias or not node.has(0):
         return None
@@ -122,12 +124,25 @@ def _viewed_weight(node: Node, out: Out) -> Tensor | None:
     return src if src.role in (Role.WEIGHT, Role.BUFFER) and src.dtype in FLOAT_DTYPES else None
 
 
-def infer(graph: Graph) -> list[LayerResult]:
-    """Shape every tensor of ``graph`` (whose inputs are bound) and return each layer's result."""
+def _declared_values(graph: Graph, inputs: dict[str, tuple[int, ...]]) -> dict[str, Value]:
+    """The bound inputs, and every declared tensor whose shape is already concrete (initializers,
+    constants) as a Value of this binding."""
+    values = {name: Value(name, shape, graph.tensors[name].dtype, Role.INPUT) for name, shape in inputs.items()}
+    for t in graph.tensors.values():
+        if t.name not in values and t.shape is not None and all(isinstance(d, int) for d in t.shape):
+            values[t.name] = Value(t.name, t.shape, t.dtype, t.role, t.value)  # type: ignore[arg-type]
+    return values
+
+
+def infer(graph: Graph, inputs: dict[str, tuple[int, ...]]) -> tuple[Shaped, list[LayerResult]]:
+    """Shape every tensor of ``graph`` under the bound ``inputs`` (see ``bind_inputs``): the shaped
+    record, and each layer's result."""
+    shaped = Shaped(graph, _declared_values(graph, inputs))
+    tensors = shaped.tensors
     results = []
     outputs = set(graph.outputs)
     for layer in graph.layers:
-        node = Node(layer, graph)
+        node = Node(layer, shaped)
         _check_inputs(node)
         out, has_rule = _apply(node)
         if len(out.shapes) < len(layer.outputs):
@@ -142,10 +157,9 @@ def infer(graph: Graph) -> list[LayerResult]:
             role = Role.CONSTANT if folded else Role.OUTPUT if name in outputs else Role.ACTIVATION
             if value is not None and tuple(value.shape) != tuple(shape):
                 value = np.broadcast_to(value, shape) if value.size == 1 else None
-            graph.tensors[name] = Tensor(name, tuple(int(d) for d in shape), dtype, role,
-                                         value if folded else None)
+            tensors[name] = Value(name, tuple(int(d) for d in shape), dtype, role, value if folded else None)
         if weight is not None:  # a view of a weight is that weight, not an activation
-            view = graph.tensors[layer.outputs[0]]
+            view = tensors[layer.outputs[0]]
             view.role, view.alias_of = weight.role, weight.alias_of or weight.name
         results.append(LayerResult(layer, out, has_rule, folded or weight is not None))
-    return results
+    return shaped, results

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from archcalc.analysis.infer import LayerResult
 from archcalc.analysis.runtimes import Runtime
 from archcalc.dtypes import DTYPE_BYTES
-from archcalc.ir import Graph, Role
+from archcalc.ir import Role, Shaped
 
 RUNTIME_ROLES = (Role.ACTIVATION, Role.OUTPUT)
 
@@ -40,12 +40,12 @@ class Buffer:
     end: int
 
 
-def input_bytes(graph: Graph, float_dtype: str | None = None) -> int:
+def input_bytes(graph: Shaped, float_dtype: str | None = None) -> int:
     """Bytes of the graph inputs, which the caller holds for the whole run."""
     return sum(graph.tensors[n].nbytes(float_dtype) for n in graph.inputs)
 
 
-def _last_uses(graph: Graph, results: list[LayerResult]) -> dict[str, int]:
+def _last_uses(graph: Shaped, results: list[LayerResult]) -> dict[str, int]:
     last = {}
     for i, res in enumerate(results):
         if not res.folded:
@@ -56,7 +56,7 @@ def _last_uses(graph: Graph, results: list[LayerResult]) -> dict[str, int]:
     return last
 
 
-def buffer_owners(graph: Graph, results: list[LayerResult], inplace: bool = True,
+def buffer_owners(graph: Shaped, results: list[LayerResult], inplace: bool = True,
                   float_dtype: str | None = None, reuse: dict[str, tuple] | None = None,
                   keep: frozenset[str] = frozenset()) -> dict[str, str]:
     """For every runtime tensor (and graph input), the tensor whose buffer it is written into.
@@ -101,7 +101,7 @@ def buffer_owners(graph: Graph, results: list[LayerResult], inplace: bool = True
     return owner
 
 
-def _dead_buffer_like(graph: Graph, name: str, free: list[str], static: dict[str, tuple]) -> str | None:
+def _dead_buffer_like(graph: Shaped, name: str, free: list[str], static: dict[str, tuple]) -> str | None:
     """A freed buffer whose statically known shape and element size equal ``name``'s."""
     shape = static.get(name)
     if not shape or None in shape:
@@ -144,7 +144,7 @@ def _statically_equal(static: dict[str, tuple], a: str, b: str) -> bool:
     return bool(shape) and None not in shape and static.get(b) == shape
 
 
-def buffers(graph: Graph, results: list[LayerResult], float_dtype: str | None = None,
+def buffers(graph: Shaped, results: list[LayerResult], float_dtype: str | None = None,
             inplace: bool = True, rounding: Callable[[int], int] = int,
             reuse: dict[str, tuple] | None = None, keep: frozenset[str] = frozenset(),
             owner: dict[str, str] | None = None) -> list[Buffer]:
@@ -183,7 +183,7 @@ def live_bytes(bufs: list[Buffer], layers: int) -> list[int]:
     return out
 
 
-def timeline(graph: Graph, results: list[LayerResult], float_dtype: str | None = None,
+def timeline(graph: Shaped, results: list[LayerResult], float_dtype: str | None = None,
              inplace: bool = True, rounding: Callable[[int], int] = int,
              reuse: dict[str, tuple] | None = None) -> list[int]:
     """Bytes of the activation buffers alive while each layer of ``results`` runs."""
@@ -195,7 +195,7 @@ def _peak_of(live: list[int], results: list[LayerResult]) -> Peak:
     return Peak(live[at] if live else 0, at, results[at].layer.name if results else "")
 
 
-def activation_peak(graph: Graph, results: list[LayerResult], float_dtype: str | None = None,
+def activation_peak(graph: Shaped, results: list[LayerResult], float_dtype: str | None = None,
                     inplace: bool = True, rounding: Callable[[int], int] = int,
                     reuse: dict[str, tuple] | None = None) -> Peak:
     """The maximum over layers of the bytes of the buffers alive while that layer runs."""
@@ -205,7 +205,7 @@ def activation_peak(graph: Graph, results: list[LayerResult], float_dtype: str |
 PATTERN_ALIGNMENT = 64  # onnxruntime's kAllocAlignment: each traced size is rounded up to it
 
 
-def pattern_peak(graph: Graph, bufs: list[Buffer]) -> int:
+def pattern_peak(graph: Shaped, bufs: list[Buffer]) -> int:
     """The block onnxruntime's memory pattern holds in every run after the first, plus the graph
     outputs (allocated apart, since the caller keeps them).
 
@@ -248,7 +248,7 @@ def pattern_peak(graph: Graph, bufs: list[Buffer]) -> int:
     return block + sum(b.nbytes for b in bufs if b.tensor in outputs)
 
 
-def workspace_bytes(graph: Graph, results: list[LayerResult], float_dtype: str | None = None) -> tuple[int, str]:
+def workspace_bytes(graph: Shaped, results: list[LayerResult], float_dtype: str | None = None) -> tuple[int, str]:
     """The largest per-op scratch buffer (max, not sum: one op runs at a time) and its layer."""
     best, where = 0, ""
     for res in results:
@@ -261,14 +261,14 @@ def workspace_bytes(graph: Graph, results: list[LayerResult], float_dtype: str |
     return best, where
 
 
-def runtime_reuse(graph: Graph, runtime: Runtime) -> dict[str, tuple] | None:
+def runtime_reuse(graph: Shaped, runtime: Runtime) -> dict[str, tuple] | None:
     """The static shapes that let ``runtime`` hand a dead buffer to a new output, or None."""
     if not runtime.reuse_freed:
         return None
-    return graph.static_shapes() if graph.static_shapes else {}
+    return graph.static_shapes()
 
 
-@dataclass
+@dataclass(frozen=True)
 class InferenceMemory:
     """Inference memory, each term on its own (bytes). ``total`` is the process's expected peak."""
 
@@ -296,10 +296,19 @@ class InferenceMemory:
 
     @property
     def total(self) -> int:
+        """What the process holds at most: the steady state, or the load peak where larger."""
         return max(self.steady, self.load_peak)
 
+    def terms(self) -> dict[str, int]:
+        """The terms ``total`` adds up, by name (bytes)."""
+        terms = {"weights": self.weights, "inputs": self.inputs, "activation peak": self.activations_held,
+                 "workspace": self.workspace, "runtime": self.runtime}
+        if self.load_peak > self.steady:
+            terms["load transient"] = self.load_peak - self.steady
+        return {k: v for k, v in terms.items() if v or k != "workspace"}
 
-def inference_memory(graph: Graph, results: list[LayerResult], weights: int, activation_sum: int,
+
+def inference_memory(graph: Shaped, results: list[LayerResult], weights: int, activation_sum: int,
                      runtime: Runtime, float_dtype: str | None = None, workspace: bool = False) -> InferenceMemory:
     """The inference terms of a shaped graph under ``runtime``'s order, allocator and constant."""
     from archcalc.analysis.schedule import ORDERS

@@ -9,13 +9,13 @@ jump over the paths are kept. The CS231n notes: three stacked 3x3 convs see 7x7.
 from __future__ import annotations
 
 from archcalc.analysis.infer import LayerResult
-from archcalc.ir import Graph
+from archcalc.ir import Shaped
 
 WINDOWED = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"}
 GLOBAL = {"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "Flatten", "Gemm", "MatMul", "ReduceMean"}
 
 
-def _window(graph: Graph, res: LayerResult) -> tuple[int, int]:
+def _window(graph: Shaped, res: LayerResult) -> tuple[int, int]:
     """(effective window, stride) along the first spatial axis."""
     layer = res.layer
     kernel = layer.attrs.get("kernel_shape") or graph.tensors[layer.inputs[1]].shape[2:]
@@ -24,7 +24,7 @@ def _window(graph: Graph, res: LayerResult) -> tuple[int, int]:
     return (kernel[0] - 1) * dil + 1, stride
 
 
-def receptive_fields(graph: Graph, results: list[LayerResult]) -> dict[str, tuple[int, int]]:
+def receptive_fields(graph: Shaped, results: list[LayerResult]) -> dict[str, tuple[int, int]]:
     """Tensor name -> (receptive field, effective stride) in input pixels, for image-like graphs."""
     field = {name: (1, 1) for name in graph.inputs}
     for res in results:

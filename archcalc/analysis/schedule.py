@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from archcalc.analysis.infer import LayerResult
-from archcalc.ir import Graph
+from archcalc.ir import Shaped
 
 # Ops onnxruntime runs as a function of several nodes, and how many intermediate outputs (each the
 # op's output size) that leaves alive while it runs: HardSwish is HardSigmoid then Mul (seen in its
@@ -29,7 +29,7 @@ def _as_run(res: LayerResult) -> LayerResult:
     return dataclasses.replace(res, folded=False, out=dataclasses.replace(res.out, function_temporaries=temps))
 
 
-def onnxruntime_order(graph: Graph, results: list[LayerResult]) -> list[LayerResult]:
+def onnxruntime_order(graph: Shaped, results: list[LayerResult]) -> list[LayerResult]:
     """``results`` in onnxruntime's execution order. Layers archcalc folded (shape arithmetic) are
     nodes there too: the walk goes through them, and with optimizations off onnxruntime runs them,
     so a Shape node keeps the activation it reads alive until it runs. They come back unfolded."""

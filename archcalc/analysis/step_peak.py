@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from archcalc.analysis.infer import LayerResult
 from archcalc.analysis.memory import RUNTIME_ROLES, buffer_owners, buffers
-from archcalc.ir import Graph
+from archcalc.ir import Shaped
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def saved_names(results: list[LayerResult]) -> frozenset[str]:
     return frozenset(n for res in results if not res.folded for n in saved_tensors(res) if n)
 
 
-def training_owners(graph: Graph, results: list[LayerResult], float_dtype: str | None) -> dict[str, str]:
+def training_owners(graph: Shaped, results: list[LayerResult], float_dtype: str | None) -> dict[str, str]:
     """Buffer owners in training: in place only where the overwritten tensor is not saved for backward
     (a ReLU after BatchNorm shares its buffer; a ReLU6, which keeps its input, cannot)."""
     return buffer_owners(graph, results, inplace=True, float_dtype=float_dtype, keep=saved_names(results))
@@ -74,7 +74,7 @@ def _gradient_spans(graph, results, float_dtype) -> list[tuple[int, int, int]]:
     return spans
 
 
-def step_peak(graph: Graph, results: list[LayerResult], float_dtype: str | None, persistent: int,
+def step_peak(graph: Shaped, results: list[LayerResult], float_dtype: str | None, persistent: int,
               grad_at: dict[int, int], all_grads: int, step_temporaries: int) -> StepPeak:
     """The step's peak. ``persistent``: weights, buffers, optimizer state, inputs; ``grad_at``:
     parameter-gradient bytes allocated at each layer's backward."""

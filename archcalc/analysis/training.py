@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 from archcalc.analysis.infer import LayerResult
 from archcalc.analysis.memory import RUNTIME_ROLES, input_bytes
+from archcalc.analysis.runtimes import Runtime
 from archcalc.analysis.step_peak import StepPeak, saved_tensors, step_peak, training_owners
 from archcalc.dtypes import DTYPE_BYTES
 from archcalc.errors import InputError
-from archcalc.ir import Graph
+from archcalc.ir import Shaped
 
 # Optimizer state slots per parameter (each the size of the parameter), per the PyTorch optimizers.
 OPTIMIZER_SLOTS = {
@@ -37,9 +38,10 @@ def step_temporaries(optimizer: str, impl: str, params_bytes: int, largest_param
     return params_bytes if impl == "foreach" else 2 * largest_param_bytes
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainingMemory:
-    """One training step, each term in bytes."""
+    """One training step, each term in bytes. ``total`` (the step's peak plus the runtime's
+    constant) is the one figure every output judges a training step by."""
 
     optimizer: str
     weights: int
@@ -53,16 +55,26 @@ class TrainingMemory:
     step_temporaries: int
     peak: StepPeak
     notes_rule: int  # the CS231n notes' rule of thumb, for comparison
+    runtime: int = 0  # the runtime's own constant (CUDA context, library workspaces)
+    runtime_name: str = "none"
+
+    def terms(self) -> dict[str, int]:
+        """Every term by name (bytes), the runtime's constant included."""
+        return {"weights": self.weights + self.master_weights, "gradients": self.gradients,
+                "optimizer state": self.optimizer_state, "saved activations": self.saved_activations,
+                "backward transient": self.backward_transient, "inputs": self.inputs,
+                "optimizer temporaries": self.step_temporaries, "runtime": self.runtime}
 
     @property
     def terms_sum(self) -> int:
-        """Every term at once: an upper bound, since backward frees saved activations as it makes gradients."""
-        return (self.weights + self.master_weights + self.gradients + self.optimizer_state
-                + self.saved_activations + self.backward_transient + self.inputs)
+        """Every term at once: an upper bound, since backward frees saved activations as it makes
+        gradients, and the optimizer's temporaries come after both."""
+        return sum(self.terms().values())
 
     @property
     def total(self) -> int:
-        return self.peak.bytes
+        """The step's peak, walked phase by phase, plus the runtime's constant."""
+        return self.peak.bytes + self.runtime
 
 
 def slots(optimizer: str) -> int:
@@ -71,7 +83,7 @@ def slots(optimizer: str) -> int:
     return OPTIMIZER_SLOTS[optimizer]
 
 
-def saved_by_layer(graph: Graph, results: list[LayerResult], float_dtype: str | None) -> dict[str, int]:
+def saved_by_layer(graph: Shaped, results: list[LayerResult], float_dtype: str | None) -> dict[str, int]:
     """Bytes each layer adds to what backward keeps: the activation storages it is first to save
     (each storage counted once, however many layers save it) plus its own saved state."""
     owner = training_owners(graph, results, float_dtype)
@@ -91,7 +103,7 @@ def saved_by_layer(graph: Graph, results: list[LayerResult], float_dtype: str | 
     return per_layer
 
 
-def backward_transient(graph: Graph, results: list[LayerResult], float_dtype: str | None) -> tuple[int, str]:
+def backward_transient(graph: Shaped, results: list[LayerResult], float_dtype: str | None) -> tuple[int, str]:
     """The largest gradient pair alive at once: a layer's output gradients and its input gradients."""
     best, where = 0, ""
     for res in results:
@@ -105,10 +117,11 @@ def backward_transient(graph: Graph, results: list[LayerResult], float_dtype: st
     return best, where
 
 
-def training_memory(graph: Graph, results: list[LayerResult], param_roles: dict[int, dict[str, str]],
+def training_memory(graph: Shaped, results: list[LayerResult], param_roles: dict[int, dict[str, str]],
                     activation_sum: int, optimizer: str, float_dtype: str | None,
-                    mixed: bool = False, impl: str = "foreach") -> TrainingMemory:
-    """The training terms of a shaped graph. ``param_roles``: each layer's parameter inputs."""
+                    mixed: bool = False, impl: str = "foreach", runtime: Runtime | None = None) -> TrainingMemory:
+    """The training terms of a shaped graph. ``param_roles``: each layer's parameter inputs;
+    ``runtime``: whose constant the total includes (none when not given)."""
     k = slots(optimizer)
     width = DTYPE_BYTES[float_dtype or "float32"]
     fp32 = DTYPE_BYTES["float32"]
@@ -148,4 +161,6 @@ def training_memory(graph: Graph, results: list[LayerResult], param_roles: dict[
         peak=peak,
         # The notes: activations and their gradients, parameters, their gradients and the caches.
         notes_rule=2 * activation_sum + int(params * width) * (2 + k),
+        runtime=runtime.overhead if runtime else 0,
+        runtime_name=runtime.name if runtime else "none",
     )

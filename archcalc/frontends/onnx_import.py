@@ -8,6 +8,7 @@ a Gather's index). External data files are never opened.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from archcalc.dtypes import onnx_dtype
 from archcalc.errors import InputError
-from archcalc.frontends.onnx_reader import read_structure
+from archcalc.frontends.onnx_reader import read_structure, read_tensor
 from archcalc.ir import Graph, Layer, Role, Shape, Tensor
 
 # Tensors up to this many elements have their values read: enough for every shape and index
@@ -26,8 +27,10 @@ from archcalc.ir import Graph, Layer, Role, Shape, Tensor
 SMALL_VALUE_LIMIT = 64
 
 
-def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
-    """Parse an ONNX file's structure (no weight bytes); every failure is a one-line InputError."""
+def load_model(source: str | os.PathLike | onnx.ModelProto,
+               skipped: dict[str, tuple[int, int]] | None = None) -> onnx.ModelProto:
+    """Parse an ONNX file's structure (no weight bytes); every failure is a one-line InputError.
+    ``skipped`` receives where each initializer whose bytes were not read lies in the file."""
     if isinstance(source, onnx.ModelProto):
         return source
     path = Path(source)
@@ -36,7 +39,7 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not an .onnx file")
     try:
-        model = read_structure(path, SMALL_VALUE_LIMIT)
+        model = read_structure(path, SMALL_VALUE_LIMIT, skipped)
     except (DecodeError, RuntimeError, ValueError) as exc:
         raise InputError(
             f"{path}: not a valid ONNX model ({exc}): the file is truncated, corrupt or not ONNX; "
@@ -64,7 +67,7 @@ def _initializer_tensor(init: onnx.TensorProto) -> Tensor:
     shape = tuple(int(d) for d in init.dims)
     tensor = Tensor(init.name, shape, onnx_dtype(init.data_type), Role.WEIGHT)
     external = init.data_location == TensorProto.EXTERNAL
-    if not external and tensor.numel <= SMALL_VALUE_LIMIT:
+    if not external and math.prod(shape) <= SMALL_VALUE_LIMIT:
         tensor.value = numpy_helper.to_array(init)
     return tensor
 
@@ -187,7 +190,28 @@ def static_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
     return out
 
 
+def stored_value(model: onnx.ModelProto, path: Path | None, skipped: dict[str, tuple[int, int]],
+                 name: str) -> np.ndarray | None:
+    """One initializer's values: read from the file where the import skipped them, None where they
+    lie in external data (never opened) or cannot be decoded."""
+    try:
+        if name in skipped and path is not None:
+            tensor = read_tensor(path, skipped[name])
+        else:
+            tensor = next((t for t in model.graph.initializer if t.name == name), None)
+        if tensor is None or tensor.data_location == TensorProto.EXTERNAL:
+            return None
+        return numpy_helper.to_array(tensor)
+    except Exception:  # an undecodable tensor: its values are unknown, said as such
+        return None
+
+
 def import_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
     """Read ``source`` (a path or a ModelProto) into the IR."""
     label = "<ModelProto>" if isinstance(source, onnx.ModelProto) else str(source)
-    return to_ir(load_model(source), label)
+    skipped: dict[str, tuple[int, int]] = {}
+    model = load_model(source, skipped)
+    graph = to_ir(model, label)
+    path = None if isinstance(source, onnx.ModelProto) else Path(source)
+    graph.stored_value = functools.partial(stored_value, model, path, skipped)
+    return graph

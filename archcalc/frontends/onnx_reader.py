@@ -21,6 +21,7 @@ import onnx
 MODEL_GRAPH = 7
 GRAPH_INITIALIZER = 5
 TENSOR_DIMS = 1
+TENSOR_NAME = 8
 # float_data, int32_data, string_data, int64_data, raw_data, double_data, uint64_data
 TENSOR_DATA_FIELDS = frozenset({4, 5, 6, 7, 9, 10, 11})
 VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5
@@ -113,11 +114,14 @@ def _dims(buf, fields) -> list[int]:
     return dims
 
 
-def _light_tensor(buf, start: int, end: int, keep_values_upto: int) -> bytes:
-    """The TensorProto at buf[start:end] without its data, unless it has few elements."""
+def _light_tensor(buf, start: int, end: int, keep_values_upto: int, skipped: dict) -> bytes:
+    """The TensorProto at buf[start:end] without its data, unless it has few elements; a tensor
+    whose data is left out is noted in ``skipped`` (name -> its place in the file)."""
     fields = list(_fields(buf, start, end))
     if math.prod(_dims(buf, fields)) <= keep_values_upto:
         return bytes(buf[start:end])
+    name = next((bytes(buf[s:stop]) for number, _, _, s, stop in fields if number == TENSOR_NAME), b"")
+    skipped[name.decode("utf-8", "replace")] = (start, end)
     return b"".join(bytes(buf[k:stop]) for number, _, k, _, stop in fields if number not in TENSOR_DATA_FIELDS)
 
 
@@ -125,19 +129,22 @@ def _submessage(number: int, payload: bytes) -> bytes:
     return _encode_varint(number << 3 | LENGTH) + _encode_varint(len(payload)) + payload
 
 
-def _light_graph(buf, start: int, end: int, keep_values_upto: int) -> bytes:
+def _light_graph(buf, start: int, end: int, keep_values_upto: int, skipped: dict) -> bytes:
     out = []
     for number, wire, k, s, stop in _fields(buf, start, end):
         if number == GRAPH_INITIALIZER and wire == LENGTH:
-            out.append(_submessage(number, _light_tensor(buf, s, stop, keep_values_upto)))
+            out.append(_submessage(number, _light_tensor(buf, s, stop, keep_values_upto, skipped)))
         else:
             out.append(bytes(buf[k:stop]))
     return b"".join(out)
 
 
-def read_structure(path: Path, keep_values_upto: int) -> onnx.ModelProto:
+def read_structure(path: Path, keep_values_upto: int,
+                   skipped: dict[str, tuple[int, int]] | None = None) -> onnx.ModelProto:
     """The model at ``path`` with the data of every initializer over ``keep_values_upto`` elements
-    left out. Raises WireError (or protobuf's DecodeError) on a malformed file."""
+    left out; ``skipped`` receives where each left-out initializer lies in the file (for
+    ``read_tensor``). Raises WireError (or protobuf's DecodeError) on a malformed file."""
+    skipped = {} if skipped is None else skipped
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if not size:
@@ -147,9 +154,18 @@ def read_structure(path: Path, keep_values_upto: int) -> onnx.ModelProto:
         out = []
         for number, wire, k, s, stop in _fields(buf, 0, len(buf)):
             if number == MODEL_GRAPH and wire == LENGTH:
-                out.append(_submessage(number, _light_graph(buf, s, stop, keep_values_upto)))
+                out.append(_submessage(number, _light_graph(buf, s, stop, keep_values_upto, skipped)))
             else:
                 out.append(bytes(buf[k:stop]))
     model = onnx.ModelProto()
     model.ParseFromString(b"".join(out))
     return model
+
+
+def read_tensor(path: Path, place: tuple[int, int]) -> onnx.TensorProto:
+    """The whole initializer at ``place`` (as ``read_structure`` noted it), data included."""
+    start, end = place
+    with open(path, "rb") as f:
+        tensor = onnx.TensorProto()
+        tensor.ParseFromString(os.pread(f.fileno(), end - start, start))
+    return tensor

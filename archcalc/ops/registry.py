@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from archcalc.errors import ShapeError
-from archcalc.ir import Graph, Layer, Shape
+from archcalc.ir import Layer, Shape, Shaped
 
 ParamRole = str  # "weight" | "bias" | "buffer"
 
@@ -68,7 +68,7 @@ def rule(*op_types: str) -> Callable[[Rule], Rule]:
 class Node:
     """A rule's view of one layer: concrete input shapes, known values, attributes with defaults."""
 
-    def __init__(self, layer: Layer, graph: Graph):
+    def __init__(self, layer: Layer, graph: Shaped):
         self.layer = layer
         self.graph = graph
         self.opset = graph.opset
@@ -84,7 +84,7 @@ class Node:
         return i < len(self._inputs) and self._inputs[i] is not None
 
     def shape(self, i: int) -> tuple[int, ...]:
-        return self._inputs[i].shape  # type: ignore[union-attr,return-value]
+        return self._inputs[i].shape  # type: ignore[union-attr]
 
     def dtype(self, i: int) -> str:
         return self._inputs[i].dtype  # type: ignore[union-attr]

@@ -15,18 +15,19 @@ from pathlib import Path
 
 from archcalc import units
 from archcalc.analysis.estimate import Estimate
-from archcalc.analysis.fit import FitSpec, largest_batch
+from archcalc.analysis.fit import FitRow
 from archcalc.analysis.gpus import gpu
+from archcalc.analysis.memory import runtime_reuse, timeline
+from archcalc.analysis.records import COLUMNS, layer_rows, totals_dict
 from archcalc.analysis.runtimes import RUNTIMES
 from archcalc.analysis.schedule import ORDERS
 from archcalc.conventions import CONVENTIONS
-from archcalc.errors import InputError
+from archcalc.measure.compare import validation_figures
+from archcalc.measure.validate import Validation
 from archcalc.render import plots
-from archcalc.render.text import COLUMNS, MemoryView, layer_rows, memory_lines, totals_lines, validation_figures
+from archcalc.render.text import MemoryView, memory_lines, totals_lines
 
-SCHEMA = "archcalc.report/1"
-GPUS = ("T4", "A100-80GB", "H100-80GB")
-BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+SCHEMA = "archcalc.report/2"
 OPTIMIZERS = ("sgd", "adam")
 CSS = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}"
        "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;"
@@ -53,85 +54,68 @@ class Report:
     rows: list[dict]
 
 
-def _fit(source, mode: str, capacity: int, dims, inputs) -> int | None:
-    spec = FitSpec(source, capacity, mode, "adam", None, "pytorch-cuda", None, dims, inputs)
-    best = largest_batch(spec)
-    return best.batch if best else 0
+@dataclass(frozen=True)
+class ReportData:
+    """What a report shows, computed by the API: the estimate, the largest batch per GPU, the
+    judged total per batch and mode, and a validation where one was run."""
+
+    estimate: Estimate
+    fits: list[FitRow]
+    batches: list[int]
+    sweep: dict[str, list[int]]  # mode -> judged total at each batch
+    optimizer: str
+    no_fit: str = ""  # why there is no fit table (a fixed batch), if there is none
+    validation: Validation | None = None
 
 
-def _fit_section(source, dims, inputs) -> tuple[Section, list, dict]:
-    rows, largest = [], {}
-    try:
-        for name in GPUS:
-            card = gpu(name)
-            inf, train = (_fit(source, m, card.capacity, dims, inputs) for m in ("inference", "train"))
-            rows.append([name, units.nbytes(card.capacity), f"{inf:,}", f"{train:,}"])
-            largest[f"{name} train"] = train
-    except InputError as exc:  # a fixed batch: no largest batch to solve for
-        return Section("Fit", text=f"No fit table: {exc}"), [], {}
+def _fit_section(d: ReportData) -> Section:
+    if not d.fits:
+        return Section("Fit", text=f"No fit table: {d.no_fit}")
     context = units.nbytes(RUNTIMES["pytorch-cuda"].overhead)
     note = (f"Largest batch that fits, with PyTorch CUDA's allocator and a {context} context; training with "
-            "Adam in fp32. An eval-mode export has its BatchNorm folded away, so its training figures "
-            "miss BatchNorm's saved activations.")
-    table = (["GPU", "memory", "inference: largest batch", "training (Adam): largest batch"], rows)
-    return Section("Fit across GPUs", table=table, text=note), rows, largest
+            f"{d.optimizer} in fp32, judged by the step's peak (the same total `archcalc fit --mode train` "
+            "gives). An eval-mode export has its BatchNorm folded away, so its training figures miss "
+            "BatchNorm's saved activations.")
+    rows = [[f.gpu, units.nbytes(f.capacity), f"{f.largest['inference']:,}", f"{f.largest['train']:,}"]
+            for f in d.fits]
+    table = (["GPU", "memory", "inference: largest batch", f"training ({d.optimizer}): largest batch"], rows)
+    return Section("Fit across GPUs", table=table, text=note)
 
 
-def _sweep(source, dims, inputs) -> dict[str, list[int]]:
-    series = {"inference": [], "training (Adam)": []}
-    for b in BATCHES:
-        for mode, label in (("inference", "inference"), ("train", "training (Adam)")):
-            series[label].append(FitSpec(source, 0, mode, "adam", None, "pytorch-cuda", None, dims,
-                                         inputs).verdict(b).total)
-    return series
+def _training_section(est: Estimate) -> tuple[Section, dict]:
+    training = {opt: est.training_memory(opt) for opt in OPTIMIZERS}
+    terms = [("weights", "weights"), ("gradients", "gradients"), ("optimizer state", "optimizer_state"),
+             ("saved activations", "saved_activations"), ("backward transient", "backward_transient"),
+             ("inputs", "inputs"), ("optimizer temporaries", "step_temporaries"), ("runtime", "runtime"),
+             ("total: step peak + runtime", "total"), ("all terms at once (upper bound)", "terms_sum"),
+             ("the notes' rule", "notes_rule")]
+    table = (["term", *OPTIMIZERS], [[label, *(units.nbytes(getattr(tm, key)) for tm in training.values())]
+                                     for label, key in terms])
+    return Section("Training memory, one step", table=table), training
 
 
-def build(source, name: str, est: Estimate, dims=None, inputs=None, validation=None,
-          with_figures: bool = True) -> Report:
+def build(source, name: str, d: ReportData, with_figures: bool = True) -> Report:
     """Gather every section of ``source``'s report. ``with_figures=False`` leaves the PNGs out (the
     text files are the same), for checking that committed reports are fresh."""
-    inference = est.inference_memory("onnxruntime-cpu")
-    training = {opt: est.training_memory(opt) for opt in OPTIMIZERS}
+    est = d.estimate
+    inference = est.inference_memory()
     rows = layer_rows(est)
-    sections = [
-        Section("Totals", pairs=totals_lines(est)),
-        Section("Inference memory (onnxruntime, CPU)", pairs=memory_lines(MemoryView(inference))),
-        Section("Training memory, one step", table=(["term", *OPTIMIZERS], [
-            [label, *(units.nbytes(getattr(tm, key)) for tm in training.values())]
-            for label, key in (("weights", "weights"), ("gradients", "gradients"), ("optimizer state",
-                               "optimizer_state"), ("saved activations", "saved_activations"),
-                               ("backward transient", "backward_transient"), ("inputs", "inputs"),
-                               ("step peak", "total"), ("the notes' rule", "notes_rule"))])),
-    ]
-    fit_section, fit_rows, largest = _fit_section(source, dims, inputs)
-    sections.append(fit_section)
+    training_section, training = _training_section(est)
+    sections = [Section("Totals", pairs=totals_lines(est)),
+                Section(f"Inference memory ({inference.runtime_name})", pairs=memory_lines(MemoryView(inference))),
+                training_section, _fit_section(d)]
     if est.totals.unsupported_ops:
         sections.append(Section("Ops without a cost rule", pairs=[(op, f"{k} layers") for op, k in
                                                                   est.totals.unsupported_ops.items()]))
     ordered = ORDERS["onnxruntime"](est.graph, est.results)
-    from archcalc.analysis.memory import timeline
-
-    live = timeline(est.graph, ordered, est.float_dtype)
+    reuse = runtime_reuse(est.graph, RUNTIMES[inference.runtime_name])
+    live = timeline(est.graph, ordered, est.float_dtype, reuse=reuse)
     peak_at = max(range(len(live)), key=live.__getitem__) if live else 0
-    sweep = _sweep(source, dims, inputs) if fit_rows else {}
-    if validation is not None:
-        sections.append(_validation_section(validation))
-    draw = {
-        "layers.png": lambda: plots.per_layer([r["layer"] for r in rows], [r["activation_bytes"] for r in rows],
-                                              [r["params"] for r in rows], name),
-        "timeline.png": lambda: plots.timeline(live or [0], peak_at,
-                                               ordered[peak_at].layer.name if ordered else "", name),
-    }
-    if sweep:
-        draw["batch.png"] = lambda: plots.memory_vs_batch(list(BATCHES), sweep, {g: gpu(g).capacity for g in GPUS},
-                                                          largest, name)
-    if validation is not None:
-        draw["measured.png"] = lambda: plots.estimate_vs_measured(
-            [n.layer for n in validation.nodes], [n.estimated_bytes for n in validation.nodes],
-            [n.measured_bytes for n in validation.nodes], name)
-    figures = {f: make() if with_figures else b"" for f, make in draw.items()}
+    if d.validation is not None:
+        sections.append(_validation_section(d.validation))
+    figures = _figures(d, name, rows, live, peak_at, ordered[peak_at].layer.name if ordered else "", with_figures)
     captions = {"layers.png": "Activation memory and parameters per layer",
-                "timeline.png": "Activation memory over the execution order, peak marked",
+                "timeline.png": "Activation memory over onnxruntime's execution order (a first run), peak marked",
                 "batch.png": "Memory against batch size, GPU capacities and largest batches marked",
                 "measured.png": "Estimate against onnxruntime's measurement, per layer"}
     sections.append(Section("Figures", images=[(f, captions[f]) for f in figures]))
@@ -139,16 +123,37 @@ def build(source, name: str, est: Estimate, dims=None, inputs=None, validation=N
     sections.append(Section("Conventions", pairs=list(CONVENTIONS.items())))
     summary = {
         "schema": SCHEMA, "model": name, "source": str(source), "batch": est.batch,
-        "totals": asdict(est.totals),
-        "inference_memory": {**asdict(inference), "total": inference.total},
-        "training_memory": {opt: {**asdict(tm), "total": tm.total} for opt, tm in training.items()},
-        "fit": [{"gpu": r[0], "inference_largest_batch": int(r[2].replace(",", "")),
-                 "train_adam_largest_batch": int(r[3].replace(",", ""))} for r in fit_rows],
-        "memory_vs_batch": {"batches": list(BATCHES), **sweep},
-        "validation": _validation_summary(validation),
+        "totals": totals_dict(est),
+        "inference_memory": {**asdict(inference), "activations_held": inference.activations_held,
+                             "total": inference.total},
+        "training_memory": {opt: {**asdict(tm), "total": tm.total, "terms_sum": tm.terms_sum}
+                            for opt, tm in training.items()},
+        "fit": [{"gpu": f.gpu, "inference_largest_batch": f.largest["inference"],
+                 f"train_{d.optimizer}_largest_batch": f.largest["train"]} for f in d.fits],
+        "memory_vs_batch": {"batches": d.batches, **d.sweep} if d.sweep else {"batches": d.batches},
+        "validation": _validation_summary(d.validation),
         "files": ["report.md", "report.html", "layers.csv", "summary.json", *figures],
     }
     return Report(name, sections, summary, figures, rows)
+
+
+def _figures(d: ReportData, name, rows, live, peak_at, peak_name, with_figures) -> dict[str, bytes]:
+    draw = {
+        "layers.png": lambda: plots.per_layer([r["layer"] for r in rows], [r["activation_bytes"] for r in rows],
+                                              [r["params"] for r in rows], name),
+        "timeline.png": lambda: plots.timeline(live or [0], peak_at, peak_name, name),
+    }
+    if d.sweep:
+        largest = {f"{f.gpu} train": f.largest["train"] for f in d.fits}
+        labelled = {"inference": d.sweep["inference"], f"training ({d.optimizer})": d.sweep["train"]}
+        draw["batch.png"] = lambda: plots.memory_vs_batch(d.batches, labelled, {f.gpu: gpu(f.gpu).capacity
+                                                                               for f in d.fits}, largest, name)
+    v = d.validation
+    if v is not None:
+        draw["measured.png"] = lambda: plots.estimate_vs_measured(
+            [n.layer for n in v.nodes], [n.estimated_bytes for n in v.nodes], [n.measured_bytes for n in v.nodes],
+            name)
+    return {f: make() if with_figures else b"" for f, make in draw.items()}
 
 
 def _validation_section(v) -> Section:

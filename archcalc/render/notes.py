@@ -66,7 +66,7 @@ def notes_totals(est: Estimate) -> list[tuple[str, str]]:
                               "activation's gradient beside it"),
         ("x2 for backward, as counted here", f"{units.nbytes(8 * rows_sum)}; what one SGD step keeps "
                                              f"for backward is {units.nbytes(train.saved_activations)} "
-                                             f"(saved activations) and peaks at {units.nbytes(train.total)} "
+                                             f"(saved activations) and peaks at {units.nbytes(train.peak.bytes)} "
                                              f"with weights and gradients"),
         ("weights (without biases)", f"{weights:,}"),
         (f"parameters (with {biases:,} biases)", f"{weights + biases:,}"),
