@@ -112,12 +112,15 @@ def main():
               help="Add the memory terms of inference, or of one training step (and saved bytes per layer).")
 @memory_options(None)
 @click.option("--workspace", is_flag=True, help="Count the largest per-op scratch (a conv's im2col matrix).")
+@click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True,
+              help="Training: the device whose PyTorch defaults apply (Adam per tensor on cpu, multi-tensor "
+                   "on cuda; dropout keeps a mask of the input's dtype on cpu, of bools on cuda).")
 @click.option("--view", type=click.Choice(["layers", "notes"]), default="layers", show_default=True,
               help="notes: the CS231n notes' table (HxWxC, activations, weights without biases) and what "
                    "their totals count.")
 @_fail_cleanly
 def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer, runtime_name, runtime_overhead,
-             workspace, view):
+             workspace, device, view):
     """Per-layer shapes, parameters, MACs and activation memory of MODEL, then the totals.
 
     MODEL is an .onnx file, an .arch design, a zoo name (see `archcalc zoo`) or design text.
@@ -138,8 +141,8 @@ def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer,
     view = None
     if mode:
         overhead = _size(runtime_overhead, "--runtime-overhead")
-        training = result.training_memory(optimizer, runtime=runtime_name or TRAINING_RUNTIME, overhead=overhead) \
-            if mode == "train" else None
+        training = result.training_memory(optimizer, runtime=runtime_name or TRAINING_RUNTIME, overhead=overhead,
+                                          device=device) if mode == "train" else None
         view = MemoryView(result.inference_memory(runtime_name or DEFAULT_RUNTIME, overhead, workspace), training)
     click.echo(render(result, fmt, top=top, sort=sort, memory=view), nl=False)
 

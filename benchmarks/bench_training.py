@@ -1,12 +1,17 @@
 """One real training step, measured with PyTorch, against archcalc's training estimate.
 
-For each torchvision model, batch and optimizer: export the model in training mode (BatchNorm and
-Dropout kept), estimate one step with archcalc, then run two real steps and measure the second
-(optimizer state exists, gradients were freed by zero_grad): on CUDA with
+For each model, batch and optimizer: export the model in training mode (BatchNorm and Dropout
+kept), estimate one step with archcalc for the device's PyTorch defaults, then run two real steps
+and measure the second (optimizer state exists, gradients were freed by zero_grad): on CUDA with
 torch.cuda.max_memory_allocated; on CPU in a fresh child process, as the rise of the resident
 high-water mark over the second step (reset through /proc/self/clear_refs; glibc told to return
 freed buffers at once with MALLOC_MMAP_THRESHOLD_) plus the bytes of the tensors alive before it.
-torch, torchvision: benchmark-only (pip install torch torchvision).
+The step's rise is the peak less those tensors (weights, buffers, optimizer state, the batch).
+
+Saved activations: one forward pass under torch.autograd.graph.saved_tensors_hooks, every tensor
+autograd saves counted once per storage, parameters and buffers left out; the input batch, which
+the first layer saves, is counted (archcalc: saved_activations + saved_inputs).
+torch, torchvision, transformers: benchmark-only (pip install torch torchvision transformers).
 Usage: python benchmarks/bench_training.py [--device cpu|cuda] [--batch 8] [--models resnet18,...]
 """
 
@@ -19,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -31,15 +37,50 @@ OPTIMIZERS = {
     "momentum": lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9),
     "adam": lambda p: torch.optim.Adam(p, lr=1e-3),
 }
+CNNS = ["vgg16", "alexnet", "googlenet", "resnet18", "resnet50", "mobilenet_v2"]
+SEQUENCE = 128  # the transformer's tokens per sample
+
+
+class Transformer(torch.nn.Module):
+    """A small BERT (Hugging Face's BertModel from a config: 4 layers, hidden 512, 8 heads, eager
+    attention, dropout 0.1, random weights) with a linear head on its token states."""
+
+    def __init__(self):
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        cfg = BertConfig(hidden_size=512, num_hidden_layers=4, num_attention_heads=8, intermediate_size=2048,
+                         vocab_size=8192, max_position_embeddings=SEQUENCE, attn_implementation="eager")
+        self.bert, self.head = BertModel(cfg, add_pooling_layer=False), torch.nn.Linear(512, 2)
+
+    def forward(self, input_ids):
+        return self.head(self.bert(input_ids=input_ids).last_hidden_state)
+
+
+def build(name: str, batch: int, device: str = "cpu"):
+    """The model in training mode and one batch for it."""
+    torch.manual_seed(0)
+    if name == "transformer":
+        return Transformer().train().to(device), torch.randint(0, 8192, (batch, SEQUENCE), device=device)
+    kw = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
+    model = getattr(torchvision.models, name)(weights=None, **kw).train().to(device)
+    return model, torch.randn(batch, 3, 224, 224, device=device)
 
 
 def export(name: str, batch: int, folder: Path) -> Path:
     path = folder / f"{name}.onnx"
     if not path.exists():
-        model = getattr(torchvision.models, name)(weights=None).train()
-        torch.onnx.export(model, (torch.randn(batch, 3, 224, 224),), str(path), input_names=["x"],
-                          dynamic_axes={"x": {0: "batch"}}, opset_version=17, dynamo=False,
-                          training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False)
+        model, x = build(name, batch)
+        # The transformer: opset 20, where GELU is one Gelu node as in PyTorch (opset 17 spells it
+        # as Div, Erf, Add, Mul, Mul, each keeping its own input), and constant folding on, so each
+        # Linear's weight.t() -- a view in PyTorch -- is a transposed initializer, not a Transpose node.
+        tf = name == "transformer"
+        axes = {"x": {0: "batch", 1: "sequence"}} if tf else {"x": {0: "batch"}}
+        with warnings.catch_warnings():  # the tracer's warnings on every in-place op
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (x,), str(path), input_names=["x"], dynamic_axes=axes,
+                              opset_version=20 if tf else 17, dynamo=False,
+                              training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=tf)
     return path
 
 
@@ -55,24 +96,41 @@ def step(model, opt, x):
     opt.step()
 
 
-def measured_peak(name: str, optimizer: str, batch: int, device: str) -> int:
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, name)(weights=None).train().to(device)
+def measured_peak(name: str, optimizer: str, batch: int, device: str) -> tuple[int, int]:
+    """(the step's peak, the tensors alive before it)."""
+    model, x = build(name, batch, device)
     opt = OPTIMIZERS[optimizer](model.parameters())
-    x = torch.randn(batch, 3, 224, 224, device=device)
     step(model, opt, x)  # the first step creates the optimizer state
     opt.zero_grad(set_to_none=True)
+    base = _live_bytes(model, opt, x)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         step(model, opt, x)
         torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated()
-    base = _live_bytes(model, opt, x)
+        return torch.cuda.max_memory_allocated(), base
     before = _status("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # the high-water mark restarts from here
     step(model, opt, x)
-    return base + _status("VmHWM") - before
+    return base + _status("VmHWM") - before, base
+
+
+def measured_saved(name: str, batch: int) -> tuple[int, int]:
+    """(bytes autograd saves for backward, each storage once, parameters and buffers excluded;
+    the part of it that is the input batch)."""
+    model, x = build(name, batch)
+    own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        if s.data_ptr() not in own:
+            seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(seen.values()), seen.get(x.untyped_storage().data_ptr(), 0)
 
 
 def _status(key: str) -> int:
@@ -81,43 +139,65 @@ def _status(key: str) -> int:
     return int(line.split()[1]) * 1024
 
 
-def measured_in_child(name: str, optimizer: str, batch: int) -> int:
+def measured_in_child(name: str, optimizer: str, batch: int) -> tuple[int, int]:
     """A CPU measurement in a fresh process, so the high-water mark is this step's alone."""
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import torch; "
             "torch.set_num_threads(1); import bench_training as b; "
-            f"print(b.measured_peak({name!r}, {optimizer!r}, {batch}, 'cpu'))")
+            f"print(*b.measured_peak({name!r}, {optimizer!r}, {batch}, 'cpu'))")
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    return int(out.stdout.strip().splitlines()[-1])
+    peak, base = map(int, out.stdout.strip().splitlines()[-1].split())
+    return peak, base
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--models", default="resnet18,resnet50,vgg11,mobilenet_v2")
+    ap.add_argument("--models", default=",".join([*CNNS, "transformer"]))
+    ap.add_argument("--optimizers", default=",".join(OPTIMIZERS))
     ap.add_argument("--json", default=None, help="also write the rows here")
     args = ap.parse_args()
-    rows = []
+    torch.set_num_threads(1)
+    torch.backends.mha.set_fastpath_enabled(False)
+    rows, M = [], 2 ** 20
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
-            est = archcalc.estimate(export(name, args.batch, Path(tmp)), batch=args.batch)
-            for optimizer in OPTIMIZERS:
-                # PyTorch's default optimizer implementation: multi-tensor on CUDA, per-tensor on CPU.
-                tm = est.training_memory(optimizer, impl="foreach" if args.device == "cuda" else "single")
-                real = measured_peak(name, optimizer, args.batch, "cuda") if args.device == "cuda" else \
+            dims = {"sequence": SEQUENCE} if name == "transformer" else None
+            est = archcalc.estimate(export(name, args.batch, Path(tmp)), batch=args.batch, dims=dims)
+            saved, saved_x = measured_saved(name, args.batch)
+            for optimizer in args.optimizers.split(","):
+                # PyTorch's defaults on the device: Adam per tensor on CPU, multi-tensor on CUDA;
+                # dropout keeps a mask of its input's dtype on CPU, of bools on CUDA.
+                # tensors only: what max_memory_allocated and the CPU process rise measure
+                tm = est.training_memory(optimizer, device=args.device, runtime="none")
+                real, base = measured_peak(name, optimizer, args.batch, "cuda") if args.device == "cuda" else \
                     measured_in_child(name, optimizer, args.batch)
+                resident = tm.weights + tm.master_weights + tm.optimizer_state + tm.inputs
+                est_saved = tm.saved_activations + tm.saved_inputs
                 rows.append({"model": name, "optimizer": optimizer, "batch": args.batch, "device": args.device,
-                             "estimate": tm.total, "measured": real, "notes_rule": tm.notes_rule,
-                             "error": tm.total / real - 1, "notes_error": tm.notes_rule / real - 1})
+                             "estimate": tm.total, "measured": real, "error": tm.total / real - 1,
+                             "estimate_rise": tm.total - resident, "measured_rise": real - base,
+                             "rise_error": (tm.total - resident) / (real - base) - 1,
+                             "resident_estimate": resident, "resident_measured": base, "phase": tm.peak.phase,
+                             "saved_estimate": est_saved, "saved_measured": saved,
+                             "saved_error": est_saved / saved - 1,
+                             "saved_inputs_estimate": tm.saved_inputs, "saved_inputs_measured": saved_x,
+                             "notes_rule": tm.notes_rule, "notes_error": tm.notes_rule / real - 1})
                 r = rows[-1]
-                print(f"{name:13} {optimizer:8} est {r['estimate'] / 2**20:9.1f} MiB  "
-                      f"real {real / 2**20:9.1f} MiB  err {r['error']:+.1%}  "
-                      f"notes' rule {r['notes_error']:+.1%}", flush=True)
-    errs = [abs(r["error"]) for r in rows]
+                print(f"{name:12} {optimizer:8} peak {tm.total / M:8.1f} / {real / M:8.1f} MiB "
+                      f"{r['error']:+6.1%}  rise {r['estimate_rise'] / M:7.1f} / {r['measured_rise'] / M:7.1f} "
+                      f"{r['rise_error']:+6.1%}  saved {est_saved / M:7.2f} / {saved / M:7.2f} "
+                      f"{r['saved_error']:+6.1%}  ({tm.peak.phase})", flush=True)
     card = f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""
-    print(f"median |error| {statistics.median(errs):.1%}, worst {max(errs):.1%} ({torch.__version__}, "
-          f"{args.device}{card})")
+    for label, keep in (("all", lambda r: True), ("CNNs", lambda r: r["model"] in CNNS)):
+        sel = [r for r in rows if keep(r)]
+        if not sel:
+            continue
+        print(f"{label}: " + "; ".join(
+            f"{key} median |error| {statistics.median(abs(r[key]) for r in sel):.1%}, "
+            f"worst {max(abs(r[key]) for r in sel):.1%}" for key in ("error", "rise_error", "saved_error")))
+    print(f"({torch.__version__}, {args.device}{card}, batch {args.batch}, {torch.get_num_threads()} thread(s))")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

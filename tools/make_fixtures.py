@@ -84,7 +84,9 @@ def _gpt2():
 
 MODELS = {
     "alexnet": _cnn("alexnet"),
+    "alexnet_train": _cnn("alexnet", train=True),
     "vgg16": _cnn("vgg16"),
+    "vgg16_train": _cnn("vgg16", train=True),
     "resnet50": _cnn("resnet50"),
     "resnet50_train": _cnn("resnet50", train=True),
     "mobilenet_v2": _cnn("mobilenet_v2"),

@@ -112,16 +112,17 @@ class Estimate:
                                                self.totals.activation_bytes, rt, self.float_dtype, workspace)
         return self._memo[key]
 
-    def training_memory(self, optimizer: str = "sgd", impl: str = "foreach", runtime: str = TRAINING_RUNTIME,
-                        overhead: int | None = None) -> TrainingMemory:
-        """One training step's memory with ``optimizer`` under ``runtime``; ``impl``: PyTorch's
-        "foreach" (CUDA's default) or per-tensor "single" (CPU's) optimizer implementation."""
-        key = ("training", optimizer, impl, runtime, overhead)
+    def training_memory(self, optimizer: str = "sgd", impl: str | None = None, runtime: str = TRAINING_RUNTIME,
+                        overhead: int | None = None, device: str = "cuda") -> TrainingMemory:
+        """One training step's memory with ``optimizer`` under ``runtime``, with PyTorch's defaults on
+        ``device`` ("cuda" or "cpu"); ``impl`` overrides its optimizer implementation: "foreach"
+        (CUDA's default) or per-tensor "single" (CPU's) (see ``archcalc.analysis.training``)."""
+        key = ("training", optimizer, impl, runtime, overhead, device)
         if key not in self._memo:
             rt = runtimes.runtime(runtime, overhead)
             self._memo[key] = training_memory(self.graph, self.results, self.param_roles,
                                               self.totals.activation_bytes, optimizer, self.float_dtype,
-                                              mixed=self.dtype in MIXED, impl=impl, runtime=rt)
+                                              mixed=self.dtype in MIXED, impl=impl, runtime=rt, device=device)
         return self._memo[key]
 
     @property
@@ -130,8 +131,8 @@ class Estimate:
         larger, the memory-pattern block of the runs after it)."""
         return self.inference_memory().activations_held
 
-    def saved_by_layer(self) -> dict[str, int]:
-        return saved_by_layer(self.graph, self.results, self.float_dtype)
+    def saved_by_layer(self, device: str = "cuda") -> dict[str, int]:
+        return saved_by_layer(self.graph, self.results, self.float_dtype, device)
 
     @cached_property
     def layers(self):

@@ -41,7 +41,24 @@ def training_owners(graph: Shaped, results: list[LayerResult], float_dtype: str 
     return buffer_owners(graph, results, inplace=True, float_dtype=float_dtype, keep=saved_names(results))
 
 
-def _saved_storages(graph, results, owner) -> tuple[dict[str, int], list[int]]:
+DEVICES = ("cuda", "cpu")
+
+
+def saved_extra_bytes(graph: Shaped, res: LayerResult, float_dtype: str | None, device: str) -> int:
+    """What a layer saves beyond its inputs and outputs: its rule's extra bytes and, for a dropout, the
+    keep-mask. PyTorch 2.14's dropout (aten/src/ATen/native/Dropout.cpp) runs the fused native_dropout,
+    which keeps a bool mask, only on CUDA (is_fused_kernel_acceptable); on the CPU it runs the composite
+    _dropout_impl: noise = at::empty_like(input), bernoulli_, div_, then input * noise, whose backward
+    (MulBackward0) keeps the noise, a tensor of the input's dtype (measured with saved_tensors_hooks:
+    4 bytes per element for float32 on the CPU)."""
+    size = res.out.saves_extra_bytes
+    if res.out.saves_mask and res.layer.inputs and res.layer.inputs[0]:
+        x = graph.tensors[res.layer.inputs[0]]
+        size += x.nbytes(float_dtype) if device == "cpu" else x.numel
+    return size
+
+
+def _saved_storages(graph, results, owner, float_dtype, device) -> tuple[dict[str, int], list[int]]:
     """Saved storage -> the first layer that saves it; and each layer's own saved extra bytes."""
     first: dict[str, int] = {}
     extra = [0] * len(results)
@@ -52,7 +69,7 @@ def _saved_storages(graph, results, owner) -> tuple[dict[str, int], list[int]]:
             t = graph.tensors.get(name) if name else None
             if t is not None and t.role in RUNTIME_ROLES and owner.get(name, name) not in graph.inputs:
                 first.setdefault(owner.get(name, name), i)
-        extra[i] = res.out.saves_extra_bytes
+        extra[i] = saved_extra_bytes(graph, res, float_dtype, device)
     return first, extra
 
 
@@ -75,12 +92,13 @@ def _gradient_spans(graph, results, float_dtype) -> list[tuple[int, int, int]]:
 
 
 def step_peak(graph: Shaped, results: list[LayerResult], float_dtype: str | None, persistent: int,
-              grad_at: dict[int, int], all_grads: int, step_temporaries: int) -> StepPeak:
+              grad_at: dict[int, int], all_grads: int, step_temporaries: int, device: str = "cuda") -> StepPeak:
     """The step's peak. ``persistent``: weights, buffers, optimizer state, inputs; ``grad_at``:
-    parameter-gradient bytes allocated at each layer's backward."""
+    parameter-gradient bytes allocated at each layer's backward; ``device``: whose kernels (see
+    ``saved_extra_bytes``)."""
     n = len(results)
     owner = training_owners(graph, results, float_dtype)
-    saved_first, extra = _saved_storages(graph, results, owner)
+    saved_first, extra = _saved_storages(graph, results, owner, float_dtype, device)
     name = [r.layer.name for r in results]
 
     fwd = [0] * (n + 1)

@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from archcalc.analysis.infer import LayerResult
 from archcalc.analysis.memory import RUNTIME_ROLES, input_bytes
 from archcalc.analysis.runtimes import Runtime
-from archcalc.analysis.step_peak import StepPeak, saved_tensors, step_peak, training_owners
+from archcalc.analysis.step_peak import (
+    DEVICES,
+    StepPeak,
+    saved_extra_bytes,
+    saved_names,
+    saved_tensors,
+    step_peak,
+    training_owners,
+)
 from archcalc.dtypes import DTYPE_BYTES
 from archcalc.errors import InputError
 from archcalc.ir import Shaped
@@ -28,11 +36,22 @@ OPTIMIZER_SLOTS = {
 }
 
 
+# PyTorch's default optimizer implementation on each device: torch.optim.optimizer's
+# _default_to_fused_or_foreach picks foreach only when every parameter is on a device of
+# torch.utils._foreach_utils._get_foreach_kernels_supported_devices() (cuda, xpu, mtia and the
+# private backend in 2.14), so a CPU model steps per tensor (_single_tensor_adam).
+DEFAULT_IMPL = {"cuda": "foreach", "cpu": "single"}
+
+
 def step_temporaries(optimizer: str, impl: str, params_bytes: int, largest_param_bytes: int) -> int:
-    """Bytes an optimizer allocates while stepping, per PyTorch's implementations: Adam's
-    multi-tensor ("foreach", the CUDA default) form takes sqrt(v) for all parameters at once; its
-    per-tensor form (the CPU default) holds sqrt(v) and its quotient for one parameter at a time.
-    SGD, momentum and the others update in place."""
+    """Bytes an optimizer allocates while stepping, per PyTorch 2.14's torch/optim/adam.py: the
+    multi-tensor form (_multi_tensor_adam, "foreach") makes exp_avg_sq_sqrt = _foreach_sqrt(v), one
+    list the size of all parameters, and divides and adds into it in place; the per-tensor form
+    (_single_tensor_adam, "single") computes denom = (v.sqrt() / bias_correction2_sqrt).add_(eps) one
+    parameter at a time, so v.sqrt() and the quotient coexist: twice the largest parameter (measured
+    on the CPU: VGG-16's step rises by 2 x its 102.8M-element fc6 weight over the gradients). On
+    weight-heavy nets the two differ most: VGG-16's fc6 is 74% of its weights, so "single" needs 1.5x
+    what "foreach" does. SGD, momentum and the others update in place."""
     if not optimizer.startswith("adam"):
         return 0
     return params_bytes if impl == "foreach" else 2 * largest_param_bytes
@@ -44,6 +63,7 @@ class TrainingMemory:
     constant) is the one figure every output judges a training step by."""
 
     optimizer: str
+    device: str  # whose PyTorch defaults: "cuda" or "cpu"
     weights: int
     master_weights: int  # fp32 copies under mixed precision, else 0
     gradients: int
@@ -52,6 +72,9 @@ class TrainingMemory:
     backward_transient: int
     backward_transient_layer: str
     inputs: int
+    # The inputs that backward keeps (a first conv's batch): already in ``inputs``, so not in the
+    # sum; what autograd's saved tensors add up to is saved_activations + saved_inputs.
+    saved_inputs: int
     step_temporaries: int
     peak: StepPeak
     notes_rule: int  # the CS231n notes' rule of thumb, for comparison
@@ -83,7 +106,8 @@ def slots(optimizer: str) -> int:
     return OPTIMIZER_SLOTS[optimizer]
 
 
-def saved_by_layer(graph: Shaped, results: list[LayerResult], float_dtype: str | None) -> dict[str, int]:
+def saved_by_layer(graph: Shaped, results: list[LayerResult], float_dtype: str | None,
+                   device: str = "cuda") -> dict[str, int]:
     """Bytes each layer adds to what backward keeps: the activation storages it is first to save
     (each storage counted once, however many layers save it) plus its own saved state."""
     owner = training_owners(graph, results, float_dtype)
@@ -92,7 +116,7 @@ def saved_by_layer(graph: Shaped, results: list[LayerResult], float_dtype: str |
     for res in results:
         if res.folded:
             continue
-        size = res.out.saves_extra_bytes
+        size = saved_extra_bytes(graph, res, float_dtype, device)
         for name in saved_tensors(res):
             t = graph.tensors.get(name) if name else None
             storage = owner.get(name, name)
@@ -119,9 +143,15 @@ def backward_transient(graph: Shaped, results: list[LayerResult], float_dtype: s
 
 def training_memory(graph: Shaped, results: list[LayerResult], param_roles: dict[int, dict[str, str]],
                     activation_sum: int, optimizer: str, float_dtype: str | None,
-                    mixed: bool = False, impl: str = "foreach", runtime: Runtime | None = None) -> TrainingMemory:
+                    mixed: bool = False, impl: str | None = None, device: str = "cuda",
+                    runtime: Runtime | None = None) -> TrainingMemory:
     """The training terms of a shaped graph. ``param_roles``: each layer's parameter inputs;
+    ``device``: the PyTorch device whose defaults apply ("cuda" or "cpu"), which sets the optimizer's
+    ``impl`` ("foreach" or "single") unless it is given, and the width of dropout's saved mask;
     ``runtime``: whose constant the total includes (none when not given)."""
+    if device not in DEVICES:
+        raise InputError(f"--device {device}: choose one of {', '.join(DEVICES)}")
+    impl = impl or DEFAULT_IMPL[device]
     k = slots(optimizer)
     width = DTYPE_BYTES[float_dtype or "float32"]
     fp32 = DTYPE_BYTES["float32"]
@@ -146,17 +176,21 @@ def training_memory(graph: Shaped, results: list[LayerResult], param_roles: dict
     temps = step_temporaries(optimizer, impl, int(params * (fp32 if mixed else width)),
                              int(largest * (fp32 if mixed else width)))
     peak = step_peak(graph, results, float_dtype, weights + master + state + inputs, grad_at,
-                     int(params * width), temps)
+                     int(params * width), temps, device)
+    owner = training_owners(graph, results, float_dtype)
+    kept_inputs = {owner.get(n, n) for n in saved_names(results)} & set(graph.inputs)
     return TrainingMemory(
         optimizer=optimizer,
+        device=device,
         weights=weights,
         master_weights=master,
         gradients=int(params * width),
         optimizer_state=state,
-        saved_activations=sum(saved_by_layer(graph, results, float_dtype).values()),
+        saved_activations=sum(saved_by_layer(graph, results, float_dtype, device).values()),
         backward_transient=transient,
         backward_transient_layer=where,
         inputs=inputs,
+        saved_inputs=sum(graph.tensors[n].nbytes(float_dtype) for n in kept_inputs),
         step_temporaries=temps,
         peak=peak,
         # The notes: activations and their gradients, parameters, their gradients and the caches.

@@ -59,7 +59,12 @@ SAVES_NOTHING = {"Neg", "Not", "Sign", "Floor", "Ceil", "Round", "IsNaN", "IsInf
 # residual block).
 INPLACE = {"Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "Softplus", "Softsign",
            "Tanh", "ThresholdedRelu", "Clip", "Shrink", "Softmax", "LogSoftmax"}
-BINARY_SAVES_BOTH = {"Mul", "Div", "Pow", "Max", "Min", "PRelu", "Mean"}
+BINARY_SAVES_BOTH = {"Pow", "Max", "Min", "PRelu", "Mean"}
+# Mul and Div keep an operand only for the other's gradient: PyTorch's mul and div backward
+# (derivatives.yaml) need `other` for self's gradient and `self` for other's, and autograd saves
+# each only when that gradient is needed, so attention's scores * 0.125 keep nothing of the scores
+# (measured with saved_tensors_hooks on a BERT layer).
+SAVES_FOR_OTHER = {"Mul", "Div"}
 
 # Which role a float initializer takes as an operand: an added one shifts (a bias), a multiplied
 # one scales (a weight). PRelu's slope is a weight even when it is one number.
@@ -96,7 +101,13 @@ def _binary(n: Node) -> Out:
         if role else {}
     return Out([shape], dtypes=_out_dtype(n), flops=flops * math.prod(shape) * max(n.n_inputs - 1, 1),
                values=_fold(n, shape, fn), params=params,
-               saves_inputs=tuple(range(n.n_inputs)) if op in BINARY_SAVES_BOTH else ())
+               saves_inputs=_saved_operands(n, op))
+
+
+def _saved_operands(n: Node, op: str) -> tuple[int, ...]:
+    if op in SAVES_FOR_OTHER:
+        return tuple(i for i in range(n.n_inputs) if any(n.tracked(j) for j in range(n.n_inputs) if j != i))
+    return tuple(range(n.n_inputs)) if op in BINARY_SAVES_BOTH else ()
 
 
 rule(*UNARY)(_unary)

@@ -19,10 +19,12 @@ def pool(n: Node) -> Out:
     out = (*x[:2], *spatial)
     shapes = [out] * n.n_outputs  # MaxPool's optional second output: int64 indices
     dtypes = [n.dtype(0), "int64"][: n.n_outputs]
-    # Backward of a max pool needs its input and the argmax of each window (int64 indices).
+    # Backward of a max pool needs its input and the argmax of each window (int64 indices). An
+    # average pool keeps its input too: PyTorch's avg_pool2d_backward and _adaptive_avg_pool2d_backward
+    # take `self` (derivatives.yaml; AdaptiveAvgPool2d to a size other than 1x1 exports as AveragePool).
+    # The global pools below are PyTorch's mean, whose backward keeps only the shape.
     is_max = n.layer.op_type == "MaxPool"
-    return Out(shapes, dtypes=dtypes, flops=math.prod(out) * math.prod(kernel),
-               saves_inputs=(0,) if is_max or n.layer.op_type == "LpPool" else (),
+    return Out(shapes, dtypes=dtypes, flops=math.prod(out) * math.prod(kernel), saves_inputs=(0,),
                saves_extra_bytes=8 * math.prod(out) if is_max else 0)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from archcalc.errors import ShapeError
-from archcalc.ir import Layer, Shape, Shaped
+from archcalc.ir import Layer, Role, Shape, Shaped
 
 ParamRole = str  # "weight" | "bias" | "buffer"
 
@@ -46,6 +46,9 @@ class Out:
     saves_inputs: tuple[int, ...] = ()
     saves_outputs: tuple[int, ...] = ()
     saves_extra_bytes: int = 0
+    # Keeps a keep-mask the size of input 0 (dropout); its width depends on the device's kernel
+    # (see archcalc.step_peak.saved_extra_bytes).
+    saves_mask: bool = False
 
 
 Rule = Callable[["Node"], Out]
@@ -91,6 +94,17 @@ class Node:
 
     def numel(self, i: int) -> int:
         return math.prod(self.shape(i))
+
+    def tracked(self, i: int) -> bool:
+        """Whether autograd would track input ``i``: a value computed at run time or a trained
+        parameter; not the batch, a buffer, a shape constant or a one-element stored operand (a
+        scale or an epsilon, which an exporter writes as a constant)."""
+        t = self._inputs[i] if self.has(i) else None
+        if t is None:
+            return False
+        if t.role in (Role.ACTIVATION, Role.OUTPUT):
+            return True
+        return t.role == Role.WEIGHT and t.shape is not None and math.prod(t.shape) > 1
 
     def value(self, i: int) -> np.ndarray | None:
         return self._inputs[i].value if self.has(i) else None  # type: ignore[union-attr]

@@ -31,7 +31,7 @@ def dropout(n: Node) -> Out:
     # A buffer of its own, not a view: training multiplies by the mask, and onnxruntime 1.31 copies
     # even at inference (measured: a dying input is neither shared nor overwritten).
     out = _shaped(n, n.shape(0), lambda x, *_: x)
-    out.saves_extra_bytes = n.numel(0)  # training keeps a one-byte keep-mask per element
+    out.saves_mask = True  # training keeps a keep-mask per element: bool on CUDA, the input's dtype on CPU
     if n.n_outputs > 1:  # the mask output
         out.shapes.append(n.shape(0))
         out.dtypes.append("bool")  # type: ignore[union-attr]

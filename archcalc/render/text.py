@@ -175,7 +175,7 @@ def render(est: Estimate, fmt: str = "table", top: int | None = None, sort: str 
     ``memory`` adds the memory terms (and, for training, each layer's saved bytes)."""
     rows = layer_rows(est)
     if memory is not None and memory.training is not None:
-        saved = est.saved_by_layer()
+        saved = est.saved_by_layer(memory.training.device)
         rows = [{**{k: v for k, v in r.items() if k != "note"}, "saved_bytes": saved.get(r["layer"], 0),
                  "note": r["note"]} for r in rows]
     rows = _heaviest(rows, top, sort)
