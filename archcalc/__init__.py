@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     "estimate": "archcalc.api", "fit": "archcalc.api", "fit_spec": "archcalc.api", "validate": "archcalc.api",
-    "Estimate": "archcalc.analysis.estimate", "Totals": "archcalc.analysis.estimate",
-    "LayerCost": "archcalc.analysis.estimate", "SharedWeight": "archcalc.analysis.estimate",
+    "Estimate": "archcalc.analysis.estimate", "Totals": "archcalc.analysis.records",
+    "LayerCost": "archcalc.analysis.records", "SharedWeight": "archcalc.analysis.records",
     "InferenceMemory": "archcalc.analysis.memory", "TrainingMemory": "archcalc.analysis.training",
     "Verdict": "archcalc.analysis.fit", "FitSpec": "archcalc.analysis.fit",
     "Validation": "archcalc.measure.validate",
@@ -23,9 +23,10 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from archcalc.analysis.estimate import Estimate, LayerCost, SharedWeight, Totals
+    from archcalc.analysis.estimate import Estimate
     from archcalc.analysis.fit import FitSpec, Verdict
     from archcalc.analysis.memory import InferenceMemory
+    from archcalc.analysis.records import LayerCost, SharedWeight, Totals
     from archcalc.analysis.training import TrainingMemory
     from archcalc.api import estimate, fit, fit_spec, validate
     from archcalc.errors import (

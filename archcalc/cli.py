@@ -73,7 +73,7 @@ def shape_options(fn):
     return fn
 
 
-def memory_options(default_runtime: str):
+def memory_options(default_runtime: str | None):
     """--mode, --optimizer, --runtime, --runtime-overhead, --workspace."""
 
     def add(fn):

@@ -17,66 +17,11 @@ from archcalc.analysis import runtimes
 from archcalc.analysis.infer import LayerResult, bind_inputs, infer
 from archcalc.analysis.memory import RUNTIME_ROLES, InferenceMemory, inference_memory, input_bytes
 from archcalc.analysis.receptive import receptive_fields
+from archcalc.analysis.records import LayerCost, SharedWeight, Totals, estimate_dict, layers_frame
 from archcalc.analysis.training import TrainingMemory, saved_by_layer, training_memory
 from archcalc.dtypes import FLOAT_DTYPES, MIXED, PRECISIONS
 from archcalc.errors import InputError
 from archcalc.ir import Graph, Role, Shaped
-
-
-@dataclass(frozen=True)
-class LayerCost:
-    """One executed layer. Element counts, not bytes, except ``activation_bytes``."""
-
-    index: int
-    name: str
-    op_type: str
-    output: str
-    shape: tuple[int, ...]
-    activations: int  # elements of every tensor the layer writes
-    activation_bytes: int
-    weights: int
-    biases: int
-    buffers: int
-    macs: int
-    flops: int  # 2 x MACs plus the layer's other floating-point ops
-    has_rule: bool
-    receptive_field: int = 1  # input pixels one output element sees (first spatial axis)
-    effective_stride: int = 1  # input pixels between neighbouring outputs
-
-    @property
-    def params(self) -> int:
-        return self.weights + self.biases
-
-
-@dataclass(frozen=True)
-class SharedWeight:
-    """A stored weight that several layers read as a parameter."""
-
-    name: str
-    readers: int
-    elements: int
-    # "tied": one parameter used in several places (an embedding and the LM head); "merged": every
-    # value equal (a fresh model's zero biases), so the exporter stored identical constants once
-    # and the model itself has ``readers`` separate parameters; "unknown": values not in the file.
-    kind: str
-
-
-@dataclass(frozen=True)
-class Totals:
-    """The model's totals; field names are the JSON contract (see docs/json.md)."""
-
-    params: int  # each stored weight once: what memory holds (the headline)
-    params_per_layer: int  # each layer's weights and biases: a weight read by k layers counts k times
-    buffers: int
-    param_bytes: int  # stored parameters and buffers, at the priced dtype
-    input_bytes: int
-    activation_elements: int  # graph inputs + every tensor a layer writes (views included)
-    activation_bytes: int
-    macs: int
-    flops: int
-    shared: tuple[SharedWeight, ...] = ()
-    unsupported_ops: dict[str, int] = field(default_factory=dict)  # op type -> layers with no cost rule
-
 
 DEFAULT_RUNTIME = "onnxruntime-cpu"  # whose planner the headline activation peak follows
 TRAINING_RUNTIME = "pytorch-cuda"  # the engine a training step's total is priced for by default
@@ -137,15 +82,12 @@ class Estimate:
     @cached_property
     def layers(self):
         """The per-layer table as a pandas DataFrame, in execution order."""
-        from archcalc.analysis.records import layers_frame
-
-        return layers_frame(self)
+        return layers_frame(self.layers_list)
 
     def to_dict(self) -> dict:
         """The JSON contract (docs/json.md)."""
-        from archcalc.analysis.records import estimate_dict
-
-        return estimate_dict(self)
+        im = self.inference_memory()
+        return estimate_dict(self.graph, self.layers_list, self.totals, im, self.batch, self.dtype)
 
     def _repr_html_(self) -> str:
         """A notebook shows the per-layer table and the headline totals."""
@@ -194,7 +136,7 @@ def _layer_costs(graph: Shaped, results: list[LayerResult], roles, float_dtype) 
         if res.folded:
             continue
         outs = [graph.tensors[o] for o in res.layer.outputs if o and graph.tensors[o].role in RUNTIME_ROLES]
-        by_role = Counter()
+        by_role: Counter[str] = Counter()
         for name, role in roles[i].items():
             by_role[role] += graph.tensors[name].numel
         first = graph.tensors[res.layer.outputs[0]]

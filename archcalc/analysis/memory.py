@@ -71,7 +71,7 @@ def buffer_owners(graph: Shaped, results: list[LayerResult], inplace: bool = Tru
     """
     last = _last_uses(graph, results)
     owner = {name: name for name in graph.inputs}
-    end = {}  # owner -> last layer that reads any tensor in its buffer
+    end: dict[str, int] = {}  # owner -> last layer that reads any tensor in its buffer
     free: list[str] = []  # dead buffers, the most recently freed first
     kept: set[str] = set()  # buffers that hold a tensor in ``keep``
     for i, res in enumerate(results):
@@ -141,7 +141,7 @@ def _shared_input(graph, res, j, i, owner, end, inplace, float_dtype, kept, stat
 
 def _statically_equal(static: dict[str, tuple], a: str, b: str) -> bool:
     shape = static.get(a)
-    return bool(shape) and None not in shape and static.get(b) == shape
+    return shape is not None and bool(shape) and None not in shape and static.get(b) == shape
 
 
 def buffers(graph: Shaped, results: list[LayerResult], float_dtype: str | None = None,

@@ -1,60 +1,113 @@
-"""The estimate as plain rows and dicts: the per-layer rows every format shares, the pandas
-DataFrame, and the JSON contract (docs/json.md). Data, not presentation: no units, no layout."""
+"""The records an estimate is made of -- one layer's costs, the totals, a shared weight -- and
+their plain forms: the per-layer rows every format shares, the pandas DataFrame, and the JSON
+contract (docs/json.md). Data, not presentation: no units, no layout."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field
 
+from archcalc.analysis.memory import InferenceMemory
 from archcalc.conventions import CONVENTIONS
+from archcalc.ir import Shaped
 from archcalc.units import shape_text
-
-if TYPE_CHECKING:
-    from archcalc.analysis.estimate import Estimate
 
 JSON_SCHEMA = "archcalc.estimate/2"
 COLUMNS = ["layer", "op", "shape", "activations", "activation_bytes", "weights", "biases", "params",
            "macs", "flops", "rf", "stride", "note"]
 
 
-def layer_rows(est: Estimate) -> list[dict]:
+@dataclass(frozen=True)
+class LayerCost:
+    """One executed layer. Element counts, not bytes, except ``activation_bytes``."""
+
+    index: int
+    name: str
+    op_type: str
+    output: str
+    shape: tuple[int, ...]
+    activations: int  # elements of every tensor the layer writes
+    activation_bytes: int
+    weights: int
+    biases: int
+    buffers: int
+    macs: int
+    flops: int  # 2 x MACs plus the layer's other floating-point ops
+    has_rule: bool
+    receptive_field: int = 1  # input pixels one output element sees (first spatial axis)
+    effective_stride: int = 1  # input pixels between neighbouring outputs
+
+    @property
+    def params(self) -> int:
+        return self.weights + self.biases
+
+
+@dataclass(frozen=True)
+class SharedWeight:
+    """A stored weight that several layers read as a parameter."""
+
+    name: str
+    readers: int
+    elements: int
+    # "tied": one parameter used in several places (an embedding and the LM head); "merged": every
+    # value equal (a fresh model's zero biases), so the exporter stored identical constants once
+    # and the model itself has ``readers`` separate parameters; "unknown": values not in the file.
+    kind: str
+
+
+@dataclass(frozen=True)
+class Totals:
+    """The model's totals; field names are the JSON contract (see docs/json.md)."""
+
+    params: int  # each stored weight once: what memory holds (the headline)
+    params_per_layer: int  # each layer's weights and biases: a weight read by k layers counts k times
+    buffers: int
+    param_bytes: int  # stored parameters and buffers, at the priced dtype
+    input_bytes: int
+    activation_elements: int  # graph inputs + every tensor a layer writes (views included)
+    activation_bytes: int
+    macs: int
+    flops: int
+    shared: tuple[SharedWeight, ...] = ()
+    unsupported_ops: dict[str, int] = field(default_factory=dict)  # op type -> layers with no cost rule
+
+
+def layer_rows(layers: list[LayerCost]) -> list[dict]:
     """One row per executed layer, in execution order: the layout every format shares."""
     return [{
         "layer": r.name, "op": r.op_type, "shape": shape_text(r.shape), "activations": r.activations,
         "activation_bytes": r.activation_bytes, "weights": r.weights, "biases": r.biases,
         "params": r.params, "macs": r.macs, "flops": r.flops, "rf": r.receptive_field,
         "stride": r.effective_stride, "note": "" if r.has_rule else "no cost rule",
-    } for r in est.layers_list]
+    } for r in layers]
 
 
-def layers_frame(est: Estimate):
+def layers_frame(layers: list[LayerCost]):
     """The per-layer rows as a pandas DataFrame (pandas is imported only here: it costs 0.3 s)."""
     import pandas as pd
 
-    return pd.DataFrame(layer_rows(est), columns=COLUMNS)
+    return pd.DataFrame(layer_rows(layers), columns=COLUMNS)
 
 
-def totals_dict(est: Estimate) -> dict:
-    """The totals, with the headline activation peak (the default runtime's) beside them."""
-    im = est.inference_memory()
-    return {**asdict(est.totals), "peak_activation_bytes": im.activations_held,
+def totals_dict(totals: Totals, im: InferenceMemory) -> dict:
+    """The totals, with the headline activation peak (``im``: the default runtime's) beside them."""
+    return {**asdict(totals), "peak_activation_bytes": im.activations_held,
             "peak_bytes": im.weights + im.inputs + im.activations_held, "peak_runtime": im.runtime_name}
 
 
-def estimate_dict(est: Estimate) -> dict:
+def estimate_dict(graph: Shaped, layers: list[LayerCost], totals: Totals, im: InferenceMemory, batch: int,
+                  dtype: str | None) -> dict:
     """The JSON contract: totals, conventions, layers, and every tensor's shape by name."""
-    g = est.graph
     return {
         "schema": JSON_SCHEMA,
-        "model": g.name,
-        "source": g.source,
-        "batch": est.batch,
-        "dtype": est.dtype,
-        "totals": totals_dict(est),
+        "model": graph.name,
+        "source": graph.source,
+        "batch": batch,
+        "dtype": dtype,
+        "totals": totals_dict(totals, im),
         "conventions": CONVENTIONS,
-        "inputs": {n: list(g.tensors[n].shape) for n in g.inputs},
-        "outputs": {n: list(g.tensors[n].shape) for n in g.outputs},
-        "layers": layer_rows(est),
+        "inputs": {n: list(graph.tensors[n].shape) for n in graph.inputs},
+        "outputs": {n: list(graph.tensors[n].shape) for n in graph.outputs},
+        "layers": layer_rows(layers),
         "tensors": {t.name: {"shape": list(t.shape), "dtype": t.dtype, "role": t.role.value}
-                    for t in g.tensors.values()},
+                    for t in graph.tensors.values()},
     }

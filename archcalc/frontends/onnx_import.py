@@ -129,8 +129,11 @@ def _layers(graph: onnx.GraphProto, tensors: dict[str, Tensor]) -> list[Layer]:
 def _execution_order(layers: list[Layer], known: set[str], source: str) -> list[Layer]:
     """ONNX requires nodes in topological order; exporters that break it get a stable sort."""
     available = set(known)
-    if all(all(n in available or not n for n in ly.inputs) and not available.update(ly.outputs)
-           for ly in layers):
+    for ly in layers:
+        if not all(n in available or not n for n in ly.inputs):
+            break
+        available.update(ly.outputs)
+    else:
         return layers
     import networkx as nx
 
@@ -195,6 +198,7 @@ def stored_value(model: onnx.ModelProto, path: Path | None, skipped: dict[str, t
     """One initializer's values: read from the file where the import skipped them, None where they
     lie in external data (never opened) or cannot be decoded."""
     try:
+        tensor: onnx.TensorProto | None
         if name in skipped and path is not None:
             tensor = read_tensor(path, skipped[name])
         else:

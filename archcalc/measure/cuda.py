@@ -15,15 +15,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from archcalc.errors import ValidationError
+from archcalc.measure.child import run_child
 
 CUDA_OPTIONS = {"arena_extend_strategy": "kSameAsRequested", "cudnn_conv_algo_search": "HEURISTIC"}
 
@@ -131,17 +126,7 @@ def cuda_peak(model_path: Path, inputs: dict, level: str, runs: int = 3) -> Cuda
         import pynvml  # noqa: F401  (nvidia-ml-py)
     except ImportError:
         return None
-    from archcalc.measure.validate import LEVELS
-
-    with tempfile.TemporaryDirectory() as tmp:
-        feeds_path = Path(tmp) / "feeds.npz"
-        np.savez(feeds_path, **inputs)
-        env = {**os.environ, "ARCHCALC_CUDA_OPTIONS": json.dumps(CUDA_OPTIONS)}
-        res = subprocess.run([sys.executable, "-c", CHILD, str(model_path), str(feeds_path), LEVELS[level],
-                              str(runs)], capture_output=True, text=True, env=env)
-    if res.returncode:
-        tail = (res.stderr.strip().splitlines() or ["no message"])[-1][:200]
-        raise ValidationError(f"{model_path}: the CUDA measurement failed: {tail}")
-    data = json.loads(res.stdout.strip().splitlines()[-1])
+    data = run_child(CHILD, model_path, inputs, level, runs, {"ARCHCALC_CUDA_OPTIONS": json.dumps(CUDA_OPTIONS)},
+                     "CUDA measurement")
     return CudaPeak(level, data["provider"], data["context"], data["weights"], max(data["runs"]), data["total"],
                     data["source"], data["card"], data["driver"], data["versions"], data["runs"])

@@ -22,19 +22,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from archcalc.analysis.estimate import Estimate, analyse
-from archcalc.errors import InputError, ValidationError
+from archcalc.errors import InputError
+from archcalc.measure.child import LEVELS, run_child
 from archcalc.measure.cuda import CudaPeak, cuda_peak, providers
-
-LEVELS = {"disable": "ORT_DISABLE_ALL", "all": "ORT_ENABLE_ALL"}
 
 
 @dataclass
@@ -84,7 +82,7 @@ class Validation:
     profiler_peak_later: int | None = None  # a second run's: the memory-pattern block and the outputs
 
 
-def _model_with_weights(source) -> tuple[object, Path]:
+def _model_with_weights(source) -> tuple[onnx.ModelProto, Path]:
     import onnx
 
     from archcalc.frontends.sources import resolve
@@ -217,19 +215,8 @@ def process_peak(model_path: Path, inputs: dict, level: str, runs: int = 3) -> P
     """The peak in a fresh child process (Linux: needs /proc/self/clear_refs)."""
     if not Path("/proc/self/clear_refs").exists():
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        feeds_path = Path(tmp) / "feeds.npz"
-        np.savez(feeds_path, **inputs)
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-        res = subprocess.run([sys.executable, "-c", CHILD, str(model_path), str(feeds_path), LEVELS[level],
-                              str(runs)], capture_output=True, text=True, env=env)
-    if res.returncode < 0 or res.returncode == 137:
-        raise ValidationError(f"{model_path}: the measuring process was killed (signal {-res.returncode}): "
-                              "out of memory? try a smaller --batch")
-    if res.returncode:
-        tail = (res.stderr.strip().splitlines() or ["no message"])[-1][:160]
-        raise ValidationError(f"{model_path}: onnxruntime failed to run the model: {tail}")
-    data = json.loads(res.stdout.strip().splitlines()[-1])
+    data = run_child(CHILD, model_path, inputs, level, runs,
+                     {"MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}, "onnxruntime run")
     return PeakMeasure(level, data["load_peak"], data["resident_after_load"], max(data["runs"]), data["runs"])
 
 

@@ -75,7 +75,7 @@ def _out_dtype(n: Node) -> list[str]:
     return ["bool" if n.layer.op_type in BOOL_RESULT else n.dtype(0)]
 
 
-def _fold(n: Node, shape: tuple[int, ...], fn: Callable | None) -> list[np.ndarray] | None:
+def _fold(n: Node, shape: tuple[int, ...], fn: Callable | None) -> list[np.ndarray | None] | None:
     """Apply ``fn`` to a unary op's value, or left to right over a variadic op's values."""
     if fn is None:
         return None

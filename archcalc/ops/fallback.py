@@ -60,20 +60,21 @@ def infer_node(node: Node) -> Out:
             f"{node.graph.source}: node '{layer.name}' ({what}): archcalc has no rule for {what} and "
             f"onnx's shape inference fails on it ({str(exc).splitlines()[0][:160]})") from None
     found = {vi.name: vi.type.tensor_type for vi in [*model.graph.value_info, *model.graph.output]}
-    shapes, dtypes = [], []
+    shapes: list[tuple[int, ...]] = []
+    dtypes: list[str] = []
     for name in layer.outputs:
         tt = found.get(name)
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim] if tt else None
-        if name and (dims is None or None in dims or not tt.HasField("shape")):
+        if name and (tt is None or dims is None or None in dims or not tt.HasField("shape")):
             raise UnsupportedOpError(
                 f"{node.graph.source}: node '{layer.name}' ({what}): archcalc has no rule for {what} "
                 f"and onnx's shape inference leaves output '{name}' without a concrete shape")
-        shapes.append(tuple(dims or ()))
+        shapes.append(tuple(d for d in dims or () if d is not None))
         dtypes.append(onnx_dtype(tt.elem_type) if tt else "float32")
     return Out(shapes, dtypes=dtypes)
 
 
-def evaluate_node(node: Node) -> list[np.ndarray] | None:
+def evaluate_node(node: Node) -> list[np.ndarray | None] | None:
     """Fold a node whose inputs are all known with onnx's reference evaluator, or None."""
     from onnx.reference import ReferenceEvaluator
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from archcalc.ops.registry import Node, Out, rule
 
-_NUMPY = {"ReduceSum": np.sum, "ReduceMean": np.mean, "ReduceMax": np.max, "ReduceMin": np.min,
-          "ReduceProd": np.prod}
+_NUMPY: dict[str, Callable[..., Any]] = {"ReduceSum": np.sum, "ReduceMean": np.mean, "ReduceMax": np.max,
+                                          "ReduceMin": np.min, "ReduceProd": np.prod}
 # The opset from which each reduction takes its axes as an input rather than an attribute.
 _AXES_INPUT_FROM = {"ReduceSum": 13}
 
@@ -27,7 +30,7 @@ def reduce(n: Node) -> Out:
     out = tuple(1 if i in axes else d for i, d in enumerate(x)) if keep else \
         tuple(d for i, d in enumerate(x) if i not in axes)
     fn = _NUMPY.get(op)
-    values = n.fold(out, fn and (lambda v, *_: fn(v, axis=tuple(axes), keepdims=keep)))
+    values = n.fold(out, None if fn is None else (lambda v, *_: fn(v, axis=tuple(axes), keepdims=keep)))
     return Out([out], flops=n.numel(0), values=values)
 
 

@@ -109,12 +109,12 @@ class Node:
     def value(self, i: int) -> np.ndarray | None:
         return self._inputs[i].value if self.has(i) else None  # type: ignore[union-attr]
 
-    def values(self) -> list[np.ndarray] | None:
+    def values(self) -> list[np.ndarray | None] | None:
         """Every given input's value, or None when any is unknown (the node cannot fold)."""
         vals = [t.value if t is not None else None for t in self._inputs]
         return None if any(v is None for v, t in zip(vals, self._inputs) if t is not None) else vals
 
-    def fold(self, shape: tuple[int, ...], fn: Callable | None) -> list[np.ndarray] | None:
+    def fold(self, shape: tuple[int, ...], fn: Callable | None) -> list[np.ndarray | None] | None:
         """``[fn(*values)]`` when every input is known and the result is small, else None."""
         vals = self.values()
         if fn is None or vals is None or math.prod(shape) > FOLD_LIMIT:

@@ -142,7 +142,8 @@ def split(n: Node) -> Out:
         raise n.error(f"split sizes {parts} do not add up to dim {axis} of {list(x)}")
     shapes = [tuple(p if i == axis else d for i, d in enumerate(x)) for p in parts]
     vals = n.values()
-    values = np.split(vals[0], np.cumsum(parts)[:-1], axis) if vals else None
+    values: list[np.ndarray | None] | None = list(np.split(vals[0], np.cumsum(parts)[:-1], axis)) \
+        if vals and vals[0] is not None else None
     return Out(shapes, dtypes=[n.dtype(0)] * len(shapes), values=values)
 
 
@@ -151,6 +152,8 @@ def slice_(n: Node) -> Out:
     x = n.shape(0)
     starts = n.ints(1, "starts", "starts", 10)
     ends = n.ints(2, "ends", "ends", 10)
+    if starts is None or ends is None:
+        raise n.error("has no starts or ends: Slice needs both")
     axes = n.ints(3, "axes", "axes", 10) or list(range(len(starts)))
     steps = n.ints(4, "steps", "steps", 10) or [1] * len(starts)
     index: list[slice] = [slice(None)] * len(x)

@@ -99,7 +99,7 @@ def build(source, name: str, d: ReportData, with_figures: bool = True) -> Report
     text files are the same), for checking that committed reports are fresh."""
     est = d.estimate
     inference = est.inference_memory()
-    rows = layer_rows(est)
+    rows = layer_rows(est.layers_list)
     training_section, training = _training_section(est)
     sections = [Section("Totals", pairs=totals_lines(est)),
                 Section(f"Inference memory ({inference.runtime_name})", pairs=memory_lines(MemoryView(inference))),
@@ -123,7 +123,7 @@ def build(source, name: str, d: ReportData, with_figures: bool = True) -> Report
     sections.append(Section("Conventions", pairs=list(CONVENTIONS.items())))
     summary = {
         "schema": SCHEMA, "model": name, "source": str(source), "batch": est.batch,
-        "totals": totals_dict(est),
+        "totals": totals_dict(est.totals, inference),
         "inference_memory": {**asdict(inference), "activations_held": inference.activations_held,
                              "total": inference.total},
         "training_memory": {opt: {**asdict(tm), "total": tm.total, "terms_sum": tm.terms_sum}

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from archcalc import units
 from archcalc.analysis.estimate import Estimate
 from archcalc.analysis.memory import InferenceMemory
-from archcalc.analysis.records import COLUMNS, estimate_dict, layer_rows
+from archcalc.analysis.records import COLUMNS, layer_rows
 from archcalc.analysis.training import TrainingMemory
 from archcalc.conventions import CONVENTIONS
 from archcalc.units import shape_text
@@ -173,14 +173,14 @@ def render(est: Estimate, fmt: str = "table", top: int | None = None, sort: str 
            memory: MemoryView | None = None) -> str:
     """The estimate as text in ``fmt`` (table, markdown, csv, json); ``top`` keeps the heaviest rows;
     ``memory`` adds the memory terms (and, for training, each layer's saved bytes)."""
-    rows = layer_rows(est)
+    rows = layer_rows(est.layers_list)
     if memory is not None and memory.training is not None:
         saved = est.saved_by_layer(memory.training.device)
         rows = [{**{k: v for k, v in r.items() if k != "note"}, "saved_bytes": saved.get(r["layer"], 0),
                  "note": r["note"]} for r in rows]
     rows = _heaviest(rows, top, sort)
     if fmt == "json":
-        data = estimate_dict(est)
+        data = est.to_dict()
         data["layers"] = rows
         if memory is not None:
             data["memory"] = memory_dict(memory)

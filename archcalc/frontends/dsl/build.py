@@ -59,8 +59,8 @@ class _Build:
 
     # --- errors -----------------------------------------------------------------------------------
     def fail(self, where, message: str) -> DSLError:
-        line = getattr(where, "line", None) or getattr(getattr(where, "meta", None), "line", 1)
-        col = getattr(where, "column", None) or getattr(getattr(where, "meta", None), "column", 1)
+        line = getattr(where, "line", None) or getattr(getattr(where, "meta", None), "line", None) or 1
+        col = getattr(where, "column", None) or getattr(getattr(where, "meta", None), "column", None) or 1
         return DSLError(self.source, self.text, line, col, message)
 
     # --- layers and tensors -----------------------------------------------------------------------
@@ -103,16 +103,16 @@ class _Build:
 
     def conv(self, where, text, tok: LayerToken, cur: Cursor, bias: bool) -> Cursor:
         c, h, w = self.need_map(where, text, cur)
-        f, s, d = tok.window, tok.opt("s", 1), tok.opt("d", 1)
+        f, s, d = tok.side, tok.opt("s", 1), tok.opt("d", 1)
         p = tok.opt("p", (f - 1) * d // 2)
         depthwise = tok.kind == "DWCONV"
-        k = c if depthwise else int(tok.arg)
+        k = c if depthwise else tok.count
         g = c if depthwise else tok.opt("g", 1)
         if c % g or k % g:
             raise self.fail(where, f"{text}: {g} groups do not divide {c} input channels and {k} filters")
         rounding = "floor" if tok.opt("floor", False) else None
         oh, ow = (self.window(where, text, n, f, s, p, d, rounding) for n in (h, w))
-        weights = [("weight", (k, c // g, f, f), Role.WEIGHT)]
+        weights: list[tuple[str, tuple[int, ...], Role]] = [("weight", (k, c // g, f, f), Role.WEIGHT)]
         if bias and not tok.opt("nobias", False):
             weights.append(("bias", (k,), Role.WEIGHT))
         attrs = {"kernel_shape": [f, f], "strides": [s, s], "pads": [p] * 4, "dilations": [d, d], "group": g}
@@ -120,10 +120,10 @@ class _Build:
 
     def pool(self, where, text, tok: LayerToken, cur: Cursor) -> Cursor:
         c, h, w = self.need_map(where, text, cur)
-        f, s, p = tok.window, tok.opt("s", tok.window), tok.opt("p", 0)
+        f, s, p = tok.side, tok.opt("s", tok.side), tok.opt("p", 0)
         rounding = "ceil" if tok.opt("ceil", False) else "floor" if tok.opt("floor", False) else None
         oh, ow = (self.window(where, text, n, f, s, p, 1, rounding) for n in (h, w))
-        attrs = {"kernel_shape": [f, f], "strides": [s, s], "pads": [p] * 4}
+        attrs: dict[str, object] = {"kernel_shape": [f, f], "strides": [s, s], "pads": [p] * 4}
         if rounding == "ceil":
             attrs["ceil_mode"] = 1
         return self.emit("POOL", POOLS[tok.kind], cur, (c, oh, ow), attrs)
@@ -131,8 +131,8 @@ class _Build:
     def fc(self, tok: LayerToken, cur: Cursor) -> Cursor:
         if len(cur.shape) == 3:
             cur = self.emit("FLATTEN", "Flatten", cur, (math.prod(cur.shape),), {"axis": 1})
-        n, units = cur.shape[0], int(tok.arg)
-        weights = [("weight", (units, n), Role.WEIGHT)]
+        n, units = cur.shape[0], tok.count
+        weights: list[tuple[str, tuple[int, ...], Role]] = [("weight", (units, n), Role.WEIGHT)]
         if not tok.opt("nobias", False):
             weights.append(("bias", (units,), Role.WEIGHT))
         return self.emit("FC", "Gemm", cur, (units,), {"transB": 1}, weights)
@@ -190,7 +190,7 @@ class _Build:
         dims = [int(x) for x in str(dims_tok).split("x")]
         if len(dims) == 3:
             h, w, c = dims
-            shape = (c, h, w)
+            shape: tuple[int, ...] = (c, h, w)
         elif len(dims) == 1:
             shape = (dims[0],)
         else:
@@ -204,7 +204,8 @@ class _Build:
             del self.tensors[last.outputs[0]]
             out = Cursor(last.inputs[0], out.shape)
         self.tensors[out.name].role = Role.OUTPUT if out.name != "input" else Role.INPUT
-        declared = {n: t.shape for n, t in self.tensors.items() if t.role not in (Role.WEIGHT, Role.BUFFER)}
+        declared: dict[str, tuple] = {n: t.shape for n, t in self.tensors.items()
+                                      if t.role not in (Role.WEIGHT, Role.BUFFER) and t.shape is not None}
         return Graph("design", self.tensors, self.layers, ["input"], [out.name], OPSET, self.source,
                      static_shapes=lambda: declared)
 
@@ -251,7 +252,7 @@ class _Build:
             raise self.fail(count, f"repeat count {value}: must be at least 1")
         return value
 
-    def _text(self, token: Token, env: dict) -> str:
+    def _text(self, token, env: dict) -> str:
         def sub(m):
             if m.group(1) not in env:
                 raise self.fail(token, f"unknown parameter {{{m.group(1)}}} in {token}: this block has "
@@ -284,7 +285,7 @@ class _Build:
 
     def _present(self, optional: Tree) -> bool:
         """``X?`` is in every repetition; ``X?(1,3)`` only in the 1st and 3rd of the innermost one."""
-        which = [int(t) for t in optional.children if t is not None]
+        which = [int(t) for t in optional.children if isinstance(t, Token)]
         return not which or (self.reps[-1] if self.reps else 1) in which
 
     def join(self, tree: Tree, cur: Cursor, env: dict) -> Cursor:
@@ -309,12 +310,12 @@ class _Build:
         if block is None:
             raise self.fail(name, f"no block named '{name}' (defined so far: {', '.join(self.blocks) or 'none'})")
         params = [str(p) for p in block.children[1:-1] if p is not None]
-        args = [a for a in args if a is not None]
-        if len(args) != len(params):
+        given = [a for a in args if isinstance(a, Token)]  # the grammar gives INT or NAME tokens
+        if len(given) != len(params):
             raise self.fail(name, f"{name}() takes {len(params)} arguments ({', '.join(params)}), "
-                                  f"given {len(args)}")
+                                  f"given {len(given)}")
         values = {}
-        for p, a in zip(params, args):
+        for p, a in zip(params, given):
             if a.type == "INT":
                 values[p] = int(a)
             elif str(a) in env:

@@ -37,6 +37,18 @@ class LayerToken:
     def opt(self, name: str, default):
         return self.options.get(name, default)
 
+    @property
+    def side(self) -> int:
+        """The window side of a windowed kind, which ``parse_token`` refuses to leave out."""
+        assert self.window is not None, f"{self.kind} has no window"
+        return self.window
+
+    @property
+    def count(self) -> int:
+        """The number after '-' of a kind that needs one (filters, units), checked by ``parse_token``."""
+        assert self.arg is not None, f"{self.kind} has no count"
+        return int(self.arg)
+
 
 def parse_token(text: str) -> LayerToken:
     """``CONV11-96/s4/p0`` -> LayerToken("CONV", 11, "96", {"s": 4, "p": 0})."""
