@@ -11,13 +11,14 @@ CONVENTIONS: dict[str, str] = {
     "activations": "Activations count the graph inputs plus every tensor a layer writes, in elements; "
                    "views (Reshape, Flatten, ...) are listed but share their input's memory. "
                    "Folded shape arithmetic (constants computed at load time) is not counted.",
-    "params": "params counts each layer's weights and biases: an initializer read by k layers counts k "
-              "times. params_stored counts each distinct initializer once: what memory holds. "
-              "Buffers (BatchNorm running statistics) are apart. Integer and scalar constants are "
-              "not parameters.",
-    "peak": "peak = parameter bytes + graph inputs + the largest set of activation buffers alive at "
-            "once in the order the layers are written (--mode inference: in the runtime's order); a "
-            "buffer lives from its layer to its last reader, views share it, and a unary element-wise "
-            "op writes into an input buffer of its size that dies there.",
+    "params": "params counts each stored weight once: what memory holds. params_per_layer counts each "
+              "layer's weights and biases: a weight read by k layers counts k times (tied weights, or "
+              "identical constants an exporter merged). Buffers (BatchNorm running statistics) are "
+              "apart. Integer and scalar constants are not parameters.",
+    "peak": "activation peak = what onnxruntime holds: the larger of a first run's largest set of live "
+            "activation buffers in its execution order and the memory-pattern block of later runs; a "
+            "buffer lives from its layer to its last reader, views share it, an activation writes over "
+            "a dying input of its size, and a new output takes a dead buffer of its static shape. "
+            "inference peak = parameter bytes + graph inputs + activation peak.",
     "units": "Counts use powers of 1000 (K, M, G); bytes use powers of 1024 (KiB, MiB, GiB).",
 }
