@@ -320,6 +320,18 @@ def gpus():
 
 
 @main.command()
+def ops():
+    """Print the ops archcalc has rules for: shape, parameters, cost, in place, what training keeps
+    (markdown; docs/ops.md is this output).
+
+    Example: archcalc ops > docs/ops.md
+    """
+    from archcalc.render.ops_doc import ops_markdown
+
+    click.echo(ops_markdown(), nl=False)
+
+
+@main.command()
 def zoo():
     """List the models shipped with archcalc, usable by name.
 

@@ -7,7 +7,8 @@ CONVENTIONS: dict[str, str] = {
             "(a bias add is not a MAC). One fused multiply-add counts as one MAC.",
     "flops": "FLOPs = 2 x MACs + every other floating-point op: one per output element for bias adds, "
              "element-wise ops and activations (3 for Softmax), one per element read for pools and "
-             "reductions, 2 (BatchNorm) or 5 (other norms) per element for normalizations.",
+             "reductions, 2 (BatchNorm) or 5 (other norms) per element for normalizations; none for ops "
+             "that move or index data and for logical and bitwise ops (archcalc.ops.registry.FREE_OPS).",
     "activations": "Activations count the graph inputs plus every tensor a layer writes, in elements; "
                    "views (Reshape, Flatten, ...) are listed but share their input's memory. "
                    "Folded shape arithmetic (constants computed at load time) is not counted.",

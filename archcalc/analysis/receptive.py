@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from archcalc.analysis.infer import LayerResult
 from archcalc.ir import Shaped
+from archcalc.ops.window import effective_window
 
 WINDOWED = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"}
 GLOBAL = {"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "Flatten", "Gemm", "MatMul", "ReduceMean"}
@@ -21,7 +22,7 @@ def _window(graph: Shaped, res: LayerResult) -> tuple[int, int]:
     kernel = layer.attrs.get("kernel_shape") or graph.tensors[layer.inputs[1]].shape[2:]
     dil = (layer.attrs.get("dilations") or [1])[0]
     stride = (layer.attrs.get("strides") or [1])[0]
-    return (kernel[0] - 1) * dil + 1, stride
+    return effective_window(kernel[0], dil), stride
 
 
 def receptive_fields(graph: Shaped, results: list[LayerResult]) -> dict[str, tuple[int, int]]:

@@ -14,6 +14,9 @@ def _kernel(n: Node) -> list[int]:
 
 @rule("Conv")
 def conv(n: Node) -> Out:
+    """Out (N, K, *windows) by the window arithmetic; weight K x C/g x kernel (+ bias K); MACs = out
+    elements x C/g x prod(kernel), + 1 flop per output for the bias; saves its input; workspace: the im2col
+    matrix."""
     x, w = n.shape(0), n.shape(1)
     group = n.attr("group", 1)
     if len(x) != len(w) or x[1] != w[1] * group:
@@ -40,6 +43,8 @@ def _im2col(n: Node, w: tuple[int, ...], spatial: list[int]) -> int:
 
 @rule("ConvTranspose")
 def conv_transpose(n: Node) -> Out:
+    """Out (N, C_out, s(x - 1) + output_padding + F_eff - pads); MACs = input elements x C_out/g x
+    prod(kernel); saves its input."""
     x, w = n.shape(0), n.shape(1)
     group = n.attr("group", 1)
     if len(x) != len(w) or x[1] != w[0]:

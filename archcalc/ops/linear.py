@@ -12,6 +12,8 @@ from archcalc.ops.registry import Node, Out, rule
 
 @rule("Gemm")
 def gemm(n: Node) -> Out:
+    """Out (M, N) of A (M x K, or transposed) and B (K x N); B the weight, C the bias; MACs = M x N x K, + M
+    x N flops for C; saves A and B."""
     a, b = n.shape(0), n.shape(1)
     m, k = (a[1], a[0]) if n.attr("transA", 0) else a
     kb, cols = (b[1], b[0]) if n.attr("transB", 0) else b
@@ -24,6 +26,8 @@ def gemm(n: Node) -> Out:
 
 @rule("MatMul")
 def matmul(n: Node) -> Out:
+    """numpy's matmul: batch dims broadcast, 1-D operands gain and lose a unit dim; MACs = batch x M x N x
+    K; a stored operand is a weight; saves both operands."""
     a, b = n.shape(0), n.shape(1)
     # numpy's matmul semantics: a 1-D operand gains a unit dim that the result then drops.
     a2, b2 = (1, *a) if len(a) == 1 else a, (*b, 1) if len(b) == 1 else b
@@ -40,6 +44,8 @@ _EINSUM = re.compile(r"^([a-zA-Z.,]*)->([a-zA-Z.]*)$")
 
 @rule("Einsum")
 def einsum(n: Node) -> Out:
+    """Out from the equation's output letters; MACs = the product of every index's size when anything is
+    contracted (or several operands), else 0 (a transpose or diagonal); saves every operand."""
     eq = (n.attr("equation", None) or "").replace(" ", "")
     if "->" not in eq:  # implicit output: the letters seen once, in alphabetical order
         letters = eq.replace(",", "")

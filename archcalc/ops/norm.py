@@ -14,6 +14,8 @@ from archcalc.ops.registry import Node, Out, rule
 
 @rule("BatchNormalization")
 def batch_norm(n: Node) -> Out:
+    """Out = input's shape; scale and shift are weight and bias, running mean and variance buffers; 2 flops
+    per element; saves its input and 2 floats per channel; not in place."""
     x = n.shape(0)
     channels = x[1] if len(x) > 1 else 1
     for i in range(1, min(n.n_inputs, 5)):
@@ -31,6 +33,8 @@ def batch_norm(n: Node) -> Out:
 
 @rule("InstanceNormalization")
 def instance_norm(n: Node) -> Out:
+    """Out = input's shape; scale and shift per channel; 5 flops per element; saves its input and 2 floats
+    per (N, C)."""
     x = n.shape(0)
     return Out([x], flops=5 * n.numel(0), params={1: "weight", 2: "bias"}, saves_inputs=(0,),
                saves_extra_bytes=2 * 4 * math.prod(x[:2]))
@@ -38,6 +42,8 @@ def instance_norm(n: Node) -> Out:
 
 @rule("LayerNormalization", "GroupNormalization", "RMSNormalization")
 def layer_norm(n: Node) -> Out:
+    """Out = input's shape (+ Mean and InvStdDev over the normalized axes); scale and bias; 5 flops per
+    element; saves its input and 2 floats per normalized row."""
     x = n.shape(0)
     axis = n.axis(n.attr("axis", -1), len(x)) if n.layer.op_type != "GroupNormalization" else 1
     stat = (*x[:axis], *[1] * (len(x) - axis))
@@ -50,5 +56,6 @@ def layer_norm(n: Node) -> Out:
 
 @rule("LRN")
 def lrn(n: Node) -> Out:
+    """Out = input's shape; (size + 3) flops per element; saves its input and output."""
     # Each output squares and sums `size` neighbours across channels, then scales: size + 3.
     return Out([n.shape(0)], flops=(n.attr("size", None) + 3) * n.numel(0), saves_inputs=(0,), saves_outputs=(0,))

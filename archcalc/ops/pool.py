@@ -13,6 +13,8 @@ from archcalc.ops.window import window_output
 
 @rule("MaxPool", "AveragePool", "LpPool")
 def pool(n: Node) -> Out:
+    """Out (N, C, *windows) by the window arithmetic (ceil_mode too); flops = output elements x
+    prod(kernel); saves its input (MaxPool also int64 indices)."""
     x = n.shape(0)
     kernel = list(n.attr("kernel_shape", None))
     spatial = window_output(n, x[2:], kernel, ceil_mode=bool(n.attr("ceil_mode", 0)))
@@ -30,5 +32,6 @@ def pool(n: Node) -> Out:
 
 @rule("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
 def global_pool(n: Node) -> Out:
+    """Out (N, C, 1, ...); 1 flop per input element; saves nothing (a mean's backward needs only the shape)."""
     x = n.shape(0)
     return Out([(*x[:2], *[1] * (len(x) - 2))], flops=math.prod(x))

@@ -54,6 +54,23 @@ class Out:
 Rule = Callable[["Node"], Out]
 RULES: dict[str, Rule] = {}
 
+# The ops whose rules truly cost nothing, each with the reason: they view, move, index or create
+# data, or compute no floating-point value (FLOPs count floating-point arithmetic only). Every other
+# rule costs something on some input: tests/test_conformance.py probes each with onnx's own test
+# cases, so an op whose cost is quietly zero (CumSum was) fails there.
+_MOVES = "moves or copies data, computes nothing"
+FREE_OPS: dict[str, str] = {
+    **dict.fromkeys(["Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"], "a view of its input"),
+    **dict.fromkeys(["Transpose", "Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND", "Expand",
+                     "Tile", "Pad", "DepthToSpace", "SpaceToDepth", "Dropout", "Cast", "CastLike"], _MOVES),
+    "Trilu": "copies its input with a triangle zeroed",
+    "Scatter": "writes updates over a copy (the deprecated op has no reduction)",
+    **dict.fromkeys(["Shape", "Size"], "reads the shape, not the data"),
+    **dict.fromkeys(["ConstantOfShape", "Range", "OneHot"], "creates a tensor from a few numbers"),
+    **dict.fromkeys(["Not", "And", "Or", "Xor", "BitwiseNot", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitShift",
+                     "IsNaN", "IsInf"], "logical or bitwise: no floating-point arithmetic"),
+}
+
 
 def rule(*op_types: str) -> Callable[[Rule], Rule]:
     """Register ``fn`` as the rule of ``op_types``; a second rule for the same op is a bug."""

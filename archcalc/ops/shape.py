@@ -23,11 +23,14 @@ def _shaped(n: Node, shape: tuple[int, ...], fn=None, alias: bool = False, dtype
 
 @rule("Identity")
 def identity(n: Node) -> Out:
+    """A view of its input."""
     return _shaped(n, n.shape(0), lambda x, *_: x, alias=True)
 
 
 @rule("Dropout")
 def dropout(n: Node) -> Out:
+    """Out = input's shape, a buffer of its own (+ the bool mask); free at inference; training keeps a
+    keep-mask (bool on CUDA, the input's dtype on the CPU)."""
     # A buffer of its own, not a view: training multiplies by the mask, and onnxruntime 1.31 copies
     # even at inference (measured: a dying input is neither shared nor overwritten).
     out = _shaped(n, n.shape(0), lambda x, *_: x)
@@ -40,6 +43,7 @@ def dropout(n: Node) -> Out:
 
 @rule("Shape")
 def shape(n: Node) -> Out:
+    """The input's dims (start..end) as int64; folded."""
     dims = np.array(n.shape(0), dtype=np.int64)
     start, end = n.attr("start", 0), n.attr("end", None)
     dims = dims[start:end]
@@ -48,11 +52,13 @@ def shape(n: Node) -> Out:
 
 @rule("Size")
 def size(n: Node) -> Out:
+    """The input's element count as an int64 scalar; folded."""
     return Out([()], dtypes=["int64"], values=[np.array(n.numel(0), dtype=np.int64)])
 
 
 @rule("Cast", "CastLike")
 def cast(n: Node) -> Out:
+    """Out = input's shape in the target dtype; written over a dying input of the same element size."""
     dtype = n.dtype(1) if n.layer.op_type == "CastLike" else onnx_dtype(n.attr("to", None))
     np_type = None if dtype in ("bfloat16", "string") or dtype.startswith("float8") else dtype
     out = _shaped(n, n.shape(0), (lambda x, *_: x.astype(np_type)) if np_type else None, dtype=dtype)
@@ -63,6 +69,7 @@ def cast(n: Node) -> Out:
 
 @rule("Reshape")
 def reshape(n: Node) -> Out:
+    """A view with the target shape (0 copies a dim unless allowzero, -1 is inferred)."""
     x = n.shape(0)
     target = [int(d) for d in (n.attr("shape", None) if n.opset < 5 else n.required_value(1, "target shape"))]
     if not n.attr("allowzero", 0):
@@ -81,14 +88,19 @@ def reshape(n: Node) -> Out:
 
 @rule("Flatten")
 def flatten(n: Node) -> Out:
+    """A 2-D view: (prod(dims before axis), prod(dims from axis)); axis in [-r, r]."""
     x = n.shape(0)
-    axis = n.axis(n.attr("axis", 1), len(x) + 1) if x else 0
+    axis = n.attr("axis", 1)
+    if not -len(x) <= axis <= len(x):
+        raise n.error(f"axis {axis} is out of range for rank {len(x)} (Flatten takes -{len(x)}..{len(x)})")
+    axis = axis + len(x) if axis < 0 else axis  # the spec's range is [-r, r]: -1 keeps the last dim apart
     out = (math.prod(x[:axis]), math.prod(x[axis:]))
     return _shaped(n, out, lambda v: v.reshape(out), alias=True)
 
 
 @rule("Squeeze")
 def squeeze(n: Node) -> Out:
+    """A view without the given (or every) unit dims."""
     x = n.shape(0)
     axes = n.ints(1, "axes", "axes", 13)
     axes = [i for i, d in enumerate(x) if d == 1] if axes is None else [n.axis(a, len(x)) for a in axes]
@@ -100,6 +112,7 @@ def squeeze(n: Node) -> Out:
 
 @rule("Unsqueeze")
 def unsqueeze(n: Node) -> Out:
+    """A view with unit dims inserted at the given axes."""
     x = n.shape(0)
     axes = n.ints(1, "axes", "axes", 13) or []
     rank = len(x) + len(axes)
@@ -112,6 +125,7 @@ def unsqueeze(n: Node) -> Out:
 
 @rule("Transpose")
 def transpose(n: Node) -> Out:
+    """Out: the dims permuted (reversed by default)."""
     x = n.shape(0)
     perm = n.attr("perm", None) or list(reversed(range(len(x))))
     return _shaped(n, tuple(x[p] for p in perm), lambda v: np.transpose(v, perm))
@@ -119,6 +133,7 @@ def transpose(n: Node) -> Out:
 
 @rule("Concat")
 def concat(n: Node) -> Out:
+    """Out: the inputs joined along the axis."""
     shapes = [n.shape(i) for i in range(n.n_inputs) if n.has(i)]
     axis = n.axis(n.attr("axis", None), len(shapes[0]))
     for s in shapes[1:]:
@@ -131,6 +146,7 @@ def concat(n: Node) -> Out:
 
 @rule("Split")
 def split(n: Node) -> Out:
+    """Outputs: the axis cut into the given sizes, or equal parts."""
     x = n.shape(0)
     axis = n.axis(n.attr("axis", 0), len(x))
     parts = n.ints(1, "split", "split sizes", 13)
@@ -149,6 +165,7 @@ def split(n: Node) -> Out:
 
 @rule("Slice")
 def slice_(n: Node) -> Out:
+    """Out: each axis clamped and stepped as Python slices do."""
     x = n.shape(0)
     starts = n.ints(1, "starts", "starts", 10)
     ends = n.ints(2, "ends", "ends", 10)
@@ -165,6 +182,8 @@ def slice_(n: Node) -> Out:
 
 @rule("Gather")
 def gather(n: Node) -> Out:
+    """Out: data's shape with the axis replaced by the indices' shape; a stored table is a weight (an
+    embedding)."""
     data, idx = n.shape(0), n.shape(1)
     axis = n.axis(n.attr("axis", 0), len(data))
     out = (*data[:axis], *idx, *data[axis + 1:])
@@ -176,12 +195,14 @@ def gather(n: Node) -> Out:
 
 @rule("GatherElements")
 def gather_elements(n: Node) -> Out:
+    """Out: the indices' shape."""
     axis = n.axis(n.attr("axis", 0), len(n.shape(0)))
     return _shaped(n, n.shape(1), lambda d, i: np.take_along_axis(d, np.where(i < 0, i + d.shape[axis], i), axis))
 
 
 @rule("GatherND")
 def gather_nd(n: Node) -> Out:
+    """Out: indices' shape without its last dim, then data's remaining dims."""
     data, idx, b = n.shape(0), n.shape(1), n.attr("batch_dims", 0)
     fold = (lambda d, i: d[tuple(np.moveaxis(i, -1, 0))]) if b == 0 else None
     return _shaped(n, (*idx[:-1], *data[b + idx[-1]:]), fold)
@@ -189,11 +210,17 @@ def gather_nd(n: Node) -> Out:
 
 @rule("ScatterND", "ScatterElements", "Scatter")
 def scatter(n: Node) -> Out:
-    return _shaped(n, n.shape(0))
+    """Out = data's shape; with a reduction, 1 flop per update element."""
+    out = _shaped(n, n.shape(0))
+    # A reduction combines each update with the element it lands on: one op per update element.
+    if n.attr("reduction", "none") != "none":
+        out.flops = n.numel(2)
+    return out
 
 
 @rule("Expand")
 def expand(n: Node) -> Out:
+    """Out: the input broadcast to the target shape."""
     target = tuple(int(d) for d in n.required_value(1, "target shape"))
     out = n.broadcast(n.shape(0), target)
     return _shaped(n, out, lambda v, _: np.broadcast_to(v, out).copy())
@@ -201,12 +228,14 @@ def expand(n: Node) -> Out:
 
 @rule("Tile")
 def tile(n: Node) -> Out:
+    """Out: each dim times its repeat count."""
     reps = [int(r) for r in n.required_value(1, "repeats")]
     return _shaped(n, tuple(d * r for d, r in zip(n.shape(0), reps)), lambda v, r: np.tile(v, reps))
 
 
 @rule("ConstantOfShape")
 def constant_of_shape(n: Node) -> Out:
+    """Out: the given shape, filled with the value's dtype."""
     out = tuple(int(d) for d in n.required_value(0, "shape"))
     fill = n.attr("value", None)
     fill = np.zeros(1, np.float32) if fill is None else np.asarray(fill)
@@ -216,6 +245,7 @@ def constant_of_shape(n: Node) -> Out:
 
 @rule("Range")
 def range_(n: Node) -> Out:
+    """Out: ceil((limit - start) / delta) elements (at least 0)."""
     start, limit, delta = (n.required_value(i, "bounds").reshape(()) for i in range(3))
     count = max(int(math.ceil((limit - start) / delta)), 0)
     return _shaped(n, (count,), lambda a, b, c: np.arange(a, b, c, dtype=np.asarray(a).dtype))
@@ -223,6 +253,7 @@ def range_(n: Node) -> Out:
 
 @rule("Pad")
 def pad(n: Node) -> Out:
+    """Out: each axis grown by its begin and end pads."""
     x = n.shape(0)
     pads = n.ints(1, "paddings" if n.opset < 2 else "pads", "pads", 11) or [0] * 2 * len(x)
     axes = n.ints(3, "axes", "axes", 18) if n.opset >= 18 else None
@@ -235,13 +266,21 @@ def pad(n: Node) -> Out:
 
 @rule("Resize", "Upsample")
 def resize(n: Node) -> Out:
+    """Out: each axis set by sizes (keep_aspect_ratio_policy applied) or floor(dim x scale); linear and
+    cubic modes 2 flops per output element per axis, nearest none."""
     x = n.shape(0)
     sizes_at, scales_at = (3, 2) if n.opset >= 11 and n.layer.op_type == "Resize" else (None, 1)
     axes = n.attr("axes", None) or list(range(len(x)))
     out = list(x)
     if sizes_at is not None and n.has(sizes_at) and n.numel(sizes_at) > 0:
-        for a, s in zip(axes, n.required_value(sizes_at, "sizes")):
-            out[a] = int(s)
+        sizes = [int(s) for s in n.required_value(sizes_at, "sizes")]
+        policy = n.attr("keep_aspect_ratio_policy", "stretch")
+        if policy != "stretch":  # one scale for every axis: the smallest (not_larger) or largest ratio
+            pick = min if policy == "not_larger" else max
+            scale = pick(s / x[a] for a, s in zip(axes, sizes))
+            sizes = [int(math.floor(scale * x[a] + 0.5)) for a in axes]  # the spec rounds half up
+        for a, s in zip(axes, sizes):
+            out[a] = s
     elif n.opset < 9 and n.layer.op_type == "Upsample":
         for a, s in zip(axes, n.attr("scales", None)):
             out[a] = int(math.floor(x[a] * s))
@@ -254,6 +293,7 @@ def resize(n: Node) -> Out:
 
 @rule("DepthToSpace", "SpaceToDepth")
 def depth_space(n: Node) -> Out:
+    """Out: channels traded for blocksize x blocksize spatial positions, or back."""
     b, c, h, w = n.shape(0)
     s = n.attr("blocksize", None)
     down = n.layer.op_type == "DepthToSpace"
@@ -262,11 +302,13 @@ def depth_space(n: Node) -> Out:
 
 @rule("Trilu")
 def trilu(n: Node) -> Out:
+    """Out = input's shape."""
     return _shaped(n, n.shape(0))
 
 
 @rule("CumSum")
 def cumsum(n: Node) -> Out:
+    """Out = input's shape; 1 flop per element."""
     def fold(x, axis):
         a = int(np.asarray(axis).reshape(()))
         y = np.flip(x, a) if n.attr("reverse", 0) else x
@@ -275,11 +317,14 @@ def cumsum(n: Node) -> Out:
             out = out - y
         return np.flip(out, a) if n.attr("reverse", 0) else out
 
-    return _shaped(n, n.shape(0), fold)
+    out = _shaped(n, n.shape(0), fold)
+    out.flops = n.numel(0)  # one addition per element along the axis
+    return out
 
 
 @rule("OneHot")
 def one_hot(n: Node) -> Out:
+    """Out: the indices' shape with depth inserted at the axis, in the values' dtype."""
     idx = n.shape(0)
     depth = int(n.required_value(1, "depth").reshape(()))
     axis = n.axis(n.attr("axis", -1), len(idx) + 1)

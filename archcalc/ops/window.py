@@ -24,22 +24,39 @@ def window_attrs(n: Node, kernel: list[int]) -> tuple[list[int], list[int], list
     return strides, dilations, pads
 
 
+def effective_window(f: int, d: int = 1) -> int:
+    """A window of F taps dilated by D spans (F - 1) * D + 1 input elements."""
+    return (f - 1) * d + 1
+
+
+def slack(w: int, f: int, d: int, pad_begin: int, pad_end: int) -> int:
+    """``W - F_eff + P_begin + P_end``: how far the window slides (negative: it does not fit)."""
+    return w - effective_window(f, d) + pad_begin + pad_end
+
+
+def positions(w: int, f: int, s: int, d: int, pad_begin: int, pad_end: int, ceil_mode: bool = False) -> int:
+    """Window positions along one axis whose slack is not negative: ``slack / S + 1`` rounded down,
+    or up in ``ceil_mode``, where the last window must still start inside the input or its left
+    padding (ONNX, and PyTorch's ceil_mode)."""
+    total = slack(w, f, d, pad_begin, pad_end)
+    size = (-(-total // s) if ceil_mode else total // s) + 1
+    if ceil_mode and (size - 1) * s >= w + pad_begin:
+        size -= 1
+    return size
+
+
 def window_output(n: Node, spatial: tuple[int, ...], kernel: list[int], ceil_mode: bool = False) -> list[int]:
     """Output spatial size of a conv or pool over ``spatial`` with window ``kernel``."""
     strides, dilations, pads = window_attrs(n, kernel)
     auto_pad = n.attr("auto_pad", "NOTSET")  # the spec's default, on the hot path
     out = []
     for i, (w, f, s, d) in enumerate(zip(spatial, kernel, strides, dilations)):
-        f_eff = (f - 1) * d + 1
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
             out.append(math.ceil(w / s))
             continue
-        total = w - f_eff + (0 if auto_pad == "VALID" else pads[i] + pads[i + len(kernel)])
-        if total < 0:
-            raise n.error(f"window {f} (dilated {f_eff}) is larger than the padded input {w} on "
-                          f"spatial axis {i}")
-        size = (math.ceil(total / s) if ceil_mode else total // s) + 1
-        if ceil_mode and (size - 1) * s >= w + pads[i]:
-            size -= 1  # ONNX: the last window must start inside the input or its left padding
-        out.append(size)
+        begin, end = (0, 0) if auto_pad == "VALID" else (pads[i], pads[i + len(kernel)])
+        if slack(w, f, d, begin, end) < 0:
+            raise n.error(f"window {f} (dilated {effective_window(f, d)}) is larger than the padded input {w} "
+                          f"on spatial axis {i}")
+        out.append(positions(w, f, s, d, begin, end, ceil_mode))
     return out

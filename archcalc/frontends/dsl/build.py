@@ -24,6 +24,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from archcalc.errors import DSLError
 from archcalc.frontends.dsl.tokens import LayerToken, TokenError, parse_token
 from archcalc.ir import Graph, Layer, Role, Tensor
+from archcalc.ops.window import effective_window, positions, slack
 from archcalc.units import hwc
 
 ACTIVATIONS = {"RELU": "Relu", "LEAKYRELU": "LeakyRelu", "SIGMOID": "Sigmoid", "TANH": "Tanh", "GELU": "Gelu",
@@ -77,18 +78,13 @@ class _Build:
         return Cursor(name, shape)
 
     def window(self, where, text: str, size: int, f: int, s: int, p: int, d: int, rounding: str | None) -> int:
-        """(W - F + 2P)/S + 1, or a DSLError that shows the arithmetic and a fix."""
-        eff = (f - 1) * d + 1
-        num = size - eff + 2 * p
+        """(W - F + 2P)/S + 1 (the rules' arithmetic, archcalc.ops.window), or a DSLError that shows
+        the arithmetic and a fix when the window does not tile the input and no rounding is asked."""
+        eff, num = effective_window(f, d), slack(size, f, d, p, p)
         if num < 0:
             raise self.fail(where, f"{text}: the window ({eff}) is larger than the padded input ({size} + 2*{p})")
-        if num % s == 0:
-            return num // s + 1
-        if rounding == "floor":
-            return num // s + 1
-        if rounding == "ceil":
-            out = -(-num // s) + 1
-            return out - 1 if (out - 1) * s >= size + p else out
+        if num % s == 0 or rounding is not None:
+            return positions(size, f, s, d, p, p, ceil_mode=rounding == "ceil")
         fixes = [f"/p{q}" for q in range(p + 1, p + s + 1) if (size - eff + 2 * q) % s == 0][:1]
         fixes += [f"/s{t}" for t in range(s - 1, 0, -1) if num % t == 0][:1]
         raise self.fail(where, f"{text}: (W - F + 2P)/S + 1 = ({size} - {eff} + 2*{p})/{s} + 1 = {num / s + 1:g} "
