@@ -1,14 +1,25 @@
 """The error hierarchy: every failure a user can cause is one of these, with a one-line message.
 
 The CLI prints ``str(error)`` and exits 2; nothing here ever reaches the user as a traceback.
-Messages carry the place (file, node, line:col) and, where there is one, the fix.
+Messages carry the place (file, node, line:col) and, where there is one, the fix; the same facts
+are fields for programs (``.file``, ``.node``, ``.op_type``, ``.shapes``, ``.line``, ``.column``).
+A rule that crashes is archcalc's bug, not the user's: ``RuleCrash`` says so (and with
+ARCHCALC_STRICT set, as the tests set it, the crash itself surfaces).
 """
 
 from __future__ import annotations
 
 
 class ArchcalcError(Exception):
-    """Base of every user-facing error. ``str()`` is the whole one-line message."""
+    """Base of every user-facing error. ``str()`` is the whole one-line message; the keyword
+    fields name the place (None where they do not apply)."""
+
+    def __init__(self, message: str, *, file: str | None = None, node: str | None = None,
+                 op_type: str | None = None, shapes: dict[str, tuple] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.file, self.node, self.op_type = file, node, op_type
+        self.shapes = shapes or {}
 
 
 class InputError(ArchcalcError):
@@ -20,11 +31,16 @@ class UnboundDimError(InputError):
 
 
 class ShapeError(ArchcalcError):
-    """A node's shapes are inconsistent or cannot be resolved; the message names the node and op."""
+    """A node's shapes are inconsistent or cannot be resolved: ``node``, ``op_type`` and the input
+    ``shapes`` say where and what."""
 
 
 class UnsupportedOpError(ArchcalcError):
     """An op that neither a rule nor onnx's own shape inference can give a shape to."""
+
+
+class RuleCrash(ShapeError):
+    """A rule raised on a node it should have sized or refused with a ShapeError: archcalc's bug."""
 
 
 class ValidationError(ArchcalcError):
@@ -35,8 +51,9 @@ class DSLError(InputError):
     """A design that cannot be built. ``str()``: ``file:line:col: message`` and a caret line."""
 
     def __init__(self, source: str, text: str, line: int, column: int, message: str):
-        self.source, self.line, self.column, self.message = source, line, column, message
+        self.line, self.column = line, column
         lines = text.splitlines()
         shown = lines[line - 1] if 0 < line <= len(lines) else ""
         caret = f"\n  {shown}\n  {' ' * (column - 1)}^" if shown else ""
-        super().__init__(f"{source}:{line}:{column}: {message}{caret}")
+        super().__init__(f"{source}:{line}:{column}: {message}{caret}", file=source)
+        self.source, self.message = source, message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,7 @@ def tmp_model(tmp_path):
         return path
 
     return save
+
+
+# A rule that crashes is a bug: in the tests it surfaces as the crash itself (see archcalc.errors).
+os.environ["ARCHCALC_STRICT"] = "1"

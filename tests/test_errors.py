@@ -112,3 +112,37 @@ def test_batch_with_every_input_set_says_so(tmp_model):
     m = model([helper.make_node("Relu", ["x"], ["y"])], [helper.make_tensor_value_info("x", F, ["N", 3])])
     text = one_line_error(*run(tmp_model(m), "--batch", 4, "--input", "x=4x3"))
     assert text.endswith("--batch 4 has nothing to bind: every input's shape is set with --input; put the batch in those shapes")
+
+
+def test_errors_carry_their_place_as_fields():
+    import archcalc
+
+    bad = model([helper.make_node("MatMul", ["x", "w"], ["y"])], [helper.make_tensor_value_info("x", F, [2, 3])],
+                [numpy_helper.from_array(np.ones((4, 5), np.float32), "w")])
+    with pytest.raises(archcalc.ShapeError) as err:
+        archcalc.estimate(bad)
+    assert (err.value.node, err.value.op_type) == ("MatMul_0", "MatMul")
+    assert err.value.shapes == {"x": (2, 3), "w": (4, 5)}
+    design = "INPUT[32x32x3] -> CONV3-8 -> BOGUS"
+    with pytest.raises(archcalc.DSLError) as dsl:
+        archcalc.estimate(design)
+    assert (dsl.value.line, dsl.value.column) == (1, design.index("BOGUS") + 1)
+
+
+def test_a_crashing_rule_is_a_bug_not_a_user_error(monkeypatch):
+    """Strict (the tests): the crash itself. Otherwise one line that names the node and says bug."""
+    import archcalc
+    from archcalc.ops import RULES
+
+    def broken(n):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setitem(RULES, "Relu", broken)
+    relu = model([helper.make_node("Relu", ["x"], ["y"])], [helper.make_tensor_value_info("x", F, [2])])
+    with pytest.raises(ZeroDivisionError):
+        archcalc.estimate(relu)
+    monkeypatch.delenv("ARCHCALC_STRICT")
+    with pytest.raises(archcalc.ShapeError) as err:
+        archcalc.estimate(relu)
+    assert type(err.value).__name__ == "RuleCrash" and err.value.node == "Relu_0"
+    assert "a bug in archcalc" in str(err.value)

@@ -45,6 +45,11 @@ class Verdict:
     def largest_term(self) -> str:
         return max(self.terms, key=lambda k: self.terms[k])
 
+    def to_dict(self) -> dict:
+        """The verdict as plain data (the JSON contract's ``verdicts`` rows)."""
+        return {"batch": self.batch, "fits": self.fits, "total": self.total, "headroom": self.headroom,
+                "largest_term": self.largest_term, "terms": self.terms, "upper_bound": self.upper_bound}
+
 
 @dataclass(frozen=True)
 class FitSpec:

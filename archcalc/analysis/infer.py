@@ -9,12 +9,13 @@ own shape inference and is marked as having no cost rule.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from archcalc.dtypes import FLOAT_DTYPES
-from archcalc.errors import ArchcalcError, InputError, UnboundDimError
+from archcalc.errors import ArchcalcError, InputError, RuleCrash, UnboundDimError
 from archcalc.ir import Graph, Layer, Role, Shaped, Value
 from archcalc.ops import RULES, Node, Out
 from archcalc.ops.registry import FOLD_LIMIT
@@ -107,8 +108,13 @@ def _apply(node: Node) -> tuple[Out, bool]:
         out = rule(node) if rule else onnx_fallback.infer_node(node)
     except ArchcalcError:
         raise
-    except Exception as exc:  # a rule tripped on a malformed node: still a one-line error
-        raise node.error(f"cannot be sized: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        # A rule should size a node or refuse it with a ShapeError; one that crashes is a bug. Users
+        # still get one line (naming the node, so the bug can be reported); tests see the crash.
+        if os.environ.get("ARCHCALC_STRICT"):
+            raise
+        raise node.error(f"archcalc's {node.layer.op_type} rule crashed on it ({type(exc).__name__}: {exc}): "
+                         "a bug in archcalc; please report it with this file", RuleCrash) from None
     if out.values is None and node.values() is not None:
         small = all(node.numel(i) <= FOLD_LIMIT for i in range(node.n_inputs) if node.has(i))
         if small and all(math.prod(s) <= FOLD_LIMIT for s in out.shapes):

@@ -11,7 +11,7 @@ caller and reported apart.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from archcalc.analysis.infer import LayerResult
 from archcalc.analysis.runtimes import Runtime
@@ -298,6 +298,11 @@ class InferenceMemory:
     def total(self) -> int:
         """What the process holds at most: the steady state, or the load peak where larger."""
         return max(self.steady, self.load_peak)
+
+    def to_dict(self) -> dict:
+        """Every term, and the derived figures, as plain data (the JSON contract's ``memory.inference``)."""
+        return {**asdict(self), "activations_held": self.activations_held, "steady": self.steady,
+                "total": self.total}
 
     def terms(self) -> dict[str, int]:
         """The terms ``total`` adds up, by name (bytes)."""

@@ -10,7 +10,7 @@ master weights and fp32 optimizer state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from archcalc.analysis.infer import LayerResult
 from archcalc.analysis.memory import RUNTIME_ROLES, input_bytes
@@ -87,6 +87,10 @@ class TrainingMemory:
                 "optimizer state": self.optimizer_state, "saved activations": self.saved_activations,
                 "backward transient": self.backward_transient, "inputs": self.inputs,
                 "optimizer temporaries": self.step_temporaries, "runtime": self.runtime}
+
+    def to_dict(self) -> dict:
+        """Every term, the peak and the totals as plain data (the JSON contract's ``memory.training``)."""
+        return {**asdict(self), "total": self.total, "terms_sum": self.terms_sum}
 
     @property
     def terms_sum(self) -> int:

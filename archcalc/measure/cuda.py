@@ -47,7 +47,7 @@ def providers(cpu_only: bool = False) -> list:
     return [("CUDAExecutionProvider", CUDA_OPTIONS), "CPUExecutionProvider"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class CudaPeak:
     """GPU memory measured by NVML over one run (bytes), and where it was measured."""
 

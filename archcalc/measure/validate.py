@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ from archcalc.measure.child import LEVELS, run_child
 from archcalc.measure.cuda import CudaPeak, cuda_peak, providers
 
 
-@dataclass
+@dataclass(frozen=True)
 class Mismatch:
     tensor: str
     node: str
@@ -43,7 +43,7 @@ class Mismatch:
     executed: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class NodeMeasure:
     layer: str
     op: str
@@ -57,7 +57,7 @@ class NodeMeasure:
         return self.flops / (self.microseconds * 1e-6) if self.microseconds else 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class PeakMeasure:
     level: str
     load_peak: int  # VmHWM while the inputs were read and the session built, above the launcher's baseline
@@ -66,7 +66,7 @@ class PeakMeasure:
     runs: list[int] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Validation:
     """What was run and measured. ``provider`` is the one the session really used."""
 
@@ -80,6 +80,15 @@ class Validation:
     optimizer_changes: dict[str, int] = field(default_factory=dict)  # op -> count after - before
     cuda_peaks: list[CudaPeak] = field(default_factory=list)
     profiler_peak_later: int | None = None  # a second run's: the memory-pattern block and the outputs
+
+    def to_dict(self) -> dict:
+        """What was run and measured, as plain data (the estimate itself is left out: see its own)."""
+        return {"provider": self.provider, "checked_tensors": self.checked_tensors,
+                "mismatches": [asdict(m) for m in self.mismatches],
+                "nodes": [{**asdict(n), "flops_per_second": n.flops_per_second} for n in self.nodes],
+                "profiler_peak": self.profiler_peak, "profiler_peak_later": self.profiler_peak_later,
+                "process_peaks": [asdict(p) for p in self.process_peaks],
+                "cuda_peaks": [asdict(g) for g in self.cuda_peaks], "optimizer_changes": self.optimizer_changes}
 
 
 def _model_with_weights(source) -> tuple[onnx.ModelProto, Path]:

@@ -170,8 +170,11 @@ class Node:
     def n_outputs(self) -> int:
         return len(self.layer.outputs)
 
-    def error(self, message: str) -> ShapeError:
-        return ShapeError(f"{self.graph.source}: node '{self.layer.name}' ({self.layer.op_type}): {message}")
+    def error(self, message: str, kind: type[ShapeError] = ShapeError) -> ShapeError:
+        """A ShapeError about this node, carrying its name, op and input shapes as fields."""
+        shapes = {n: t.shape for n, t in zip(self.layer.inputs, self._inputs) if t is not None}
+        return kind(f"{self.graph.source}: node '{self.layer.name}' ({self.layer.op_type}): {message}",
+                    file=self.graph.source, node=self.layer.name, op_type=self.layer.op_type, shapes=shapes)
 
     def axis(self, axis: int, rank: int) -> int:
         """A possibly negative axis, normalised and checked against ``rank``."""

@@ -124,10 +124,8 @@ def build(source, name: str, d: ReportData, with_figures: bool = True) -> Report
     summary = {
         "schema": SCHEMA, "model": name, "source": str(source), "batch": est.batch,
         "totals": totals_dict(est.totals, inference),
-        "inference_memory": {**asdict(inference), "activations_held": inference.activations_held,
-                             "total": inference.total},
-        "training_memory": {opt: {**asdict(tm), "total": tm.total, "terms_sum": tm.terms_sum}
-                            for opt, tm in training.items()},
+        "inference_memory": inference.to_dict(),
+        "training_memory": {opt: tm.to_dict() for opt, tm in training.items()},
         "fit": [{"gpu": f.gpu, "inference_largest_batch": f.largest["inference"],
                  f"train_{d.optimizer}_largest_batch": f.largest["train"]} for f in d.fits],
         "memory_vs_batch": {"batches": d.batches, **d.sweep} if d.sweep else {"batches": d.batches},

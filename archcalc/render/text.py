@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from archcalc import units
 from archcalc.analysis.estimate import Estimate
@@ -77,12 +77,9 @@ def activation_lines(im: InferenceMemory) -> list[tuple[str, str]]:
 
 
 def memory_dict(view: MemoryView) -> dict:
-    im = view.inference
-    out = {"inference": {**asdict(im), "activations_held": im.activations_held, "steady": im.steady,
-                         "total": im.total}}
+    out = {"inference": view.inference.to_dict()}
     if view.training is not None:
-        out["training"] = {**asdict(view.training), "total": view.training.total,
-                           "terms_sum": view.training.terms_sum}
+        out["training"] = view.training.to_dict()
     return out
 
 
@@ -205,9 +202,7 @@ def render_fit(spec, card, verdicts, best, fmt: str, searched: bool = False) -> 
             "schema": "archcalc.fit/1", "capacity": spec.capacity, "gpu": card.name if card else None,
             "mode": spec.mode, "optimizer": spec.optimizer if spec.mode == "train" else None,
             "dtype": spec.dtype, "runtime": spec.runtime, "largest_batch": best.batch if best else None,
-            "verdicts": [{"batch": v.batch, "fits": v.fits, "total": v.total, "headroom": v.headroom,
-                          "largest_term": v.largest_term, "terms": v.terms, "upper_bound": v.upper_bound}
-                         for v in verdicts],
+            "verdicts": [v.to_dict() for v in verdicts],
         }, indent=1) + "\n"
     lines = [f"{spec.mode} on {budget}, runtime {spec.runtime}"
              + (f", optimizer {spec.optimizer}" if spec.mode == "train" else "")]
