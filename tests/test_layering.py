@@ -20,7 +20,6 @@ LONG_FUNCTIONS = {
                                             "onnxruntime's source",
     ("analysis/step_peak.py", "step_peak"): "the three phases of one step share their running totals",
     ("analysis/training.py", "training_memory"): "assembles the record: one line per term",
-    ("render/files.py", "build"): "the report's sections in reading order",
 }
 
 
