@@ -1,98 +1,32 @@
 """The command line: thin click commands, each calling one library function and printing.
 
 Library errors (``ArchcalcError``) become a one-line ``error:`` message and exit code 2.
-Heavy modules (onnx, pandas, rich) are imported inside commands, so ``--help`` stays fast.
+Heavy modules (onnx, pandas, matplotlib) are imported inside commands, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
-import functools
 import sys
+from pathlib import Path
 
 import click
 
-from archcalc.analysis.runtimes import RUNTIMES
-from archcalc.dtypes import PRECISIONS
+from archcalc.options import (
+    OneLineErrors,
+    batches,
+    dtype_option,
+    fail_cleanly,
+    memory_options,
+    pairs,
+    refuse_unused,
+    shape_options,
+    size,
+)
 
 FORMATS = ("table", "markdown", "csv", "json")
 
 
-def _fail_cleanly(fn):
-    """Turn archcalc's errors into ``error: <message>`` on stderr and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from archcalc.errors import ArchcalcError
-
-        try:
-            return fn(*args, **kwargs)
-        except ArchcalcError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-
-    return wrapper
-
-
-def _pairs(values: tuple[str, ...], flag: str, convert=str) -> dict:
-    out = {}
-    for text in values:
-        name, sep, value = text.rpartition("=")
-        try:
-            out[name] = convert(value)
-        except ValueError:
-            name = ""
-        if not sep or not name:
-            raise click.BadParameter(f"'{text}' should be NAME=VALUE", param_hint=flag)
-    return out
-
-
-def _size(text: str | None, flag: str) -> int | None:
-    from archcalc.units import parse_bytes
-
-    if text is None:
-        return None
-    try:
-        return parse_bytes(text)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=flag) from None
-
-
-def dtype_option(fn):
-    """--dtype: the precision floating-point tensors are priced at."""
-    return click.option("--dtype", type=click.Choice(list(PRECISIONS)), default=None,
-                        help="Price floating-point tensors at this precision; mixed: fp16 with fp32 master "
-                             "weights and optimizer state [default: as in the model].")(fn)
-
-
-def shape_options(fn):
-    """--dim and --input: how symbolic dims get their values (--batch is each command's own)."""
-    fn = click.option("--input", "inputs", multiple=True, metavar="NAME=1x3x224x224",
-                      help="Set a whole input's shape.")(fn)
-    fn = click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE",
-                      help="Bind a named symbolic dim (e.g. --dim sequence=128).")(fn)
-    return fn
-
-
-def memory_options(default_runtime: str | None):
-    """--mode, --optimizer, --runtime, --runtime-overhead, --workspace."""
-
-    def add(fn):
-        fn = click.option("--runtime-overhead", default=None, metavar="SIZE",
-                          help="Replace the runtime's constant (e.g. 1.5GiB).")(fn)
-        fn = click.option("--runtime", "runtime_name", type=click.Choice(list(RUNTIMES)), default=default_runtime,
-                          show_default=default_runtime is not None,
-                          help="Runtime whose constant and allocator rounding apply"
-                               + ("" if default_runtime else " [default: onnxruntime-cpu for inference, "
-                                  "pytorch-cuda for a training step, as `fit` prices them]") + ".")(fn)
-        fn = click.option("--optimizer", default="sgd", show_default=True,
-                          help="Optimizer state counted in training: sgd, momentum, nesterov, adagrad, rmsprop, "
-                               "rmsprop-momentum, rmsprop-centered, adam, adamw, adam-amsgrad ...")(fn)
-        return fn
-
-    return add
-
-
-@click.group()
+@click.group(cls=OneLineErrors)
 @click.version_option(package_name="archcalc")
 def main():
     """archcalc: what a network costs before you run it -- shapes, parameters, MACs and memory."""
@@ -100,7 +34,7 @@ def main():
 
 @main.command()
 @click.argument("model", default="vgg16")
-@click.option("--batch", type=click.IntRange(min=1), default=None,
+@click.option("--batch", type=click.IntRange(min=1, max=1 << 40), default=None,
               help="Batch size: binds each input's symbolic first dim [default: 1].")
 @shape_options
 @dtype_option
@@ -112,13 +46,14 @@ def main():
               help="Add the memory terms of inference, or of one training step (and saved bytes per layer).")
 @memory_options(None)
 @click.option("--workspace", is_flag=True, help="Count the largest per-op scratch (a conv's im2col matrix).")
-@click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True,
-              help="Training: the device whose PyTorch defaults apply (Adam per tensor on cpu, multi-tensor "
-                   "on cuda; dropout keeps a mask of the input's dtype on cpu, of bools on cuda).")
+@click.option("--device", type=click.Choice(["cuda", "cpu"]), default=None,
+              help="Training: the device whose PyTorch defaults apply [default: cuda] (Adam per tensor on "
+                   "cpu, multi-tensor on cuda; dropout keeps a mask of the input's dtype on cpu, of bools on "
+                   "cuda).")
 @click.option("--view", type=click.Choice(["layers", "notes"]), default="layers", show_default=True,
               help="notes: the CS231n notes' table (HxWxC, activations, weights without biases) and what "
                    "their totals count.")
-@_fail_cleanly
+@fail_cleanly
 def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer, runtime_name, runtime_overhead,
              workspace, device, view):
     """Per-layer shapes, parameters, MACs and activation memory of MODEL, then the totals.
@@ -131,7 +66,11 @@ def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer,
     from archcalc.api import estimate as run
     from archcalc.render.text import MemoryView, render
 
-    result = run(model, batch=batch, dims=_pairs(dims, "--dim", int), inputs=_pairs(inputs, "--input"),
+    refuse_unused({"--optimizer": optimizer, "--device": device}, mode != "train", "--mode train")
+    refuse_unused({"--runtime": runtime_name, "--runtime-overhead": runtime_overhead, "--workspace": workspace},
+                   mode is None, "--mode inference or --mode train")
+    refuse_unused({"--mode": mode, "--top": top}, view == "notes", "the layers view (the notes' table is whole)")
+    result = run(model, batch=batch, dims=pairs(dims, "--dim", int), inputs=pairs(inputs, "--input"),
                  dtype=dtype)
     if view == "notes":
         from archcalc.render.notes import render_notes
@@ -140,9 +79,9 @@ def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer,
         return
     view = None
     if mode:
-        overhead = _size(runtime_overhead, "--runtime-overhead")
-        training = result.training_memory(optimizer, runtime=runtime_name or TRAINING_RUNTIME, overhead=overhead,
-                                          device=device) if mode == "train" else None
+        overhead = size(runtime_overhead, "--runtime-overhead")
+        training = result.training_memory(optimizer or "sgd", runtime=runtime_name or TRAINING_RUNTIME,
+                                          overhead=overhead, device=device or "cuda") if mode == "train" else None
         view = MemoryView(result.inference_memory(runtime_name or DEFAULT_RUNTIME, overhead, workspace), training)
     click.echo(render(result, fmt, top=top, sort=sort, memory=view), nl=False)
 
@@ -152,14 +91,14 @@ def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer,
 @click.option("--gpu", "gpu_name", default=None, help="A GPU from `archcalc gpus`.")
 @click.option("--memory", "memory_size", default=None, metavar="SIZE", help="A budget instead: 24GiB, 80GB.")
 @click.option("--mode", type=click.Choice(["inference", "train"]), default="inference", show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), default=None,
+@click.option("--batch", type=click.IntRange(min=1, max=1 << 40), default=None,
               help="Judge this batch; without it, find the largest batch that fits.")
 @click.option("--sweep", default=None, metavar="1,2,4,...", help="A table of these batch sizes.")
 @shape_options
 @dtype_option
 @memory_options("pytorch-cuda")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@_fail_cleanly
+@fail_cleanly
 def fit(model, gpu_name, memory_size, mode, batch, sweep, dims, inputs, dtype, optimizer, runtime_name,
         runtime_overhead, fmt):
     """Does MODEL fit a GPU (or a budget), and up to what batch? Exit 0: fits, 1: does not, 2: error.
@@ -173,17 +112,17 @@ def fit(model, gpu_name, memory_size, mode, batch, sweep, dims, inputs, dtype, o
 
     if (gpu_name is None) == (memory_size is None):
         raise click.UsageError("give exactly one of --gpu NAME or --memory SIZE")
-    card = gpu(gpu_name) if gpu_name else None
-    capacity = card.capacity if card else _size(memory_size, "--memory")
-    overhead = _size(runtime_overhead, "--runtime-overhead")
-    spec = fit_spec(model, capacity, mode, optimizer, dtype, runtime_name, overhead,
-                    _pairs(dims, "--dim", int), _pairs(inputs, "--input"))
+    refuse_unused({"--optimizer": optimizer}, mode != "train", "--mode train")
+    refuse_unused({"--batch": batch}, bool(sweep), "a single batch (--sweep names its own)")
+    card = gpu(gpu_name) if gpu_name is not None else None
+    capacity = card.capacity if card else size(memory_size, "--memory")
+    if not capacity:
+        raise click.BadParameter(f"'{memory_size}': a budget must be more than 0 bytes", param_hint="--memory")
+    overhead = size(runtime_overhead, "--runtime-overhead")
+    spec = fit_spec(model, capacity, mode, optimizer or "sgd", dtype, runtime_name, overhead,
+                    pairs(dims, "--dim", int), pairs(inputs, "--input"))
     if sweep:
-        try:
-            batches = [int(b) for b in sweep.split(",")]
-        except ValueError:
-            raise click.BadParameter(f"'{sweep}' should be batch sizes: 1,2,4,8", param_hint="--sweep") from None
-        verdicts = [spec.verdict(b) for b in batches]
+        verdicts = [spec.verdict(b) for b in batches(sweep)]
         click.echo(render_fit(spec, card, verdicts, None, fmt), nl=False)
         sys.exit(0 if verdicts[0].fits else 1)
     if batch:
@@ -198,7 +137,7 @@ def fit(model, gpu_name, memory_size, mode, batch, sweep, dims, inputs, dtype, o
 
 @main.command()
 @click.argument("model")
-@click.option("--batch", type=click.IntRange(min=1), default=None, help="Batch size [default: 1].")
+@click.option("--batch", type=click.IntRange(min=1, max=1 << 40), default=None, help="Batch size [default: 1].")
 @shape_options
 @click.option("--opt-level", type=click.Choice(["disable", "all", "both"]), default="both", show_default=True,
               help="onnxruntime graph optimizations for the process peak: as written, as deployed, or both.")
@@ -208,7 +147,7 @@ def fit(model, gpu_name, memory_size, mode, batch, sweep, dims, inputs, dtype, o
               help="An error this small passes whatever its relative size (small batches).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress messages.")
-@_fail_cleanly
+@fail_cleanly
 def validate(model, batch, dims, inputs, opt_level, tolerance, abs_tolerance, fmt, quiet):
     """Run MODEL in onnxruntime and set the measurements beside the estimate.
 
@@ -222,8 +161,8 @@ def validate(model, batch, dims, inputs, opt_level, tolerance, abs_tolerance, fm
 
     levels = ("disable", "all") if opt_level == "both" else (opt_level,)
     progress = None if quiet else (lambda msg: click.echo(f"... {msg}", err=True))
-    result = run(model, batch, _pairs(dims, "--dim", int), _pairs(inputs, "--input"), levels, progress)
-    verdict = judge(result, tolerance, _size(abs_tolerance, "--abs-tolerance") or 0)
+    result = run(model, batch, pairs(dims, "--dim", int), pairs(inputs, "--input"), levels, progress)
+    verdict = judge(result, tolerance, size(abs_tolerance, "--abs-tolerance") or 0)
     click.echo((validation_json if fmt == "json" else validation_text)(result, verdict), nl=False)
     sys.exit(1 if verdict.failures(result) else 0)
 
@@ -232,7 +171,7 @@ def validate(model, batch, dims, inputs, opt_level, tolerance, abs_tolerance, fm
 @click.argument("design")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random weights.")
-@_fail_cleanly
+@fail_cleanly
 def export(design, output, seed):
     """Write a design (an .arch file, a zoo name or inline text) as an ONNX model with random weights.
 
@@ -242,39 +181,43 @@ def export(design, output, seed):
 
     from archcalc.frontends.onnx_export import to_onnx
     from archcalc.frontends.sources import load_graph
+    from archcalc.render.atomic import atomic_file
 
     graph = load_graph(design)
     if graph.source.endswith(".onnx") or graph.source.startswith("<ModelProto"):
         raise click.UsageError(f"{design} is already an ONNX model")
-    onnx.save(to_onnx(graph, seed), output)
+    with atomic_file(Path(output)) as tmp:  # made first: an unwritable place fails before the weights
+        onnx.save(to_onnx(graph, seed), str(tmp))
     click.echo(f"wrote {output}: {len(graph.layers)} nodes")
 
 
 @main.command()
 @click.argument("models", nargs=-1, required=True)
-@click.option("--batch", type=click.IntRange(min=1), default=None, help="Batch size [default: 1].")
+@click.option("--batch", type=click.IntRange(min=1, max=1 << 40), default=None, help="Batch size [default: 1].")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table",
               show_default=True)
 @click.option("-o", "--output", default=None, type=click.Path(file_okay=False),
               help="Also write compare.md and compare.html into this folder.")
-@_fail_cleanly
+@fail_cleanly
 def compare(models, batch, fmt, output):
     """Put models or designs side by side: parameters, MACs, activations, peak, receptive field.
 
     Example: archcalc compare "INPUT[56x56x64] -> CONV7-64" "INPUT[56x56x64] -> [CONV3-64 -> RELU]*3"
     """
-    from pathlib import Path
+
 
     from archcalc.api import estimate as run
     from archcalc.render.text import render_compare
 
     ests = [(m, run(m, batch=batch)) for m in models]
-    click.echo(render_compare(ests, fmt), nl=False)
-    if output:
+    written = []
+    if output:  # written before anything is printed: an unwritable folder is the only output
         from archcalc.render.files import write_compare
 
-        for path in write_compare(ests, Path(output)):
-            click.echo(f"wrote {path}", err=True)
+        written = write_compare(ests, Path(output))
+    click.echo(render_compare(ests, fmt), nl=False)
+    for path in written:
+        click.echo(f"wrote {path}", err=True)
 
 
 @main.command()
@@ -282,25 +225,25 @@ def compare(models, batch, fmt, output):
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="The report folder (with --zoo or several models: the folder that holds one per model).")
 @click.option("--zoo", is_flag=True, help="Report every zoo model, one folder each.")
-@click.option("--batch", type=click.IntRange(min=1), default=None, help="Batch size [default: 1].")
+@click.option("--batch", type=click.IntRange(min=1, max=1 << 40), default=None, help="Batch size [default: 1].")
 @shape_options
 @click.option("--validate", "with_validation", is_flag=True,
               help="Run the model in onnxruntime and add the measurements (designs are exported first).")
 @click.option("--quiet", is_flag=True, help="No progress messages.")
-@_fail_cleanly
+@fail_cleanly
 def report(models, output, zoo, batch, dims, inputs, with_validation, quiet):
     """Write report.md, report.html, layers.csv, summary.json and PNG figures for each model.
 
     Example: archcalc report resnet50 -o reports/resnet50
     """
-    from pathlib import Path
+
 
     from archcalc.api import run_reports
 
     if zoo == bool(models):
         raise click.UsageError("name the models, or give --zoo (not both)")
     progress = None if quiet else (lambda msg: click.echo(f"... {msg}", err=True))
-    shapes = _pairs(dims, "--dim", int), _pairs(inputs, "--input")
+    shapes = pairs(dims, "--dim", int), pairs(inputs, "--input")
     for path in run_reports(models, Path(output), zoo, batch, *shapes, with_validation, progress):
         if not quiet:
             click.echo(f"wrote {path}", err=True)

@@ -8,7 +8,8 @@ DTYPE_BYTES: dict[str, float] = {
     "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2,
     "float8e4m3fn": 1, "float8e4m3fnuz": 1, "float8e5m2": 1, "float8e5m2fnuz": 1,
     "int64": 8, "uint64": 8, "int32": 4, "uint32": 4, "int16": 2, "uint16": 2,
-    "int8": 1, "uint8": 1, "bool": 1, "int4": 0.5, "uint4": 0.5,
+    "float8e8m0": 1, "float4e2m1": 0.5,
+    "int8": 1, "uint8": 1, "bool": 1, "int4": 0.5, "uint4": 0.5, "int2": 0.25, "uint2": 0.25,
     "complex64": 8, "complex128": 16, "string": 8,
 }
 FLOAT_DTYPES = frozenset(d for d in DTYPE_BYTES if d.startswith(("float", "bfloat")))
@@ -21,9 +22,19 @@ PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": 
 MIXED = frozenset({"mixed", "mixed-bf16"})
 
 
-def onnx_dtype(elem_type: int) -> str:
-    """The IR's dtype name for an ONNX ``TensorProto.DataType`` value."""
+def dtype_name(elem_type: int) -> str | None:
+    """The IR's dtype name for an ONNX ``TensorProto.DataType`` value ("undefined" for 0), or None
+    for a number that names no type."""
     from onnx import TensorProto
 
+    if elem_type not in TensorProto.DataType.values():
+        return None
     name = TensorProto.DataType.Name(elem_type).lower()
-    return {"float": "float32", "double": "float64", "undefined": "float32"}.get(name, name)
+    return {"float": "float32", "double": "float64"}.get(name, name)
+
+
+def onnx_dtype(elem_type: int) -> str:
+    """The IR's dtype name for a defined ONNX element type (``onnx_check`` has refused the rest);
+    an unset one (a value_info without type) is taken as float32."""
+    name = dtype_name(elem_type)
+    return "float32" if name in (None, "undefined") else name

@@ -47,13 +47,21 @@ class ValidationError(ArchcalcError):
     """The model could not be run or measured (onnxruntime failed, the process was killed)."""
 
 
+def _shown(text: str) -> str:
+    """A design line as an error prints it: tabs as spaces, control characters as escapes."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text.expandtabs(4))
+
+
 class DSLError(InputError):
     """A design that cannot be built. ``str()``: ``file:line:col: message`` and a caret line."""
 
     def __init__(self, source: str, text: str, line: int, column: int, message: str):
         self.line, self.column = line, column
-        lines = text.splitlines()
-        shown = lines[line - 1] if 0 < line <= len(lines) else ""
-        caret = f"\n  {shown}\n  {' ' * (column - 1)}^" if shown else ""
+        lines = text.split("\n")  # the parser counts lines by \n alone (not U+2028 or a lone \r)
+        shown = lines[line - 1].rstrip("\r") if 0 < line <= len(lines) else ""
+        # The caret goes under the place as the line is printed: tabs expanded, control characters escaped.
+        pad = len(_shown(shown[: column - 1]))
+        caret = f"\n  {_shown(shown)}\n  {' ' * pad}^" if shown.strip() else ""
         super().__init__(f"{source}:{line}:{column}: {message}{caret}", file=source)
         self.source, self.message = source, message

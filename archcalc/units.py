@@ -3,6 +3,18 @@
 from __future__ import annotations
 
 
+def printable(text: str, keep_newlines: bool = False) -> str:
+    """``text`` with control characters (newlines, terminal escapes, line separators) written as
+    escapes, so a name from a file can neither split a one-line message nor drive the terminal."""
+    out = []
+    for ch in str(text):
+        if ch == "\n" and keep_newlines or ch.isprintable() or ch == " ":
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
 def count(n: float) -> str:
     """``138357544`` -> ``'138.36 M'``."""
     for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
@@ -43,4 +55,13 @@ def parse_bytes(text: str) -> int:
     unit = s[len(num):]
     if unit not in units or not num:
         raise ValueError(f"'{text}' is not a size: write it as 24GiB, 80GB or 512MiB")
-    return int(float(num) * units[unit])
+    try:
+        value = float(num) * units[unit]
+    except ValueError:
+        raise ValueError(f"'{text}' is not a size: write it as 24GiB, 80GB or 512MiB") from None
+    if not 0 <= value <= MAX_BYTES:
+        raise ValueError(f"'{text}' is not a size archcalc can price: give one from 0 to 1 EiB")
+    return int(value)
+
+
+MAX_BYTES = 1 << 60

@@ -101,7 +101,7 @@ def test_unknown_op_is_named(tmp_model):
 @pytest.mark.parametrize("args,expected", [
     (["--dim", "nonsense=3"], "--dim nonsense: no input has a dim of that name"),
     (["--input", "ghost=1x2"], "--input names 'ghost', but the inputs are x"),
-    (["--input", "x=1xfoo"], "--input: '1xfoo' is not a shape: write it as 1x3x224x224"),
+    (["--input", "x=1xfoo"], "--input x=1xfoo: not a shape: write whole numbers from 0 to 2^40, as 1x3x224x224"),
 ])
 def test_bad_binding_flags(tmp_model, args, expected):
     m = model([helper.make_node("Relu", ["x"], ["y"])], [helper.make_tensor_value_info("x", F, ["N", 3])])

@@ -139,14 +139,16 @@ def _layer_costs(graph: Shaped, results: list[LayerResult], roles, float_dtype) 
         by_role: Counter[str] = Counter()
         for name, role in roles[i].items():
             by_role[role] += graph.tensors[name].numel
-        first = graph.tensors[res.layer.outputs[0]]
+        # The first output the node gives (an optional first one may be omitted, as LSTM's Y).
+        given = next((o for o in res.layer.outputs if o), None)
+        first_name, first_shape = (given, graph.tensors[given].shape) if given else ("", ())
         rows.append(LayerCost(
-            index=i, name=res.layer.name, op_type=res.layer.op_type, output=first.name,
-            shape=first.shape, activations=sum(t.numel for t in outs),
+            index=i, name=res.layer.name, op_type=res.layer.op_type, output=first_name,
+            shape=first_shape, activations=sum(t.numel for t in outs),
             activation_bytes=sum(t.nbytes(float_dtype) for t in outs),
             weights=by_role["weight"], biases=by_role["bias"], buffers=by_role["buffer"],
             macs=res.out.macs, flops=2 * res.out.macs + res.out.flops, has_rule=res.has_rule,
-            receptive_field=fields.get(first.name, (1, 1))[0], effective_stride=fields.get(first.name, (1, 1))[1],
+            receptive_field=fields.get(first_name, (1, 1))[0], effective_stride=fields.get(first_name, (1, 1))[1],
         ))
     return rows
 
@@ -188,9 +190,17 @@ def analyse(graph: Graph, batch: int | None = None, dims: dict[str, int] | None 
     if dtype is not None and dtype not in PRECISIONS:
         raise InputError(f"--dtype {dtype}: choose one of {', '.join(PRECISIONS)}")
     float_dtype = PRECISIONS.get(dtype) if dtype else None
-    shaped, results = infer(graph, bind_inputs(graph, batch, dims, inputs))
+    bound = bind_inputs(graph, batch, dims, inputs)
+    shaped, results = infer(graph, bound)
     roles = _param_roles(shaped, results)
     _settle_roles(shaped, roles)
     rows = _layer_costs(shaped, results, roles, float_dtype)
     totals = _totals(shaped, rows, roles, float_dtype)
-    return Estimate(shaped, rows, totals, batch or 1, dtype, results, roles)
+    return Estimate(shaped, rows, totals, _batch_label(graph, bound, batch), dtype, results, roles)
+
+
+def _batch_label(graph: Graph, bound: dict[str, tuple[int, ...]], batch: int | None) -> int:
+    """The batch the estimate is for: the first input's leading dim as bound (--batch, --dim or
+    --input may each have set it), or ``batch`` where no input has a leading dim."""
+    first = bound.get(graph.inputs[0]) if graph.inputs else None
+    return first[0] if first else batch or 1

@@ -15,7 +15,7 @@ from archcalc.analysis.gpus import GPU
 from archcalc.errors import InputError
 from archcalc.ir import Graph
 
-MAX_BATCH = 1 << 24
+MAX_BATCH = 1 << 40  # the largest batch archcalc prices (any dim a user gives is bounded so)
 MODES = ("inference", "train")
 
 
@@ -40,6 +40,11 @@ class Verdict:
     def headroom(self) -> int:
         """Bytes left (negative: the shortfall)."""
         return self.capacity - self.total
+
+    @property
+    def at_bound(self) -> bool:
+        """The batch is the largest archcalc prices, and it fits: more would too."""
+        return self.batch == MAX_BATCH and self.fits
 
     @property
     def largest_term(self) -> str:
@@ -95,10 +100,13 @@ def largest_batch(spec: FitSpec) -> Verdict | None:
         raise InputError("memory does not grow with the batch: the model's batch dim is fixed; "
                          "re-export it with a dynamic batch axis")
     guess = max(1, min(MAX_BATCH, 1 + (spec.capacity - one.steady) // slope))
-    at, past = spec.verdict(guess), spec.verdict(guess + 1)
+    at = spec.verdict(guess)
+    if guess == MAX_BATCH and at.fits:
+        return at  # fits even at the bound: the answer is "at least MAX_BATCH" (see ``at_bound``)
+    past = spec.verdict(guess + 1)
     if at.fits and not past.fits:
         return at
-    lo, hi = 1, MAX_BATCH  # not affine here: the invariant is verdict(lo) fits, verdict(hi) does not
+    lo, hi = 1, MAX_BATCH + 1  # not affine here: the invariant is verdict(lo) fits, verdict(hi) does not
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if spec.verdict(mid).fits:

@@ -31,14 +31,28 @@ class LayerResult:
     folded: bool
 
 
-def _parse_dims(text: str) -> tuple[int, ...]:
+MAX_DIM = 1 << 40  # a bound on any dim a user gives: far above any real one, far below overflow
+
+
+def _parse_dims(name: str, given: str | tuple[int, ...]) -> tuple[int, ...]:
     try:
-        dims = tuple(int(d) for d in text.lower().replace(",", "x").split("x"))
+        dims = tuple(int(d) for d in given.lower().replace(",", "x").split("x")) if isinstance(given, str) \
+            else tuple(int(d) for d in given)
     except ValueError:
         dims = ()
-    if not dims or any(d < 0 for d in dims):
-        raise InputError(f"--input: '{text}' is not a shape: write it as 1x3x224x224")
+    if not dims or any(not 0 <= d <= MAX_DIM for d in dims):  # an empty tensor (a 0 dim) is a real one
+        raise InputError(f"--input {name}={given if isinstance(given, str) else 'x'.join(map(str, given))}: "
+                         f"not a shape: write whole numbers from 0 to 2^40, as 1x3x224x224")
     return dims
+
+
+def _check_sizes(batch: int | None, dims: dict[str, int]) -> None:
+    """Every number a user gives is a size: a whole number from 1 to 2^40."""
+    if batch is not None and not (isinstance(batch, int) and 1 <= batch <= MAX_DIM):
+        raise InputError(f"--batch {batch}: a batch is a whole number from 1 to 2^40")
+    for name, value in dims.items():
+        if not (isinstance(value, int) and 1 <= value <= MAX_DIM):
+            raise InputError(f"--dim {name}={value}: a dim is a whole number from 1 to 2^40")
 
 
 def bind_inputs(graph: Graph, batch: int | None = None, dims: dict[str, int] | None = None,
@@ -49,6 +63,7 @@ def bind_inputs(graph: Graph, batch: int | None = None, dims: dict[str, int] | N
     of each input whose first dim is symbolic (1 when not given).
     """
     dims, shapes = dict(dims or {}), dict(shapes or {})
+    _check_sizes(batch, dims)
     for name in shapes:
         if name not in graph.inputs:
             raise InputError(f"{graph.source}: --input names '{name}', but the inputs are "
@@ -59,7 +74,7 @@ def bind_inputs(graph: Graph, batch: int | None = None, dims: dict[str, int] | N
         t = graph.tensors[name]
         if name in shapes:
             given = shapes[name]
-            bound_shapes[name] = _parse_dims(given) if isinstance(given, str) else tuple(given)
+            bound_shapes[name] = _parse_dims(name, given)
             continue
         if t.shape is None:
             raise UnboundDimError(f"{graph.source}: input '{name}' has no shape in the file: "
@@ -99,6 +114,24 @@ def _check_inputs(node: Node) -> None:
             raise node.error(f"input '{name}' has no shape (it is read before it is written)")
 
 
+# Ops without a rule whose known inputs onnx's reference evaluator may fold: bounded numeric work.
+# Strings are never folded (a model's own regular expression could run for ever), nor is control
+# flow, whose trip counts are the model's to choose.
+FOLD_WITHOUT_RULE = frozenset({"NonZero", "Sign", "Shape", "Size", "Max", "Min", "Less", "Greater"})
+
+
+def _foldable(node: Node, out: Out) -> bool:
+    """Whether a node whose inputs are all known may be evaluated now: an op archcalc knows (or a
+    listed one), in the default domain, on and to few elements, and no strings."""
+    layer = node.layer
+    if layer.domain or (layer.op_type not in RULES and layer.op_type not in FOLD_WITHOUT_RULE):
+        return False
+    given = [i for i in range(node.n_inputs) if node.has(i)]
+    if any(node.dtype(i) == "string" for i in given) or "string" in (out.dtypes or []):
+        return False
+    return all(node.numel(i) <= FOLD_LIMIT for i in given) and all(math.prod(s) <= FOLD_LIMIT for s in out.shapes)
+
+
 def _apply(node: Node) -> tuple[Out, bool]:
     """The layer's Out and whether a rule (rather than onnx's inference) gave it."""
     from archcalc.ops import fallback as onnx_fallback
@@ -115,10 +148,8 @@ def _apply(node: Node) -> tuple[Out, bool]:
             raise
         raise node.error(f"archcalc's {node.layer.op_type} rule crashed on it ({type(exc).__name__}: {exc}): "
                          "a bug in archcalc; please report it with this file", RuleCrash) from None
-    if out.values is None and node.values() is not None:
-        small = all(node.numel(i) <= FOLD_LIMIT for i in range(node.n_inputs) if node.has(i))
-        if small and all(math.prod(s) <= FOLD_LIMIT for s in out.shapes):
-            out.values = onnx_fallback.evaluate_node(node)
+    if out.values is None and node.values() is not None and _foldable(node, out):
+        out.values = onnx_fallback.evaluate_node(node)
     return out, rule is not None
 
 
@@ -160,11 +191,13 @@ def infer(graph: Graph, inputs: dict[str, tuple[int, ...]]) -> tuple[Shaped, lis
         for name, shape, dtype, value in zip(layer.outputs, out.shapes, dtypes, values):
             if not name:
                 continue
+            if any(d < 0 for d in shape):  # never priced: a negative size is an error, not a number
+                raise node.error(f"gives output '{name}' the negative shape {list(shape)}")
             role = Role.CONSTANT if folded else Role.OUTPUT if name in outputs else Role.ACTIVATION
             if value is not None and tuple(value.shape) != tuple(shape):
                 value = np.broadcast_to(value, shape) if value.size == 1 else None
             tensors[name] = Value(name, tuple(int(d) for d in shape), dtype, role, value if folded else None)
-        if weight is not None:  # a view of a weight is that weight, not an activation
+        if weight is not None and layer.outputs[0]:  # a view of a weight is that weight, not an activation
             view = tensors[layer.outputs[0]]
             view.role, view.alias_of = weight.role, weight.alias_of or weight.name
         results.append(LayerResult(layer, out, has_rule, folded or weight is not None))

@@ -19,7 +19,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from archcalc.dtypes import onnx_dtype
 from archcalc.errors import InputError
+from archcalc.frontends.onnx_check import check_model
 from archcalc.frontends.onnx_reader import read_structure, read_tensor
+from archcalc.frontends.paths import regular_file
 from archcalc.ir import Graph, Layer, Role, Shape, Tensor
 
 # Tensors up to this many elements have their values read: enough for every shape and index
@@ -27,19 +29,19 @@ from archcalc.ir import Graph, Layer, Role, Shape, Tensor
 SMALL_VALUE_LIMIT = 64
 
 
-def load_model(source: str | os.PathLike | onnx.ModelProto,
-               skipped: dict[str, tuple[int, int]] | None = None) -> onnx.ModelProto:
+def load_model(source: str | os.PathLike | onnx.ModelProto, skipped: dict[str, tuple[int, int]] | None = None,
+               raw: dict[str, int] | None = None) -> onnx.ModelProto:
     """Parse an ONNX file's structure (no weight bytes); every failure is a one-line InputError.
-    ``skipped`` receives where each initializer whose bytes were not read lies in the file."""
+    ``skipped`` receives where each initializer whose bytes were not read lies in the file, ``raw``
+    the length of its raw data."""
     if isinstance(source, onnx.ModelProto):
         return source
-    path = Path(source)
-    if not path.exists():
-        raise InputError(f"{path}: no such file: check the path, or name a zoo model (archcalc zoo)")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not an .onnx file")
+    path = regular_file(source)
     try:
-        model = read_structure(path, SMALL_VALUE_LIMIT, skipped)
+        model = read_structure(path, SMALL_VALUE_LIMIT, skipped, raw)
+    except RecursionError:
+        raise InputError(f"{path}: its graphs nest deeper than protobuf's parser goes (If or Loop bodies "
+                         "inside each other, about 100 levels): archcalc cannot read it") from None
     except (DecodeError, RuntimeError, ValueError) as exc:
         raise InputError(
             f"{path}: not a valid ONNX model ({exc}): the file is truncated, corrupt or not ONNX; "
@@ -56,8 +58,10 @@ def _value_info_tensor(vi: onnx.ValueInfoProto, role: Role) -> Tensor:
         raise InputError(f"graph input '{vi.name}' is not a tensor (sequences and maps are not supported)")
     shape: Shape | None = None
     if tt.HasField("shape"):
+        # A stored dim of -1 or 0 is how some exporters (paddle2onnx, tf2onnx) say "dynamic": it
+        # is symbolic, bound like any other, never taken as a size.
         shape = tuple(
-            d.dim_value if d.HasField("dim_value") else (d.dim_param or f"{vi.name}[{i}]")
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or f"{vi.name}[{i}]")
             for i, d in enumerate(tt.shape.dim)
         )
     return Tensor(vi.name, shape, onnx_dtype(tt.elem_type), role)
@@ -75,7 +79,7 @@ def _initializer_tensor(init: onnx.TensorProto) -> Tensor:
 def _attr_value(attr: onnx.AttributeProto):
     if attr.type == onnx.AttributeProto.TENSOR:
         t = attr.t
-        small = t.data_location != TensorProto.EXTERNAL and np.prod(t.dims, dtype=np.int64) <= 1 << 16
+        small = t.data_location != TensorProto.EXTERNAL and math.prod(t.dims) <= 1 << 16
         # A Constant node holding a real weight is described like an initializer: dims, no bytes.
         return numpy_helper.to_array(t) if small else _initializer_tensor(t)
     if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
@@ -92,8 +96,6 @@ def _constant_tensor(node: onnx.NodeProto) -> Tensor:
     """A Constant node's output as a tensor: its value if small, else dims like an initializer."""
     attrs = {a.name: _attr_value(a) for a in node.attribute}
     name = node.output[0]
-    if "sparse_value" in attrs:
-        raise InputError(f"Constant node '{node.name}': sparse_value constants are not supported")
     value = next(iter(attrs.values()))
     if isinstance(value, Tensor):  # a weight stored as a Constant node: a parameter candidate
         return Tensor(name, value.shape, value.dtype, Role.WEIGHT)
@@ -214,7 +216,9 @@ def import_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
     """Read ``source`` (a path or a ModelProto) into the IR."""
     label = "<ModelProto>" if isinstance(source, onnx.ModelProto) else str(source)
     skipped: dict[str, tuple[int, int]] = {}
-    model = load_model(source, skipped)
+    raw: dict[str, int] = {}
+    model = load_model(source, skipped, raw)
+    check_model(model, label, raw)
     graph = to_ir(model, label)
     path = None if isinstance(source, onnx.ModelProto) else Path(source)
     graph.stored_value = functools.partial(stored_value, model, path, skipped)

@@ -22,6 +22,8 @@ MODEL_GRAPH = 7
 GRAPH_INITIALIZER = 5
 TENSOR_DIMS = 1
 TENSOR_NAME = 8
+TENSOR_RAW_DATA = 9
+MAX_SMALL_DATA = 1 << 16  # bytes of data a tensor kept whole may hold: 64 elements of any type, and strings
 # float_data, int32_data, string_data, int64_data, raw_data, double_data, uint64_data
 TENSOR_DATA_FIELDS = frozenset({4, 5, 6, 7, 9, 10, 11})
 VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5
@@ -114,14 +116,19 @@ def _dims(buf, fields) -> list[int]:
     return dims
 
 
-def _light_tensor(buf, start: int, end: int, keep_values_upto: int, skipped: dict) -> bytes:
-    """The TensorProto at buf[start:end] without its data, unless it has few elements; a tensor
-    whose data is left out is noted in ``skipped`` (name -> its place in the file)."""
+def _light_tensor(buf, start: int, end: int, keep_values_upto: int, skipped: dict, raw: dict) -> bytes:
+    """The TensorProto at buf[start:end] without its data, unless it has few elements and little
+    data (a "scalar" declaring gigabytes of data is not read); a tensor whose data is left out is
+    noted in ``skipped`` (name -> its place in the file) and its raw data's length in ``raw``."""
     fields = list(_fields(buf, start, end))
-    if math.prod(_dims(buf, fields)) <= keep_values_upto:
+    count = math.prod(_dims(buf, fields))
+    data = sum(stop - s for number, _, _, s, stop in fields if number in TENSOR_DATA_FIELDS)
+    if count <= keep_values_upto and data <= MAX_SMALL_DATA:
         return bytes(buf[start:end])
     name = next((bytes(buf[s:stop]) for number, _, _, s, stop in fields if number == TENSOR_NAME), b"")
-    skipped[name.decode("utf-8", "replace")] = (start, end)
+    key = name.decode("utf-8", "replace")
+    skipped[key] = (start, end)
+    raw[key] = sum(stop - s for number, _, _, s, stop in fields if number == TENSOR_RAW_DATA)
     return b"".join(bytes(buf[k:stop]) for number, _, k, _, stop in fields if number not in TENSOR_DATA_FIELDS)
 
 
@@ -129,22 +136,24 @@ def _submessage(number: int, payload: bytes) -> bytes:
     return _encode_varint(number << 3 | LENGTH) + _encode_varint(len(payload)) + payload
 
 
-def _light_graph(buf, start: int, end: int, keep_values_upto: int, skipped: dict) -> bytes:
+def _light_graph(buf, start: int, end: int, keep_values_upto: int, skipped: dict, raw: dict) -> bytes:
     out = []
     for number, wire, k, s, stop in _fields(buf, start, end):
         if number == GRAPH_INITIALIZER and wire == LENGTH:
-            out.append(_submessage(number, _light_tensor(buf, s, stop, keep_values_upto, skipped)))
+            out.append(_submessage(number, _light_tensor(buf, s, stop, keep_values_upto, skipped, raw)))
         else:
             out.append(bytes(buf[k:stop]))
     return b"".join(out)
 
 
-def read_structure(path: Path, keep_values_upto: int,
-                   skipped: dict[str, tuple[int, int]] | None = None) -> onnx.ModelProto:
+def read_structure(path: Path, keep_values_upto: int, skipped: dict[str, tuple[int, int]] | None = None,
+                   raw: dict[str, int] | None = None) -> onnx.ModelProto:
     """The model at ``path`` with the data of every initializer over ``keep_values_upto`` elements
     left out; ``skipped`` receives where each left-out initializer lies in the file (for
-    ``read_tensor``). Raises WireError (or protobuf's DecodeError) on a malformed file."""
+    ``read_tensor``), ``raw`` the length of its raw data. Raises WireError (or protobuf's
+    DecodeError) on a malformed file."""
     skipped = {} if skipped is None else skipped
+    raw = {} if raw is None else raw
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if not size:
@@ -154,7 +163,7 @@ def read_structure(path: Path, keep_values_upto: int,
         out = []
         for number, wire, k, s, stop in _fields(buf, 0, len(buf)):
             if number == MODEL_GRAPH and wire == LENGTH:
-                out.append(_submessage(number, _light_graph(buf, s, stop, keep_values_upto, skipped)))
+                out.append(_submessage(number, _light_graph(buf, s, stop, keep_values_upto, skipped, raw)))
             else:
                 out.append(bytes(buf[k:stop]))
     model = onnx.ModelProto()

@@ -7,6 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from archcalc.errors import InputError
+from archcalc.frontends.paths import file_status
 from archcalc.ir import Graph
 
 ZOO_SUFFIXES = (".onnx", ".arch")
@@ -28,10 +29,9 @@ def zoo_summary(path: Path) -> str:
 
 
 def resolve(source: str | os.PathLike) -> Path:
-    """A path that exists, or the zoo file that ``source`` names."""
-    path = Path(source)
-    if path.exists():
-        return path
+    """A regular file, or the zoo file that ``source`` names."""
+    if file_status(source) == "file":
+        return Path(source)
     zoo = zoo_models()
     if str(source) in zoo:
         return zoo[str(source)]
@@ -39,9 +39,30 @@ def resolve(source: str | os.PathLike) -> Path:
                      "'archcalc zoo'")
 
 
+def _design_text(path: Path) -> str:
+    """A design file as text: UTF-8 (a byte-order mark allowed); an undecodable byte is an error at
+    its line:column."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InputError(f"{path}:{line}:{column}: byte 0x{data[exc.start]:02x} is not UTF-8: save the design "
+                         "as UTF-8", file=str(path)) from None
+
+
+def file_status_quiet(source: str) -> str:
+    """``file_status``, with anything unreadable counted as not a file (design text is no path)."""
+    try:
+        return file_status(source)
+    except InputError:
+        return "other"
+
+
 def is_design_text(source) -> bool:
     """A design written inline on the command line: ``"INPUT[32x32x3] -> CONV3-12 -> ..."``."""
-    return isinstance(source, str) and "INPUT[" in source and not Path(source).exists()
+    return isinstance(source, str) and "INPUT[" in source and file_status_quiet(source) == "missing"
 
 
 def load_graph(source) -> Graph:
@@ -58,9 +79,6 @@ def load_graph(source) -> Graph:
     if path.suffix == ".arch":
         from archcalc.frontends.dsl.build import build
 
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: cannot read it as text ({exc})") from None
+        text = _design_text(path)
         return build(text, str(path))
     return import_onnx(path)

@@ -25,6 +25,7 @@ from archcalc.conventions import CONVENTIONS
 from archcalc.measure.compare import validation_figures
 from archcalc.measure.validate import Validation
 from archcalc.render import plots
+from archcalc.render.atomic import atomic_file, atomic_folder
 from archcalc.render.text import MemoryView, memory_lines, totals_lines
 
 SCHEMA = "archcalc.report/2"
@@ -220,25 +221,22 @@ def to_html(r: Report) -> str:
 
 
 def write(r: Report, folder: Path) -> list[Path]:
-    """Write every file of ``r`` into ``folder`` and return their paths."""
+    """Write every file of ``r`` into ``folder`` (replaced whole: an interrupt leaves the old report)
+    and return their paths."""
     import csv
     import io
 
-    folder.mkdir(parents=True, exist_ok=True)
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(r.rows)
-    files = {"report.md": to_markdown(r), "report.html": to_html(r), "layers.csv": out.getvalue(),
+    texts = {"report.md": to_markdown(r), "report.html": to_html(r), "layers.csv": out.getvalue(),
              "summary.json": json.dumps(r.summary, indent=1) + "\n"}
-    paths = []
-    for name, text in files.items():
-        (folder / name).write_text(text)
-        paths.append(folder / name)
-    for name, data in r.figures.items():
-        (folder / name).write_bytes(data)
-        paths.append(folder / name)
-    return paths
+    files = {**{name: text.encode() for name, text in texts.items()}, **r.figures}
+    with atomic_folder(folder) as tmp:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+    return [folder / name for name in files]
 
 
 def write_compare(ests, folder: Path) -> list[Path]:
@@ -251,8 +249,9 @@ def write_compare(ests, folder: Path) -> list[Path]:
     r = Report("Comparison", [Section("Side by side", table=(["", *names], rows))],
                {"source": ", ".join(names), "batch": ests[0][1].batch}, {}, [])
     md, page = folder / "compare.md", folder / "compare.html"
-    md.write_text(to_markdown(r))
-    page.write_text(to_html(r))
+    for path, text in ((md, to_markdown(r)), (page, to_html(r))):
+        with atomic_file(path) as tmp:
+            tmp.write_text(text)
     return [md, page]
 
 

@@ -130,34 +130,36 @@ def shared_text(shared) -> str:
     return "; ".join(parts)
 
 
-def _table(est: Estimate, rows: list[dict], memory: MemoryView | None) -> str:
-    from rich.console import Console
-    from rich.table import Table
+HUMAN = {"activation_bytes": units.nbytes, "saved_bytes": units.nbytes, "activations": units.count,
+         "weights": units.count, "biases": units.count, "params": units.count, "macs": units.count,
+         "flops": units.count}
 
-    table = Table(title=f"{est.graph.name}  batch {est.batch}  {est.dtype or 'model dtypes'}",
-                  title_justify="left")
-    human = {"activation_bytes": units.nbytes, "activations": units.count, "weights": units.count,
-             "biases": units.count, "params": units.count, "macs": units.count, "flops": units.count}
+
+def _table(est: Estimate, rows: list[dict], memory: MemoryView | None) -> str:
+    """Aligned columns: numbers readable and right-aligned, names escaped. Plain string work, so
+    a 20,000-layer graph renders as fast as its JSON."""
     columns = list(rows[0]) if rows else COLUMNS
-    human["saved_bytes"] = units.nbytes
-    for col in columns:
-        table.add_column(col, justify="right" if col in human else "left", overflow="fold")
-    for row in rows:
-        table.add_row(*(human[c](row[c]) if c in human and row[c] else ("" if c in human else str(row[c]))
-                        for c in columns))
-    out = io.StringIO()
-    console = Console(file=out, width=180, no_color=True, highlight=False)
-    console.print(table)
-    for label, value in totals_lines(est) + (memory_lines(memory) if memory else []):
-        console.print(f"{label:>18}: {value}")
-    console.print("\n".join(f"  - {text}" for text in CONVENTIONS.values()))
-    return out.getvalue()
+    cells = [[(HUMAN[c](row[c]) if row[c] else "") if c in HUMAN else units.printable(row[c]) for c in columns]
+             for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+
+    def line(values):
+        return "  ".join(v.rjust(w) if c in HUMAN or c in ("rf", "stride") else v.ljust(w)
+                         for v, w, c in zip(values, widths, columns)).rstrip()
+
+    out = [f"{units.printable(est.graph.name)}  batch {est.batch}  {est.dtype or 'model dtypes'}",
+           line(columns), "  ".join("-" * w for w in widths), *map(line, cells), ""]
+    out += [f"{label:>18}: {units.printable(value)}"
+            for label, value in totals_lines(est) + (memory_lines(memory) if memory else [])]
+    out += [f"  - {text}" for text in CONVENTIONS.values()]
+    return "\n".join(out) + "\n"
 
 
 def _markdown(est: Estimate, rows: list[dict], memory: MemoryView | None) -> str:
     columns = list(rows[0]) if rows else COLUMNS
     head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    body = "".join("| " + " | ".join(units.cell(v) for v in row.values()) + " |\n"
+    body = "".join("| " + " | ".join(units.printable(units.cell(v)).replace("|", "\\|") for v in row.values())
+                   + " |\n"
                    for row in rows)
     totals = "".join(f"| {label} | {value} |\n"
                      for label, value in totals_lines(est) + (memory_lines(memory) if memory else []))
@@ -215,8 +217,8 @@ def render_fit(spec, card, verdicts, best, fmt: str, searched: bool = False) -> 
         lines.append(f"batch {v.batch}: {word}: {judged}{units.nbytes(v.total)} of {units.nbytes(v.capacity)}, "
                      f"{room}; largest term: {v.largest_term} ({terms}){bound}")
     if searched:
-        lines.append(f"largest batch that fits: {best.batch}" if best else
-                     "largest batch that fits: none (batch 1 does not fit)")
+        lines.append(("largest batch that fits: at least " if best.at_bound else "largest batch that fits: ")
+                     + f"{best.batch:,}" if best else "largest batch that fits: none (batch 1 does not fit)")
     return "\n".join(lines) + "\n"
 
 

@@ -31,6 +31,10 @@ ACTIVATIONS = {"RELU": "Relu", "LEAKYRELU": "LeakyRelu", "SIGMOID": "Sigmoid", "
                "HARDSWISH": "HardSwish"}
 POOLS = {"POOL": "MaxPool", "MAXPOOL": "MaxPool", "AVGPOOL": "AveragePool", "L2POOL": "LpPool"}
 OPSET = 20  # Gelu needs 20
+# Bounds on what a design may expand to: real networks have thousands of layers and nest a few
+# levels; these stop a typo (or a bomb) from building for ever.
+MAX_LAYERS = 100_000
+MAX_DEPTH = 100
 
 
 @cache
@@ -57,6 +61,9 @@ class _Build:
         self.implicit_relu = False
         self.implicit: set[int] = set()
         self.reps: list[int] = []  # the index (1-based) of each enclosing repetition
+        self.calls: list[str] = []  # the blocks being expanded, outermost first
+        self.depth = 0  # groups, repetitions, joins and calls open around the current term
+        self.where: object = None  # the token being built, for errors raised where no token is at hand
 
     # --- errors -----------------------------------------------------------------------------------
     def fail(self, where, message: str) -> DSLError:
@@ -67,6 +74,9 @@ class _Build:
     # --- layers and tensors -----------------------------------------------------------------------
     def emit(self, kind: str, op: str, cur: Cursor, shape: tuple[int, ...], attrs=None, weights=(),
              extra_inputs=()) -> Cursor:
+        if len(self.layers) >= MAX_LAYERS:
+            raise self.fail(self.where, f"the design expands to more than {MAX_LAYERS:,} layers: check the "
+                                        "repetition counts ([...]*N)")
         self.counts[kind] = self.counts.get(kind, 0) + 1
         name = f"{kind.lower()}{self.counts[kind]}"
         inputs = [cur.name, *extra_inputs]
@@ -218,6 +228,16 @@ class _Build:
         return self._text(tree.children[0], env).split("/")[0] == "BN"
 
     def term(self, tree: Tree, cur: Cursor, env: dict, before_bn: bool = False) -> Cursor:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise self.fail(tree, f"the design nests more than {MAX_DEPTH} levels deep (groups, repetitions, "
+                                      "joins and block calls inside each other): flatten it")
+            return self._term(tree, cur, env, before_bn)
+        finally:
+            self.depth -= 1
+
+    def _term(self, tree: Tree, cur: Cursor, env: dict, before_bn: bool) -> Cursor:
         kind = tree.data
         if kind == "layer":
             return self.layer(tree, cur, env, before_bn)
@@ -259,6 +279,7 @@ class _Build:
 
     def layer(self, tree: Tree, cur: Cursor, env: dict, before_bn: bool) -> Cursor:
         token = tree.children[0]
+        self.where = token
         if len(tree.children) > 1 and not self._present(tree.children[1]):
             return cur
         text = self._text(token, env)
@@ -318,11 +339,20 @@ class _Build:
                 values[p] = env[str(a)]
             else:
                 raise self.fail(a, f"unknown parameter '{a}' passed to {name}()")
-        return self.seq(block.children[-1], cur, values)
+        if str(name) in self.calls:
+            cycle = " -> ".join([*self.calls[self.calls.index(str(name)):], str(name)])
+            raise self.fail(name, f"block '{name}' calls itself ({cycle}): a block cannot repeat by recursion; "
+                                  "use [ ... ]*N")
+        self.calls.append(str(name))
+        try:
+            return self.seq(block.children[-1], cur, values)
+        finally:
+            self.calls.pop()
 
 
 def build(text: str, source: str = "<design>") -> Graph:
     """The IR of design ``text``; every failure is a DSLError with ``source:line:col`` and a caret."""
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark some editors write
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as exc:

@@ -17,9 +17,16 @@ from dataclasses import dataclass, field
 KINDS = ("DWCONV", "CONV", "MAXPOOL", "AVGPOOL", "L2POOL", "POOL", "FC", "LEAKYRELU", "RELU", "SIGMOID", "TANH",
          "GELU", "HARDSWISH", "SOFTMAX", "BN", "LRN", "DROPOUT", "FLATTEN", "GAP", "GMP", "ID")
 WINDOWED = {"DWCONV", "CONV", "MAXPOOL", "AVGPOOL", "L2POOL", "POOL"}
+POOLS = {"MAXPOOL", "AVGPOOL", "L2POOL", "POOL"}
+SIZED = WINDOWED | {"LRN"}  # kinds whose name carries a number: a window, or LRN's size
 NEEDS_ARG = {"CONV", "FC"}
+TAKES_ARG = NEEDS_ARG | {"DROPOUT"}
 INT_OPTIONS = {"s": "stride", "p": "padding", "d": "dilation", "g": "groups"}
 FLAG_OPTIONS = {"nobias", "ceil", "floor"}
+# The options each kind reads; any other is refused rather than ignored. ONNX's Conv has no
+# ceil_mode, so a conv's partial window is only ever dropped (/floor).
+OPTIONS = {"CONV": {"s", "p", "d", "g", "nobias", "floor"}, "DWCONV": {"s", "p", "d", "nobias", "floor"},
+           **dict.fromkeys(POOLS, {"s", "p", "ceil", "floor"}), "FC": {"nobias"}}
 _OPTION = re.compile(r"^([a-z]+?)(\d+)?$")
 
 
@@ -58,23 +65,60 @@ def parse_token(text: str) -> LayerToken:
     if kind is None:
         raise TokenError(f"unknown layer '{name}': write one of {', '.join(sorted(KINDS))}")
     digits = name[len(kind):]
+    if digits and kind not in SIZED:
+        raise TokenError(f"{text}: {kind} takes no number ('{digits}'): write {kind}")
+    if arg and kind not in TAKES_ARG:
+        raise TokenError(f"{text}: {kind} takes no '-{arg}': write {kind}")
     token = LayerToken(kind, int(digits) if digits else None, arg or None)
-    if kind in WINDOWED and token.window is None:
+    if kind in SIZED and token.window is None and kind != "LRN":
         raise TokenError(f"{text}: give the window size, e.g. {kind}3")
     if kind in NEEDS_ARG and not arg:
         example = "CONV3-64 (64 filters)" if kind == "CONV" else "FC-1000 (1000 units)"
         raise TokenError(f"{text}: give the {'filter' if kind == 'CONV' else 'unit'} count, e.g. {example}")
-    if arg and kind in NEEDS_ARG and not arg.isdigit():
-        raise TokenError(f"{text}: '{arg}' is not a whole number")
+    _check_numbers(text, token)
     for opt in opts:
-        m = _OPTION.match(opt)
-        if m and m.group(1) in INT_OPTIONS and m.group(2) is not None:
-            token.options[m.group(1)] = int(m.group(2))
-        elif opt in FLAG_OPTIONS:
-            token.options[opt] = True
-        else:
-            raise TokenError(f"{text}: unknown option '/{opt}': use /s2 (stride), /p1 (padding), /d2 (dilation), "
-                             "/g2 (groups), /nobias, /ceil or /floor")
+        _option(text, token, opt)
     if token.options.get("ceil") and token.options.get("floor"):
         raise TokenError(f"{text}: /ceil and /floor exclude each other")
+    if kind in POOLS and token.opt("p", 0) >= token.side:
+        raise TokenError(f"{text}: padding {token.opt('p', 0)} is not smaller than the window {token.side}: "
+                         "a window would see only padding")
     return token
+
+
+def _check_numbers(text: str, token: LayerToken) -> None:
+    """Windows, sizes, filters and units are positive; a dropout ratio is a fraction below 1."""
+    if token.window is not None and token.window < 1:
+        what = "an LRN size" if token.kind == "LRN" else "a window"
+        raise TokenError(f"{text}: {what} of {token.window} sees nothing: give 1 or more")
+    count = token.arg or ""
+    if token.kind in NEEDS_ARG and (not count.isdigit() or int(count) < 1):
+        what = "filters" if token.kind == "CONV" else "units"
+        raise TokenError(f"{text}: '{token.arg}' {what}: give a whole number of 1 or more")
+    if token.kind == "DROPOUT" and token.arg is not None:
+        try:
+            ratio = float(token.arg)
+        except ValueError:
+            ratio = -1.0
+        if not 0 <= ratio < 1:
+            raise TokenError(f"{text}: '{token.arg}' is not a dropout ratio: give one from 0 to below 1, "
+                             "as DROPOUT-0.5")
+
+
+def _option(text: str, token: LayerToken, opt: str) -> None:
+    m = _OPTION.match(opt)
+    key = m.group(1) if m and m.group(1) in INT_OPTIONS and m.group(2) is not None else opt
+    if key not in INT_OPTIONS and key not in FLAG_OPTIONS:
+        raise TokenError(f"{text}: unknown option '/{opt}': use /s2 (stride), /p1 (padding), /d2 (dilation), "
+                         "/g2 (groups), /nobias, /ceil or /floor")
+    allowed = OPTIONS.get(token.kind, set())
+    if key not in allowed:
+        takes = ", ".join(f"/{o}" for o in sorted(allowed)) or "no options"
+        raise TokenError(f"{text}: {token.kind} takes no /{key} ({token.kind} takes {takes})")
+    if key in INT_OPTIONS:
+        value = int(m.group(2))  # type: ignore[union-attr]
+        if value < 1 and key != "p":
+            raise TokenError(f"{text}: {INT_OPTIONS[key]} {value}: give 1 or more")
+        token.options[key] = value
+    else:
+        token.options[key] = True

@@ -1,0 +1,133 @@
+"""The command line's shared parts: the options several commands take, the checks on every value
+a user gives, and how errors reach the terminal (one ``error:`` line, exit code 2)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from archcalc.analysis.runtimes import RUNTIMES
+from archcalc.dtypes import PRECISIONS
+
+
+def fail_cleanly(fn):
+    """Turn archcalc's errors, and the system's refusals to read or write a file, into one
+    ``error: <message>`` line on stderr (names from files escaped) and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from archcalc.errors import ArchcalcError, DSLError
+        from archcalc.units import printable
+
+        try:
+            return fn(*args, **kwargs)
+        except ArchcalcError as exc:  # a design's error keeps its caret line under the place
+            click.echo(f"error: {printable(str(exc), keep_newlines=isinstance(exc, DSLError))}", err=True)
+        except OSError as exc:  # an output folder that cannot be made, a disk that is full
+            where = exc.filename or "the output"
+            click.echo(f"error: {printable(str(where))}: cannot write or read it ({exc.strerror or exc}): "
+                       "choose another path", err=True)
+        sys.exit(2)
+
+    return wrapper
+
+
+def pairs(values: tuple[str, ...], flag: str, convert=str) -> dict:
+    """NAME=VALUE options as a dict; the values' ranges are checked where they are used."""
+    out = {}
+    for text in values:
+        name, sep, value = text.rpartition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"'{text}' should be NAME=VALUE", param_hint=flag)
+        try:
+            out[name] = convert(value)
+        except ValueError:
+            raise click.BadParameter(f"'{text}': '{value}' is not a whole number", param_hint=flag) from None
+    return out
+
+
+def batches(sweep: str) -> list[int]:
+    try:
+        batches = [int(b) for b in sweep.split(",")]
+    except ValueError:
+        batches = []
+    if not batches or any(not 1 <= b <= 1 << 40 for b in batches):
+        raise click.BadParameter(f"'{sweep}' should be batch sizes from 1 to 2^40: 1,2,4,8", param_hint="--sweep")
+    return batches
+
+
+def refuse_unused(given: dict, unused: bool, needs: str) -> None:
+    """Options that would be silently ignored are refused: each one named, with what it needs."""
+    named = [flag for flag, value in given.items() if value not in (None, False)]
+    if unused and named:
+        raise click.UsageError(f"{', '.join(named)} {'has' if len(named) == 1 else 'have'} no effect without "
+                               f"{needs}")
+
+
+def size(text: str | None, flag: str) -> int | None:
+    from archcalc.units import parse_bytes
+
+    if text is None:
+        return None
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=flag) from None
+
+
+def dtype_option(fn):
+    """--dtype: the precision floating-point tensors are priced at."""
+    return click.option("--dtype", type=click.Choice(list(PRECISIONS)), default=None,
+                        help="Price floating-point tensors at this precision; mixed: fp16 with fp32 master "
+                             "weights and optimizer state [default: as in the model].")(fn)
+
+
+def shape_options(fn):
+    """--dim and --input: how symbolic dims get their values (--batch is each command's own)."""
+    fn = click.option("--input", "inputs", multiple=True, metavar="NAME=1x3x224x224",
+                      help="Set a whole input's shape.")(fn)
+    fn = click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE",
+                      help="Bind a named symbolic dim (e.g. --dim sequence=128).")(fn)
+    return fn
+
+
+def memory_options(default_runtime: str | None):
+    """--mode, --optimizer, --runtime, --runtime-overhead, --workspace."""
+
+    def add(fn):
+        fn = click.option("--runtime-overhead", default=None, metavar="SIZE",
+                          help="Replace the runtime's constant (e.g. 1.5GiB).")(fn)
+        fn = click.option("--runtime", "runtime_name", type=click.Choice(list(RUNTIMES)), default=default_runtime,
+                          show_default=default_runtime is not None,
+                          help="Runtime whose constant and allocator rounding apply"
+                               + ("" if default_runtime else " [default: onnxruntime-cpu for inference, "
+                                  "pytorch-cuda for a training step, as `fit` prices them]") + ".")(fn)
+        fn = click.option("--optimizer", default=None,
+                          help="Optimizer state counted in training [default: sgd]: sgd, momentum, nesterov, "
+                               "adagrad, rmsprop, rmsprop-momentum, rmsprop-centered, adam, adamw, "
+                               "adam-amsgrad ...")(fn)
+        return fn
+
+    return add
+
+
+class OneLineErrors(click.Group):
+    """click's own usage errors as one ``error:`` line too (the flag is the place), and an interrupt
+    as "interrupted" with exit code 130."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from archcalc.units import printable
+
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            click.echo(f"error: {printable(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("error: interrupted: nothing half-written was left behind", err=True)
+            sys.exit(130)
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
