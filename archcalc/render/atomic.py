@@ -11,13 +11,23 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from archcalc.errors import InputError
+
+
+def _cannot_write(target: Path, exc: OSError) -> InputError:
+    return InputError(f"{target}: cannot write there ({exc.strerror or exc}): choose another path",
+                      file=str(target))
+
 
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, else it is removed.
     The temporary file is made first, so an unwritable place fails before any work."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _cannot_write(path, exc) from None
     os.close(fd)
     try:
         yield Path(tmp)
@@ -32,8 +42,11 @@ def atomic_folder(folder: Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``folder``; on success it takes ``folder``'s place (the old
     one removed), else it is removed and ``folder`` is left as it was."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    except OSError as exc:
+        raise _cannot_write(folder, exc) from None
     try:
         yield tmp
         if folder.exists():
