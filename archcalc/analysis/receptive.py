@@ -22,7 +22,7 @@ def _window(graph: Shaped, res: LayerResult) -> tuple[int, int]:
     kernel = layer.attrs.get("kernel_shape") or graph.tensors[layer.inputs[1]].shape[2:]
     dil = (layer.attrs.get("dilations") or [1])[0]
     stride = (layer.attrs.get("strides") or [1])[0]
-    return effective_window(kernel[0], dil), stride
+    return (effective_window(kernel[0], dil), stride) if kernel else (1, 1)
 
 
 def receptive_fields(graph: Shaped, results: list[LayerResult]) -> dict[str, tuple[int, int]]:

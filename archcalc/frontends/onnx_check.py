@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import onnx
-from onnx import AttributeProto, TensorProto
+from onnx import AttributeProto, TensorProto, helper
 
 from archcalc.dtypes import DTYPE_BYTES, dtype_name
 from archcalc.errors import InputError
@@ -51,13 +51,23 @@ def check_tensor(source: str, t: TensorProto, what: str, raw_bytes: int | None =
     reader left the data out but noted its length)."""
     dtype = _elem_type(source, what, t.data_type)
     count = _dims(source, what, t.dims)
-    if t.data_location == TensorProto.EXTERNAL or dtype == "string":
+    if t.data_location == TensorProto.EXTERNAL:
         return
     raw = len(t.raw_data) if t.raw_data else raw_bytes
     need = math.ceil(count * DTYPE_BYTES[dtype])
+    if raw and dtype == "string":
+        raise InputError(f"{source}: {what} is a string tensor holding raw bytes (strings go in string_data): "
+                         f"{REEXPORT}")
     if raw and raw != need:
         raise InputError(f"{source}: {what} holds {raw:,} bytes of raw data, but its dims {list(t.dims)} of "
                          f"{dtype} need {need:,}: {REEXPORT}")
+    if raw_bytes is None and not t.raw_data:  # values kept whole: the typed field must hold them all
+        field = helper.tensor_dtype_to_field(t.data_type)
+        per_value = 2 if dtype.startswith("complex") else DTYPE_BYTES[dtype] if DTYPE_BYTES[dtype] < 1 else 1
+        held, want = len(getattr(t, field)), math.ceil(count * per_value)
+        if held != want:
+            raise InputError(f"{source}: {what} holds {held:,} values in {field}, but its dims {list(t.dims)} of "
+                             f"{dtype} need {want:,}: {REEXPORT}")
 
 
 def _value_info(source: str, vi: onnx.ValueInfoProto, kind: str) -> None:
@@ -126,10 +136,27 @@ def _names(source: str, g: onnx.GraphProto) -> None:
             raise InputError(f"{source}: graph output '{vi.name}' is written by no node: {REEXPORT}")
 
 
+def _utf8_names(source: str, g: onnx.GraphProto) -> None:
+    """protobuf hands back a name that is not UTF-8 as bytes: such a file is corrupt."""
+    def bad(*names) -> bool:
+        return any(isinstance(n, bytes) for n in names)
+
+    for kind, items in (("initializer", g.initializer), ("graph input", g.input), ("graph output", g.output)):
+        for k, item in enumerate(items):
+            if bad(item.name):
+                raise InputError(f"{source}: {kind} {k}'s name is not UTF-8 text: {REEXPORT}")
+    for i, node in enumerate(g.node):
+        if bad(node.name, node.op_type, node.domain, *node.input, *node.output):
+            op = node.op_type if isinstance(node.op_type, str) else "?"
+            raise InputError(f"{source}: node {i} ({op}) has a name, op or tensor name that is not UTF-8 text: "
+                             f"{REEXPORT}")
+
+
 def check_model(model: onnx.ModelProto, source: str, raw_lengths: dict[str, int] | None = None) -> None:
     """Raise an InputError for the first structural problem of ``model``'s main graph.
     ``raw_lengths``: the raw data lengths of initializers whose bytes the reader skipped."""
     g = model.graph
+    _utf8_names(source, g)
     raw_lengths = raw_lengths or {}
     for t in g.initializer:
         check_tensor(source, t, f"initializer '{t.name}'", raw_lengths.get(t.name))

@@ -17,8 +17,10 @@ def conv(n: Node) -> Out:
     """Out (N, K, *windows) by the window arithmetic; weight K x C/g x kernel (+ bias K); MACs = out
     elements x C/g x prod(kernel), + 1 flop per output for the bias; saves its input; workspace: the im2col
     matrix."""
-    x, w = n.shape(0), n.shape(1)
+    x, w = n.rank(0, at_least=3), n.rank(1, at_least=3)
     group = n.attr("group", 1)
+    if group < 1 or w[0] % group:
+        raise n.error(f"group {group} does not divide the {w[0]} filters of weight {list(w)}")
     if len(x) != len(w) or x[1] != w[1] * group:
         raise n.error(f"input {list(x)} has {x[1]} channels but weight {list(w)} with group {group} "
                       f"expects {w[1] * group}")
@@ -45,6 +47,7 @@ def _im2col(n: Node, w: tuple[int, ...], spatial: list[int]) -> int:
 def conv_transpose(n: Node) -> Out:
     """Out (N, C_out, s(x - 1) + output_padding + F_eff - pads); MACs = input elements x C_out/g x
     prod(kernel); saves its input."""
+    n.rank(0, at_least=3), n.rank(1, at_least=3)
     x, w = n.shape(0), n.shape(1)
     group = n.attr("group", 1)
     if len(x) != len(w) or x[1] != w[0]:

@@ -14,7 +14,7 @@ from archcalc.ops.registry import Node, Out, rule
 def gemm(n: Node) -> Out:
     """Out (M, N) of A (M x K, or transposed) and B (K x N); B the weight, C the bias; MACs = M x N x K, + M
     x N flops for C; saves A and B."""
-    a, b = n.shape(0), n.shape(1)
+    a, b = n.rank(0, 2), n.rank(1, 2)
     m, k = (a[1], a[0]) if n.attr("transA", 0) else a
     kb, cols = (b[1], b[0]) if n.attr("transB", 0) else b
     if k != kb:
@@ -28,7 +28,7 @@ def gemm(n: Node) -> Out:
 def matmul(n: Node) -> Out:
     """numpy's matmul: batch dims broadcast, 1-D operands gain and lose a unit dim; MACs = batch x M x N x
     K; a stored operand is a weight; saves both operands."""
-    a, b = n.shape(0), n.shape(1)
+    a, b = n.rank(0, at_least=1), n.rank(1, at_least=1)
     # numpy's matmul semantics: a 1-D operand gains a unit dim that the result then drops.
     a2, b2 = (1, *a) if len(a) == 1 else a, (*b, 1) if len(b) == 1 else b
     if a2[-1] != b2[-2]:

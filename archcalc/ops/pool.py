@@ -15,8 +15,8 @@ from archcalc.ops.window import window_output
 def pool(n: Node) -> Out:
     """Out (N, C, *windows) by the window arithmetic (ceil_mode too); flops = output elements x
     prod(kernel); saves its input (MaxPool also int64 indices)."""
-    x = n.shape(0)
-    kernel = list(n.attr("kernel_shape", None))
+    x = n.rank(0, at_least=3)
+    kernel = list(n.required_attr("kernel_shape"))
     spatial = window_output(n, x[2:], kernel, ceil_mode=bool(n.attr("ceil_mode", 0)))
     out = (*x[:2], *spatial)
     shapes = [out] * n.n_outputs  # MaxPool's optional second output: int64 indices
@@ -33,5 +33,5 @@ def pool(n: Node) -> Out:
 @rule("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
 def global_pool(n: Node) -> Out:
     """Out (N, C, 1, ...); 1 flop per input element; saves nothing (a mean's backward needs only the shape)."""
-    x = n.shape(0)
+    x = n.rank(0, at_least=2)
     return Out([(*x[:2], *[1] * (len(x) - 2))], flops=math.prod(x))

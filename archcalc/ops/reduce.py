@@ -51,6 +51,9 @@ def top_k(n: Node) -> Out:
     """Out: the axis cut to k (values and int64 indices); 1 flop per input element."""
     x = n.shape(0)
     axis = n.axis(n.attr("axis", -1), len(x))
-    k = int(n.attr("k", None) if n.opset < 10 else n.required_value(1, "k").reshape(()))
+    given = np.asarray(n.required_attr("k") if n.opset < 10 else n.required_value(1, "k")).reshape(-1)
+    if given.size != 1 or int(given[0]) < 0 or int(given[0]) > x[axis]:
+        raise n.error(f"k {given.tolist()} is not one count from 0 to the axis' {x[axis]}")
+    k = int(given[0])
     out = tuple(k if i == axis else d for i, d in enumerate(x))
     return Out([out, out], dtypes=[n.dtype(0), "int64"], flops=n.numel(0))

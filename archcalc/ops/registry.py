@@ -103,11 +103,26 @@ class Node:
         """Whether optional input ``i`` is given."""
         return i < len(self._inputs) and self._inputs[i] is not None
 
+    def _given(self, i: int):
+        """Input ``i``, which the op needs: a node that leaves it out is malformed."""
+        if not self.has(i):
+            raise self.error(f"needs input {i}, which the node does not give")
+        return self._inputs[i]
+
     def shape(self, i: int) -> tuple[int, ...]:
-        return self._inputs[i].shape  # type: ignore[union-attr]
+        return self._given(i).shape
 
     def dtype(self, i: int) -> str:
-        return self._inputs[i].dtype  # type: ignore[union-attr]
+        return self._given(i).dtype
+
+    def rank(self, i: int, *allowed: int, at_least: int | None = None) -> tuple[int, ...]:
+        """Input ``i``'s shape, checked to have one of the ``allowed`` ranks (or ``at_least`` dims)."""
+        shape = self.shape(i)
+        if (allowed and len(shape) not in allowed) or (at_least is not None and len(shape) < at_least):
+            want = " or ".join(map(str, allowed)) if allowed else f"at least {at_least}"
+            raise self.error(f"input {i} '{self.layer.inputs[i]}' has rank {len(shape)} {list(shape)}; "
+                             f"the op takes rank {want}")
+        return shape
 
     def numel(self, i: int) -> int:
         return math.prod(self.shape(i))
@@ -140,11 +155,19 @@ class Node:
 
     def required_value(self, i: int, what: str) -> np.ndarray:
         """The value of input ``i``, which this op's output shape depends on."""
+        if not self.has(i):
+            raise self.error(f"needs its {what} (input {i}), which the node does not give")
         v = self.value(i)
         if v is None:
             raise self.error(f"its {what} (input '{self.layer.inputs[i]}') is computed at run time "
                              "from data, so the output shape cannot be known before running")
         return v
+
+    def required_attr(self, name: str) -> Any:
+        """Attribute ``name``, which the op cannot do without (the spec gives it no default)."""
+        if name not in self.layer.attrs:
+            raise self.error(f"has no '{name}' attribute, which {self.layer.op_type} requires")
+        return self.layer.attrs[name]
 
     def ints(self, i: int, attr: str, what: str, opset_moved: int) -> list[int] | None:
         """An int list that was attribute ``attr`` before ``opset_moved`` and an input after."""
@@ -176,8 +199,10 @@ class Node:
         return kind(f"{self.graph.source}: node '{self.layer.name}' ({self.layer.op_type}): {message}",
                     file=self.graph.source, node=self.layer.name, op_type=self.layer.op_type, shapes=shapes)
 
-    def axis(self, axis: int, rank: int) -> int:
+    def axis(self, axis: int | None, rank: int) -> int:
         """A possibly negative axis, normalised and checked against ``rank``."""
+        if not isinstance(axis, int | np.integer):
+            raise self.error(f"has no usable axis ({axis!r})")
         if not -rank <= axis < rank:
             raise self.error(f"axis {axis} is out of range for rank {rank}")
         return axis % rank

@@ -73,6 +73,8 @@ def reshape(n: Node) -> Out:
     x = n.shape(0)
     target = [int(d) for d in (n.attr("shape", None) if n.opset < 5 else n.required_value(1, "target shape"))]
     if not n.attr("allowzero", 0):
+        if any(d == 0 and i >= len(x) for i, d in enumerate(target)):
+            raise n.error(f"target shape {target} copies a dim (0) the input {list(x)} does not have")
         target = [x[i] if d == 0 else d for i, d in enumerate(target)]
     if target.count(-1) > 1:
         raise n.error(f"target shape {target} has more than one -1")
@@ -173,6 +175,9 @@ def slice_(n: Node) -> Out:
         raise n.error("has no starts or ends: Slice needs both")
     axes = n.ints(3, "axes", "axes", 10) or list(range(len(starts)))
     steps = n.ints(4, "steps", "steps", 10) or [1] * len(starts)
+    if 0 in steps or not len(starts) == len(ends) == len(axes) == len(steps):
+        raise n.error(f"starts {starts}, ends {ends}, axes {axes} and steps {steps} should be as long as each "
+                      "other, and no step 0")
     index: list[slice] = [slice(None)] * len(x)
     for s, e, a, st in zip(starts, ends, axes, steps):
         index[n.axis(a, len(x))] = slice(s, e, st)  # Python clamps exactly as ONNX specifies
@@ -258,6 +263,8 @@ def pad(n: Node) -> Out:
     pads = n.ints(1, "paddings" if n.opset < 2 else "pads", "pads", 11) or [0] * 2 * len(x)
     axes = n.ints(3, "axes", "axes", 18) if n.opset >= 18 else None
     axes = [n.axis(a, len(x)) for a in axes] if axes else list(range(len(x)))
+    if len(pads) != 2 * len(axes):
+        raise n.error(f"pads {pads} should hold a begin and an end for each of the {len(axes)} axes")
     out = list(x)
     for j, a in enumerate(axes):
         out[a] += pads[j] + pads[j + len(axes)]

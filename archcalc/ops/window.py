@@ -21,6 +21,9 @@ def window_attrs(n: Node, kernel: list[int]) -> tuple[list[int], list[int], list
     if len(strides) != k or len(dilations) != k or len(pads) != 2 * k:
         raise n.error(f"strides {strides}, dilations {dilations} or pads {pads} do not match "
                       f"the {k}-d kernel {kernel}")
+    if min(strides) < 1 or min(dilations) < 1 or min(pads) < 0 or min(kernel) < 1:
+        raise n.error(f"kernel {kernel}, strides {strides} and dilations {dilations} must be 1 or more, "
+                      f"pads {pads} 0 or more")
     return strides, dilations, pads
 
 
@@ -47,6 +50,9 @@ def positions(w: int, f: int, s: int, d: int, pad_begin: int, pad_end: int, ceil
 
 def window_output(n: Node, spatial: tuple[int, ...], kernel: list[int], ceil_mode: bool = False) -> list[int]:
     """Output spatial size of a conv or pool over ``spatial`` with window ``kernel``."""
+    if len(kernel) != len(spatial) or not kernel:
+        raise n.error(f"the {len(kernel)}-d window {kernel} does not fit the input's {len(spatial)} spatial "
+                      f"dims {list(spatial)}")
     strides, dilations, pads = window_attrs(n, kernel)
     auto_pad = n.attr("auto_pad", "NOTSET")  # the spec's default, on the hot path
     out = []

@@ -95,8 +95,9 @@ class _Build:
             raise self.fail(where, f"{text}: the window ({eff}) is larger than the padded input ({size} + 2*{p})")
         if num % s == 0 or rounding is not None:
             return positions(size, f, s, d, p, p, ceil_mode=rounding == "ceil")
-        fixes = [f"/p{q}" for q in range(p + 1, p + s + 1) if (size - eff + 2 * q) % s == 0][:1]
-        fixes += [f"/s{t}" for t in range(s - 1, 0, -1) if num % t == 0][:1]
+        # The nearest padding and stride that tile, looked for among a few candidates (not all s of them).
+        fixes = [f"/p{q}" for q in range(p + 1, p + min(s, 64) + 1) if (size - eff + 2 * q) % s == 0][:1]
+        fixes += [f"/s{t}" for t in range(s - 1, max(s - 65, 0), -1) if num % t == 0][:1] or ["/s1"]
         raise self.fail(where, f"{text}: (W - F + 2P)/S + 1 = ({size} - {eff} + 2*{p})/{s} + 1 = {num / s + 1:g} "
                                f"is not a whole number: the window does not tile the input; use "
                                f"{' or '.join(fixes)}, or /floor to drop the last partial window")

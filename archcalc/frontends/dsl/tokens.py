@@ -28,6 +28,7 @@ FLAG_OPTIONS = {"nobias", "ceil", "floor"}
 OPTIONS = {"CONV": {"s", "p", "d", "g", "nobias", "floor"}, "DWCONV": {"s", "p", "d", "nobias", "floor"},
            **dict.fromkeys(POOLS, {"s", "p", "ceil", "floor"}), "FC": {"nobias"}}
 _OPTION = re.compile(r"^([a-z]+?)(\d+)?$")
+MAX_NUMBER = 1 << 40  # any window, count or option value: beyond it a number is a typo
 
 
 class TokenError(ValueError):
@@ -88,6 +89,8 @@ def parse_token(text: str) -> LayerToken:
 
 def _check_numbers(text: str, token: LayerToken) -> None:
     """Windows, sizes, filters and units are positive; a dropout ratio is a fraction below 1."""
+    if (token.window or 0) > MAX_NUMBER or (token.arg or "").isdigit() and int(token.arg or 0) > MAX_NUMBER:
+        raise TokenError(f"{text}: a number over 2^40: no real layer is that large")
     if token.window is not None and token.window < 1:
         what = "an LRN size" if token.kind == "LRN" else "a window"
         raise TokenError(f"{text}: {what} of {token.window} sees nothing: give 1 or more")
@@ -116,9 +119,13 @@ def _option(text: str, token: LayerToken, opt: str) -> None:
         takes = ", ".join(f"/{o}" for o in sorted(allowed)) or "no options"
         raise TokenError(f"{text}: {token.kind} takes no /{key} ({token.kind} takes {takes})")
     if key in INT_OPTIONS:
-        value = int(m.group(2))  # type: ignore[union-attr]
+        if m is None or m.group(2) is None:
+            raise TokenError(f"{text}: /{key} needs a number, as /{key}2")
+        value = int(m.group(2))
         if value < 1 and key != "p":
             raise TokenError(f"{text}: {INT_OPTIONS[key]} {value}: give 1 or more")
+        if value > MAX_NUMBER:
+            raise TokenError(f"{text}: {INT_OPTIONS[key]} {value}: give at most 2^40")
         token.options[key] = value
     else:
         token.options[key] = True
