@@ -149,3 +149,24 @@ def test_fifos_and_link_loops_are_named(tmp_path):
     code, out = cli("estimate", loop)
     assert_clean_error(code, out, "loop.onnx")
     assert "loop of symbolic links" in out
+
+
+def test_subgraphs_nested_past_protobufs_limit_are_named_as_such(tmp_path):
+    """33 Ifs inside each other, written at the wire level (onnx.helper itself refuses to build it)."""
+    from onnx import TensorProto, helper
+
+    from archcalc.frontends.onnx_reader import _encode_varint as enc
+
+    def sub(number, payload):
+        return enc(number << 3 | 2) + enc(len(payload)) + payload
+
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["o"])], "leaf", [],
+                          [helper.make_tensor_value_info("o", TensorProto.FLOAT, [1])]).SerializeToString()
+    for _ in range(33):
+        attribute = sub(1, b"then_branch") + enc(20 << 3) + enc(5) + sub(6, g)  # name, type GRAPH, g
+        g = sub(1, sub(1, b"c") + sub(2, b"o") + sub(4, b"If") + sub(5, attribute)) + sub(2, b"g")
+    path = tmp_path / "nested.onnx"
+    path.write_bytes(enc(1 << 3) + enc(9) + sub(7, g) + sub(8, enc(2 << 3) + enc(17)))
+    code, out = cli("estimate", path)
+    assert_clean_error(code, out, "nested.onnx")
+    assert "nest deeper than protobuf" in out

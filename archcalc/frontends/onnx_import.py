@@ -42,7 +42,14 @@ def load_model(source: str | os.PathLike | onnx.ModelProto, skipped: dict[str, t
     except RecursionError:
         raise InputError(f"{path}: its graphs nest deeper than protobuf's parser goes (If or Loop bodies "
                          "inside each other, about 100 levels): archcalc cannot read it") from None
-    except (DecodeError, RuntimeError, ValueError) as exc:
+    except DecodeError as exc:
+        if "MaxDepth" in str(exc) or "recursion" in str(exc).lower():  # not corrupt: too deep for protobuf
+            raise InputError(f"{path}: its subgraphs (If, Loop and Scan bodies) nest deeper than protobuf's "
+                             "parser reads (100 levels of messages, about 30 bodies inside each other): "
+                             "archcalc cannot read it; flatten the control flow") from None
+        raise InputError(f"{path}: not a valid ONNX model ({exc}): the file is truncated, corrupt or not ONNX; "
+                         "re-export it") from None
+    except (RuntimeError, ValueError) as exc:
         raise InputError(
             f"{path}: not a valid ONNX model ({exc}): the file is truncated, corrupt or not ONNX; "
             "re-export it"
