@@ -25,6 +25,9 @@ def fail_cleanly(fn):
             return fn(*args, **kwargs)
         except ArchcalcError as exc:  # a design's error keeps its caret line under the place
             click.echo(f"error: {printable(str(exc), keep_newlines=isinstance(exc, DSLError))}", err=True)
+        except MemoryError:
+            click.echo("error: out of memory: the model is too large for this machine at this size; try a "
+                       "smaller --batch", err=True)
         except KeyboardInterrupt:  # outputs are written atomically: nothing partial is left
             click.echo("error: interrupted: nothing half-written was left behind", err=True)
             sys.exit(130)

@@ -236,7 +236,9 @@ def output_case(rng: random.Random, folder: Path) -> tuple[list[str], str]:
     if command == "report":
         return ["report", "lenet5", "-o", str(target), "--quiet"], target.name[:20]
     if command == "export":
-        return ["export", "lenet5", "-o", str(target.with_suffix(".onnx"))], target.name[:20]
+        design = rng.choice(["lenet5", "INPUT[8x8x3] -> CONV3-100000 -> FC-100000", "INPUT[4] -> FC-0"])
+        return ["export", design, "-o", str(target.with_suffix(".onnx"))], "<inline>" if "INPUT" in design \
+            else target.name[:20]
     return ["compare", "lenet5", "cifar10-small", "-o", str(target)], target.name[:20]
 
 

@@ -6,11 +6,16 @@ so the model runs and its shapes and memory can be measured; its outputs mean no
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from archcalc.errors import InputError
 from archcalc.ir import Graph, Role
+
+MAX_EXPORT_BYTES = (1 << 31) - (64 << 20)  # protobuf's 2 GiB, less room for the graph itself
 
 _IDENTITY_BN = {"scale": 1.0, "var": 1.0, "shift": 0.0, "mean": 0.0}
 
@@ -28,8 +33,13 @@ def _initializer(name: str, shape, rng) -> onnx.TensorProto:
 def to_onnx(graph: Graph, seed: int = 0) -> onnx.ModelProto:
     """``graph`` as an ONNX model; the inputs keep their symbolic dims (the batch stays ``N``)."""
     rng = np.random.default_rng(seed)
-    inits = [_initializer(t.name, t.shape, rng) for t in graph.tensors.values()
-             if t.role in (Role.WEIGHT, Role.BUFFER) and t.shape is not None]
+    stored = [t for t in graph.tensors.values() if t.role in (Role.WEIGHT, Role.BUFFER) and t.shape is not None]
+    size = 4 * sum(math.prod(int(d) for d in t.shape or ()) for t in stored)
+    if size > MAX_EXPORT_BYTES:
+        raise InputError(f"{graph.source}: the design's weights take {size / (1 << 30):,.1f} GiB; an ONNX file "
+                         "holds at most 2 GiB in one piece: export a smaller design (archcalc estimate sizes "
+                         "this one without exporting it)")
+    inits = [_initializer(t.name, t.shape, rng) for t in stored]
     def value_info(name):
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(graph.tensors[name].shape))
 

@@ -94,9 +94,11 @@ class Validation:
 def _model_with_weights(source) -> tuple[onnx.ModelProto, Path]:
     import onnx
 
+    from archcalc.frontends.onnx_import import import_onnx
     from archcalc.frontends.sources import resolve
 
     path = resolve(source)
+    import_onnx(path)  # the structure first: a corrupt file gets its precise error, not "no weights"
     try:
         model = onnx.load(str(path))
     except Exception as exc:
