@@ -173,13 +173,14 @@ def _deadline(seconds: int):
         signal.signal(signal.SIGALRM, old)
 
 
-def _numbers(value):
+def numbers(value):
+    """Every number anywhere in a JSON document."""
     if isinstance(value, dict):
         for v in value.values():
-            yield from _numbers(v)
+            yield from numbers(v)
     elif isinstance(value, list):
         for v in value:
-            yield from _numbers(v)
+            yield from numbers(v)
     elif isinstance(value, int | float) and not isinstance(value, bool):
         yield value
 
@@ -214,7 +215,7 @@ def judge(args: list[str], place: str) -> str | None:
         data = json.loads(out)
     except ValueError:
         return f"not JSON: {out[:200]!r}"
-    bad = [v for v in _numbers(data) if isinstance(v, float) and not math.isfinite(v) or v < 0
+    bad = [v for v in numbers(data) if isinstance(v, float) and not math.isfinite(v) or v < 0
            and not _signed_field_ok(data)]
     return f"negative or non-finite numbers: {bad[:5]}" if bad else None
 

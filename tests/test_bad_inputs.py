@@ -10,6 +10,7 @@ import math
 import pytest
 from click.testing import CliRunner
 from conftest import ROOT
+from fuzzing import numbers
 
 from archcalc.cli import main
 
@@ -36,17 +37,6 @@ def assert_clean_error(code, out, file_name, design=False):
         assert f"{file_name}:" in first and len(rest) in (0, 2), out
     else:
         assert not rest, out
-
-
-def numbers(value):
-    if isinstance(value, dict):
-        for v in value.values():
-            yield from numbers(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from numbers(v)
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        yield value
 
 
 def assert_sane_result(*args):
