@@ -22,6 +22,7 @@ from archcalc.options import (
     shape_options,
     size,
 )
+from archcalc.units import MAX_SIZE
 
 FORMATS = ("table", "markdown", "csv", "json")
 
@@ -34,7 +35,7 @@ def main():
 
 @main.command()
 @click.argument("model", default="vgg16")
-@click.option("--batch", type=click.IntRange(min=1, max=1 << 40), default=None,
+@click.option("--batch", type=click.IntRange(min=1, max=MAX_SIZE), default=None,
               help="Batch size: binds each input's symbolic first dim [default: 1].")
 @shape_options
 @dtype_option
@@ -91,7 +92,7 @@ def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer,
 @click.option("--gpu", "gpu_name", default=None, help="A GPU from `archcalc gpus`.")
 @click.option("--memory", "memory_size", default=None, metavar="SIZE", help="A budget instead: 24GiB, 80GB.")
 @click.option("--mode", type=click.Choice(["inference", "train"]), default="inference", show_default=True)
-@click.option("--batch", type=click.IntRange(min=1, max=1 << 40), default=None,
+@click.option("--batch", type=click.IntRange(min=1, max=MAX_SIZE), default=None,
               help="Judge this batch; without it, find the largest batch that fits.")
 @click.option("--sweep", default=None, metavar="1,2,4,...", help="A table of these batch sizes.")
 @shape_options
@@ -137,7 +138,7 @@ def fit(model, gpu_name, memory_size, mode, batch, sweep, dims, inputs, dtype, o
 
 @main.command()
 @click.argument("model")
-@click.option("--batch", type=click.IntRange(min=1, max=1 << 40), default=None, help="Batch size [default: 1].")
+@click.option("--batch", type=click.IntRange(min=1, max=MAX_SIZE), default=None, help="Batch size [default: 1].")
 @shape_options
 @click.option("--opt-level", type=click.Choice(["disable", "all", "both"]), default="both", show_default=True,
               help="onnxruntime graph optimizations for the process peak: as written, as deployed, or both.")
@@ -193,7 +194,7 @@ def export(design, output, seed):
 
 @main.command()
 @click.argument("models", nargs=-1, required=True)
-@click.option("--batch", type=click.IntRange(min=1, max=1 << 40), default=None, help="Batch size [default: 1].")
+@click.option("--batch", type=click.IntRange(min=1, max=MAX_SIZE), default=None, help="Batch size [default: 1].")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table",
               show_default=True)
 @click.option("-o", "--output", default=None, type=click.Path(file_okay=False),
@@ -225,7 +226,7 @@ def compare(models, batch, fmt, output):
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="The report folder (with --zoo or several models: the folder that holds one per model).")
 @click.option("--zoo", is_flag=True, help="Report every zoo model, one folder each.")
-@click.option("--batch", type=click.IntRange(min=1, max=1 << 40), default=None, help="Batch size [default: 1].")
+@click.option("--batch", type=click.IntRange(min=1, max=MAX_SIZE), default=None, help="Batch size [default: 1].")
 @shape_options
 @click.option("--validate", "with_validation", is_flag=True,
               help="Run the model in onnxruntime and add the measurements (designs are exported first).")

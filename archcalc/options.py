@@ -10,6 +10,7 @@ import click
 
 from archcalc.analysis.runtimes import RUNTIMES
 from archcalc.dtypes import PRECISIONS
+from archcalc.units import MAX_SIZE
 
 
 def fail_cleanly(fn):
@@ -59,7 +60,7 @@ def batches(sweep: str) -> list[int]:
         batches = [int(b) for b in sweep.split(",")]
     except ValueError:
         batches = []
-    if not batches or any(not 1 <= b <= 1 << 40 for b in batches):
+    if not batches or any(not 1 <= b <= MAX_SIZE for b in batches):
         raise click.BadParameter(f"'{sweep}' should be batch sizes from 1 to 2^40: 1,2,4,8", param_hint="--sweep")
     return batches
 

@@ -65,3 +65,6 @@ def parse_bytes(text: str) -> int:
 
 
 MAX_BYTES = 1 << 60
+# The largest size a user may give (a batch, a dim, a layer's window or count): far above any real
+# one, far below where arithmetic overflows; every entry point checks against this one bound.
+MAX_SIZE = 1 << 40

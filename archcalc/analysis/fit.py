@@ -14,8 +14,9 @@ from archcalc.analysis.estimate import Estimate, analyse
 from archcalc.analysis.gpus import GPU
 from archcalc.errors import InputError
 from archcalc.ir import Graph
+from archcalc.units import MAX_SIZE
 
-MAX_BATCH = 1 << 40  # the largest batch archcalc prices (any dim a user gives is bounded so)
+MAX_BATCH = MAX_SIZE  # the largest batch archcalc prices, as any size a user gives
 MODES = ("inference", "train")
 
 

@@ -19,6 +19,7 @@ from archcalc.errors import ArchcalcError, InputError, RuleCrash, UnboundDimErro
 from archcalc.ir import Graph, Layer, Role, Shaped, Value
 from archcalc.ops import RULES, Node, Out
 from archcalc.ops.registry import FOLD_LIMIT
+from archcalc.units import MAX_SIZE
 
 
 @dataclass
@@ -31,7 +32,6 @@ class LayerResult:
     folded: bool
 
 
-MAX_DIM = 1 << 40  # a bound on any dim a user gives: far above any real one, far below overflow
 
 
 def _parse_dims(name: str, given: str | tuple[int, ...]) -> tuple[int, ...]:
@@ -40,7 +40,7 @@ def _parse_dims(name: str, given: str | tuple[int, ...]) -> tuple[int, ...]:
             else tuple(int(d) for d in given)
     except ValueError:
         dims = ()
-    if not dims or any(not 0 <= d <= MAX_DIM for d in dims):  # an empty tensor (a 0 dim) is a real one
+    if not dims or any(not 0 <= d <= MAX_SIZE for d in dims):  # an empty tensor (a 0 dim) is a real one
         raise InputError(f"--input {name}={given if isinstance(given, str) else 'x'.join(map(str, given))}: "
                          f"not a shape: write whole numbers from 0 to 2^40, as 1x3x224x224")
     return dims
@@ -48,10 +48,10 @@ def _parse_dims(name: str, given: str | tuple[int, ...]) -> tuple[int, ...]:
 
 def _check_sizes(batch: int | None, dims: dict[str, int]) -> None:
     """Every number a user gives is a size: a whole number from 1 to 2^40."""
-    if batch is not None and not (isinstance(batch, int) and 1 <= batch <= MAX_DIM):
+    if batch is not None and not (isinstance(batch, int) and 1 <= batch <= MAX_SIZE):
         raise InputError(f"--batch {batch}: a batch is a whole number from 1 to 2^40")
     for name, value in dims.items():
-        if not (isinstance(value, int) and 1 <= value <= MAX_DIM):
+        if not (isinstance(value, int) and 1 <= value <= MAX_SIZE):
             raise InputError(f"--dim {name}={value}: a dim is a whole number from 1 to 2^40")
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from archcalc.units import MAX_SIZE
+
 KINDS = ("DWCONV", "CONV", "MAXPOOL", "AVGPOOL", "L2POOL", "POOL", "FC", "LEAKYRELU", "RELU", "SIGMOID", "TANH",
          "GELU", "HARDSWISH", "SOFTMAX", "BN", "LRN", "DROPOUT", "FLATTEN", "GAP", "GMP", "ID")
 WINDOWED = {"DWCONV", "CONV", "MAXPOOL", "AVGPOOL", "L2POOL", "POOL"}
@@ -28,7 +30,6 @@ FLAG_OPTIONS = {"nobias", "ceil", "floor"}
 OPTIONS = {"CONV": {"s", "p", "d", "g", "nobias", "floor"}, "DWCONV": {"s", "p", "d", "nobias", "floor"},
            **dict.fromkeys(POOLS, {"s", "p", "ceil", "floor"}), "FC": {"nobias"}}
 _OPTION = re.compile(r"^([a-z]+?)(\d+)?$")
-MAX_NUMBER = 1 << 40  # any window, count or option value: beyond it a number is a typo
 
 
 class TokenError(ValueError):
@@ -89,7 +90,7 @@ def parse_token(text: str) -> LayerToken:
 
 def _check_numbers(text: str, token: LayerToken) -> None:
     """Windows, sizes, filters and units are positive; a dropout ratio is a fraction below 1."""
-    if (token.window or 0) > MAX_NUMBER or (token.arg or "").isdigit() and int(token.arg or 0) > MAX_NUMBER:
+    if (token.window or 0) > MAX_SIZE or (token.arg or "").isdigit() and int(token.arg or 0) > MAX_SIZE:
         raise TokenError(f"{text}: a number over 2^40: no real layer is that large")
     if token.window is not None and token.window < 1:
         what = "an LRN size" if token.kind == "LRN" else "a window"
@@ -124,7 +125,7 @@ def _option(text: str, token: LayerToken, opt: str) -> None:
         value = int(m.group(2))
         if value < 1 and key != "p":
             raise TokenError(f"{text}: {INT_OPTIONS[key]} {value}: give 1 or more")
-        if value > MAX_NUMBER:
+        if value > MAX_SIZE:
             raise TokenError(f"{text}: {INT_OPTIONS[key]} {value}: give at most 2^40")
         token.options[key] = value
     else:
