@@ -160,3 +160,31 @@ def test_subgraphs_nested_past_protobufs_limit_are_named_as_such(tmp_path):
     code, out = cli("estimate", path)
     assert_clean_error(code, out, "nested.onnx")
     assert "nest deeper than protobuf" in out
+
+
+def test_an_attribute_of_the_wrong_type_is_the_files_fault(tmp_model, monkeypatch):
+    """A bit flip can turn Conv's strides (INTS) into an INT: onnx's schema says which is right."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    node = helper.make_node("Conv", ["x", "w"], ["y"])
+    node.attribute.append(helper.make_attribute("strides", 2))
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")])
+    path = tmp_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), "strides.onnx")
+    code, out = cli("estimate", path)
+    assert_clean_error(code, out, "strides.onnx")
+    assert "attribute 'strides' holds a int, but Conv takes INTS" in out and "bug" not in out
+
+
+def test_more_dims_than_any_tensor_has(tmp_model):
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1] * 65)
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = tmp_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), "rank65.onnx")
+    code, out = cli("estimate", path)
+    assert_clean_error(code, out, "rank65.onnx")
+    assert "65 dims" in out

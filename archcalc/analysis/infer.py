@@ -142,8 +142,13 @@ def _apply(node: Node) -> tuple[Out, bool]:
     except ArchcalcError:
         raise
     except Exception as exc:
-        # A rule should size a node or refuse it with a ShapeError; one that crashes is a bug. Users
-        # still get one line (naming the node, so the bug can be reported); tests see the crash.
+        # A rule should size a node or refuse it with a ShapeError; one that crashes is a bug --
+        # unless the node's attributes are not of the types its op's schema gives (a corrupt file).
+        # Users get one line either way (naming the node); tests see a true crash itself.
+        mismatch = onnx_fallback.attribute_mismatch(node)
+        if mismatch:
+            raise node.error(f"{mismatch}: the file is corrupt or was written by a broken exporter; "
+                             "re-export it") from None
         if os.environ.get("ARCHCALC_STRICT"):
             raise
         raise node.error(f"archcalc's {node.layer.op_type} rule crashed on it ({type(exc).__name__}: {exc}): "

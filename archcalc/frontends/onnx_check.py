@@ -36,7 +36,12 @@ def _elem_type(source: str, what: str, elem: int) -> str:
     return name
 
 
+MAX_RANK = 64  # numpy's limit, and far past any real tensor
+
+
 def _dims(source: str, what: str, dims) -> int:
+    if len(dims) > MAX_RANK:
+        raise InputError(f"{source}: {what} has {len(dims)} dims, more than any tensor ({MAX_RANK}): {REEXPORT}")
     if any(d < 0 for d in dims):
         raise InputError(f"{source}: {what} has a negative dim {list(dims)}: {REEXPORT}")
     count = math.prod(dims)
@@ -73,6 +78,9 @@ def check_tensor(source: str, t: TensorProto, what: str, raw_bytes: int | None =
 def _value_info(source: str, vi: onnx.ValueInfoProto, kind: str) -> None:
     if vi.type.HasField("tensor_type"):
         _elem_type(source, f"{kind} '{vi.name}'", vi.type.tensor_type.elem_type)
+        if len(vi.type.tensor_type.shape.dim) > MAX_RANK:
+            raise InputError(f"{source}: {kind} '{vi.name}' has {len(vi.type.tensor_type.shape.dim)} dims, more "
+                             f"than any tensor ({MAX_RANK}): {REEXPORT}")
     elif kind == "graph input":
         which = vi.type.WhichOneof("value") or "no type"
         raise InputError(f"{source}: graph input '{vi.name}' is a {which.removesuffix('_type')}, not a tensor: "

@@ -87,3 +87,32 @@ def evaluate_node(node: Node) -> list[np.ndarray | None] | None:
             return [np.asarray(v) for v in ReferenceEvaluator(model).run(None, feeds)]
     except Exception:  # folding is an optimisation: when it fails the tensor is computed at run time
         return None
+
+
+def _python_types(kind: int) -> tuple[type, ...] | None:
+    """What archcalc holds for an attribute of ONNX type ``kind`` (see the importer's _attr_value)."""
+    A = onnx.AttributeProto
+    held: dict[int, tuple[type, ...]] = {
+        A.INT: (int,), A.FLOAT: (float, int), A.STRING: (str,), A.INTS: (list,), A.FLOATS: (list,),
+        A.STRINGS: (list,), A.GRAPH: (onnx.GraphProto,), A.GRAPHS: (list,), A.TENSOR: (np.ndarray, Tensor)}
+    return held.get(kind)
+
+
+def attribute_mismatch(node: Node) -> str | None:
+    """Why the node's attributes do not fit its op's schema (a type onnx's spec does not give that
+    attribute), or None. Asked only after a rule failed, so the schema registry's start-up (a third
+    of a second) is never paid on a well-formed model."""
+    layer = node.layer
+    try:
+        schema = onnx.defs.get_schema(layer.op_type, node.opset, layer.domain or "")
+    except Exception:  # no schema: nothing to compare with
+        return None
+    for name, value in layer.attrs.items():
+        spec = schema.attributes.get(name)
+        # onnx.defs' AttrType has the numbers of AttributeProto's types (its stubs say neither .name nor .value)
+        code = int(spec.type) if spec is not None else 0  # type: ignore[call-overload]
+        want = _python_types(code)
+        if want and not isinstance(value, want):
+            kind = onnx.AttributeProto.AttributeType.Name(code)
+            return f"its attribute '{name}' holds a {type(value).__name__}, but {layer.op_type} takes {kind}"
+    return None
