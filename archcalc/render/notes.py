@@ -67,7 +67,8 @@ def notes_totals(est: Estimate) -> list[tuple[str, str]]:
         ("x2 for backward, as counted here", f"{units.nbytes(8 * rows_sum)}; what one SGD step keeps "
                                              f"for backward is {units.nbytes(train.saved_activations)} "
                                              f"(saved activations) and peaks at {units.nbytes(train.peak.bytes)} "
-                                             f"with weights and gradients"),
+                                             f"with weights and gradients ({units.nbytes(train.total)} with "
+                                             f"{train.runtime_name}'s constant: what fit judges)"),
         ("weights (without biases)", f"{weights:,}"),
         (f"parameters (with {biases:,} biases)", f"{weights + biases:,}"),
     ]
