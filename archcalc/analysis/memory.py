@@ -291,8 +291,13 @@ class InferenceMemory:
         return max(self.activation_peak, self.pattern_peak)
 
     @property
+    def tensors_peak(self) -> int:
+        """Weights + inputs + the activations held: the inference peak of the tensors alone."""
+        return self.weights + self.inputs + self.activations_held
+
+    @property
     def steady(self) -> int:
-        return self.weights + self.inputs + self.activations_held + self.workspace + self.runtime
+        return self.tensors_peak + self.workspace + self.runtime
 
     @property
     def total(self) -> int:
@@ -301,7 +306,8 @@ class InferenceMemory:
 
     def to_dict(self) -> dict:
         """Every term, and the derived figures, as plain data (the JSON contract's ``memory.inference``)."""
-        return {**asdict(self), "activations_held": self.activations_held, "steady": self.steady,
+        return {**asdict(self), "activations_held": self.activations_held, "tensors_peak": self.tensors_peak,
+                "steady": self.steady,
                 "total": self.total}
 
     def terms(self) -> dict[str, int]:

@@ -91,7 +91,7 @@ def layers_frame(layers: list[LayerCost]):
 def totals_dict(totals: Totals, im: InferenceMemory) -> dict:
     """The totals, with the headline activation peak (``im``: the default runtime's) beside them."""
     return {**asdict(totals), "peak_activation_bytes": im.activations_held,
-            "peak_bytes": im.weights + im.inputs + im.activations_held, "peak_runtime": im.runtime_name}
+            "peak_bytes": im.tensors_peak, "peak_runtime": im.runtime_name}
 
 
 def estimate_dict(graph: Shaped, layers: list[LayerCost], totals: Totals, im: InferenceMemory, batch: int,

@@ -107,7 +107,7 @@ def totals_lines(est: Estimate) -> list[tuple[str, str]]:
         ("activations (sum)", f"{t.activation_elements:,} elements, {units.nbytes(t.activation_bytes)}"),
         ("inputs", units.nbytes(t.input_bytes)),
         *activation_lines(im),
-        ("inference peak", f"{units.nbytes(im.weights + im.inputs + im.activations_held)} "
+        ("inference peak", f"{units.nbytes(im.tensors_peak)} "
                            "(parameters + inputs + activation peak)"),
     ]
     if t.unsupported_ops:
@@ -232,8 +232,7 @@ def compare_rows(ests) -> list[tuple[str, list]]:
         ("weights (no biases)", [sum(r.weights for r in e.layers_list) for _, e in ests]),
         ("MACs", [e.totals.macs for _, e in ests]),
         ("activations", [e.totals.activation_elements for _, e in ests]),
-        ("inference peak (bytes)", [e.totals.param_bytes + e.totals.input_bytes + e.peak_activation_bytes
-                                    for _, e in ests]),
+        ("inference peak (bytes)", [e.inference_memory().tensors_peak for _, e in ests]),
         ("layers", [len(e.layers_list) for _, e in ests]),
         ("output", [shape_text(last(e).shape) if last(e) else "-" for _, e in ests]),
         ("receptive field", [last(e).receptive_field if last(e) else 1 for _, e in ests]),

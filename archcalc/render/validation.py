@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 from archcalc import units
 from archcalc.measure.compare import Judgement
@@ -13,15 +12,15 @@ from archcalc.measure.validate import Validation
 
 def validation_json(v: Validation, j: Judgement) -> str:
     im = v.estimate.inference_memory("onnxruntime-cpu")
+    d = v.to_dict()
     return json.dumps({
         "schema": "archcalc.validate/1", "provider": v.provider, "passed": not j.failures(v),
-        "shapes": {"checked": v.checked_tensors, "mismatches": [asdict(m) for m in v.mismatches]},
-        "nodes": [{**asdict(n), "flops_per_second": n.flops_per_second} for n in v.nodes],
+        "shapes": {"checked": v.checked_tensors, "mismatches": d["mismatches"]},
+        "nodes": d["nodes"],
         "estimate": {"activation_peak": j.estimated_peak, "activation_peak_plain": im.activation_peak_plain,
                      "load_peak": im.load_peak - im.runtime, "total": im.steady},
         "measured": {"profiler_peak": v.profiler_peak, "profiler_peak_later": v.profiler_peak_later,
-                     "process": [asdict(p) for p in v.process_peaks],
-                     "cuda": [asdict(g) for g in v.cuda_peaks]},
+                     "process": d["process_peaks"], "cuda": d["cuda_peaks"]},
         "compared": [{"channel": name, "estimate": e, "measured": m, "error": e / m - 1 if m else None}
                      for name, e, m in j.figures],
         "optimizer_changes": v.optimizer_changes,
