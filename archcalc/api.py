@@ -14,15 +14,17 @@ from archcalc.frontends.sources import load_graph
 
 
 def estimate(source, batch: int | None = None, dims: dict[str, int] | None = None,
-             inputs: dict[str, str | tuple[int, ...]] | None = None, dtype: str | None = None) -> Estimate:
+             inputs: dict[str, str | tuple[int, ...]] | None = None, dtype: str | None = None,
+             strict: bool = False) -> Estimate:
     """Estimate a model: a path (.onnx, .arch), an ``onnx.ModelProto``, design text, or a zoo name.
 
     ``batch`` binds each input's symbolic first dim (default 1); ``dims`` binds named symbolic dims;
     ``inputs`` sets whole input shapes (``{"x": "1x3x224x224"}``); ``dtype`` (fp32, fp16, bf16,
-    int8, mixed) re-prices floating-point tensors.
+    int8, mixed) re-prices floating-point tensors. A node that cannot be sized before running makes
+    what depends on it unknown (``Totals.unknown``); ``strict`` makes it an error.
     """
     with _collector_paused():
-        return analyse(load_graph(source), batch, dims, inputs, dtype)
+        return analyse(load_graph(source), batch, dims, inputs, dtype, strict)
 
 
 def fit_spec(source, capacity: int, mode: str = "inference", optimizer: str = "sgd", dtype: str | None = None,

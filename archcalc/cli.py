@@ -54,9 +54,11 @@ def main():
 @click.option("--view", type=click.Choice(["layers", "notes"]), default="layers", show_default=True,
               help="notes: the CS231n notes' table (HxWxC, activations, weights without biases) and what "
                    "their totals count.")
+@click.option("--strict", is_flag=True,
+              help="A node whose shapes cannot be known before running is an error, not shown as unknown.")
 @fail_cleanly
 def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer, runtime_name, runtime_overhead,
-             workspace, device, view):
+             workspace, device, view, strict):
     """Per-layer shapes, parameters, MACs and activation memory of MODEL, then the totals.
 
     MODEL is an .onnx file, an .arch design, a zoo name (see `archcalc zoo`) or design text.
@@ -72,7 +74,7 @@ def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer,
                    mode is None, "--mode inference or --mode train")
     refuse_unused({"--mode": mode, "--top": top}, view == "notes", "the layers view (the notes' table is whole)")
     result = run(model, batch=batch, dims=pairs(dims, "--dim", int), inputs=pairs(inputs, "--input"),
-                 dtype=dtype)
+                 dtype=dtype, strict=strict)
     if view == "notes":
         from archcalc.render.notes import render_notes
 

@@ -11,8 +11,14 @@ DTYPE_BYTES: dict[str, float] = {
     "float8e8m0": 1, "float4e2m1": 0.5,
     "int8": 1, "uint8": 1, "bool": 1, "int4": 0.5, "uint4": 0.5, "int2": 0.25, "uint2": 0.25,
     "complex64": 8, "complex128": 16, "string": 8,
+    "unknown": 0,  # a tensor whose shape and type are unknown (see ir.Value.known): counted nowhere
 }
 FLOAT_DTYPES = frozenset(d for d in DTYPE_BYTES if d.startswith(("float", "bfloat")))
+
+# What a stored weight may be held in: floats, and the narrow integers quantized weights are
+# stored as. Wider integers are shape and index constants, weights only where an op's rule says so
+# (a QLinearConv's int32 bias).
+WEIGHT_DTYPES = FLOAT_DTYPES | {"int8", "uint8", "int4", "uint4", "int2", "uint2"}
 
 # The --dtype choices: how a user names the precision floating-point tensors are priced at.
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "int8",

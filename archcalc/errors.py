@@ -35,6 +35,11 @@ class ShapeError(ArchcalcError):
     ``shapes`` say where and what."""
 
 
+class DataDependentShape(ShapeError):
+    """A node's output shape depends on values computed from data at run time; the analysis shows
+    its outputs as unknown (or as a bound) unless asked to be strict."""
+
+
 class UnsupportedOpError(ArchcalcError):
     """An op that neither a rule nor onnx's own shape inference can give a shape to."""
 

@@ -55,13 +55,21 @@ class Value:
     role: Role
     value: np.ndarray | None = None  # known only for small constants and folded shape arithmetic
     alias_of: str | None = None  # a view of a stored weight (Identity of a merged initializer)
+    # ``bound``: the shape holds upper bounds, not sizes: it depends on values computed from data
+    # (NonZero's count, the boxes NonMaxSuppression keeps) somewhere upstream.
+    bound: bool = False
+    # ``known`` False: no shape can be given before running (an op archcalc cannot size, or one
+    # that reads such a tensor); ``shape`` is then () and the tensor counts in no total.
+    known: bool = True
 
     @property
     def numel(self) -> int:
-        return math.prod(self.shape)
+        return math.prod(self.shape) if self.known else 0
 
     def nbytes(self, float_dtype: str | None = None) -> int:
         """Bytes of this tensor; ``float_dtype`` re-prices floating-point tensors (``--dtype``)."""
+        if not self.known:
+            return 0
         dtype = float_dtype if float_dtype and self.dtype in FLOAT_DTYPES else self.dtype
         return math.ceil(self.numel * DTYPE_BYTES[dtype])
 

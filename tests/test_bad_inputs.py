@@ -16,7 +16,7 @@ from archcalc.cli import main
 
 BAD = ROOT / "tests" / "fixtures" / "bad"
 # The reproducers that are valid models: they must give a result, not an error.
-VALID = {"cast_to_float4e2m1.onnx", "external_etc_passwd.onnx", "first_output_omitted.onnx", "input_dim_minus1.onnx",
+VALID = {"cast_to_float4e2m1.onnx", "external_etc_passwd.onnx", "first_output_omitted.onnx", "if_outer_scope.onnx", "input_dim_minus1.onnx",
          "input_float4e2m1.onnx", "lstm_y_omitted.onnx", "node_named_ansi_escape.onnx",
          "node_named_newline_pipe.onnx", "node_named_rich_markup.onnx", "node_named_rich_markup_close.onnx",
          "regex_redos_fold.onnx", "bom.arch"}

@@ -67,11 +67,15 @@ def test_batch_on_a_static_model_is_refused(tmp_model):
     assert "no input has a symbolic first dim" in text and "x [1, 3]" in text
 
 
-def test_shape_computed_from_data_names_the_node(tmp_model):
+def test_shape_computed_from_data_is_unknown_and_named_or_with_strict_an_error(tmp_model):
     m = model([helper.make_node("Reshape", ["x", "target"], ["y"], name="reshape_by_data")],
               [helper.make_tensor_value_info("x", F, [2, 6]),
                helper.make_tensor_value_info("target", TensorProto.INT64, [2])])
-    text = one_line_error(*run(tmp_model(m)))
+    path = tmp_model(m)
+    code, text = run(path)
+    assert code == 0 and "lower bounds" in text
+    assert "unknown: node 'reshape_by_data' (Reshape): its target shape (input 'target') is computed" in text
+    text = one_line_error(*run(path, "--strict"))
     assert "node 'reshape_by_data' (Reshape)" in text and "input 'target'" in text
 
 
@@ -90,11 +94,24 @@ def test_conv_channel_mismatch_names_both(tmp_model):
     assert "node 'conv1' (Conv): input [1, 3, 8, 8] has 3 channels but weight [8, 4, 3, 3]" in text
 
 
-def test_unknown_op_is_named(tmp_model):
-    node = helper.make_node("FancyAttention", ["x"], ["y"], name="fa", domain="com.example")
-    m = model([node], [helper.make_tensor_value_info("x", F, [1, 3])])
+def test_unknown_op_is_named_and_only_what_depends_on_it_is_unknown(tmp_model):
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="before"),
+             helper.make_node("FancyAttention", ["r"], ["a"], name="fa", domain="com.example"),
+             helper.make_node("Relu", ["a"], ["y"], name="after"),
+             helper.make_node("Sigmoid", ["x"], ["z"], name="beside")]
+    m = model(nodes, [helper.make_tensor_value_info("x", F, [1, 3])], outputs=("y", "z"))
     m.opset_import.append(helper.make_opsetid("com.example", 1))
-    text = one_line_error(*run(tmp_model(m)))
+    path = tmp_model(m)
+    import archcalc
+
+    est = archcalc.estimate(path)
+    assert est.totals.status == "lower bound"
+    assert set(est.totals.unknown) == {"fa", "after"}
+    assert "archcalc has no rule for com.example.FancyAttention" in est.totals.unknown["fa"]
+    assert est.totals.unknown["after"] == "reads 'a', whose shape is unknown"
+    assert est.graph.tensors["z"].shape == (1, 3) and est.graph.tensors["r"].shape == (1, 3)
+    assert not est.graph.tensors["y"].known and est.graph.tensors["y"].numel == 0
+    text = one_line_error(*run(path, "--strict"))
     assert "node 'fa' (com.example.FancyAttention): archcalc has no rule for com.example.FancyAttention" in text
 
 

@@ -19,7 +19,7 @@ from archcalc.analysis.memory import RUNTIME_ROLES, InferenceMemory, inference_m
 from archcalc.analysis.receptive import receptive_fields
 from archcalc.analysis.records import LayerCost, SharedWeight, Totals, estimate_dict, layers_frame
 from archcalc.analysis.training import TrainingMemory, saved_by_layer, training_memory
-from archcalc.dtypes import FLOAT_DTYPES, MIXED, PRECISIONS
+from archcalc.dtypes import MIXED, PRECISIONS, WEIGHT_DTYPES
 from archcalc.errors import InputError
 from archcalc.ir import Graph, Role, Shaped
 
@@ -98,11 +98,12 @@ class Estimate:
 
 
 def _param_roles(graph: Shaped, results: list[LayerResult]) -> dict[int, dict[str, str]]:
-    """For each executed layer, its parameter inputs and their roles (weight / bias / buffer).
+    """For each executed layer, its parameter inputs and their roles (weight / bias / buffer / quant).
 
-    A rule names its parameter inputs; any other non-scalar float initializer a layer reads is a
-    weight too (a MatMul's matrix, a positional embedding added in). Integer and scalar constants
-    are never parameters.
+    A rule names its parameter inputs (of any dtype: a QLinearConv's int32 bias); any other
+    non-scalar stored tensor of a weight dtype (floats, and int8 / int4 for quantized weights) a layer
+    reads is a weight too (a MatMul's matrix, a positional embedding added in) -- unless the rule read
+    its values to size the output (a Resize's scales). Wider integers and scalars are never parameters.
     """
     roles: dict[int, dict[str, str]] = {}
     for i, res in enumerate(results):
@@ -111,22 +112,35 @@ def _param_roles(graph: Shaped, results: list[LayerResult]) -> dict[int, dict[st
         mine = {}
         for j, name in enumerate(res.layer.inputs):
             t = graph.tensors.get(name) if name else None
-            if t is None or t.role not in (Role.WEIGHT, Role.BUFFER) or t.dtype not in FLOAT_DTYPES:
+            if t is None or t.role not in (Role.WEIGHT, Role.BUFFER):
                 continue
-            role = res.out.params.get(j) or ("weight" if t.numel > 1 else None)
+            role = res.out.params.get(j)
+            if role is None and t.dtype in WEIGHT_DTYPES and t.numel > 1 and j not in res.out.shape_inputs:
+                role = "weight"
             if role:
                 mine[t.alias_of or name] = role
         roles[i] = mine
     return roles
 
 
-def _settle_roles(graph: Shaped, roles: dict[int, dict[str, str]]) -> None:
-    """Initializers no layer reads as a parameter are constants; running statistics are buffers."""
-    used = {name: role for mine in roles.values() for name, role in mine.items()}
+def _settle_roles(graph: Shaped, roles: dict[int, dict[str, str]]) -> dict[str, str]:
+    """Initializers no layer reads as a parameter are constants; running statistics and quantization
+    parameters are buffers (stored, not trained). Returns each stored tensor's role by name."""
+    used: dict[str, str] = {}
+    for mine in roles.values():
+        for name, role in mine.items():
+            # A tensor one layer reads as a weight and another as a scale (a shared zero point) is
+            # whatever role ranks first: a trained weight outranks the rest.
+            if name not in used or RANK[role] < RANK[used[name]]:
+                used[name] = role
     for t in graph.tensors.values():
         if t.role in (Role.WEIGHT, Role.BUFFER):
             role = used.get(t.alias_of or t.name)
-            t.role = Role.BUFFER if role == "buffer" else Role.WEIGHT if role else Role.CONSTANT
+            t.role = Role.BUFFER if role in ("buffer", "quant") else Role.WEIGHT if role else Role.CONSTANT
+    return used
+
+
+RANK = {"weight": 0, "bias": 1, "buffer": 2, "quant": 3}
 
 
 def _layer_costs(graph: Shaped, results: list[LayerResult], roles, float_dtype) -> list[LayerCost]:
@@ -148,6 +162,7 @@ def _layer_costs(graph: Shaped, results: list[LayerResult], roles, float_dtype) 
             activation_bytes=sum(t.nbytes(float_dtype) for t in outs),
             weights=by_role["weight"], biases=by_role["bias"], buffers=by_role["buffer"],
             macs=res.out.macs, flops=2 * res.out.macs + res.out.flops, has_rule=res.has_rule,
+            status=res.status, reason=res.reason,
             receptive_field=fields.get(first_name, (1, 1))[0], effective_stride=fields.get(first_name, (1, 1))[1],
         ))
     return rows
@@ -164,7 +179,7 @@ def _shared(graph: Shaped, readers: Counter) -> tuple[SharedWeight, ...]:
     return tuple(out)
 
 
-def _totals(graph: Shaped, rows: list[LayerCost], roles, float_dtype) -> Totals:
+def _totals(graph: Shaped, rows: list[LayerCost], roles, float_dtype, used: dict[str, str]) -> Totals:
     stored = [t for t in graph.tensors.values() if t.role in (Role.WEIGHT, Role.BUFFER) and not t.alias_of]
     readers = Counter(name for mine in roles.values() for name, role in mine.items() if role != "buffer")
     inputs = [graph.tensors[n] for n in graph.inputs]
@@ -172,7 +187,8 @@ def _totals(graph: Shaped, rows: list[LayerCost], roles, float_dtype) -> Totals:
     return Totals(
         params=sum(t.numel for t in stored if t.role is Role.WEIGHT),
         params_per_layer=sum(r.params for r in rows),
-        buffers=sum(t.numel for t in stored if t.role is Role.BUFFER),
+        buffers=sum(t.numel for t in stored if used.get(t.name) == "buffer"),
+        quant_params=sum(t.numel for t in stored if used.get(t.name) == "quant"),
         param_bytes=sum(t.nbytes(float_dtype) for t in stored),
         input_bytes=in_bytes,
         activation_elements=sum(t.numel for t in inputs) + sum(r.activations for r in rows),
@@ -180,22 +196,26 @@ def _totals(graph: Shaped, rows: list[LayerCost], roles, float_dtype) -> Totals:
         macs=sum(r.macs for r in rows),
         flops=sum(r.flops for r in rows),
         shared=_shared(graph, readers),
-        unsupported_ops=dict(Counter(r.op_type for r in rows if not r.has_rule)),
+        unsupported_ops=dict(Counter(r.op_type for r in rows if not r.has_rule and r.status != "unknown")),
+        unknown={r.name: r.reason for r in rows if r.status == "unknown"},
+        bounded_layers=sum(r.status == "bound" for r in rows),
     )
 
 
 def analyse(graph: Graph, batch: int | None = None, dims: dict[str, int] | None = None,
-            inputs: dict[str, str | tuple[int, ...]] | None = None, dtype: str | None = None) -> Estimate:
-    """Bind, shape and cost ``graph`` (from any front end)."""
+            inputs: dict[str, str | tuple[int, ...]] | None = None, dtype: str | None = None,
+            strict: bool = False) -> Estimate:
+    """Bind, shape and cost ``graph`` (from any front end); ``strict``: a node that cannot be sized
+    before running is an error rather than unknown."""
     if dtype is not None and dtype not in PRECISIONS:
         raise InputError(f"--dtype {dtype}: choose one of {', '.join(PRECISIONS)}")
     float_dtype = PRECISIONS.get(dtype) if dtype else None
     bound = bind_inputs(graph, batch, dims, inputs)
-    shaped, results = infer(graph, bound)
+    shaped, results = infer(graph, bound, strict)
     roles = _param_roles(shaped, results)
-    _settle_roles(shaped, roles)
+    used = _settle_roles(shaped, roles)
     rows = _layer_costs(shaped, results, roles, float_dtype)
-    totals = _totals(shaped, rows, roles, float_dtype)
+    totals = _totals(shaped, rows, roles, float_dtype, used)
     return Estimate(shaped, rows, totals, _batch_label(graph, bound, batch), dtype, results, roles)
 
 

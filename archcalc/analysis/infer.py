@@ -15,7 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from archcalc.dtypes import FLOAT_DTYPES
-from archcalc.errors import ArchcalcError, InputError, RuleCrash, UnboundDimError
+from archcalc.errors import (
+    ArchcalcError,
+    DataDependentShape,
+    InputError,
+    RuleCrash,
+    UnboundDimError,
+    UnsupportedOpError,
+)
 from archcalc.ir import Graph, Layer, Role, Shaped, Value
 from archcalc.ops import RULES, Node, Out
 from archcalc.ops.registry import FOLD_LIMIT
@@ -24,14 +31,19 @@ from archcalc.units import MAX_SIZE
 
 @dataclass
 class LayerResult:
-    """A layer with what its rule said; ``folded`` layers are shape arithmetic, not run."""
+    """A layer with what its rule said; ``folded`` layers are shape arithmetic, not run.
+
+    ``status``: "exact"; "bound" (its outputs' shapes, and so its costs, are upper bounds: they
+    depend on data); or "unknown" (no shape can be given before running: ``reason`` says why, and
+    its outputs, costs and whatever reads them are left out of every total, which say so).
+    """
 
     layer: Layer
     out: Out
     has_rule: bool
     folded: bool
-
-
+    status: str = "exact"
+    reason: str = ""
 
 
 def _parse_dims(name: str, given: str | tuple[int, ...]) -> tuple[int, ...]:
@@ -155,6 +167,7 @@ def _apply(node: Node) -> tuple[Out, bool]:
                          "a bug in archcalc; please report it with this file", RuleCrash) from None
     if out.values is None and node.values() is not None and _foldable(node, out):
         out.values = onnx_fallback.evaluate_node(node)
+    out.shape_inputs = frozenset(node.read_values)
     return out, rule is not None
 
 
@@ -176,34 +189,68 @@ def _declared_values(graph: Graph, inputs: dict[str, tuple[int, ...]]) -> dict[s
     return values
 
 
-def infer(graph: Graph, inputs: dict[str, tuple[int, ...]]) -> tuple[Shaped, list[LayerResult]]:
+def infer(graph: Graph, inputs: dict[str, tuple[int, ...]],
+          strict: bool = False) -> tuple[Shaped, list[LayerResult]]:
     """Shape every tensor of ``graph`` under the bound ``inputs`` (see ``bind_inputs``): the shaped
-    record, and each layer's result."""
+    record, and each layer's result. A node that cannot be sized before running (an op with no rule
+    and no onnx inference, a shape computed from data) makes its outputs unknown, and everything
+    that reads them; ``strict`` makes it an error instead."""
     shaped = Shaped(graph, _declared_values(graph, inputs))
     tensors = shaped.tensors
     results = []
-    outputs = set(graph.outputs)
     for layer in graph.layers:
         node = Node(layer, shaped)
         _check_inputs(node)
-        out, has_rule = _apply(node)
-        if len(out.shapes) < len(layer.outputs):
-            raise node.error(f"gives {len(out.shapes)} outputs where the node has {len(layer.outputs)}")
-        weight = _viewed_weight(node, out)
-        dtypes = out.dtypes or [node.dtype(0)] * len(out.shapes)
-        values = out.values or [None] * len(out.shapes)
-        folded = bool(layer.outputs) and all(v is not None for v in values[: len(layer.outputs)])
-        for name, shape, dtype, value in zip(layer.outputs, out.shapes, dtypes, values):
-            if not name:
-                continue
-            if any(d < 0 for d in shape):  # never priced: a negative size is an error, not a number
-                raise node.error(f"gives output '{name}' the negative shape {list(shape)}")
-            role = Role.CONSTANT if folded else Role.OUTPUT if name in outputs else Role.ACTIVATION
-            if value is not None and tuple(value.shape) != tuple(shape):
-                value = np.broadcast_to(value, shape) if value.size == 1 else None
-            tensors[name] = Value(name, tuple(int(d) for d in shape), dtype, role, value if folded else None)
-        if weight is not None and layer.outputs[0]:  # a view of a weight is that weight, not an activation
-            view = tensors[layer.outputs[0]]
-            view.role, view.alias_of = weight.role, weight.alias_of or weight.name
-        results.append(LayerResult(layer, out, has_rule, folded or weight is not None))
+        unknown = next((n for n in layer.inputs if n and not tensors[n].known), None)
+        if unknown is not None:
+            results.append(_unknown(layer, tensors, f"reads '{unknown}', whose shape is unknown", graph.outputs))
+            continue
+        try:
+            out, has_rule = _apply(node)
+        except (DataDependentShape, UnsupportedOpError) as exc:
+            if strict:
+                raise
+            results.append(_unknown(layer, tensors, _reason(exc, graph.source), graph.outputs))
+            continue
+        results.append(_record(node, out, has_rule, tensors, set(graph.outputs)))
     return shaped, results
+
+
+def _reason(exc: ArchcalcError, source: str) -> str:
+    """An error's message without the file it names (the estimate says that once)."""
+    text = exc.message
+    return text[len(source) + 2:] if source and text.startswith(source + ": ") else text
+
+
+def _unknown(layer: Layer, tensors: dict[str, Value], reason: str, outputs: list[str]) -> LayerResult:
+    for name in layer.outputs:
+        if name:
+            role = Role.OUTPUT if name in outputs else Role.ACTIVATION
+            tensors[name] = Value(name, (), "unknown", role, known=False)
+    return LayerResult(layer, Out([]), False, False, status="unknown", reason=reason)
+
+
+def _record(node: Node, out: Out, has_rule: bool, tensors: dict[str, Value], outputs: set[str]) -> LayerResult:
+    """Write the layer's outputs as Values of this binding; its result."""
+    layer = node.layer
+    if len(out.shapes) < len(layer.outputs):
+        raise node.error(f"gives {len(out.shapes)} outputs where the node has {len(layer.outputs)}")
+    weight = _viewed_weight(node, out)
+    dtypes = out.dtypes or [node.dtype(0)] * len(out.shapes)
+    values = out.values or [None] * len(out.shapes)
+    folded = bool(layer.outputs) and all(v is not None for v in values[: len(layer.outputs)])
+    bound = out.bound or any(tensors[n].bound for n in layer.inputs if n)
+    for name, shape, dtype, value in zip(layer.outputs, out.shapes, dtypes, values):
+        if not name:
+            continue
+        if any(d < 0 for d in shape):  # never priced: a negative size is an error, not a number
+            raise node.error(f"gives output '{name}' the negative shape {list(shape)}")
+        role = Role.CONSTANT if folded else Role.OUTPUT if name in outputs else Role.ACTIVATION
+        if value is not None and tuple(value.shape) != tuple(shape):
+            value = np.broadcast_to(value, shape) if value.size == 1 else None
+        tensors[name] = Value(name, tuple(int(d) for d in shape), dtype, role, value if folded else None,
+                              bound=bound)
+    if weight is not None and layer.outputs[0]:  # a view of a weight is that weight, not an activation
+        view = tensors[layer.outputs[0]]
+        view.role, view.alias_of = weight.role, weight.alias_of or weight.name
+    return LayerResult(layer, out, has_rule, folded or weight is not None, status="bound" if bound else "exact")

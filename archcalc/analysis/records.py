@@ -33,6 +33,8 @@ class LayerCost:
     macs: int
     flops: int  # 2 x MACs plus the layer's other floating-point ops
     has_rule: bool
+    status: str = "exact"  # "bound": sizes and costs are upper bounds; "unknown": see ``reason``
+    reason: str = ""
     receptive_field: int = 1  # input pixels one output element sees (first spatial axis)
     effective_stride: int = 1  # input pixels between neighbouring outputs
 
@@ -61,14 +63,27 @@ class Totals:
     params: int  # each stored weight once: what memory holds (the headline)
     params_per_layer: int  # each layer's weights and biases: a weight read by k layers counts k times
     buffers: int
-    param_bytes: int  # stored parameters and buffers, at the priced dtype
+    param_bytes: int  # stored parameters, buffers and quantization parameters, at the priced dtype
     input_bytes: int
     activation_elements: int  # graph inputs + every tensor a layer writes (views included)
     activation_bytes: int
     macs: int
     flops: int
     shared: tuple[SharedWeight, ...] = ()
+    quant_params: int = 0  # scales and zero points of quantized tensors: stored, not parameters
     unsupported_ops: dict[str, int] = field(default_factory=dict)  # op type -> layers with no cost rule
+    unknown: dict[str, str] = field(default_factory=dict)  # layer -> why its shapes are unknown
+    bounded_layers: int = 0  # layers whose sizes depend on data: their figures are upper bounds
+
+    @property
+    def status(self) -> str:
+        """What the size and cost totals are: "exact"; an "upper bound" (data-dependent sizes taken at
+        their bounds); a "lower bound" (layers left out: unknown, or with no cost rule); or
+        "partial" (both at once, so neither bound holds). Parameters are exact in every case."""
+        left_out = bool(self.unknown or self.unsupported_ops)
+        if self.bounded_layers:
+            return "partial" if left_out else "upper bound"
+        return "lower bound" if left_out else "exact"
 
 
 def layer_rows(layers: list[LayerCost]) -> list[dict]:
@@ -77,8 +92,15 @@ def layer_rows(layers: list[LayerCost]) -> list[dict]:
         "layer": r.name, "op": r.op_type, "shape": shape_text(r.shape), "activations": r.activations,
         "activation_bytes": r.activation_bytes, "weights": r.weights, "biases": r.biases,
         "params": r.params, "macs": r.macs, "flops": r.flops, "rf": r.receptive_field,
-        "stride": r.effective_stride, "note": "" if r.has_rule else "no cost rule",
+        "stride": r.effective_stride, "note": _note(r),
     } for r in layers]
+
+
+def _note(r: LayerCost) -> str:
+    if r.status == "unknown":
+        return f"unknown: {r.reason}"
+    flags = (("no cost rule", not r.has_rule), ("upper bound", r.status == "bound"))
+    return "; ".join(text for text, on in flags if on)
 
 
 def layers_frame(layers: list[LayerCost]):
@@ -90,7 +112,7 @@ def layers_frame(layers: list[LayerCost]):
 
 def totals_dict(totals: Totals, im: InferenceMemory) -> dict:
     """The totals, with the headline activation peak (``im``: the default runtime's) beside them."""
-    return {**asdict(totals), "peak_activation_bytes": im.activations_held,
+    return {**asdict(totals), "status": totals.status, "peak_activation_bytes": im.activations_held,
             "peak_bytes": im.tensors_peak, "peak_runtime": im.runtime_name}
 
 

@@ -24,7 +24,7 @@ from archcalc.analysis.step_peak import (
     step_peak,
     training_owners,
 )
-from archcalc.dtypes import DTYPE_BYTES
+from archcalc.dtypes import DTYPE_BYTES, FLOAT_DTYPES
 from archcalc.errors import InputError
 from archcalc.ir import Shaped
 
@@ -163,8 +163,8 @@ def training_memory(graph: Shaped, results: list[LayerResult], param_roles: dict
     buffers = set()
     for i, mine in param_roles.items():
         for name, role in mine.items():
-            if role == "buffer":
-                buffers.add(name)
+            if role in ("buffer", "quant") or graph.tensors[name].dtype not in FLOAT_DTYPES:
+                buffers.add(name)  # not trained: statistics, scales, and integer (quantized) weights
             else:
                 reader[name] = i
     params = sum(graph.tensors[n].numel for n in reader)

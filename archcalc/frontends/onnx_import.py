@@ -17,7 +17,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, numpy_helper
 
-from archcalc.dtypes import onnx_dtype
+from archcalc.dtypes import WEIGHT_DTYPES, onnx_dtype
 from archcalc.errors import InputError
 from archcalc.frontends.onnx_check import check_model
 from archcalc.frontends.onnx_reader import read_structure, read_tensor
@@ -100,17 +100,25 @@ def _attr_value(attr: onnx.AttributeProto):
 
 
 def _constant_tensor(node: onnx.NodeProto) -> Tensor:
-    """A Constant node's output as a tensor: its value if small, else dims like an initializer."""
+    """A Constant node's output as a tensor: its value if small, else dims like an initializer.
+
+    A Constant is a stored tensor like an initializer (paddle2onnx writes every weight as one), so
+    one of a weight dtype with more than one element is a parameter candidate, settled as for
+    initializers: a weight where a layer reads it as one, else a constant. Its value is kept when
+    small, for folding."""
     attrs = {a.name: _attr_value(a) for a in node.attribute}
     name = node.output[0]
     value = next(iter(attrs.values()))
-    if isinstance(value, Tensor):  # a weight stored as a Constant node: a parameter candidate
+    if isinstance(value, Tensor):
         return Tensor(name, value.shape, value.dtype, Role.WEIGHT)
     key = next(iter(attrs))
     array = np.asarray(value, dtype={"value_float": np.float32, "value_floats": np.float32,
                                      "value_int": np.int64, "value_ints": np.int64}.get(key))
-    dtype = "string" if array.dtype.kind in "US" else str(array.dtype)
-    return Tensor(name, tuple(array.shape), dtype, Role.CONSTANT, array)
+    tensor_attr = next((a for a in node.attribute if a.type == onnx.AttributeProto.TENSOR), None)
+    dtype = onnx_dtype(tensor_attr.t.data_type) if tensor_attr is not None else \
+        "string" if array.dtype.kind in "US" else str(array.dtype)
+    role = Role.WEIGHT if dtype in WEIGHT_DTYPES and array.size > 1 else Role.CONSTANT
+    return Tensor(name, tuple(array.shape), dtype, role, array)
 
 
 def _layers(graph: onnx.GraphProto, tensors: dict[str, Tensor]) -> list[Layer]:

@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from archcalc.errors import ShapeError
+from archcalc.errors import DataDependentShape, ShapeError
 from archcalc.ir import Layer, Role, Shape, Shaped
 
-ParamRole = str  # "weight" | "bias" | "buffer"
+# "weight" | "bias" | "buffer" | "quant" (a quantized tensor's scale or zero point: stored, not
+# trained, shown apart from the parameters)
+ParamRole = str
 
 # Values are folded (computed at load time, as shape arithmetic) only up to this many elements;
 # anything larger is computed at run time and counted as an activation.
@@ -49,6 +51,12 @@ class Out:
     # Keeps a keep-mask the size of input 0 (dropout); its width depends on the device's kernel
     # (see archcalc.step_peak.saved_extra_bytes).
     saves_mask: bool = False
+    # The output shapes are upper bounds: how many elements come out depends on the data (NonZero,
+    # NonMaxSuppression, a TopK whose k is computed at run time).
+    bound: bool = False
+    # Inputs whose values the rule read to size the outputs (a Resize's scales, a Reshape's target):
+    # shape arithmetic, never parameters. Filled in by Node as the rule reads them.
+    shape_inputs: frozenset[int] = frozenset()
 
 
 Rule = Callable[["Node"], Out]
@@ -93,6 +101,7 @@ class Node:
         self.graph = graph
         self.opset = graph.opset
         self._inputs = [graph.tensors[n] if n else None for n in layer.inputs]
+        self.read_values: set[int] = set()  # inputs whose values the rule read (see Out.shape_inputs)
 
     # --- inputs -------------------------------------------------------------------------------
     @property
@@ -139,6 +148,7 @@ class Node:
         return t.role == Role.WEIGHT and t.shape is not None and math.prod(t.shape) > 1
 
     def value(self, i: int) -> np.ndarray | None:
+        self.read_values.add(i)
         return self._inputs[i].value if self.has(i) else None  # type: ignore[union-attr]
 
     def values(self) -> list[np.ndarray | None] | None:
@@ -160,7 +170,7 @@ class Node:
         v = self.value(i)
         if v is None:
             raise self.error(f"its {what} (input '{self.layer.inputs[i]}') is computed at run time "
-                             "from data, so the output shape cannot be known before running")
+                             "from data, so the output shape cannot be known before running", DataDependentShape)
         return v
 
     def required_attr(self, name: str) -> Any:

@@ -17,7 +17,7 @@ from archcalc.analysis.memory import InferenceMemory
 from archcalc.analysis.records import COLUMNS, layer_rows
 from archcalc.analysis.training import TrainingMemory
 from archcalc.conventions import CONVENTIONS
-from archcalc.units import shape_text
+from archcalc.units import printable, shape_text
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,28 @@ def totals_lines(est: Estimate) -> list[tuple[str, str]]:
     if t.unsupported_ops:
         ops = ", ".join(f"{op} x{k}" for op, k in sorted(t.unsupported_ops.items()))
         lines.append(("no cost rule", f"{ops} (shapes from onnx; MACs and FLOPs not counted)"))
+    lines += status_lines(t)
+    return lines
+
+
+STATUS_TEXT = {
+    "upper bound": "upper bounds: {b} layers have sizes that depend on the data, taken at their largest",
+    "lower bound": "lower bounds: what the layers listed below do is not in them",
+    "partial": "neither exact nor a bound: {b} layers are at data-dependent upper bounds, and the layers "
+               "listed below are left out",
+}
+
+
+def status_lines(t) -> list[tuple[str, str]]:
+    """What the totals are, when not exact, and each layer whose shapes are unknown, with why."""
+    if t.status == "exact":
+        return []
+    lines = [("totals are", "sizes, MACs and memory are " + STATUS_TEXT[t.status].format(b=t.bounded_layers)
+              + "; parameters are exact")]
+    causes = [why for why in t.unknown.values() if not why.startswith("reads '")]
+    lines += [("  unknown", printable(why)) for why in causes[:8]]
+    if len(t.unknown) > len(causes) or len(causes) > 8:
+        lines.append(("  unknown", f"{len(t.unknown)} layers in all, the others because they read those"))
     return lines
 
 
