@@ -61,10 +61,13 @@ class Value:
     # ``known`` False: no shape can be given before running (an op archcalc cannot size, or one
     # that reads such a tensor); ``shape`` is then () and the tensor counts in no total.
     known: bool = True
+    # A sequence (SequenceInsert, SplitToSequence) of ``seq`` tensors, each ``shape`` (the largest of
+    # them, and ``bound``, where they differ); None: a tensor.
+    seq: int | None = None
 
     @property
     def numel(self) -> int:
-        return math.prod(self.shape) if self.known else 0
+        return math.prod(self.shape) * (1 if self.seq is None else self.seq) if self.known else 0
 
     def nbytes(self, float_dtype: str | None = None) -> int:
         """Bytes of this tensor; ``float_dtype`` re-prices floating-point tensors (``--dtype``)."""
@@ -84,6 +87,9 @@ class Layer:
     outputs: list[str]
     attrs: dict[str, Any] = field(default_factory=dict)
     domain: str = ""
+    # The bodies of control flow (If's branches, Loop's and Scan's body), as graphs whose layers
+    # may read the enclosing graph's tensors by name.
+    subgraphs: dict[str, Graph] = field(default_factory=dict)
 
 
 @dataclass
@@ -147,10 +153,15 @@ class Graph:
 @dataclass
 class Shaped:
     """A graph under one binding of its inputs: every tensor a :class:`Value`. The declared graph
-    is shared, never changed, so one graph can be analysed at many batch sizes."""
+    is shared, never changed, so one graph can be analysed at many batch sizes.
+
+    ``executed`` lists the layers as the analysis walked them: the graph's own, with the layers of
+    the control-flow bodies that run (an If's branch, a Loop's body) placed where they run. The
+    producer / consumer index is over that list, so it lines up with the analysis' results."""
 
     graph: Graph
     tensors: dict[str, Value]
+    executed: list[Layer] | None = None
 
     @property
     def name(self) -> str:
@@ -162,7 +173,7 @@ class Shaped:
 
     @property
     def layers(self) -> list[Layer]:
-        return self.graph.layers
+        return self.graph.layers if self.executed is None else self.executed
 
     @property
     def inputs(self) -> list[str]:
@@ -176,11 +187,26 @@ class Shaped:
     def opset(self) -> int:
         return self.graph.opset
 
+    @cached_property
+    def _index(self) -> tuple[dict[str, int], dict[str, list[int]]]:
+        if self.executed is None:
+            return self.graph._index
+        producer: dict[str, int] = {}
+        consumers: dict[str, list[int]] = {}
+        for i, layer in enumerate(self.executed):
+            for name in layer.inputs:
+                if name:
+                    consumers.setdefault(name, []).append(i)
+            for name in layer.outputs:
+                if name:
+                    producer[name] = i
+        return producer, consumers
+
     def producer(self, tensor: str) -> int | None:
-        return self.graph.producer(tensor)
+        return self._index[0].get(tensor)
 
     def consumers(self, tensor: str) -> list[int]:
-        return self.graph.consumers(tensor)
+        return self._index[1].get(tensor, [])
 
     def static_shapes(self) -> dict[str, tuple]:
         """The shapes a runtime's planner can know before running (see ``Graph.static_shapes``)."""

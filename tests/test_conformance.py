@@ -92,6 +92,9 @@ def test_every_output_shape_and_dtype_equals_onnxs_expected_output():
         for vi, expected in zip(case.model.graph.output, case.data_sets[0][1]):
             t = est.graph.tensors.get(vi.name)
             got = (tuple(t.shape), t.dtype) if t else None
+            if t is not None and t.bound and t.dtype == str(expected.dtype) and len(t.shape) == expected.ndim \
+                    and all(a >= b for a, b in zip(t.shape, expected.shape)):
+                continue  # a data-dependent size (NonZero, Unique, NonMaxSuppression): a bound that holds
             if got != (tuple(expected.shape), str(expected.dtype)) and not (t and t.dtype == "bfloat16"):
                 wrong.append(f"{case.name} {vi.name}: estimated {got}, expected "
                              f"{(tuple(expected.shape), str(expected.dtype))}")

@@ -107,20 +107,48 @@ def _param_roles(graph: Shaped, results: list[LayerResult]) -> dict[int, dict[st
     """
     roles: dict[int, dict[str, str]] = {}
     for i, res in enumerate(results):
-        if res.folded:
+        if res.folded and res.status != "not taken":
             continue
-        mine = {}
+        mine: dict[str, str] = {}
         for j, name in enumerate(res.layer.inputs):
             t = graph.tensors.get(name) if name else None
-            if t is None or t.role not in (Role.WEIGHT, Role.BUFFER):
+            if t is None or j in res.out.shape_inputs:
                 continue
             role = res.out.params.get(j)
-            if role is None and t.dtype in WEIGHT_DTYPES and t.numel > 1 and j not in res.out.shape_inputs:
+            if role is None and t.dtype in WEIGHT_DTYPES and t.numel > 1:
                 role = "weight"
-            if role:
-                mine[t.alias_of or name] = role
+            if not role:
+                continue
+            for stored in _stored_sources(graph, results, name):
+                mine[stored] = role
         roles[i] = mine
     return roles
+
+
+def _stored_sources(graph: Shaped, results: list[LayerResult], name: str) -> list[str]:
+    """The stored tensors a layer input comes from: itself (or the weight it views), or -- for a
+    value folded at load time from stored weights (a Slice of a Constant, a Where choosing between
+    two) -- the stored weights it was computed from, which the runtime keeps."""
+    t = graph.tensors[name]
+    if t.role in (Role.WEIGHT, Role.BUFFER):
+        return [t.alias_of or name]
+    if t.role is not Role.CONSTANT or t.dtype not in WEIGHT_DTYPES or t.numel <= 1:
+        return []
+    found, todo, seen = [], [name], set()
+    while todo:
+        at = graph.producer(todo.pop())
+        if at is None or at in seen or not results[at].folded:
+            continue
+        seen.add(at)
+        for src in results[at].layer.inputs:
+            s = graph.tensors.get(src) if src else None
+            if s is None or s.dtype not in WEIGHT_DTYPES or s.numel <= 1:
+                continue
+            if s.role in (Role.WEIGHT, Role.BUFFER):
+                found.append(s.alias_of or src)
+            elif s.role is Role.CONSTANT:
+                todo.append(src)
+    return found
 
 
 def _settle_roles(graph: Shaped, roles: dict[int, dict[str, str]]) -> dict[str, str]:
@@ -135,8 +163,8 @@ def _settle_roles(graph: Shaped, roles: dict[int, dict[str, str]]) -> dict[str, 
                 used[name] = role
     for t in graph.tensors.values():
         if t.role in (Role.WEIGHT, Role.BUFFER):
-            role = used.get(t.alias_of or t.name)
-            t.role = Role.BUFFER if role in ("buffer", "quant") else Role.WEIGHT if role else Role.CONSTANT
+            settled = used.get(t.alias_of or t.name)
+            t.role = Role.BUFFER if settled in ("buffer", "quant") else Role.WEIGHT if settled else Role.CONSTANT
     return used
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
+from archcalc.analysis import control_flow
+from archcalc.analysis.results import LayerResult
 from archcalc.dtypes import FLOAT_DTYPES
 from archcalc.errors import (
     ArchcalcError,
@@ -26,24 +27,8 @@ from archcalc.errors import (
 from archcalc.ir import Graph, Layer, Role, Shaped, Value
 from archcalc.ops import RULES, Node, Out
 from archcalc.ops.registry import FOLD_LIMIT
+from archcalc.ops.sequence import SEQUENCE_OPS
 from archcalc.units import MAX_SIZE
-
-
-@dataclass
-class LayerResult:
-    """A layer with what its rule said; ``folded`` layers are shape arithmetic, not run.
-
-    ``status``: "exact"; "bound" (its outputs' shapes, and so its costs, are upper bounds: they
-    depend on data); or "unknown" (no shape can be given before running: ``reason`` says why, and
-    its outputs, costs and whatever reads them are left out of every total, which say so).
-    """
-
-    layer: Layer
-    out: Out
-    has_rule: bool
-    folded: bool
-    status: str = "exact"
-    reason: str = ""
 
 
 def _parse_dims(name: str, given: str | tuple[int, ...]) -> tuple[int, ...]:
@@ -129,7 +114,7 @@ def _check_inputs(node: Node) -> None:
 # Ops without a rule whose known inputs onnx's reference evaluator may fold: bounded numeric work.
 # Strings are never folded (a model's own regular expression could run for ever), nor is control
 # flow, whose trip counts are the model's to choose.
-FOLD_WITHOUT_RULE = frozenset({"NonZero", "Sign", "Shape", "Size", "Max", "Min", "Less", "Greater"})
+FOLD_WITHOUT_RULE = frozenset({"Sign", "Shape", "Size", "Max", "Min", "Less", "Greater"})
 
 
 def _foldable(node: Node, out: Out) -> bool:
@@ -148,7 +133,12 @@ def _apply(node: Node) -> tuple[Out, bool]:
     """The layer's Out and whether a rule (rather than onnx's inference) gave it."""
     from archcalc.ops import fallback as onnx_fallback
 
-    rule = RULES.get(node.layer.op_type) if node.layer.domain == "" else None
+    layer = node.layer
+    rule = RULES.get(f"{layer.domain}.{layer.op_type}" if layer.domain else layer.op_type)
+    sequence = next((i for i in range(node.n_inputs) if node.has(i) and node.seq(i) is not None), None)
+    if sequence is not None and node.layer.op_type not in SEQUENCE_OPS | {"Identity"}:
+        raise node.error(f"reads the sequence '{node.layer.inputs[sequence]}', which archcalc sizes only for "
+                         "the sequence ops", DataDependentShape)
     try:
         out = rule(node) if rule else onnx_fallback.infer_node(node)
     except ArchcalcError:
@@ -167,7 +157,7 @@ def _apply(node: Node) -> tuple[Out, bool]:
                          "a bug in archcalc; please report it with this file", RuleCrash) from None
     if out.values is None and node.values() is not None and _foldable(node, out):
         out.values = onnx_fallback.evaluate_node(node)
-    out.shape_inputs = frozenset(node.read_values)
+    out.shape_inputs = out.shape_inputs | frozenset(node.read_values)
     return out, rule is not None
 
 
@@ -196,24 +186,43 @@ def infer(graph: Graph, inputs: dict[str, tuple[int, ...]],
     and no onnx inference, a shape computed from data) makes its outputs unknown, and everything
     that reads them; ``strict`` makes it an error instead."""
     shaped = Shaped(graph, _declared_values(graph, inputs))
+    results: list[LayerResult] = []
+    walk(graph, shaped, results, strict)
+    shaped.executed = [r.layer for r in results]
+    return shaped, results
+
+
+def walk(graph: Graph, shaped: Shaped, results: list[LayerResult], strict: bool) -> None:
+    """Apply each of ``graph``'s layers in order, writing into ``shaped``; control flow's bodies are
+    walked where they run (``archcalc.analysis.control_flow``)."""
     tensors = shaped.tensors
-    results = []
+    outputs = set(shaped.graph.outputs)
     for layer in graph.layers:
         node = Node(layer, shaped)
         _check_inputs(node)
         unknown = next((n for n in layer.inputs if n and not tensors[n].known), None)
         if unknown is not None:
-            results.append(_unknown(layer, tensors, f"reads '{unknown}', whose shape is unknown", graph.outputs))
+            results += [control_flow.stored_only(node, body, declare) for body in layer.subgraphs.values()]
+            results.append(_unknown(layer, tensors, f"reads '{unknown}', whose shape is unknown", outputs))
             continue
         try:
+            if layer.subgraphs and not layer.domain:
+                control_flow.expand(node, results, strict, walk, declare)
+                continue
             out, has_rule = _apply(node)
         except (DataDependentShape, UnsupportedOpError) as exc:
             if strict:
                 raise
-            results.append(_unknown(layer, tensors, _reason(exc, graph.source), graph.outputs))
+            results.append(_unknown(layer, tensors, _reason(exc, shaped.source), outputs))
             continue
-        results.append(_record(node, out, has_rule, tensors, set(graph.outputs)))
-    return shaped, results
+        results.append(_record(node, out, has_rule, tensors, outputs))
+
+
+def declare(body: Graph, shaped: Shaped) -> None:
+    """A control-flow body's own stored tensors (initializers, constants) as Values."""
+    for t in body.tensors.values():
+        if t.role is not Role.INPUT and t.shape is not None and all(isinstance(d, int) for d in t.shape):
+            shaped.tensors[t.name] = Value(t.name, t.shape, t.dtype, t.role, t.value)  # type: ignore[arg-type]
 
 
 def _reason(exc: ArchcalcError, source: str) -> str:
@@ -222,7 +231,7 @@ def _reason(exc: ArchcalcError, source: str) -> str:
     return text[len(source) + 2:] if source and text.startswith(source + ": ") else text
 
 
-def _unknown(layer: Layer, tensors: dict[str, Value], reason: str, outputs: list[str]) -> LayerResult:
+def _unknown(layer: Layer, tensors: dict[str, Value], reason: str, outputs: set[str]) -> LayerResult:
     for name in layer.outputs:
         if name:
             role = Role.OUTPUT if name in outputs else Role.ACTIVATION
@@ -249,7 +258,7 @@ def _record(node: Node, out: Out, has_rule: bool, tensors: dict[str, Value], out
         if value is not None and tuple(value.shape) != tuple(shape):
             value = np.broadcast_to(value, shape) if value.size == 1 else None
         tensors[name] = Value(name, tuple(int(d) for d in shape), dtype, role, value if folded else None,
-                              bound=bound)
+                              bound=bound, seq=out.seqs.get(layer.outputs.index(name)))
     if weight is not None and layer.outputs[0]:  # a view of a weight is that weight, not an activation
         view = tensors[layer.outputs[0]]
         view.role, view.alias_of = weight.role, weight.alias_of or weight.name

@@ -121,7 +121,7 @@ def _constant_tensor(node: onnx.NodeProto) -> Tensor:
     return Tensor(name, tuple(array.shape), dtype, role, array)
 
 
-def _layers(graph: onnx.GraphProto, tensors: dict[str, Tensor]) -> list[Layer]:
+def _layers(graph: onnx.GraphProto, tensors: dict[str, Tensor], source: str, opset: int) -> list[Layer]:
     """The graph's nodes as layers; Constant nodes become constant tensors instead."""
     layers, seen = [], set()
     for i, node in enumerate(graph.node):
@@ -139,8 +139,26 @@ def _layers(graph: onnx.GraphProto, tensors: dict[str, Tensor]) -> list[Layer]:
             outputs=list(node.output),
             attrs={a.name: _attr_value(a) for a in node.attribute},
             domain="" if node.domain == "ai.onnx" else node.domain,
+            subgraphs={a.name: _subgraph(a.g, f"{source}: node '{name}' ({node.op_type}) {a.name}", opset)
+                       for a in node.attribute if a.type == onnx.AttributeProto.GRAPH},
         ))
     return layers
+
+
+def _subgraph(g: onnx.GraphProto, source: str, opset: int) -> Graph:
+    """A control-flow body as a graph: its inputs (a Loop's iteration number, condition and state)
+    take their shapes from the enclosing node when analysed; names it reads but does not define are
+    the enclosing graph's."""
+    tensors = {init.name: _initializer_tensor(init) for init in g.initializer}
+    for vi in g.input:
+        if vi.name not in tensors:
+            tt = vi.type.tensor_type
+            tensors[vi.name] = Tensor(vi.name, None, onnx_dtype(tt.elem_type) if vi.type.HasField("tensor_type")
+                                      else "unknown", Role.INPUT)
+    layers = _layers(g, tensors, source, opset)
+    inputs = [vi.name for vi in g.input if vi.name not in {i.name for i in g.initializer}]
+    return Graph(name=g.name, tensors=tensors, layers=layers, inputs=inputs, outputs=[o.name for o in g.output],
+                 opset=opset, source=source)
 
 
 def _execution_order(layers: list[Layer], known: set[str], source: str) -> list[Layer]:
@@ -174,13 +192,13 @@ def to_ir(model: onnx.ModelProto, source: str = "<model>") -> Graph:
     for vi in g.input:
         if vi.name not in tensors:
             tensors[vi.name] = _value_info_tensor(vi, Role.INPUT)
-    layers = _layers(g, tensors)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 21)
+    layers = _layers(g, tensors, source, opset)
     produced = {o for ly in layers for o in ly.outputs}
     missing = [n for ly in layers for n in ly.inputs if n and n not in tensors and n not in produced]
     if missing:
         raise InputError(f"{source}: tensor '{missing[0]}' is read but never defined: the graph is broken")
     layers = _execution_order(layers, set(tensors), source)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 21)
     return Graph(
         static_shapes=functools.partial(static_shapes, model),
         name=Path(source).stem if not source.startswith("<") else g.name or "model",

@@ -1,6 +1,17 @@
 """Per-op rules by family; importing this package registers them all in ``RULES``."""
 
-from archcalc.ops import conv, elementwise, linear, norm, pool, reduce, shape  # noqa: F401
+from archcalc.ops import (  # noqa: F401
+    conv,
+    data_dependent,
+    elementwise,
+    linear,
+    norm,
+    pool,
+    recurrent,
+    reduce,
+    sequence,
+    shape,
+)
 from archcalc.ops.registry import RULES, Node, Out, rule
 
 __all__ = ["RULES", "Node", "Out", "rule"]

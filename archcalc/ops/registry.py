@@ -57,6 +57,8 @@ class Out:
     # Inputs whose values the rule read to size the outputs (a Resize's scales, a Reshape's target):
     # shape arithmetic, never parameters. Filled in by Node as the rule reads them.
     shape_inputs: frozenset[int] = frozenset()
+    # Outputs that are sequences: their lengths by position (each element is that output's shape).
+    seqs: dict[int, int] = field(default_factory=dict)
 
 
 Rule = Callable[["Node"], Out]
@@ -74,6 +76,10 @@ FREE_OPS: dict[str, str] = {
     "Trilu": "copies its input with a triangle zeroed",
     "Scatter": "writes updates over a copy (the deprecated op has no reduction)",
     **dict.fromkeys(["Shape", "Size"], "reads the shape, not the data"),
+    "NonZero": "compares with zero and writes indices: no floating-point arithmetic",
+    "Compress": "copies the slices a condition selects",
+    **dict.fromkeys(["SequenceEmpty", "SequenceConstruct", "SequenceInsert", "SequenceAt", "SequenceErase",
+                     "SequenceLength", "SplitToSequence", "ConcatFromSequence"], "builds or reads a sequence"),
     **dict.fromkeys(["ConstantOfShape", "Range", "OneHot"], "creates a tensor from a few numbers"),
     **dict.fromkeys(["Not", "And", "Or", "Xor", "BitwiseNot", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitShift",
                      "IsNaN", "IsInf"], "logical or bitwise: no floating-point arithmetic"),
@@ -135,6 +141,10 @@ class Node:
 
     def numel(self, i: int) -> int:
         return math.prod(self.shape(i))
+
+    def seq(self, i: int) -> int | None:
+        """The length of input ``i`` when it is a sequence, else None."""
+        return self._given(i).seq
 
     def tracked(self, i: int) -> bool:
         """Whether autograd would track input ``i``: a value computed at run time or a trained

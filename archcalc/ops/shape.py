@@ -23,8 +23,11 @@ def _shaped(n: Node, shape: tuple[int, ...], fn=None, alias: bool = False, dtype
 
 @rule("Identity")
 def identity(n: Node) -> Out:
-    """A view of its input."""
-    return _shaped(n, n.shape(0), lambda x, *_: x, alias=True)
+    """A view of its input (a sequence stays one)."""
+    out = _shaped(n, n.shape(0), lambda x, *_: x, alias=True)
+    if n.seq(0) is not None:
+        out.seqs = {0: n.seq(0)}  # type: ignore[dict-item]
+    return out
 
 
 @rule("Dropout")
@@ -169,6 +172,8 @@ def split(n: Node) -> Out:
 def slice_(n: Node) -> Out:
     """Out: each axis clamped and stepped as Python slices do."""
     x = n.shape(0)
+    if n.opset >= 10 and any(n.has(i) and n.value(i) is None for i in (1, 2)):
+        return _slice_bound(n, x)
     starts = n.ints(1, "starts", "starts", 10)
     ends = n.ints(2, "ends", "ends", 10)
     if starts is None or ends is None:
@@ -183,6 +188,18 @@ def slice_(n: Node) -> Out:
         index[n.axis(a, len(x))] = slice(s, e, st)  # Python clamps exactly as ONNX specifies
     out = tuple(len(range(d)[sl]) for d, sl in zip(x, index))
     return _shaped(n, out, lambda v, *_: v[tuple(index)])
+
+
+def _slice_bound(n: Node, x: tuple[int, ...]) -> Out:
+    """Starts or ends computed from data: each sliced axis is at most its size over the step."""
+    axes = [n.axis(int(a), len(x)) for a in n.ints(3, "axes", "axes", 10) or range(len(x))]
+    steps = n.ints(4, "steps", "steps", 10) or [1] * len(axes)
+    if 0 in steps or len(steps) != len(axes):
+        raise n.error(f"axes {axes} and steps {steps} should be as long as each other, and no step 0")
+    out = list(x)
+    for a, st in zip(axes, steps):
+        out[a] = -(-x[a] // abs(st))
+    return Out([tuple(out)], bound=True)
 
 
 @rule("Gather")
@@ -295,7 +312,9 @@ def resize(n: Node) -> Out:
         for a, s in zip(axes, n.required_value(scales_at, "scales")):
             out[a] = int(math.floor(x[a] * float(s)))
     # Interpolation: a few multiply-adds per output element (linear: 2 per axis), counted as flops.
-    return Out([tuple(out)], flops=math.prod(out) * (2 * len(x) if n.attr("mode", "nearest") != "nearest" else 0))
+    # roi, scales and sizes say where to sample: shape arithmetic, never weights, read or not.
+    return Out([tuple(out)], flops=math.prod(out) * (2 * len(x) if n.attr("mode", "nearest") != "nearest" else 0),
+               shape_inputs=frozenset(range(1, n.n_inputs)))
 
 
 @rule("DepthToSpace", "SpaceToDepth")
