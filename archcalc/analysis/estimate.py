@@ -189,7 +189,8 @@ def _layer_costs(graph: Shaped, results: list[LayerResult], roles, float_dtype) 
             shape=first_shape, activations=sum(t.numel for t in outs),
             activation_bytes=sum(t.nbytes(float_dtype) for t in outs),
             weights=by_role["weight"], biases=by_role["bias"], buffers=by_role["buffer"],
-            macs=res.out.macs, flops=2 * res.out.macs + res.out.flops, has_rule=res.has_rule,
+            macs=res.out.macs * res.repeat, flops=(2 * res.out.macs + res.out.flops) * res.repeat,
+            has_rule=res.has_rule,
             status=res.status, reason=res.reason,
             receptive_field=fields.get(first_name, (1, 1))[0], effective_stride=fields.get(first_name, (1, 1))[1],
         ))

@@ -134,7 +134,9 @@ def _apply(node: Node) -> tuple[Out, bool]:
     from archcalc.ops import fallback as onnx_fallback
 
     layer = node.layer
-    rule = RULES.get(f"{layer.domain}.{layer.op_type}" if layer.domain else layer.op_type)
+    # onnxruntime registers SimplifiedLayerNormalization in the default domain (a contrib op there).
+    contrib = layer.domain or ("com.microsoft" if layer.op_type == "SimplifiedLayerNormalization" else "")
+    rule = RULES.get(f"{contrib}.{layer.op_type}" if contrib else layer.op_type)
     sequence = next((i for i in range(node.n_inputs) if node.has(i) and node.seq(i) is not None), None)
     if sequence is not None and node.layer.op_type not in SEQUENCE_OPS | {"Identity"}:
         raise node.error(f"reads the sequence '{node.layer.inputs[sequence]}', which archcalc sizes only for "

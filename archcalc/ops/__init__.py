@@ -1,12 +1,14 @@
 """Per-op rules by family; importing this package registers them all in ``RULES``."""
 
 from archcalc.ops import (  # noqa: F401
+    contrib,
     conv,
     data_dependent,
     elementwise,
     linear,
     norm,
     pool,
+    quantized,
     recurrent,
     reduce,
     sequence,
