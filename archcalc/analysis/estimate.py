@@ -14,7 +14,7 @@ from functools import cached_property
 import numpy as np
 
 from archcalc.analysis import runtimes
-from archcalc.analysis.infer import LayerResult, bind_inputs, infer
+from archcalc.analysis.infer import LayerResult, batch_like, bind_inputs, infer
 from archcalc.analysis.memory import RUNTIME_ROLES, InferenceMemory, inference_memory, input_bytes
 from archcalc.analysis.receptive import receptive_fields
 from archcalc.analysis.records import LayerCost, SharedWeight, Totals, estimate_dict, layers_frame
@@ -249,7 +249,12 @@ def analyse(graph: Graph, batch: int | None = None, dims: dict[str, int] | None 
 
 
 def _batch_label(graph: Graph, bound: dict[str, tuple[int, ...]], batch: int | None) -> int:
-    """The batch the estimate is for: the first input's leading dim as bound (--batch, --dim or
-    --input may each have set it), or ``batch`` where no input has a leading dim."""
-    first = bound.get(graph.inputs[0]) if graph.inputs else None
-    return first[0] if first else batch or 1
+    """The batch the estimate is for: the size bound (by --batch, --dim or --input) to the first
+    batch-like symbolic dim of the inputs; ``batch`` (or 1) where no input has one -- a fixed
+    [3, H, W] image is not a batch of 3."""
+    for name in graph.inputs:
+        shape = graph.tensors[name].shape or ()
+        for i, d in enumerate(shape):
+            if isinstance(d, str) and batch_like(d, i) and name in bound and i < len(bound[name]):
+                return bound[name][i]
+    return batch or 1

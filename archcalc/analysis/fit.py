@@ -8,10 +8,11 @@ loaded once and analysed at each batch tried.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from archcalc.analysis.estimate import Estimate, analyse
 from archcalc.analysis.gpus import GPU
+from archcalc.analysis.infer import batch_fixed
 from archcalc.errors import InputError
 from archcalc.ir import Graph
 from archcalc.units import MAX_SIZE
@@ -32,6 +33,7 @@ class Verdict:
     terms: dict[str, int]
     steady: int  # the total without load-time transients: the part that grows with the batch
     upper_bound: int | None = None
+    fixed: bool = False  # the file fixes the batch: this is the model as it is, not a searched batch
 
     @property
     def fits(self) -> bool:
@@ -82,6 +84,10 @@ class FitSpec:
             self._cache[batch] = analyse(self.graph, batch, self.dims, self.inputs, self.dtype)
         return self._cache[batch]
 
+    @property
+    def batch_fixed(self) -> bool:
+        return batch_fixed(self.graph, self.dims, self.inputs)
+
     def verdict(self, batch: int) -> Verdict:
         est = self.estimate(batch)
         if self.mode == "train":
@@ -92,7 +98,11 @@ class FitSpec:
 
 
 def largest_batch(spec: FitSpec) -> Verdict | None:
-    """The largest batch that fits (its verdict), or None when not even batch 1 fits."""
+    """The largest batch that fits (its verdict), or None when not even batch 1 fits. A model whose
+    file fixes the batch has no batch to search: its verdict as it is, marked ``fixed``."""
+    if spec.batch_fixed:
+        one = spec.verdict(1)
+        return replace(one, fixed=True) if one.fits else None
     one, two = spec.verdict(1), spec.verdict(2)
     if not one.fits:
         return None
@@ -128,6 +138,10 @@ class FitRow:
 
 def fit_table(graph: Graph, gpus: list[GPU], optimizer: str = "adam", dims=None, inputs=None) -> list[FitRow]:
     """For each GPU, the largest inference and training batch (PyTorch CUDA's constant)."""
+    if batch_fixed(graph, dims, inputs):
+        raise InputError(f"{graph.source}: the batch is fixed in the file (" + ", ".join(
+            f"{n} {list(graph.tensors[n].shape or ())}" for n in graph.inputs) + "): no largest batch to find; "
+            "re-export with a dynamic batch axis for one")
     rows = []
     for card in gpus:
         largest = {}

@@ -52,12 +52,27 @@ def _check_sizes(batch: int | None, dims: dict[str, int]) -> None:
             raise InputError(f"--dim {name}={value}: a dim is a whole number from 1 to 2^40")
 
 
+def batch_like(dim: str, position: int) -> bool:
+    """Whether ``--batch`` binds a symbolic dim: the first dim of an input, or one whose name says
+    batch wherever it stands (a recurrent state's [layers, batch, hidden])."""
+    return position == 0 or "batch" in dim.lower()
+
+
+def batch_fixed(graph: Graph, dims: dict[str, int] | None = None,
+                shapes: dict[str, str | tuple[int, ...]] | None = None) -> bool:
+    """Whether ``--batch`` has nothing to bind: no input left to it has a batch-like symbolic dim."""
+    dims, shapes = dims or {}, shapes or {}
+    return not any(isinstance(d, str) and d not in dims and batch_like(d, i)
+                   for name in graph.inputs if name not in shapes
+                   for i, d in enumerate(graph.tensors[name].shape or ()))
+
+
 def bind_inputs(graph: Graph, batch: int | None = None, dims: dict[str, int] | None = None,
                 shapes: dict[str, str | tuple[int, ...]] | None = None) -> dict[str, tuple[int, ...]]:
     """A concrete shape for every graph input (the graph is not changed).
 
-    ``shapes`` sets whole inputs; ``dims`` binds named symbolic dims; ``batch`` binds the first dim
-    of each input whose first dim is symbolic (1 when not given).
+    ``shapes`` sets whole inputs; ``dims`` binds named symbolic dims; ``batch`` binds each symbolic
+    first dim and each dim named like a batch (1 when not given).
     """
     dims, shapes = dict(dims or {}), dict(shapes or {})
     _check_sizes(batch, dims)
@@ -83,11 +98,12 @@ def bind_inputs(graph: Graph, batch: int | None = None, dims: dict[str, int] | N
             elif d in dims:
                 bound.append(dims[d])
                 used_dims.add(d)
-            elif i == 0:
+            elif batch_like(d, i):
                 bound.append(1 if batch is None else batch)
                 batch_used = True
             else:
-                fix = f"--input {name}=..." if "[" in d else f"--dim {d}=N"
+                template = "x".join(str(x) if isinstance(x, int) else "N" for x in t.shape)
+                fix = f"--input {name}={template} (each N a size)" if "[" in d else f"--dim {d}=N"
                 raise UnboundDimError(f"{graph.source}: input '{name}' dim {i} ('{d}') has no value: "
                                       f"pass {fix}")
         bound_shapes[name] = tuple(bound)

@@ -29,7 +29,7 @@ def receptive_fields(graph: Shaped, results: list[LayerResult]) -> dict[str, tup
     """Tensor name -> (receptive field, effective stride) in input pixels, for image-like graphs."""
     field = {name: (1, 1) for name in graph.inputs}
     for res in results:
-        if res.folded:
+        if res.folded or res.status == "unknown":  # nothing known of an unknown layer's window
             continue
         seen = [field[n] for n in res.layer.inputs if n in field]
         if not seen:

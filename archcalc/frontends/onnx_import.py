@@ -67,8 +67,10 @@ def _value_info_tensor(vi: onnx.ValueInfoProto, role: Role) -> Tensor:
     if tt.HasField("shape"):
         # A stored dim of -1 or 0 is how some exporters (paddle2onnx, tf2onnx) say "dynamic": it
         # is symbolic, bound like any other, never taken as a size.
+        # paddle2onnx names every dynamic dim "?": not one symbol shared by H and W, but none.
         shape = tuple(
-            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or f"{vi.name}[{i}]")
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else
+            (d.dim_param if d.dim_param and d.dim_param != "?" else f"{vi.name}[{i}]")
             for i, d in enumerate(tt.shape.dim)
         )
     return Tensor(vi.name, shape, onnx_dtype(tt.elem_type), role)

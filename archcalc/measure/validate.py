@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 
 from archcalc.analysis.estimate import Estimate, analyse
-from archcalc.errors import InputError
+from archcalc.errors import InputError, ValidationError
 from archcalc.measure.child import LEVELS, run_child
 from archcalc.measure.cuda import CudaPeak, cuda_peak, providers
 
@@ -138,7 +138,12 @@ def _session(model_bytes: bytes, level: str, profile: bool = False, arena: bool 
     opts.enable_cpu_mem_arena = arena
     opts.intra_op_num_threads = 1
     opts.log_severity_level = 3
-    return ort.InferenceSession(model_bytes, opts, providers=providers(cpu_only))
+    try:
+        return ort.InferenceSession(model_bytes, opts, providers=providers(cpu_only))
+    except Exception as exc:  # onnxruntime's own refusal: the model cannot be run, so nothing is measured
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = reason.split(" : ")[-1].rsplit(") ", 1)[-1]  # its message, without the C++ location
+        raise ValidationError(f"onnxruntime cannot run it ({reason[:300]}): nothing was measured") from None
 
 
 def check_shapes(model, est: Estimate, inputs: dict) -> tuple[int, list[Mismatch], str]:
@@ -263,7 +268,10 @@ def validate(source, batch=None, dims=None, inputs=None, levels=("disable", "all
     est = analyse(graph, batch, dims, inputs)
     feed = feeds(est)
     step("checking every tensor's shape")
-    checked, mismatches, provider = check_shapes(model, est, feed)
+    try:
+        checked, mismatches, provider = check_shapes(model, est, feed)
+    except ValidationError as exc:
+        raise ValidationError(f"{path}: {exc}") from None
     step("profiling each node")
     nodes, profiler_peak, profiler_later = profile_nodes(model, est, feed)
     changes = {}

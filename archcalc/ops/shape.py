@@ -40,7 +40,8 @@ def dropout(n: Node) -> Out:
     out.saves_mask = True  # training keeps a keep-mask per element: bool on CUDA, the input's dtype on CPU
     if n.n_outputs > 1:  # the mask output
         out.shapes.append(n.shape(0))
-        out.dtypes.append("bool")  # type: ignore[union-attr]
+        # Opset 10 made the mask bool (T1); before, it had the input's type.
+        out.dtypes.append("bool" if n.opset >= 10 else n.dtype(0))  # type: ignore[union-attr]
     return out
 
 

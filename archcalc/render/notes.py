@@ -31,8 +31,8 @@ def _weights_text(est: Estimate, row) -> str:
         return "0"
     layer = est.graph.layers[row.index]
     w = est.graph.tensors[layer.inputs[1]].shape
-    if row.op_type == "Conv":
-        return f"({w[2]}*{w[3]}*{w[1]})*{w[0]} = {row.weights:,}"
+    if row.op_type == "Conv":  # any number of spatial dims: Conv1d's (F*C)*K, Conv3d's (F*F*F*C)*K
+        return "(" + "*".join(str(d) for d in (*w[2:], w[1])) + f")*{w[0]} = {row.weights:,}"
     return f"{row.weights:,}"
 
 

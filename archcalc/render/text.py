@@ -226,6 +226,7 @@ def render_fit(spec, card, verdicts, best, fmt: str, searched: bool = False) -> 
             "schema": "archcalc.fit/1", "capacity": spec.capacity, "gpu": card.name if card else None,
             "mode": spec.mode, "optimizer": spec.optimizer if spec.mode == "train" else None,
             "dtype": spec.dtype, "runtime": spec.runtime, "largest_batch": best.batch if best else None,
+            "batch_fixed": bool(best and best.fixed),
             "verdicts": [v.to_dict() for v in verdicts],
         }, indent=1) + "\n"
     lines = [f"{spec.mode} on {budget}, runtime {spec.runtime}"
@@ -238,7 +239,10 @@ def render_fit(spec, card, verdicts, best, fmt: str, searched: bool = False) -> 
         bound = f"; all terms at once {units.nbytes(v.upper_bound)} (an upper bound)" if v.upper_bound else ""
         lines.append(f"batch {v.batch}: {word}: {judged}{units.nbytes(v.total)} of {units.nbytes(v.capacity)}, "
                      f"{room}; largest term: {v.largest_term} ({terms}){bound}")
-    if searched:
+    if searched and best is not None and best.fixed:
+        lines.append("largest batch that fits: none to search: the file fixes the batch, and the model fits "
+                     "as it is")
+    elif searched:
         lines.append(("largest batch that fits: at least " if best.at_bound else "largest batch that fits: ")
                      + f"{best.batch:,}" if best else "largest batch that fits: none (batch 1 does not fit)")
     return "\n".join(lines) + "\n"
