@@ -27,6 +27,8 @@ from archcalc.ops import Node, Out
 
 Walk = Callable[[Graph, Shaped, list[LayerResult], bool], None]
 Declare = Callable[[Graph, Shaped], None]
+# Where the products' rules put a bias (see archcalc.ops): for the bodies no rule runs on.
+BIAS_AT = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}
 # A Loop whose state changes shape every iteration is walked again to see how; at most this often.
 MAX_PROBES = 2
 
@@ -52,18 +54,24 @@ def expand(node: Node, results: list[LayerResult], strict: bool, walk: Walk, dec
 def stored_only(node: Node, body: Graph, declare: Declare) -> LayerResult:
     """A body that does not run: a record that reads its stored tensors, so their weights count."""
     stored: list[str] = []
+    biases: set[str] = set()
 
     def gather(graph: Graph) -> None:  # its layers' stored inputs, its own or the enclosing graphs'
         declare(graph, node.graph)
         for ly in graph.layers:
             stored.extend(n for n in ly.inputs if n in node.graph.tensors and n not in graph.inputs)
+            if ly.op_type in BIAS_AT and len(ly.inputs) > BIAS_AT[ly.op_type]:
+                biases.add(ly.inputs[BIAS_AT[ly.op_type]])
             for sub in ly.subgraphs.values():
                 gather(sub)
 
     gather(body)
     stored = [n for n in dict.fromkeys(stored) if node.graph.tensors[n].role in (Role.WEIGHT, Role.BUFFER)]
     layer = Layer(f"{node.layer.name}/{body.name or 'body'} (not run)", node.layer.op_type, stored, [])
-    return LayerResult(layer, Out([]), True, True, "not taken")
+    # No rule runs on a body that is not walked, so the one-element biases (a one-filter conv's) that
+    # rules would name are named here; larger stored tensors are weights by their dtype.
+    params = {j: "bias" for j, n in enumerate(stored) if n in biases}
+    return LayerResult(layer, Out([], params=params), True, True, "not taken")
 
 
 def _body(node: Node, name: str) -> Graph:

@@ -119,33 +119,39 @@ def _param_roles(graph: Shaped, results: list[LayerResult]) -> dict[int, dict[st
                 role = "weight"
             if not role:
                 continue
-            for stored in _stored_sources(graph, results, name):
-                mine[stored] = role
+            for stored, own in _stored_sources(graph, results, name, declared=j in res.out.params):
+                mine[stored] = own or role
         roles[i] = mine
     return roles
 
 
-def _stored_sources(graph: Shaped, results: list[LayerResult], name: str) -> list[str]:
-    """The stored tensors a layer input comes from: itself (or the weight it views), or -- for a
-    value folded at load time from stored weights (a Slice of a Constant, a Where choosing between
-    two) -- the stored weights it was computed from, which the runtime keeps."""
+def _stored_sources(graph: Shaped, results: list[LayerResult], name: str,
+                    declared: bool = False) -> list[tuple[str, str | None]]:
+    """The stored tensors a layer input comes from, each with the role the folding op gave it (None:
+    the reader's): itself (or the weight it views), or -- for a value folded at load time from stored
+    weights (a Slice of a Constant, a DequantizeLinear of int8 weights) -- the stored tensors it was
+    computed from, which the runtime keeps (a dequantized weight's scale stays a scale). ``declared``:
+    the reader's rule names this input a parameter, so even one element is one (a one-output bias)."""
     t = graph.tensors[name]
     if t.role in (Role.WEIGHT, Role.BUFFER):
-        return [t.alias_of or name]
-    if t.role is not Role.CONSTANT or t.dtype not in WEIGHT_DTYPES or t.numel <= 1:
+        return [(t.alias_of or name, None)]
+    if t.role is not Role.CONSTANT or t.dtype not in WEIGHT_DTYPES or (t.numel <= 1 and not declared):
         return []
-    found, todo, seen = [], [name], set()
+    found: list[tuple[str, str | None]] = []
+    todo, seen = [name], set()
     while todo:
         at = graph.producer(todo.pop())
         if at is None or at in seen or not results[at].folded:
             continue
         seen.add(at)
-        for src in results[at].layer.inputs:
+        folded = results[at]
+        for j, src in enumerate(folded.layer.inputs):
             s = graph.tensors.get(src) if src else None
-            if s is None or s.dtype not in WEIGHT_DTYPES or s.numel <= 1:
+            own = folded.out.params.get(j)
+            if s is None or (s.dtype not in WEIGHT_DTYPES and own is None) or (s.numel <= 1 and own is None):
                 continue
             if s.role in (Role.WEIGHT, Role.BUFFER):
-                found.append(s.alias_of or src)
+                found.append((s.alias_of or src, own if own in ("quant", "bias") else None))
             elif s.role is Role.CONSTANT:
                 todo.append(src)
     return found

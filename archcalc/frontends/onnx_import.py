@@ -119,7 +119,7 @@ def _constant_tensor(node: onnx.NodeProto) -> Tensor:
     tensor_attr = next((a for a in node.attribute if a.type == onnx.AttributeProto.TENSOR), None)
     dtype = onnx_dtype(tensor_attr.t.data_type) if tensor_attr is not None else \
         "string" if array.dtype.kind in "US" else str(array.dtype)
-    role = Role.WEIGHT if dtype in WEIGHT_DTYPES and array.size > 1 else Role.CONSTANT
+    role = Role.WEIGHT if dtype in WEIGHT_DTYPES and array.size else Role.CONSTANT
     return Tensor(name, tuple(array.shape), dtype, role, array)
 
 
