@@ -15,7 +15,14 @@ CONVENTIONS: dict[str, str] = {
     "params": "params counts each stored weight once: what memory holds. params_per_layer counts each "
               "layer's weights and biases: a weight read by k layers counts k times (tied weights, or "
               "identical constants an exporter merged). Buffers (BatchNorm running statistics) are "
-              "apart. Integer and scalar constants are not parameters.",
+              "apart. Stored tensors are weights wherever they are held (initializers, Constant nodes, "
+              "If/Loop bodies; floats and int8/int4 quantized values at their true bytes); scales and zero "
+              "points are quant_params, apart. Wider integers, scalars (but a rule's one-element bias) and "
+              "sampling positions (a Resize's scales) are not parameters.",
+    "exactness": "Totals are exact unless totals.status says otherwise: 'upper bound' where sizes depend "
+                 "on data (NonZero, NonMaxSuppression: taken at their largest, marked bound), 'lower "
+                 "bound' where layers are unknown (listed with why) or have no cost rule, 'partial' when "
+                 "both.",
     "peak": "activation peak = what onnxruntime holds: the larger of a first run's largest set of live "
             "activation buffers in its execution order and the memory-pattern block of later runs; a "
             "buffer lives from its layer to its last reader, views share it, an activation writes over "

@@ -89,11 +89,24 @@ class Totals:
 def layer_rows(layers: list[LayerCost]) -> list[dict]:
     """One row per executed layer, in execution order: the layout every format shares."""
     return [{
-        "layer": r.name, "op": r.op_type, "shape": shape_text(r.shape), "activations": r.activations,
+        "layer": r.name, "op": r.op_type, "shape": "?" if r.status == "unknown" else shape_text(r.shape),
+        "activations": r.activations,
         "activation_bytes": r.activation_bytes, "weights": r.weights, "biases": r.biases,
         "params": r.params, "macs": r.macs, "flops": r.flops, "rf": r.receptive_field,
         "stride": r.effective_stride, "note": _note(r),
     } for r in layers]
+
+
+def _tensor_entry(t) -> dict:
+    """A tensor in the JSON: its shape, dtype and role, and what the shape is when not exact."""
+    entry = {"shape": list(t.shape), "dtype": t.dtype, "role": t.role.value}
+    if t.bound:
+        entry["bound"] = True
+    if not t.known:
+        entry["known"] = False
+    if t.seq is not None:
+        entry["sequence"] = t.seq
+    return entry
 
 
 def _note(r: LayerCost) -> str:
@@ -130,6 +143,5 @@ def estimate_dict(graph: Shaped, layers: list[LayerCost], totals: Totals, im: In
         "inputs": {n: list(graph.tensors[n].shape) for n in graph.inputs},
         "outputs": {n: list(graph.tensors[n].shape) for n in graph.outputs},
         "layers": layer_rows(layers),
-        "tensors": {t.name: {"shape": list(t.shape), "dtype": t.dtype, "role": t.role.value}
-                    for t in graph.tensors.values()},
+        "tensors": {t.name: _tensor_entry(t) for t in graph.tensors.values()},
     }

@@ -171,7 +171,8 @@ class Node:
         vals = self.values()
         if fn is None or vals is None or math.prod(shape) > FOLD_LIMIT:
             return None
-        return [np.asarray(fn(*vals))]
+        with np.errstate(all="ignore"):  # a log of 0 is the model's arithmetic (T5's buckets), as the runtime's
+            return [np.asarray(fn(*vals))]
 
     def required_value(self, i: int, what: str) -> np.ndarray:
         """The value of input ``i``, which this op's output shape depends on."""
