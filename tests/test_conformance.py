@@ -21,12 +21,15 @@ from archcalc.frontends.onnx_import import import_onnx
 from archcalc.ops import RULES
 from archcalc.ops.registry import FREE_OPS
 
+CONTROL_FLOW = {"If", "Loop", "Scan"}  # walked by archcalc.analysis.control_flow, not a rule
 # Ops whose inputs are all needed as values to know the output's shape.
 ALL_INPUTS_KNOWN = {"ConstantOfShape", "Range"}
 CONSTANT_UPTO = 8  # inputs after the first this small are parameters (axes, pads, scales, k)
 SKIP = {
     "test_einsum_batch_diagonal": "ellipsis equations are refused with an error that says so",
     "test_range_bfloat16_type_positive_delta": "numpy has no bfloat16 to hold the bounds as a constant",
+    "test_scan_sum": "Scan of opset 8 (with a batch axis) is not walked: its outputs are shown as unknown",
+    "test_loop11": "the trip count is a graph input, known only when running: the outputs are shown as unknown",
 }
 
 
@@ -40,7 +43,8 @@ def _cases() -> list:
     out = []
     for case in cases:
         g = case.model.graph
-        if len(g.node) != 1 or g.node[0].domain not in ("", "ai.onnx") or g.node[0].op_type not in RULES:
+        op = g.node[0].op_type if len(g.node) == 1 else None
+        if op is None or g.node[0].domain not in ("", "ai.onnx") or (op not in RULES and op not in CONTROL_FLOW):
             continue
         if case.name in SKIP or not case.data_sets:
             continue
@@ -121,7 +125,9 @@ def test_only_the_declared_free_ops_cost_nothing():
         except Exception:
             continue  # reported by the shape test
         cost[case.model.graph.node[0].op_type].append(sum(r.macs + r.flops for r in est.layers_list))
-    quietly_free = sorted(op for op, costs in cost.items() if op not in FREE_OPS and not any(costs))
+    # A control-flow node costs what its body's ops cost (each checked by its own cases).
+    quietly_free = sorted(op for op, costs in cost.items()
+                          if op not in FREE_OPS and op not in CONTROL_FLOW and not any(costs))
     free_but_costed = sorted(op for op, costs in cost.items() if op in FREE_OPS and any(costs))
     assert quietly_free == [] and free_but_costed == []
 

@@ -32,6 +32,8 @@ from archcalc.units import MAX_SIZE
 
 
 def _parse_dims(name: str, given: str | tuple[int, ...]) -> tuple[int, ...]:
+    if given in ((), "scalar"):  # a scalar input (an If's condition, a Loop's trip count)
+        return ()
     try:
         dims = tuple(int(d) for d in given.lower().replace(",", "x").split("x")) if isinstance(given, str) \
             else tuple(int(d) for d in given)
@@ -39,7 +41,7 @@ def _parse_dims(name: str, given: str | tuple[int, ...]) -> tuple[int, ...]:
         dims = ()
     if not dims or any(not 0 <= d <= MAX_SIZE for d in dims):  # an empty tensor (a 0 dim) is a real one
         raise InputError(f"--input {name}={given if isinstance(given, str) else 'x'.join(map(str, given))}: "
-                         f"not a shape: write whole numbers from 0 to 2^40, as 1x3x224x224")
+                         f"not a shape: write whole numbers from 0 to 2^40, as 1x3x224x224 (or 'scalar')")
     return dims
 
 

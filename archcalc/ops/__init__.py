@@ -1,6 +1,7 @@
 """Per-op rules by family; importing this package registers them all in ``RULES``."""
 
 from archcalc.ops import (  # noqa: F401
+    attention,
     contrib,
     conv,
     data_dependent,

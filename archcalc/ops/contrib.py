@@ -14,16 +14,11 @@ from dataclasses import replace
 
 import numpy as np
 
+from archcalc.ops.attention import scores
 from archcalc.ops.quantized import as_op
 from archcalc.ops.registry import Node, Out, rule
 
 MS = "com.microsoft."
-
-
-def _scores(batch: int, heads: int, queries: int, keys: int, head: int, v_head: int) -> tuple[int, int]:
-    """(MACs, flops) of softmax(Q K^T) V for one attention: QK^T and AV, and the softmax."""
-    macs = batch * heads * queries * keys * (head + v_head)
-    return macs, 3 * batch * heads * queries * keys
 
 
 @rule(MS + "Attention", MS + "QAttention")
@@ -41,7 +36,7 @@ def attention(n: Node) -> Out:
     past = n.shape(past_at)[3] if n.has(past_at) else 0
     keys = past + seq
     head, v_head = sizes[0] // heads, sizes[2] // heads
-    macs, flops = _scores(batch, heads, seq, keys, head, v_head)
+    macs, flops = scores(batch, heads, seq, keys, head, v_head)
     shapes = [(batch, seq, sizes[2]), (2, batch, heads, keys, head)][: n.n_outputs]
     params = {1: "weight", 2: "bias"}
     if n.layer.op_type == "QAttention":
@@ -65,7 +60,7 @@ def multi_head_attention(n: Node) -> Out:
     keys = k[2] if len(k) == 4 else k[1]
     v_width = (n.shape(2)[-1] * (heads if len(n.shape(2)) == 4 else 1)) if n.has(2) else width
     past = n.shape(6)[2] if n.has(6) and len(k) == 3 else 0
-    macs, flops = _scores(batch, heads, seq, past + keys, head, v_width // heads)
+    macs, flops = scores(batch, heads, seq, past + keys, head, v_width // heads)
     present = (batch, heads, past + keys, head)
     shapes = [(batch, seq, v_width), present, (batch, heads, past + keys, v_width // heads)][: n.n_outputs]
     return Out(shapes, macs=macs, flops=flops + (batch * seq * 3 * width if n.has(3) else 0), params={3: "bias"},
@@ -84,16 +79,10 @@ def group_query_attention(n: Node) -> Out:
     past = n.shape(3)[2] if n.has(3) else 0
     total = int(np.asarray(total_given).reshape(-1)[0]) if total_given is not None else past + seq
     present_len = max(past, total)
-    macs, flops = _scores(batch, heads, seq, total, head, head)
+    macs, flops = scores(batch, heads, seq, total, head, head)
     present = (batch, kv_heads, present_len, head)
     shapes = [(batch, seq, heads * head), present, present][: n.n_outputs]
     return Out(shapes, macs=macs, flops=flops, saves_inputs=(0,), bound=total_given is None and n.has(6))
-
-
-@rule(MS + "RotaryEmbedding")
-def rotary_embedding(n: Node) -> Out:
-    """Out: the input's shape; 3 flops per element (two products and a sum)."""
-    return Out([n.shape(0)], flops=3 * n.numel(0))
 
 
 @rule(MS + "SkipLayerNormalization", MS + "SkipSimplifiedLayerNormalization")

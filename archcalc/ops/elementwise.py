@@ -55,7 +55,7 @@ UNARY: dict[str, Elementwise] = {
     "Celu": E(1, inplace=True), "ThresholdedRelu": E(1, inplace=True),
     "Sigmoid": E(1, saves="output", inplace=True), "HardSigmoid": E(1, inplace=True),
     "Tanh": E(1, saves="output", inplace=True), "Softplus": E(1, inplace=True), "Softsign": E(1, inplace=True),
-    "HardSwish": E(1), "Gelu": E(1), "Erf": E(1), "Mish": E(1),
+    "HardSwish": E(1), "Gelu": E(1), "Erf": E(1), "Mish": E(1), "Swish": E(1),
     "Exp": E(1, np.exp, saves="output"), "Log": E(1, np.log), "Sqrt": E(1, np.sqrt, saves="output"),
     "Reciprocal": E(1, np.reciprocal, saves="output"), "Neg": E(1, np.negative, saves="nothing"),
     "Abs": E(1, np.abs), "Sign": E(1, np.sign, saves="nothing"), "Floor": E(1, np.floor, saves="nothing"),

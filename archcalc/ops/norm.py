@@ -54,6 +54,14 @@ def layer_norm(n: Node) -> Out:
                saves_inputs=(0,), saves_extra_bytes=2 * 4 * math.prod(stat))
 
 
+@rule("LpNormalization", "MeanVarianceNormalization")
+def lp_norm(n: Node) -> Out:
+    """Out = input's shape; 3 flops per element (LpNormalization: the power, the sum, the divide) or 5
+    (MeanVarianceNormalization, as the other norms); saves its input."""
+    flops = 3 if n.layer.op_type == "LpNormalization" else 5
+    return Out([n.shape(0)], flops=flops * n.numel(0), saves_inputs=(0,))
+
+
 @rule("LRN")
 def lrn(n: Node) -> Out:
     """Out = input's shape; (size + 3) flops per element; saves its input and output."""

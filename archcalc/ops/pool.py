@@ -30,6 +30,19 @@ def pool(n: Node) -> Out:
                saves_extra_bytes=8 * math.prod(out) if is_max else 0)
 
 
+@rule("RoiAlign")
+def roi_align(n: Node) -> Out:
+    """Out (rois, C, output_height, output_width); each output pools sampling_ratio^2 bilinear samples
+    of 4 reads, 4 flops each. With sampling_ratio 0 the samples per axis are ceil(roi / output), a
+    size read from the boxes: costed at its bound, a roi the whole feature map (and marked bound)."""
+    x, rois = n.rank(0, 4), n.rank(1, 2)
+    h, w = int(n.attr("output_height", 1)), int(n.attr("output_width", 1))
+    ratio = int(n.attr("sampling_ratio", 0))
+    samples = ratio * ratio if ratio else math.ceil(x[2] / h) * math.ceil(x[3] / w)
+    out = (rois[0], x[1], h, w)
+    return Out([out], flops=math.prod(out) * samples * 4 * 4, saves_inputs=(0,), bound=not ratio)
+
+
 @rule("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
 def global_pool(n: Node) -> Out:
     """Out (N, C, 1, ...); 1 flop per input element; saves nothing (a mean's backward needs only the shape)."""

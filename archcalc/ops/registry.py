@@ -74,6 +74,8 @@ FREE_OPS: dict[str, str] = {
     **dict.fromkeys(["Transpose", "Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND", "Expand",
                      "Tile", "Pad", "DepthToSpace", "SpaceToDepth", "Dropout", "Cast", "CastLike"], _MOVES),
     "Trilu": "copies its input with a triangle zeroed",
+    "ReverseSequence": "copies its input with each row's first steps reversed",
+    "EyeLike": "creates a tensor from a few numbers",
     "Scatter": "writes updates over a copy (the deprecated op has no reduction)",
     **dict.fromkeys(["Shape", "Size"], "reads the shape, not the data"),
     "NonZero": "compares with zero and writes indices: no floating-point arithmetic",

@@ -333,6 +333,25 @@ def trilu(n: Node) -> Out:
     return _shaped(n, n.shape(0))
 
 
+@rule("CumProd")
+def cumprod(n: Node) -> Out:
+    """Out = input's shape; 1 flop per element (not folded: no shape arithmetic uses it)."""
+    return Out([n.shape(0)], flops=n.numel(0))
+
+
+@rule("ReverseSequence")
+def reverse_sequence(n: Node) -> Out:
+    """Out = input's shape: each batch row's first sequence_lens steps reversed."""
+    return _shaped(n, n.shape(0))
+
+
+@rule("EyeLike")
+def eye_like(n: Node) -> Out:
+    """Out = input's shape, of the ``dtype`` attribute's type (the input's without one)."""
+    given = n.attr("dtype", None)
+    return _shaped(n, n.shape(0), dtype=onnx_dtype(int(given)) if given is not None else n.dtype(0))
+
+
 @rule("CumSum")
 def cumsum(n: Node) -> Out:
     """Out = input's shape; 1 flop per element."""
