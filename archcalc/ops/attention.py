@@ -38,8 +38,9 @@ def attention(n: Node) -> Out:
     _, _, v_head = _heads(n, 2, "kv_num_heads")
     past = n.shape(4)[2] if n.has(4) else 0
     total = past + keys
-    y = (batch, q_heads, queries, v_head) if len(n.shape(0)) == 4 else (batch, queries, q_heads * v_head)
-    shapes = [y, (batch, kv_heads, total, head), (batch, kv_heads, total, v_head),
+    y: tuple[int, ...] = (batch, q_heads, queries, v_head) if len(n.shape(0)) == 4 else \
+        (batch, queries, q_heads * v_head)
+    shapes: list[tuple[int, ...]] = [y, (batch, kv_heads, total, head), (batch, kv_heads, total, v_head),
               (batch, q_heads, queries, total)][: n.n_outputs]
     macs, flops = scores(batch, q_heads, queries, total, head, v_head)
     return Out(shapes, macs=macs, flops=flops + (math.prod(shapes[-1]) if n.has(3) else 0),
