@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 # Bytes per element. bfloat16 and the 8-bit floats have no numpy dtype, so sizes are a table
 # rather than ``np.dtype(name).itemsize``.
 DTYPE_BYTES: dict[str, float] = {
@@ -28,6 +30,7 @@ PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": 
 MIXED = frozenset({"mixed", "mixed-bf16"})
 
 
+@functools.cache  # asked once per tensor: protobuf's enum lookups cost 10 us each
 def dtype_name(elem_type: int) -> str | None:
     """The IR's dtype name for an ONNX ``TensorProto.DataType`` value ("undefined" for 0), or None
     for a number that names no type."""

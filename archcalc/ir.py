@@ -92,6 +92,20 @@ class Layer:
     subgraphs: dict[str, Graph] = field(default_factory=dict)
 
 
+def layer_index(layers: list[Layer]) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """Each tensor's producer and consumers, as positions in ``layers``."""
+    producer: dict[str, int] = {}
+    consumers: dict[str, list[int]] = {}
+    for i, layer in enumerate(layers):
+        for name in layer.inputs:
+            if name:
+                consumers.setdefault(name, []).append(i)
+        for name in layer.outputs:
+            if name:
+                producer[name] = i
+    return producer, consumers
+
+
 @dataclass
 class Graph:
     """Layers in execution order over tensors; ``inputs`` and ``outputs`` name the graph's ends."""
@@ -112,16 +126,7 @@ class Graph:
 
     @cached_property
     def _index(self) -> tuple[dict[str, int], dict[str, list[int]]]:
-        producer: dict[str, int] = {}
-        consumers: dict[str, list[int]] = {}
-        for i, layer in enumerate(self.layers):
-            for name in layer.inputs:
-                if name:
-                    consumers.setdefault(name, []).append(i)
-            for name in layer.outputs:
-                if name:
-                    producer[name] = i
-        return producer, consumers
+        return layer_index(self.layers)
 
     @cached_property
     def planner_shapes(self) -> dict[str, tuple]:
@@ -189,18 +194,7 @@ class Shaped:
 
     @cached_property
     def _index(self) -> tuple[dict[str, int], dict[str, list[int]]]:
-        if self.executed is None:
-            return self.graph._index
-        producer: dict[str, int] = {}
-        consumers: dict[str, list[int]] = {}
-        for i, layer in enumerate(self.executed):
-            for name in layer.inputs:
-                if name:
-                    consumers.setdefault(name, []).append(i)
-            for name in layer.outputs:
-                if name:
-                    producer[name] = i
-        return producer, consumers
+        return self.graph._index if self.executed is None else layer_index(self.executed)
 
     def producer(self, tensor: str) -> int | None:
         return self._index[0].get(tensor)

@@ -12,6 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import archcalc
+from archcalc.measure.validate import every_output
 
 F, I64 = TensorProto.FLOAT, TensorProto.INT64
 RNG = np.random.default_rng(0)
@@ -30,14 +31,7 @@ def make(nodes, inputs, outputs, inits=(), opset=17, extra_opsets=()):
 
 def executed(model, feeds):
     """onnxruntime's shape of every main-graph node output (optimizations off)."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    known = {o.name for o in m.graph.output}
-    for node in m.graph.node:
-        for o in node.output:
-            if o and o not in known:
-                m.graph.output.append(onnx.ValueInfoProto(name=o))
-                known.add(o)
+    m = every_output(model)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])

@@ -125,18 +125,24 @@ def _check_sane(est) -> None:
     assert not bad
 
 
-@pytest.mark.parametrize("truth_path", TRUTHS, ids=lambda p: p.stem)
-def test_third_party_file(truth_path):
+def _analysed(truth_path: Path, folder: str, how: str):
+    """The case, its truth, its file and archcalc's estimate of it, its tensors checked."""
     case = truth_path.stem
-    path = CORPUS / "models" / f"{case}.onnx"
+    path = CORPUS / folder / f"{case}.onnx"
     if not path.exists():
-        pytest.skip(f"{path} absent: python tools/corpus.py fetch")
+        pytest.skip(f"{path} absent: {how}")
     truth = json.loads(truth_path.read_text())
     est = _estimate(truth, path)
     _check_tensors(est, truth["ort"], case)
+    _check_sane(est)
+    return case, truth, path, est
+
+
+@pytest.mark.parametrize("truth_path", TRUTHS, ids=lambda p: p.stem)
+def test_third_party_file(truth_path):
+    case, truth, path, est = _analysed(truth_path, "models", "python tools/corpus.py fetch")
     scalar_biases, quant = _from_file(path)
-    w = truth["weights"]
-    assert est.totals.params + est.totals.buffers == w["elements"] + scalar_biases
+    assert est.totals.params + est.totals.buffers == truth["weights"]["elements"] + scalar_biases
     assert est.totals.quant_params == quant
     rows = {r.output: r for r in est.layers_list}
     for name, r in truth["rnn"].items():
@@ -144,20 +150,12 @@ def test_third_party_file(truth_path):
         if r.get("macs") is not None and row is not None:  # a branch archcalc takes as the one that runs
             assert row.macs == r["macs"], name
     assert not est.totals.unsupported_ops or case in UNKNOWN or set(est.totals.unsupported_ops) <= {"LinearClassifier"}
-    _check_sane(est)
 
 
 @pytest.mark.parametrize("truth_path", DETECTION, ids=lambda p: p.stem)
 def test_torchvision_detection_export(truth_path):
-    case = truth_path.stem
-    path = CORPUS / "detection" / f"{case}.onnx"
-    if not path.exists():
-        pytest.skip(f"{path} absent: python tools/export_detection.py")
-    truth = json.loads(truth_path.read_text())
-    est = _estimate(truth, path)
-    _check_tensors(est, truth["ort"], case)
+    _, truth, path, est = _analysed(truth_path, "detection", "python tools/export_detection.py")
     scalar_biases, _ = _from_file(path)
     # The detection truths count every float tensor of more than one element, a Resize's scales too.
     assert est.totals.params + est.totals.buffers == truth["weights"] + scalar_biases - _shape_only(path)
     assert est.totals.status in ("upper bound", "partial")  # detections depend on the image
-    _check_sane(est)

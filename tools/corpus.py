@@ -583,28 +583,16 @@ def _describe_value(value):
     return {"shape": list(arr.shape), "dtype": str(arr.dtype)}
 
 
-def _with_every_output(model):
-    import onnx
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    have = {o.name for o in probe.graph.output}
-    for node in probe.graph.node:
-        for name in node.output:
-            if name and name not in have:
-                # An output without a type: the runtime takes the type it infers for it.
-                probe.graph.output.append(onnx.ValueInfoProto(name=name))
-                have.add(name)
-    return probe
-
-
 def run_all_outputs(model, feeds: dict, executor: list[str]) -> dict:
     """Every main-graph node output, as onnxruntime executed it.
 
     Where onnxruntime refuses the model (it has no kernel for batch-major recurrent nodes, layout=1),
     onnx's reference evaluator runs it instead, and `executor` says so.
     """
-    probe = _with_every_output(model)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from archcalc.measure.validate import every_output  # exposing outputs only: no estimate
+
+    probe = every_output(model)
     try:
         sess = _session(probe)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types

@@ -20,6 +20,7 @@ import argparse
 import collections
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +29,9 @@ import onnx
 import onnxruntime as ort
 import torch
 import torchvision
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # archcalc, run from a checkout
+from archcalc.measure.validate import every_output  # noqa: E402  (exposes outputs; estimates nothing)
 
 ROOT = Path(__file__).resolve().parent.parent
 TRUTH = ROOT / "tests" / "detection"
@@ -107,14 +111,7 @@ def subgraphs(graph):
 
 def run_ort(proto, feed):
     """Run with every main-graph node output appended as a graph output; optimizations off."""
-    m = onnx.ModelProto()
-    m.CopyFrom(proto)
-    have = {o.name for o in m.graph.output}
-    for n in m.graph.node:
-        for o in n.output:
-            if o and o not in have:
-                have.add(o)
-                m.graph.output.append(onnx.ValueInfoProto(name=o))
+    m = every_output(proto)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.intra_op_num_threads = 2

@@ -24,6 +24,9 @@ import onnx
 import onnxruntime as ort
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # archcalc, run from a checkout
+from archcalc.measure.validate import every_output  # noqa: E402  (exposes outputs; estimates nothing)
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "fixtures" / "models"
 ZOO = ROOT / "zoo" / "torchvision"  # the eval-mode torchvision exports double as zoo models
@@ -133,13 +136,7 @@ def _feed(kind, shape, batch, dtype):
 
 def ort_shapes(path: Path, feeds, batch):
     """Every tensor's executed shape and dtype, by exposing all of them as graph outputs."""
-    model = onnx.load(str(path))
-    known = {o.name for o in model.graph.output}
-    for node in model.graph.node:
-        for o in node.output:
-            if o and o not in known:
-                model.graph.output.append(onnx.ValueInfoProto(name=o))
-                known.add(o)
+    model = every_output(onnx.load(str(path)))
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])

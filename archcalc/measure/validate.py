@@ -146,20 +146,26 @@ def _session(model_bytes: bytes, level: str, profile: bool = False, arena: bool 
         raise ValidationError(f"onnxruntime cannot run it ({reason[:300]}): nothing was measured") from None
 
 
-def check_shapes(model, est: Estimate, inputs: dict) -> tuple[int, list[Mismatch], str]:
-    """Run with every node output exposed; compare each executed shape and dtype with the estimate."""
+def every_output(model):
+    """A copy of ``model`` whose graph returns every main-graph node output as well (untyped: the
+    runtime takes the type it infers), so one run shows each tensor's executed shape."""
     import onnx
 
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)
     known = {o.name for o in exposed.graph.output}
-    producer = {}
     for node in exposed.graph.node:
         for o in node.output:
-            producer[o] = node.name
             if o and o not in known:
                 exposed.graph.output.append(onnx.ValueInfoProto(name=o))
                 known.add(o)
+    return exposed
+
+
+def check_shapes(model, est: Estimate, inputs: dict) -> tuple[int, list[Mismatch], str]:
+    """Run with every node output exposed; compare each executed shape and dtype with the estimate."""
+    exposed = every_output(model)
+    producer = {o: node.name for node in model.graph.node for o in node.output}
     sess = _session(exposed.SerializeToString(), "disable")
     names = [o.name for o in sess.get_outputs()]
     mismatches = []
