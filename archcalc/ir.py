@@ -167,6 +167,7 @@ class Shaped:
     graph: Graph
     tensors: dict[str, Value]
     executed: list[Layer] | None = None
+    symbols: dict[str, int] = field(default_factory=dict)  # given sizes of run-time counts (--dim)
 
     @property
     def name(self) -> str:

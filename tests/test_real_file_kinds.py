@@ -43,7 +43,7 @@ def check_against_onnxruntime(model, feeds, tmp_path, **kw):
     """Every executed tensor: equal to archcalc's shape and dtype, or within its bound."""
     path = tmp_path / "m.onnx"
     onnx.save(model, str(path))
-    est = archcalc.estimate(path, inputs={k: "x".join(map(str, v.shape)) for k, v in feeds.items() if v.shape},
+    est = archcalc.estimate(path, inputs={k: "x".join(map(str, v.shape)) or "scalar" for k, v in feeds.items()},
                             **kw)
     for name, value in executed(model, feeds).items():
         t = est.graph.tensors[name]
@@ -141,6 +141,23 @@ def test_loop_costs_its_body_per_iteration_and_stacks_scan_outputs(tmp_path):
     est = check_against_onnxruntime(model, {"h0": np.ones((2, 4), np.float32)}, tmp_path)
     assert est.graph.tensors["scans"].shape == (5, 2, 4)
     assert est.totals.macs == 5 * 2 * 4 * 4 and est.totals.params == 16
+
+
+def test_a_loop_whose_trip_count_is_an_input_is_unknown_until_given_with_dim(tmp_path):
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Relu", ["h_in"], ["h_out"]),
+         helper.make_node("Identity", ["h_out"], ["scan"])],
+        "body", [vi("i", [], I64), vi("cond_in", [], TensorProto.BOOL), vi("h_in", None)],
+        [onnx.ValueInfoProto(name=n) for n in ("cond_out", "h_out", "scan")])
+    model = make([helper.make_node("Loop", ["M", "", "h0"], ["h", "scans"], body=body, name="steps")],
+                 [vi("M", [], I64), vi("h0", [2, 3])], ["h", "scans"])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    est = archcalc.estimate(path)
+    assert "--dim steps.trips=N" in est.totals.unknown["steps"]
+    feeds = {"M": np.array(4, np.int64), "h0": np.ones((2, 3), np.float32)}
+    est = check_against_onnxruntime(model, feeds, tmp_path, dims={"steps.trips": 4})
+    assert est.graph.tensors["scans"].shape == (4, 2, 3) and est.totals.flops == 4 * 6
 
 
 def test_loop_appending_to_a_sequence_is_extrapolated(tmp_path):

@@ -173,14 +173,28 @@ def _enter(node: Node, results: list[LayerResult], body: Graph, values: list[Val
                                True, False, "bound" if any(v.bound for v in values) else "exact"))
 
 
+def trip_symbols(graph: Graph) -> set[str]:
+    """The names ``--dim`` may give a Loop's trip count by: ``LOOP.trips``, for every Loop, nested too."""
+    names = set()
+    for layer in graph.layers:
+        if layer.op_type == "Loop" and not layer.domain:
+            names.add(f"{layer.name}.trips")
+        for body in layer.subgraphs.values():
+            names |= trip_symbols(body)
+    return names
+
+
 def _trips(node: Node) -> tuple[int, bool]:
-    """A Loop's trip count and whether it is an upper bound (a condition may end it early)."""
+    """A Loop's trip count and whether it is an upper bound (a condition may end it early): the
+    constant M, or the value given with ``--dim LOOP.trips=N``."""
     layer = node.layer
     m = node.value(0) if node.has(0) else None
-    if m is None:
-        raise node.error("its trip count is not a constant (no M, or M computed from data), so how often "
-                         "its body runs cannot be known before running", DataDependentShape)
-    trips = max(int(np.asarray(m).reshape(-1)[0]), 0)
+    symbol = f"{layer.name}.trips"
+    if m is None and symbol not in node.graph.symbols:
+        raise node.error(f"its trip count is not a constant (no M, or M computed from data), so how often "
+                         f"its body runs cannot be known before running: give it with --dim {symbol}=N",
+                         DataDependentShape)
+    trips = max(int(np.asarray(m).reshape(-1)[0]), 0) if m is not None else node.graph.symbols[symbol]
     cond = node.value(1) if node.has(1) else np.array(True)
     body = _body(node, "body")
     ends_early = cond is None or not bool(np.asarray(cond).reshape(-1)[0]) or _condition_varies(node, body)
@@ -237,6 +251,9 @@ def _extrapolate(node, body, start: list[Value], after: list[Value], trips: int,
     _, again = _iterate(node, body, [*counters, *after], strict, walk, declare)
     out = []
     for a, b, c in zip(start, after, again):
+        if b.known and _state([b]) == _state([c]):  # settled after the first iteration: its shape from then on
+            out.append(Value(a.name, b.shape, b.dtype, Role.ACTIVATION, bound=b.bound or c.bound, seq=b.seq))
+            continue
         step = _step(b, c)
         first = _step(a, b)
         empty = a.seq == 0 and not a.shape  # an empty sequence takes its elements' shape on the first insert

@@ -246,7 +246,7 @@ def analyse(graph: Graph, batch: int | None = None, dims: dict[str, int] | None 
         raise InputError(f"--dtype {dtype}: choose one of {', '.join(PRECISIONS)}")
     float_dtype = PRECISIONS.get(dtype) if dtype else None
     bound = bind_inputs(graph, batch, dims, inputs)
-    shaped, results = infer(graph, bound, strict)
+    shaped, results = infer(graph, bound, strict, dims)
     roles = _param_roles(shaped, results)
     used = _settle_roles(shaped, roles)
     rows = _layer_costs(shaped, results, roles, float_dtype)

@@ -109,7 +109,7 @@ def bind_inputs(graph: Graph, batch: int | None = None, dims: dict[str, int] | N
                 raise UnboundDimError(f"{graph.source}: input '{name}' dim {i} ('{d}') has no value: "
                                       f"pass {fix}")
         bound_shapes[name] = tuple(bound)
-    unused = set(dims) - used_dims
+    unused = set(dims) - used_dims - control_flow.trip_symbols(graph)
     if unused:
         raise InputError(f"{graph.source}: --dim {sorted(unused)[0]}: no input has a dim of that name")
     if batch is not None and batch != 1 and not batch_used and set(graph.inputs) <= set(shapes):
@@ -199,13 +199,14 @@ def _declared_values(graph: Graph, inputs: dict[str, tuple[int, ...]]) -> dict[s
     return values
 
 
-def infer(graph: Graph, inputs: dict[str, tuple[int, ...]],
-          strict: bool = False) -> tuple[Shaped, list[LayerResult]]:
+def infer(graph: Graph, inputs: dict[str, tuple[int, ...]], strict: bool = False,
+          symbols: dict[str, int] | None = None) -> tuple[Shaped, list[LayerResult]]:
     """Shape every tensor of ``graph`` under the bound ``inputs`` (see ``bind_inputs``): the shaped
     record, and each layer's result. A node that cannot be sized before running (an op with no rule
     and no onnx inference, a shape computed from data) makes its outputs unknown, and everything
-    that reads them; ``strict`` makes it an error instead."""
-    shaped = Shaped(graph, _declared_values(graph, inputs))
+    that reads them; ``strict`` makes it an error instead. ``symbols``: values given for what the
+    graph computes at run time (a Loop's trip count, ``LOOP.trips``)."""
+    shaped = Shaped(graph, _declared_values(graph, inputs), symbols=dict(symbols or {}))
     results: list[LayerResult] = []
     walk(graph, shaped, results, strict)
     shaped.executed = [r.layer for r in results]
