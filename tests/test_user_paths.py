@@ -89,3 +89,13 @@ def test_validate_exits_2_with_the_reason_when_onnxruntime_cannot_run_the_file(t
     code, out = cli("validate", path, "--quiet")
     assert code == 2 and out.startswith("error: ") and "future.onnx" in out and "onnxruntime cannot run it" in out
     assert out.count("\n") == 1
+
+
+def test_fit_says_when_its_total_rests_on_a_bound(tmp_path):
+    """NonZero's count depends on the data: the memory judged is an upper bound, and fit says so."""
+    nodes = [helper.make_node("NonZero", ["x"], ["idx"]), helper.make_node("Cast", ["idx"], ["y"], to=F)]
+    path = save(tmp_path, nodes, [helper.make_tensor_value_info("x", F, ["batch", 64])], ["y"])
+    code, out = cli("fit", path, "--gpu", "T4", "--batch", "2")
+    assert code == 0 and "upper bounds" in out
+    code, out = cli("fit", path, "--gpu", "T4", "--batch", "2", "--format", "json")
+    assert json.loads(out)["verdicts"][0]["status"] == "upper bound"

@@ -34,6 +34,7 @@ class Verdict:
     steady: int  # the total without load-time transients: the part that grows with the batch
     upper_bound: int | None = None
     fixed: bool = False  # the file fixes the batch: this is the model as it is, not a searched batch
+    status: str = "exact"  # what the estimate's sizes are (Totals.status): a bound makes the total one
 
     @property
     def fits(self) -> bool:
@@ -56,7 +57,8 @@ class Verdict:
     def to_dict(self) -> dict:
         """The verdict as plain data (the JSON contract's ``verdicts`` rows)."""
         return {"batch": self.batch, "fits": self.fits, "total": self.total, "headroom": self.headroom,
-                "largest_term": self.largest_term, "terms": self.terms, "upper_bound": self.upper_bound}
+                "largest_term": self.largest_term, "terms": self.terms, "upper_bound": self.upper_bound,
+                "status": self.status}
 
 
 @dataclass(frozen=True)
@@ -92,9 +94,10 @@ class FitSpec:
         est = self.estimate(batch)
         if self.mode == "train":
             tm = est.training_memory(self.optimizer, runtime=self.runtime, overhead=self.overhead)
-            return Verdict(batch, tm.total, self.capacity, tm.terms(), tm.total, tm.terms_sum)
+            return Verdict(batch, tm.total, self.capacity, tm.terms(), tm.total, tm.terms_sum,
+                           status=est.totals.status)
         im = est.inference_memory(self.runtime, self.overhead)
-        return Verdict(batch, im.total, self.capacity, im.terms(), im.steady)
+        return Verdict(batch, im.total, self.capacity, im.terms(), im.steady, status=est.totals.status)
 
 
 def largest_batch(spec: FitSpec) -> Verdict | None:

@@ -239,6 +239,9 @@ def render_fit(spec, card, verdicts, best, fmt: str, searched: bool = False) -> 
         bound = f"; all terms at once {units.nbytes(v.upper_bound)} (an upper bound)" if v.upper_bound else ""
         lines.append(f"batch {v.batch}: {word}: {judged}{units.nbytes(v.total)} of {units.nbytes(v.capacity)}, "
                      f"{room}; largest term: {v.largest_term} ({terms}){bound}")
+        if v.status != "exact":
+            lines.append(f"  the sizes behind this total are {STATUS_TEXT[v.status].split(':')[0]} "
+                         "(see `archcalc estimate`): so is the verdict")
     if searched and best is not None and best.fixed:
         lines.append("largest batch that fits: none to search: the file fixes the batch, and the model fits "
                      "as it is")
