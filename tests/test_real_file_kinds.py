@@ -327,3 +327,32 @@ def test_fused_transformer_ops_against_onnxruntime(tmp_path):
     assert rows["FusedMatMul"].macs == b * s * d * d
     assert est.totals.params == 3 * d * d + 3 * d + d + d + d + d * d
     assert est.totals.unsupported_ops == {}
+
+
+# --- scikit-learn pipelines (ai.onnx.ml) ----------------------------------------------------------
+
+def test_scikit_learn_style_pipeline_against_onnxruntime(tmp_path):
+    ml = "ai.onnx.ml"
+    nodes = [
+        helper.make_node("Scaler", ["x"], ["s"], domain=ml, offset=[0.0] * 4, scale=[1.0] * 4),
+        helper.make_node("LinearClassifier", ["s"], ["label", "scores"], domain=ml, classlabels_ints=[0, 1, 2],
+                         coefficients=list(RNG.standard_normal(12)), intercepts=[0.0, 0.0, 0.0]),
+        helper.make_node("Normalizer", ["scores"], ["p"], domain=ml, norm="L1"),
+        helper.make_node("ZipMap", ["p"], ["maps"], domain=ml, classlabels_int64s=[0, 1, 2]),
+        # A depth-2 tree: root -> (leaf, node 2 -> (leaf, leaf)).
+        helper.make_node("TreeEnsembleClassifier", ["x"], ["tl", "tp"], domain=ml, classlabels_int64s=[0, 1],
+                         nodes_treeids=[0] * 5, nodes_nodeids=[0, 1, 2, 3, 4], nodes_featureids=[0, 0, 1, 0, 0],
+                         nodes_modes=["BRANCH_LEQ", "LEAF", "BRANCH_LEQ", "LEAF", "LEAF"],
+                         nodes_values=[0.5, 0, 0.5, 0, 0], nodes_truenodeids=[1, 0, 3, 0, 0],
+                         nodes_falsenodeids=[2, 0, 4, 0, 0], class_treeids=[0, 0, 0], class_nodeids=[1, 3, 4],
+                         class_ids=[0, 1, 1], class_weights=[1.0, 1.0, 1.0]),
+    ]
+    g = helper.make_graph(nodes, "g", [vi("x", [5, 4])], [onnx.ValueInfoProto(name=o)
+                                                         for o in ("label", "maps", "tl", "tp")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ml, 3)],
+                              ir_version=9)
+    est = check_against_onnxruntime(model, {"x": RNG.random((5, 4)).astype(np.float32)}, tmp_path)
+    rows = {r.op_type: r for r in est.layers_list}
+    assert rows["LinearClassifier"].macs == 5 * 4 * 3
+    assert rows["TreeEnsembleClassifier"].flops == 5 * (2 + 1 * 2)  # depth 2, one tree, 2 classes
+    assert est.graph.tensors["maps"].seq == 5 and est.totals.status == "exact"

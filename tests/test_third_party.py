@@ -29,8 +29,6 @@ DETECTION = sorted((ROOT / "tests" / "detection").glob("*.json"))
 # Run-time counts given as a user would, with --dim (the Loop's trip count is a graph input: 5 fed).
 SYMBOLS = {"onnxtest_loop11": {"Loop_0.trips": 5}}
 UNKNOWN = {
-    "ort_logreg_iris": "ai.onnx.ml Normalizer and ZipMap: no rule, and onnx's inference gives no shape",
-    "skl2onnx_treecl": "ai.onnx.ml TreeEnsembleClassifier: no rule, and onnx's inference gives no shape",
     "maskrcnn_resnet50_fpn": "the mask-pasting Loop resizes each mask to its box, a size read from the data",
     "keypointrcnn_resnet50_fpn": "the keypoint Loop resizes each heatmap to its box, a size read from the data",
 }
@@ -150,7 +148,7 @@ def test_third_party_file(truth_path):
         row = rows.get(r.get("output"))
         if r.get("macs") is not None and row is not None:  # a branch archcalc takes as the one that runs
             assert row.macs == r["macs"], name
-    assert not est.totals.unsupported_ops or case in UNKNOWN or set(est.totals.unsupported_ops) <= {"LinearClassifier"}
+    assert not est.totals.unsupported_ops or case in UNKNOWN
 
 
 @pytest.mark.parametrize("truth_path", DETECTION, ids=lambda p: p.stem)

@@ -7,6 +7,7 @@ from archcalc.ops import (  # noqa: F401
     data_dependent,
     elementwise,
     linear,
+    ml,
     norm,
     pool,
     quantized,

@@ -75,6 +75,7 @@ FREE_OPS: dict[str, str] = {
                      "Tile", "Pad", "DepthToSpace", "SpaceToDepth", "Dropout", "Cast", "CastLike"], _MOVES),
     "Trilu": "copies its input with a triangle zeroed",
     "ReverseSequence": "copies its input with each row's first steps reversed",
+    "ai.onnx.ml.ZipMap": "pairs each score with its class label", "ai.onnx.ml.ArrayFeatureExtractor": _MOVES,
     "EyeLike": "creates a tensor from a few numbers",
     "Scatter": "writes updates over a copy (the deprecated op has no reduction)",
     **dict.fromkeys(["Shape", "Size"], "reads the shape, not the data"),
