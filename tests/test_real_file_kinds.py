@@ -258,7 +258,8 @@ def _split(model) -> tuple[int, int]:
     for t in model.graph.initializer:
         size = int(np.prod(t.dims))
         if t.name.endswith(("_scale", "_zero_point")):
-            quant += size if read_by.get(t.name) in QUANTIZED_OPS else 0
+            reader = read_by.get(t.name, "")
+            quant += size if reader in QUANTIZED_OPS or reader.startswith("QLinear") else 0
         elif t.data_type != TensorProto.INT64:  # int64: shape constants
             values += size
     return values, quant
@@ -356,3 +357,33 @@ def test_scikit_learn_style_pipeline_against_onnxruntime(tmp_path):
     assert rows["LinearClassifier"].macs == 5 * 4 * 3
     assert rows["TreeEnsembleClassifier"].flops == 5 * (2 + 1 * 2)  # depth 2, one tree, 2 classes
     assert est.graph.tensors["maps"].seq == 5 and est.totals.status == "exact"
+
+
+def test_qoperator_quantization_against_onnxruntime(tmp_path):
+    """onnxruntime's QOperator format: QLinearConv, QLinearAdd, QLinearSigmoid, QLinearConcat,
+    QLinearGlobalAveragePool, QLinearMatMul between QuantizeLinear and DequantizeLinear."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    class Data(CalibrationDataReader):
+        def __init__(self):
+            self.left = [{"x": RNG.random((1, 3, 8, 8)).astype(np.float32)} for _ in range(2)]
+
+        def get_next(self):
+            return self.left.pop() if self.left else None
+
+    w = numpy_helper.from_array(RNG.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    m = numpy_helper.from_array(RNG.standard_normal((8, 5)).astype(np.float32), "m")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Add", ["c", "c"], ["a"]),
+             helper.make_node("Sigmoid", ["a"], ["s"]), helper.make_node("Concat", ["s", "c"], ["cat"], axis=1),
+             helper.make_node("GlobalAveragePool", ["cat"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("MatMul", ["f", "m"], ["y"])]
+    src = tmp_path / "float.onnx"
+    onnx.save(make(nodes, [vi("x", [1, 3, 8, 8])], ["y"], [w, m], opset=13), str(src))
+    dst = tmp_path / "qop.onnx"
+    quantize_static(str(src), str(dst), Data(), quant_format=QuantFormat.QOperator,
+                    op_types_to_quantize=["Conv", "Add", "Sigmoid", "Concat", "GlobalAveragePool", "MatMul"])
+    model = onnx.load(str(dst))
+    est = check_against_onnxruntime(model, {"x": np.ones((1, 3, 8, 8), np.float32)}, tmp_path)
+    assert est.totals.unsupported_ops == {} and est.totals.status == "exact"
+    values, quant = _split(model)
+    assert est.totals.params == values and est.totals.quant_params == quant

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from archcalc.errors import DataDependentShape
 from archcalc.ir import Layer
 from archcalc.ops.registry import RULES, Node, Out, rule
 
@@ -123,3 +124,37 @@ def matmul_nbits(n: Node) -> Out:
     params = {1: "weight", **_quant(2, 3), **({5: "bias"} if n.has(5) else {})}
     return Out([(*a[:-1], cols)], macs=rows * k * cols, flops=rows * cols if n.has(5) else 0, params=params,
                saves_inputs=(0,))
+
+
+# onnxruntime's QOperator format (quantize_static(..., quant_format=QOperator)): element-wise and
+# pooling ops on quantized tensors, each sized as its float op; every scale and zero point is "quant".
+
+@rule("com.microsoft.QLinearAdd", "com.microsoft.QLinearMul")
+def qlinear_binary(n: Node) -> Out:
+    """A (0) and B (3) broadcast, of C's zero point's type (7)."""
+    out = as_op(n, n.layer.op_type.removeprefix("QLinear"), [0, 3])
+    return replace(out, dtypes=[_quantized_dtype(n, 7)], params=_quant(1, 2, 4, 5, 6, 7))
+
+
+@rule("com.microsoft.QLinearSigmoid", "com.microsoft.QLinearLeakyRelu", "com.microsoft.QLinearSoftmax")
+def qlinear_unary(n: Node) -> Out:
+    """X (0), of Y's zero point's type (4)."""
+    out = as_op(n, n.layer.op_type.removeprefix("QLinear"), [0])
+    return replace(out, dtypes=[_quantized_dtype(n, 4)], params=_quant(1, 2, 3, 4), inplace=False)
+
+
+@rule("com.microsoft.QLinearGlobalAveragePool", "com.microsoft.QLinearAveragePool")
+def qlinear_pool(n: Node) -> Out:
+    """X (0) pooled (NCHW; channels_last: NHWC, pooled over the middle axes), of Y's zero point's type (4)."""
+    if n.attr("channels_last", 0):
+        raise n.error("pools a channels-last tensor, a layout archcalc does not size yet", DataDependentShape)
+    out = as_op(n, n.layer.op_type.removeprefix("QLinear"), [0])
+    return replace(out, dtypes=[_quantized_dtype(n, 4)], params=_quant(1, 2, 3, 4))
+
+
+@rule("com.microsoft.QLinearConcat")
+def qlinear_concat(n: Node) -> Out:
+    """Y's scale and zero point, then (X, scale, zero point) per input: the Xs joined along ``axis``."""
+    out = as_op(n, "Concat", list(range(2, n.n_inputs, 3)))
+    quant = [i for i in range(n.n_inputs) if i < 2 or (i - 2) % 3]
+    return replace(out, dtypes=[_quantized_dtype(n, 1)], params=_quant(*quant))
