@@ -124,13 +124,13 @@ def _if(node: Node, results, strict, walk, declare) -> None:
     for r in walked[lighter]:
         r.folded, r.status = True, "not taken"
     results += walked[lighter] + walked[heavier]
-    outs = [_union(node, node.graph.tensors[a], node.graph.tensors[b])
+    outs = [_union(node.graph.tensors[a], node.graph.tensors[b])
             for a, b in zip(branches[heavier].outputs, branches[lighter].outputs)]
     differ = _cost(walked[heavier]) != _cost(walked[lighter]) or any(v.bound for v in outs)
     _exit(node, results, outs, bound=differ)
 
 
-def _union(node: Node, a: Value, b: Value) -> Value:
+def _union(a: Value, b: Value) -> Value:
     """What an output is when either branch may run: the shape both give, else the largest."""
     if not (a.known and b.known) or len(a.shape) != len(b.shape) or (a.seq is None) != (b.seq is None):
         return Value(a.name, (), "unknown", Role.ACTIVATION, known=False)

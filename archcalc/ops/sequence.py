@@ -24,7 +24,7 @@ def _union(n: Node, a: tuple[int, ...], b: tuple[int, ...]) -> tuple[tuple[int, 
     return shape, shape != a or shape != b
 
 
-def _sequence(n: Node, element: tuple[int, ...], length: int, dtype: str, bound: bool = False) -> Out:
+def _sequence(element: tuple[int, ...], length: int, dtype: str, bound: bool = False) -> Out:
     return Out([element], dtypes=[dtype], seqs={0: length}, bound=bound)
 
 
@@ -33,7 +33,7 @@ def sequence_empty(n: Node) -> Out:
     """An empty sequence of the ``dtype`` attribute's type (the spec's text: float by default; its
     schema states no default)."""
     dtype = n.attr("dtype", None)
-    return _sequence(n, (), 0, onnx_dtype(1 if dtype is None else int(dtype)))
+    return _sequence((), 0, onnx_dtype(1 if dtype is None else int(dtype)))
 
 
 @rule("SequenceConstruct")
@@ -43,7 +43,7 @@ def sequence_construct(n: Node) -> Out:
     for i in range(1, n.n_inputs):
         shape, d = _union(n, shape, n.shape(i))
         differ |= d
-    return _sequence(n, shape, n.n_inputs, n.dtype(0), differ)
+    return _sequence(shape, n.n_inputs, n.dtype(0), differ)
 
 
 @rule("SequenceInsert")
@@ -51,15 +51,15 @@ def sequence_insert(n: Node) -> Out:
     """One element longer; the first element sets the shape."""
     length = n.seq(0) or 0
     if length == 0:
-        return _sequence(n, n.shape(1), 1, n.dtype(1))
+        return _sequence(n.shape(1), 1, n.dtype(1))
     shape, differ = _union(n, n.shape(0), n.shape(1))
-    return _sequence(n, shape, length + 1, n.dtype(0), differ)
+    return _sequence(shape, length + 1, n.dtype(0), differ)
 
 
 @rule("SequenceErase")
 def sequence_erase(n: Node) -> Out:
     """One element shorter."""
-    return _sequence(n, n.shape(0), max((n.seq(0) or 0) - 1, 0), n.dtype(0))
+    return _sequence(n.shape(0), max((n.seq(0) or 0) - 1, 0), n.dtype(0))
 
 
 @rule("SequenceAt")
@@ -82,7 +82,7 @@ def split_to_sequence(n: Node) -> Out:
     a = n.axis(n.attr("axis", 0), len(x))
     if not n.has(1):
         element = x[:a] + x[a + 1:] if not n.attr("keepdims", 1) else (*x[:a], 1, *x[a + 1:])
-        return _sequence(n, element, x[a], n.dtype(0))
+        return _sequence(element, x[a], n.dtype(0))
     given = np.asarray(n.required_value(1, "split"))
     split = given.reshape(-1)
     if given.ndim == 0:
@@ -90,12 +90,12 @@ def split_to_sequence(n: Node) -> Out:
         if size <= 0:
             raise n.error(f"splits into pieces of {size}: a split is a positive size")
         count = math.ceil(x[a] / size) if x[a] else 0
-        return _sequence(n, (*x[:a], min(size, x[a]), *x[a + 1:]), count, n.dtype(0), x[a] % size != 0)
+        return _sequence((*x[:a], min(size, x[a]), *x[a + 1:]), count, n.dtype(0), x[a] % size != 0)
     sizes = [int(s) for s in split]
     if sum(sizes) != x[a] or min(sizes, default=0) < 0:
         raise n.error(f"split {sizes} does not add up to the axis' {x[a]}")
     largest = max(sizes, default=0)
-    return _sequence(n, (*x[:a], largest, *x[a + 1:]), len(sizes), n.dtype(0), len(set(sizes)) > 1)
+    return _sequence((*x[:a], largest, *x[a + 1:]), len(sizes), n.dtype(0), len(set(sizes)) > 1)
 
 
 @rule("ConcatFromSequence")
