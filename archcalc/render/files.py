@@ -158,7 +158,7 @@ def _figures(d: ReportData, name, rows, live, peak_at, peak_name, with_figures) 
 def _validation_section(v) -> Section:
     pairs = [("provider", v.provider),
              ("tensor shapes", f"{v.checked_tensors} checked, {len(v.mismatches)} differ"),
-             ("node output bytes", f"{sum(n.estimated_bytes == n.measured_bytes for n in v.nodes)} of "
+             ("node output bytes", f"{sum(n.agrees for n in v.nodes)} of "
                                    f"{len(v.nodes)} equal")]
     pairs += [(channel, f"estimated {units.nbytes(est)}, measured {units.nbytes(measured)}"
                         + (f" ({est / measured - 1:+.1%})" if measured else ""))

@@ -40,7 +40,7 @@ def validation_text(v: Validation, j: Judgement) -> str:
     lines += [f"  mismatch: {m.tensor} (node {m.node}): estimated {m.estimated}, executed {m.executed}"
               for m in v.mismatches[:20]]
     lines += [f"  bytes differ: {n.layer} ({n.op}): estimated {n.estimated_bytes}, measured {n.measured_bytes}"
-              for n in v.nodes if n.estimated_bytes != n.measured_bytes][:20]
+              for n in v.nodes if not n.agrees][:20]
     if v.optimizer_changes:
         lines.append("  optimizations on (ORT_ENABLE_ALL) changed the graph: " + ", ".join(
             f"{op} {d:+d}" for op, d in v.optimizer_changes.items())
