@@ -42,8 +42,11 @@ def shape_text(shape) -> str:
 
 
 def hwc(shape: tuple[int, ...]) -> str:
-    """A shape without its batch dim in the CS231n notes' order: (C, H, W) -> 'HxWxC', (F,) -> '1x1xF'."""
-    return f"{shape[1]}x{shape[2]}x{shape[0]}" if len(shape) == 3 else f"1x1x{shape[-1]}"
+    """A shape without its batch dim in the CS231n notes' order: (C, H, W) -> 'HxWxC', (F,) -> '1x1xF';
+    any other rank as it is (a scalar: 'scalar')."""
+    if len(shape) == 3:
+        return f"{shape[1]}x{shape[2]}x{shape[0]}"
+    return f"1x1x{shape[0]}" if len(shape) == 1 else shape_text(shape)
 
 
 def parse_bytes(text: str) -> int:

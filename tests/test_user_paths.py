@@ -107,3 +107,11 @@ def test_validate_judges_a_bound_as_a_bound(tmp_path):
     path = save(tmp_path, nodes, [helper.make_tensor_value_info("x", F, [64, 64])], ["y"])
     code, out = cli("validate", path, "--quiet", "--opt-level", "disable")
     assert code == 0 and "passed" in out, out
+
+
+def test_notes_view_of_a_graph_whose_first_input_is_a_scalar_or_an_empty_batch(tmp_path):
+    for shape in ([], [0, 4]):
+        x = helper.make_tensor_value_info("x", F, shape)
+        path = save(tmp_path, [helper.make_node("Relu", ["x"], ["y"])], [x], ["y"], name=f"m{len(shape)}.onnx")
+        code, out = cli("estimate", path, "--view", "notes")
+        assert code == 0 and "INPUT" in out, out

@@ -36,11 +36,19 @@ def _weights_text(est: Estimate, row) -> str:
     return f"{row.weights:,}"
 
 
+def _per_image(est: Estimate) -> int:
+    """The images in the first input's batch: its leading dim (1 for a scalar or an empty batch)."""
+    x = est.graph.tensors[est.graph.inputs[0]].shape if est.graph.inputs else ()
+    return max(x[0], 1) if x else 1
+
+
 def notes_rows(est: Estimate) -> list[tuple[str, str, int, str]]:
     """(layer, output HxWxC, activations, weights) per row, starting with INPUT, for one image."""
-    x = est.graph.tensors[est.graph.inputs[0]].shape
-    per_image = x[0]
-    rows = [("INPUT", units.hwc(x[1:]), est.graph.tensors[est.graph.inputs[0]].numel // per_image, "0")]
+    per_image = _per_image(est)
+    rows = []
+    if est.graph.inputs:  # a graph of constants alone has none
+        first = est.graph.tensors[est.graph.inputs[0]]
+        rows.append(("INPUT", units.hwc(first.shape[1:]), first.numel // per_image, "0"))
     for r in est.layers_list:
         if r.op_type in SHOWN:
             shape = units.hwc(r.shape[1:])
@@ -50,7 +58,7 @@ def notes_rows(est: Estimate) -> list[tuple[str, str, int, str]]:
 
 def notes_totals(est: Estimate) -> list[tuple[str, str]]:
     """What the notes' figures count, computed from this design (per image, 4-byte numbers)."""
-    per_image = est.graph.tensors[est.graph.inputs[0]].shape[0]
+    per_image = _per_image(est)
     rows_sum = sum(a for _, _, a, _ in notes_rows(est))
     relu = sum(r.activations for r in est.layers_list if r.op_type in ACTIVATION_OPS) // per_image
     weights = sum(r.weights for r in est.layers_list)
