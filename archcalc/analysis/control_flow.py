@@ -29,8 +29,6 @@ Walk = Callable[[Graph, Shaped, list[LayerResult], bool], None]
 Declare = Callable[[Graph, Shaped], None]
 # Where the products' rules put a bias (see archcalc.ops): for the bodies no rule runs on.
 BIAS_AT = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}
-# A Loop whose state changes shape every iteration is walked again to see how; at most this often.
-MAX_PROBES = 2
 
 
 def expand(node: Node, results: list[LayerResult], strict: bool, walk: Walk, declare: Declare) -> None:
@@ -164,10 +162,20 @@ def _exit(node: Node, results: list[LayerResult], values: list[Value], bound: bo
     results.append(LayerResult(exit_layer, Out(shapes, dtypes=dtypes, seqs=seqs), True, False, status, reason))
 
 
-def _enter(node: Node, results: list[LayerResult], body: Graph, values: list[Value]) -> None:
-    """The body's inputs, set for an iteration: an entry layer writes them from the node's inputs."""
+def _set_inputs(node: Node, body: Graph, values: list[Value]) -> None:
+    """The body's inputs, as one iteration sees them."""
     for name, v in zip(body.inputs, values):
-        node.graph.tensors[name] = Value(name, v.shape, v.dtype, Role.ACTIVATION, bound=v.bound, seq=v.seq)
+        node.graph.tensors[name] = Value(name, v.shape, v.dtype, Role.ACTIVATION, bound=v.bound, seq=v.seq,
+                                         known=v.known)
+
+
+def _counters() -> list[Value]:
+    """A Loop body's first two inputs: the iteration number and the condition (scalars)."""
+    return [Value("", (), "int64", Role.ACTIVATION), Value("", (), "bool", Role.ACTIVATION)]
+
+
+def _enter(node: Node, results: list[LayerResult], body: Graph, values: list[Value]) -> None:
+    """The entry layer: it writes the body's inputs (``values``) from the node's inputs."""
     entry = Layer(f"{node.layer.name}/enter", node.layer.op_type, node.layer.inputs, list(body.inputs))
     results.append(LayerResult(entry, Out([v.shape for v in values], dtypes=[v.dtype for v in values]),
                                True, False, "bound" if any(v.bound for v in values) else "exact"))
@@ -219,13 +227,19 @@ def _loop(node: Node, results, strict, walk, declare) -> None:
     body = _body(node, "body")
     trips, bound = _trips(node)
     carried = [node.graph.tensors[n] for n in node.layer.inputs[2:]]
-    scalar = Value("", (), "int64", Role.ACTIVATION)
-    first = _iterate(node, body, [scalar, Value("", (), "bool", Role.ACTIVATION), *carried], strict, walk, declare)
-    mine, state1 = first
-    final = _extrapolate(node, body, carried, state1, trips, strict, walk, declare) if trips else carried
+    first = [*_counters(), *carried]
+    mine, state1 = _iterate(node, body, first, strict, walk, declare)
+    final = carried
+    if trips and _state(state1) != _state(carried):
+        final = _extrapolate(node, body, carried, state1, trips, strict, walk, declare)
+        # The probing walks overwrote the body's tensors: walk the first iteration again, so the
+        # tensors are the ones its costed layers saw.
+        mine, _ = _iterate(node, body, first, strict, walk, declare)
+    elif trips:
+        final = state1
     for r in mine:
         r.repeat = trips
-    _enter(node, results, body, [scalar, Value("", (), "bool", Role.ACTIVATION), *carried])
+    _enter(node, results, body, first)
     results += mine
     n_carried = len(carried)
     scans = [node.graph.tensors[o] for o in body.outputs[1 + n_carried:]]
@@ -234,9 +248,7 @@ def _loop(node: Node, results, strict, walk, declare) -> None:
 
 def _iterate(node, body, inputs, strict, walk, declare) -> tuple[list[LayerResult], list[Value]]:
     """One walk of the body with ``inputs``: its results and the carried state it returns."""
-    for name, v in zip(body.inputs, inputs):
-        node.graph.tensors[name] = Value(name, v.shape, v.dtype, Role.ACTIVATION, bound=v.bound, seq=v.seq,
-                                         known=v.known)
+    _set_inputs(node, body, inputs)
     mine = _walk_body(body, node, strict, walk, declare)
     n = len(inputs) - 2
     return mine, [node.graph.tensors[o] for o in body.outputs[1:1 + n]]
@@ -244,11 +256,9 @@ def _iterate(node, body, inputs, strict, walk, declare) -> tuple[list[LayerResul
 
 def _extrapolate(node, body, start: list[Value], after: list[Value], trips: int, strict, walk,
                  declare) -> list[Value]:
-    """The carried state after ``trips`` iterations: unchanged, or grown by the same step each time."""
-    if _state(after) == _state(start):
-        return after
-    counters = [Value("", (), "int64", Role.ACTIVATION), Value("", (), "bool", Role.ACTIVATION)]
-    _, again = _iterate(node, body, [*counters, *after], strict, walk, declare)
+    """The carried state after ``trips`` iterations, one walk after ``after``: settled, or grown by the
+    same step each time."""
+    _, again = _iterate(node, body, [*_counters(), *after], strict, walk, declare)
     out = []
     for a, b, c in zip(start, after, again):
         if b.known and _state([b]) == _state([c]):  # settled after the first iteration: its shape from then on
@@ -291,6 +301,7 @@ def _scan(node: Node, results, strict, walk, declare) -> None:
         trips = v.shape[a] if trips is None else trips
         slices.append(Value(v.name, v.shape[:a] + v.shape[a + 1:], v.dtype, Role.ACTIVATION, bound=v.bound))
     trips = trips or 0
+    _set_inputs(node, body, [*states, *slices])
     _enter(node, results, body, [*states, *slices])
     mine = _walk_body(body, node, strict, walk, declare)
     for r in mine:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from archcalc.dtypes import onnx_dtype
 from archcalc.errors import DataDependentShape
 from archcalc.ir import Layer
 from archcalc.ops.registry import RULES, Node, Out, rule
@@ -40,8 +41,6 @@ def _quantized_dtype(n: Node, zero_point: int, default: str = "uint8") -> str:
         return n.dtype(zero_point)
     given = n.attr("output_dtype", 0)
     if given:
-        from archcalc.dtypes import onnx_dtype
-
         return onnx_dtype(int(given))
     return default
 
