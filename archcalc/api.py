@@ -41,6 +41,21 @@ def fit(source, capacity: int, batch: int | None = None, **how) -> Verdict | Non
         return spec.verdict(batch) if batch else largest_batch(spec)
 
 
+def plan(source, capacity: int, gpus: int = 8, nodes: int = 1, *, global_batch: int | None = None,
+         micro_batches: int | None = None, strategy: str | None = None, units: str | None = None, dims=None,
+         inputs=None, dtype: str | None = None, optimizer: str = "adam", device: str = "cuda",
+         runtime: str = "pytorch-cuda", overhead: int | None = None):
+    """The multi-GPU strategies that make ``source``'s training step fit ``capacity`` bytes per GPU on
+    ``gpus`` GPUs over ``nodes`` nodes, ranked (a ``PlanResult``); ``strategy`` ('dp8 zero3
+    ckpt=full') judges that one alone; ``units``: a regex naming the units (see analysis.partition)."""
+    from archcalc.analysis.plan import Planner
+    from archcalc.analysis.plan_search import plan_result
+
+    with _collector_paused():
+        planner = Planner(load_graph(source), optimizer, dtype, device, runtime, overhead, units, dims, inputs)
+        return plan_result(planner, capacity, gpus, nodes, global_batch, micro_batches, strategy)
+
+
 def validate(source, batch=None, dims=None, inputs=None, levels=("disable", "all"), progress=None):
     """Run ``source`` in onnxruntime and measure it beside the estimate (see archcalc.measure)."""
     from archcalc.measure.validate import validate as run

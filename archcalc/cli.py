@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from archcalc.analysis.runtimes import RUNTIMES
 from archcalc.options import (
     OneLineErrors,
     batches,
@@ -250,6 +251,64 @@ def report(models, output, zoo, batch, dims, inputs, with_validation, quiet):
     for path in run_reports(models, Path(output), zoo, batch, *shapes, with_validation, progress):
         if not quiet:
             click.echo(f"wrote {path}", err=True)
+
+
+@main.command()
+@click.argument("model", default="vgg16")
+@click.option("--gpu", "gpu_name", default="H100-80GB", show_default=True, help="A GPU from `archcalc gpus`.")
+@click.option("--memory", "memory_size", default=None, metavar="SIZE", help="A per-GPU budget instead of --gpu.")
+@click.option("--gpus", type=click.IntRange(min=1, max=1 << 20), default=8, show_default=True,
+              help="GPUs in all.")
+@click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Nodes they are spread over (tensor parallelism stays within one).")
+@click.option("--global-batch", type=click.IntRange(min=1, max=MAX_SIZE), default=None,
+              help="Samples per optimizer step: micro-batch x accumulation x data-parallel degree.")
+@click.option("--micro-batches", type=click.IntRange(min=1), default=None,
+              help="Micro-batches per step without --global-batch [default: 2 x stages with a pipeline, else 1].")
+@click.option("--strategy", default=None, metavar="'dp8 zero3 ckpt=full'",
+              help="Judge this one strategy (exit 0: fits, 1: does not).")
+@click.option("--units", "units_pattern", default=None, metavar="REGEX",
+              help="Name the units (FSDP wraps, checkpoints, stages) by a regex on layer names.")
+@click.option("--top", type=click.IntRange(min=1), default=12, show_default=True, help="Rows that fit, shown.")
+@shape_options
+@dtype_option
+@click.option("--optimizer", default="adam", show_default=True, help="Optimizer state counted (see `fit`).")
+@click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True,
+              help="Whose PyTorch defaults apply (see `estimate --device`).")
+@click.option("--runtime", "runtime_name", type=click.Choice(list(RUNTIMES)), default="pytorch-cuda",
+              show_default=True, help="Whose constant each GPU adds.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@fail_cleanly
+def plan(model, gpu_name, memory_size, gpus, nodes, global_batch, micro_batches, strategy, units_pattern, top,
+         dims, inputs, dtype, optimizer, device, runtime_name, fmt):
+    """Which multi-GPU strategies make MODEL's training step fit, ranked, with per-GPU memory by term.
+
+    Example: archcalc plan model.onnx --gpu H100-80GB --gpus 16 --nodes 2 --dtype mixed --global-batch 512
+    """
+    from archcalc.api import plan as run
+    from archcalc.render.plan import render_plan_result
+
+    if gpus % nodes:
+        raise click.BadParameter(f"{gpus} GPUs do not spread evenly over {nodes} nodes", param_hint="--gpus")
+    capacity, card = _capacity(gpu_name if memory_size is None else None, memory_size)
+    result = run(model, capacity, gpus, nodes, global_batch=global_batch, micro_batches=micro_batches,
+                 strategy=strategy, units=units_pattern, dims=pairs(dims, "--dim", int),
+                 inputs=pairs(inputs, "--input"), dtype=dtype, optimizer=optimizer, device=device,
+                 runtime=runtime_name)
+    click.echo(render_plan_result(result, card, top, fmt), nl=False)
+    sys.exit(0 if any(r.fits for r in result.rows) else 1)
+
+
+def _capacity(gpu_name, memory_size):
+    from archcalc.analysis.gpus import gpu
+
+    if gpu_name is not None:
+        card = gpu(gpu_name)
+        return card.capacity, card
+    capacity = size(memory_size, "--memory")
+    if not capacity:
+        raise click.BadParameter(f"'{memory_size}': a budget must be more than 0 bytes", param_hint="--memory")
+    return capacity, None
 
 
 @main.command()

@@ -90,6 +90,9 @@ class Layer:
     # The bodies of control flow (If's branches, Loop's and Scan's body), as graphs whose layers
     # may read the enclosing graph's tensors by name.
     subgraphs: dict[str, Graph] = field(default_factory=dict)
+    # Where the layer sits in its model, as a path ("basic.2/rep1.0"): the design language's block
+    # calls and repetitions. ONNX files carry it in the node name instead (/layer1/layer1.0/conv1/Conv).
+    scope: str = ""
 
 
 def layer_index(layers: list[Layer]) -> tuple[dict[str, int], dict[str, list[int]]]:

@@ -18,7 +18,6 @@ LONG_FUNCTIONS = {
                                              "decide each other's order",
     ("analysis/memory.py", "pattern_peak"): "the MemPatternPlanner's best-fit loop, kept whole to read against "
                                             "onnxruntime's source",
-    ("analysis/step_peak.py", "step_peak"): "the three phases of one step share their running totals",
     ("analysis/training.py", "training_memory"): "assembles the record: one line per term",
 }
 

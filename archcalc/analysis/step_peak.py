@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from archcalc.analysis.infer import LayerResult
 from archcalc.analysis.memory import RUNTIME_ROLES, buffer_owners, buffers
 from archcalc.ir import Shaped
@@ -91,53 +93,80 @@ def _gradient_spans(graph, results, float_dtype) -> list[tuple[int, int, int]]:
     return spans
 
 
+@dataclass(frozen=True)
+class StepProfile:
+    """What one training step holds besides the persistent tensors, layer by layer in execution
+    order: the one account the single-GPU peak and every multi-GPU plan read (a plan changes what is
+    persistent, how much of each gradient stays, and which saved tensors are kept).
+
+    ``forward[i]``: activations alive while layer i runs forward (saved storages made so far included);
+    ``saved[i]``: saved state still needed when layer i is differentiated; ``grads[i]``: activation
+    gradients alive then; ``param_grads[i]``: parameter-gradient bytes made at layer i's backward;
+    ``saved_first[i]``: saved bytes layer i is the first to keep (``saved`` is their running sum)."""
+
+    names: list[str]
+    forward: np.ndarray
+    saved: np.ndarray
+    grads: np.ndarray
+    param_grads: np.ndarray
+    saved_first: np.ndarray
+    active: np.ndarray  # False for folded layers, which have no backward
+    storages: dict[str, tuple[int, int]]  # each saved storage: (the first layer to keep it, its bytes)
+    extra: np.ndarray  # each layer's own saved bytes beyond its inputs and outputs (a dropout's mask)
+
+    def backward_param_grads(self) -> np.ndarray:
+        """Parameter-gradient bytes alive at each layer's backward: made there or later in the order."""
+        return np.cumsum(self.param_grads[::-1])[::-1]
+
+    def peak(self, persistent: int, all_grads: int, step_temporaries: int) -> StepPeak:
+        """The step's peak with these persistent tensors and gradients (see ``step_peak``)."""
+        best = StepPeak(0, "forward", "")
+        if len(self.names):
+            i = int(np.argmax(self.forward))
+            best = StepPeak(persistent + int(self.forward[i]), "forward", self.names[i])
+            back = np.where(self.active, self.saved + self.grads + self.backward_param_grads(), -1)
+            j = int(len(back) - 1 - np.argmax(back[::-1]))  # the first reached going backward
+            if persistent + int(back[j]) > best.bytes:
+                best = StepPeak(persistent + int(back[j]), "backward", self.names[j])
+        if persistent + all_grads + step_temporaries > best.bytes:
+            best = StepPeak(persistent + all_grads + step_temporaries, "optimizer step", "")
+        return best
+
+
+def step_profile(graph: Shaped, results: list[LayerResult], float_dtype: str | None, grad_at: dict[int, int],
+                 device: str = "cuda") -> StepProfile:
+    """The step's per-layer account. ``grad_at``: parameter-gradient bytes allocated at each layer's
+    backward; ``device``: whose kernels (see ``saved_extra_bytes``)."""
+    n = len(results)
+    owner = training_owners(graph, results, float_dtype)
+    saved_first, extra = _saved_storages(graph, results, owner, float_dtype, device)
+
+    fwd = np.zeros(n + 1, dtype=np.int64)
+    for b in buffers(graph, results, float_dtype, owner=owner):
+        end = n - 1 if b.tensor in saved_first else b.end  # saved storages outlive the forward
+        fwd[b.start] += b.nbytes
+        fwd[end + 1] -= b.nbytes
+    forward = np.cumsum(fwd[:n]) + np.cumsum(np.asarray(extra, dtype=np.int64))
+
+    first = np.asarray(extra, dtype=np.int64)  # bytes of saved state first kept at layer i
+    for storage, i in saved_first.items():
+        first[i] += graph.tensors[storage].nbytes(float_dtype)
+    grads = np.zeros(n + 2, dtype=np.int64)  # activation gradients alive at layer i's backward
+    for start, end, size in _gradient_spans(graph, results, float_dtype):
+        grads[start] += size
+        grads[end + 1] -= size
+    param_grads = np.zeros(n, dtype=np.int64)
+    for i, size in grad_at.items():
+        param_grads[i] += size
+    storages = {name: (i, graph.tensors[name].nbytes(float_dtype)) for name, i in saved_first.items()}
+    return StepProfile([r.layer.name for r in results], forward, np.cumsum(first), np.cumsum(grads[:n]),
+                       param_grads, first, np.array([not r.folded for r in results], dtype=bool), storages,
+                       np.asarray(extra, dtype=np.int64))
+
+
 def step_peak(graph: Shaped, results: list[LayerResult], float_dtype: str | None, persistent: int,
               grad_at: dict[int, int], all_grads: int, step_temporaries: int, device: str = "cuda") -> StepPeak:
     """The step's peak. ``persistent``: weights, buffers, optimizer state, inputs; ``grad_at``:
     parameter-gradient bytes allocated at each layer's backward; ``device``: whose kernels (see
     ``saved_extra_bytes``)."""
-    n = len(results)
-    owner = training_owners(graph, results, float_dtype)
-    saved_first, extra = _saved_storages(graph, results, owner, float_dtype, device)
-    name = [r.layer.name for r in results]
-
-    fwd = [0] * (n + 1)
-    for b in buffers(graph, results, float_dtype, owner=owner):
-        end = n - 1 if b.tensor in saved_first else b.end  # saved storages outlive the forward
-        fwd[b.start] += b.nbytes
-        fwd[end + 1] -= b.nbytes
-    best = StepPeak(0, "forward", "")
-    live = kept_extra = 0
-    for i in range(n):
-        live += fwd[i]
-        kept_extra += extra[i]
-        if persistent + live + kept_extra > best.bytes:
-            best = StepPeak(persistent + live + kept_extra, "forward", name[i])
-
-    saved_live = [0] * (n + 1)  # bytes of saved state still needed when layer i is differentiated
-    for storage, i in saved_first.items():
-        saved_live[i] += graph.tensors[storage].nbytes(float_dtype)
-    for i in range(n):
-        saved_live[i] += extra[i]
-    for i in range(1, n):
-        saved_live[i] += saved_live[i - 1]
-    grads = [0] * (n + 2)  # activation gradients alive at layer i's backward: producer <= i <= last reader
-    for start, end, size in _gradient_spans(graph, results, float_dtype):
-        grads[start] += size
-        grads[end + 1] -= size
-    in_flight, param_grads = 0, 0
-    running = [0] * n
-    for i in range(n):
-        in_flight += grads[i]
-        running[i] = in_flight
-    for i in reversed(range(n)):
-        if results[i].folded:
-            continue
-        param_grads += grad_at.get(i, 0)
-        total = persistent + saved_live[i] + param_grads + running[i]
-        if total > best.bytes:
-            best = StepPeak(total, "backward", name[i])
-
-    if persistent + all_grads + step_temporaries > best.bytes:
-        best = StepPeak(persistent + all_grads + step_temporaries, "optimizer step", "")
-    return best
+    return step_profile(graph, results, float_dtype, grad_at, device).peak(persistent, all_grads, step_temporaries)

@@ -145,6 +145,36 @@ def backward_transient(graph: Shaped, results: list[LayerResult], float_dtype: s
     return best, where
 
 
+@dataclass(frozen=True)
+class Trainable:
+    """Which stored tensors train. ``reader``: each trained parameter and the last layer that reads
+    it (its gradient is made at that layer's backward); ``buffers``: stored but not trained."""
+
+    reader: dict[str, int]
+    buffers: dict[str, int]  # each untrained stored tensor and the last layer that reads it
+
+    def grad_at(self, graph: Shaped, width: float) -> dict[int, int]:
+        """Parameter-gradient bytes made at each layer's backward, at ``width`` bytes an element."""
+        out: dict[int, int] = {}
+        for name, i in self.reader.items():
+            out[i] = out.get(i, 0) + int(graph.tensors[name].numel * width)
+        return out
+
+
+def trainable(graph: Shaped, param_roles: dict[int, dict[str, str]]) -> Trainable:
+    reader: dict[str, int] = {}
+    buffers: dict[str, int] = {}
+    for i, mine in param_roles.items():
+        for name, role in mine.items():
+            if role in ("buffer", "quant") or graph.tensors[name].dtype not in FLOAT_DTYPES:
+                buffers[name] = i  # not trained: statistics, scales, and integer (quantized) weights
+            else:
+                reader[name] = i
+    for name in set(buffers) & set(reader):  # read as a weight somewhere: trained
+        del buffers[name]
+    return Trainable(reader, buffers)
+
+
 def training_memory(graph: Shaped, results: list[LayerResult], param_roles: dict[int, dict[str, str]],
                     activation_sum: int, optimizer: str, float_dtype: str | None,
                     mixed: bool = False, impl: str | None = None, device: str = "cuda",
@@ -159,18 +189,10 @@ def training_memory(graph: Shaped, results: list[LayerResult], param_roles: dict
     k = slots(optimizer)
     width = DTYPE_BYTES[float_dtype or "float32"]
     fp32 = DTYPE_BYTES["float32"]
-    reader: dict[str, int] = {}  # parameter -> the last layer that reads it (its gradient is made there)
-    buffers = set()
-    for i, mine in param_roles.items():
-        for name, role in mine.items():
-            if role in ("buffer", "quant") or graph.tensors[name].dtype not in FLOAT_DTYPES:
-                buffers.add(name)  # not trained: statistics, scales, and integer (quantized) weights
-            else:
-                reader[name] = i
+    trained = trainable(graph, param_roles)
+    reader, buffers = trained.reader, trained.buffers
     params = sum(graph.tensors[n].numel for n in reader)
-    grad_at: dict[int, int] = {}
-    for name, i in reader.items():
-        grad_at[i] = grad_at.get(i, 0) + int(graph.tensors[name].numel * width)
+    grad_at = trained.grad_at(graph, width)
     inputs = input_bytes(graph, float_dtype)
     transient, where = backward_transient(graph, results, float_dtype)
     weights = int((params + sum(graph.tensors[n].numel for n in buffers)) * width)

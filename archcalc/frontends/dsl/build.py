@@ -62,6 +62,9 @@ class _Build:
         self.implicit: set[int] = set()
         self.reps: list[int] = []  # the index (1-based) of each enclosing repetition
         self.calls: list[str] = []  # the blocks being expanded, outermost first
+        # The scope of the layers being built: each block call and each turn of a repetition, indexed
+        # by occurrence ("basic.2", "rep1.0"), which the planner takes as a model's units.
+        self.scope: list[str] = []
         self.depth = 0  # groups, repetitions, joins and calls open around the current term
         self.where: object = None  # the token being built, for errors raised where no token is at hand
 
@@ -84,7 +87,7 @@ class _Build:
             self.tensors[f"{name}.{suffix}"] = Tensor(f"{name}.{suffix}", tuple(wshape), "float32", role)
             inputs.append(f"{name}.{suffix}")
         self.tensors[name] = Tensor(name, ("N", *shape), "float32", Role.ACTIVATION)
-        self.layers.append(Layer(name, op, inputs, [name], dict(attrs or {})))
+        self.layers.append(Layer(name, op, inputs, [name], dict(attrs or {}), scope="/".join(self.scope)))
         return Cursor(name, shape)
 
     def window(self, where, text: str, size: int, f: int, s: int, p: int, d: int, rounding: str | None) -> int:
@@ -247,9 +250,12 @@ class _Build:
         if kind == "repeat":
             atom, count = tree.children
             n = self._int(count, env)
+            label = f"rep{self._occurrence('rep')}"
             for i in range(1, n + 1):
                 self.reps.append(i)
+                self.scope.append(f"{label}.{i - 1}")
                 cur = self.term(atom, cur, env, before_bn)
+                self.scope.pop()
                 self.reps.pop()
             return cur
         if kind == "join":
@@ -345,10 +351,18 @@ class _Build:
             raise self.fail(name, f"block '{name}' calls itself ({cycle}): a block cannot repeat by recursion; "
                                   "use [ ... ]*N")
         self.calls.append(str(name))
+        self.scope.append(f"{name}.{self._occurrence(f'call:{name}')}")
         try:
             return self.seq(block.children[-1], cur, values)
         finally:
+            self.scope.pop()
             self.calls.pop()
+
+    def _occurrence(self, key: str) -> int:
+        """How many times ``key`` was met before: a repetition's ordinal (from 1), a block's call (from 0)."""
+        seen = self.counts.get(key, 0)
+        self.counts[key] = seen + 1
+        return seen + 1 if key == "rep" else seen
 
 
 def build(text: str, source: str = "<design>") -> Graph:

@@ -1,0 +1,231 @@
+"""Activation checkpointing on the step's account: what a checkpointed segment keeps, what it recomputes.
+
+A checkpointed segment (PyTorch's ``torch.utils.checkpoint``, non-reentrant) keeps only its inputs
+through the forward; at its backward it runs its forward again, so its saved tensors come back for
+that segment alone. Full checkpointing does this for every repeated unit (each transformer layer,
+as Megatron-LM's "full" recompute); selective (Korthikanti et al. 2022) recomputes only attention's
+scores, softmax and its dropout, the s x s tensors, and keeps the rest; a plan picks the segments
+under a memory budget with the least recompute.
+
+The planner's segments are runs between the graph's cut points -- places in the execution order
+where one activation alone passes from the layers before to the layers after, so a segment's input
+is one tensor. Chen et al. 2016 checkpoint every one of sqrt(n) equal segments; the planner instead
+chooses, for each run, to store it or to recompute it, minimising recompute under the budget
+(a Lagrangian relaxation of the knapsack, solved by dynamic programming over cut points for each cap
+on the largest recomputed segment).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from archcalc.analysis.infer import LayerResult
+from archcalc.analysis.step_peak import StepProfile
+from archcalc.ir import Role, Shaped
+
+MODES = ("none", "full", "selective", "planned")
+CORE_CHAIN = frozenset({"Dropout", "Cast", "Where", "Identity"})  # between a softmax and its product
+SCALES = frozenset({"Div", "Mul", "Add", "Where", "Cast", "Sub"})  # between the scores' product and softmax
+
+
+@dataclass(frozen=True)
+class Segments:
+    """Contiguous runs of layers, ``bounds[k]`` .. ``bounds[k + 1] - 1``, and which are checkpointed."""
+
+    bounds: tuple[int, ...]
+    checkpointed: tuple[bool, ...]
+
+
+def boundary_bytes(
+    shaped: Shaped, results: list[LayerResult], starts: list[int], float_dtype: str | None
+) -> list[int]:
+    """For each start position, the bytes of the activations made before it and read at or after it."""
+    n = len(results)
+    diff = np.zeros(n + 2, dtype=np.int64)
+    for i, res in enumerate(results):
+        if res.folded:
+            continue
+        for name in res.layer.outputs:
+            t = shaped.tensors.get(name) if name else None
+            if t is None or t.role not in (Role.ACTIVATION, Role.OUTPUT):
+                continue
+            last = max((j for j in shaped.consumers(name) if not results[j].folded), default=i)
+            if last > i:
+                diff[i + 1] += t.nbytes(float_dtype)
+                diff[last + 1] -= t.nbytes(float_dtype)
+    crossing = np.cumsum(diff)
+    return [int(crossing[s]) for s in starts]
+
+
+def recomputed(profile: StepProfile, seg: Segments, inputs: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(forward, saved) of the profile with ``seg``'s checkpointed runs keeping only their inputs
+    (``inputs[k]``: run k's input bytes) until their own backward recomputes them. While a run
+    runs (forward, or recomputed for its backward) its input is one of its own tensors, as the
+    profile has it: the input it keeps is counted from the next run on."""
+    n = len(profile.names)
+    run = np.zeros(n, dtype=np.int64)
+    for k in range(len(seg.checkpointed)):
+        run[seg.bounds[k] : seg.bounds[k + 1]] = k
+    ck = np.array(seg.checkpointed, dtype=bool)[run]
+    ck_cum = np.cumsum(np.where(ck, profile.saved_first, 0))
+    starts = np.array(seg.bounds[:-1], dtype=np.int64)[run]
+    before = np.where(starts > 0, ck_cum[np.maximum(starts - 1, 0)], 0)
+    kept = np.array([x if c else 0 for x, c in zip(inputs, seg.checkpointed)], dtype=np.int64)
+    kept_before = np.concatenate([[0], np.cumsum(kept)])[run]  # inputs of checkpointed runs before this one
+    return profile.forward - ck_cum + kept_before, profile.saved - before + kept_before
+
+
+def attention_core(shaped: Shaped, results: list[LayerResult]) -> tuple[np.ndarray, set[str], set[int]]:
+    """What selective recompute drops: the s x s tensors from each softmax over a product of two
+    activations (the scores) to the product that reads its probabilities. Returns the layers whose
+    saved extras go (dropout masks), the tensors that are no longer kept, and the layers recomputed."""
+    drop_extra = np.zeros(len(results), dtype=bool)
+    tensors: set[str] = set()
+    layers: set[int] = set()
+    for i, res in enumerate(results):
+        if res.layer.op_type != "Softmax" or res.folded:
+            continue
+        scores = _scores_product(shaped, results, res.layer.inputs[0])
+        if scores is None:
+            continue
+        layers |= scores | {i}
+        tensors |= {o for j in scores for o in results[j].layer.outputs if o}
+        todo = [res.layer.outputs[0]]
+        while todo:
+            name = todo.pop()
+            tensors.add(name)
+            for j in shaped.consumers(name):
+                if results[j].layer.op_type in CORE_CHAIN and not results[j].folded:
+                    drop_extra[j] = True
+                    layers.add(j)
+                    todo.extend(o for o in results[j].layer.outputs[:1] if o)
+    return drop_extra, tensors, layers
+
+
+def _scores_product(shaped: Shaped, results: list[LayerResult], name: str) -> set[int] | None:
+    """The layers from a product of two activations (Q K^T) through scaling and masking to ``name``."""
+    chain: set[int] = set()
+    while True:
+        at = shaped.producer(name)
+        if at is None:
+            return None
+        op = results[at].layer.op_type
+        chain.add(at)
+        if op == "MatMul":
+            ins = [shaped.tensors[n] for n in results[at].layer.inputs[:2]]
+            return chain if all(t.role in (Role.ACTIVATION, Role.INPUT) for t in ins) else None
+        if op not in SCALES:
+            return None
+        name = next((n for n in results[at].layer.inputs if n and shaped.tensors[n].role is Role.ACTIVATION), "")
+        if not name:
+            return None
+
+
+def selective(
+    profile: StepProfile, drop_extra: np.ndarray, tensors: set[str], owner: dict[str, str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(forward, saved) with the attention core not kept: its storages and dropout masks recomputed."""
+    drop = np.where(drop_extra, profile.extra, 0).astype(np.int64)
+    for storage in {owner.get(name, name) for name in tensors} & set(profile.storages):
+        i, size = profile.storages[storage]
+        drop[i] += size
+    gone = np.cumsum(drop)
+    return profile.forward - gone, profile.saved - gone
+
+
+def cut_points(shaped: Shaped, results: list[LayerResult]) -> list[int]:
+    """Positions where exactly one activation crosses from the layers before to those after."""
+    n = len(results)
+    count = np.zeros(n + 2, dtype=np.int64)
+    for i, res in enumerate(results):
+        if res.folded:
+            continue
+        for name in res.layer.outputs:
+            t = shaped.tensors.get(name) if name else None
+            if t is None or t.role not in (Role.ACTIVATION, Role.OUTPUT):
+                continue
+            last = max((j for j in shaped.consumers(name) if not results[j].folded), default=i)
+            if last > i:
+                count[i + 1] += 1
+                count[last + 1] -= 1
+    crossing = np.cumsum(count)
+    active = [i for i in range(1, n) if not results[i].folded]
+    return [0, *[i for i in active if crossing[i] == 1], n]
+
+
+def sqrt_segments(cuts: list[int]) -> Segments:
+    """Chen et al. 2016: about sqrt(n) runs of about sqrt(n) cut intervals each, all checkpointed."""
+    intervals = len(cuts) - 1
+    k = max(1, round(math.sqrt(intervals)))
+    bounds = tuple(cuts[::k]) if cuts[::k][-1] == cuts[-1] else (*cuts[::k], cuts[-1])
+    return Segments(bounds, tuple(True for _ in bounds[:-1]))
+
+
+@dataclass(frozen=True)
+class CheckpointPlan:
+    segments: Segments
+    saved_bytes: int  # the model the plan is optimised on: stored + kept inputs + the largest recomputed
+    recompute_flops: int
+
+
+def plan(
+    saved: list[int], inputs: list[int], flops: list[int], budget: int, cuts: list[int]
+) -> CheckpointPlan | None:
+    """The runs between ``cuts`` to checkpoint so that what is kept fits ``budget`` bytes with the
+    least recompute. ``saved``/``flops`` per cut interval, ``inputs`` per cut (the crossing bytes)."""
+    s = np.concatenate([[0], np.cumsum(saved)]).astype(np.float64)
+    f = np.concatenate([[0], np.cumsum(flops)]).astype(np.float64)
+    x = np.asarray(inputs, dtype=np.float64)
+    m = len(saved)
+    best: CheckpointPlan | None = None
+    caps = sorted(
+        {int(v) for v in np.quantile(np.asarray(saved, dtype=np.float64), np.linspace(0, 1, 12))} | {int(budget)}
+    )
+    for cap in caps:
+        for lam in _lambdas(f[-1], s[-1]):
+            choice = _dp(s, f, x, m, cap, lam)
+            if choice is None:
+                continue
+            candidate = _evaluate(choice, s, f, x, cuts)
+            if candidate.saved_bytes <= budget and (
+                best is None or candidate.recompute_flops < best.recompute_flops
+            ):
+                best = candidate
+    return best
+
+
+def _lambdas(total_flops: float, total_saved: float) -> np.ndarray:
+    scale = total_flops / max(total_saved, 1.0)
+    return scale * np.geomspace(1e-3, 1e3, 25)
+
+
+def _dp(s, f, x, m, cap, lam) -> list[tuple[int, int, bool]] | None:
+    """Runs (i, j, checkpointed) minimising recompute + lam x kept, recomputed runs capped at ``cap``."""
+    cost = np.full(m + 1, np.inf)
+    cost[0] = 0.0
+    back: list[tuple[int, bool]] = [(0, False)] * (m + 1)
+    for j in range(1, m + 1):
+        store = cost[j - 1] + lam * (s[j] - s[j - 1])
+        i = np.arange(j)
+        ok = (s[j] - s[i]) <= cap
+        ck = np.where(ok, cost[:j] + (f[j] - f[i]) + lam * x[i], np.inf)
+        k = int(np.argmin(ck))
+        cost[j], back[j] = (store, (j - 1, False)) if store <= ck[k] else (ck[k], (k, True))
+    if not np.isfinite(cost[m]):
+        return None
+    runs, j = [], m
+    while j > 0:
+        i, c = back[j]
+        runs.append((i, j, c))
+        j = i
+    return runs[::-1]
+
+
+def _evaluate(runs, s, f, x, cuts) -> CheckpointPlan:
+    kept = sum(x[i] if c else s[j] - s[i] for i, j, c in runs)
+    largest = max((s[j] - s[i] for i, j, c in runs if c), default=0.0)
+    seg = Segments(tuple([cuts[i] for i, _, _ in runs] + [cuts[-1]]), tuple(c for _, _, c in runs))
+    return CheckpointPlan(seg, int(kept + largest), int(sum(f[j] - f[i] for i, j, c in runs if c)))

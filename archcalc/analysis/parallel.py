@@ -1,0 +1,377 @@
+"""One GPU's memory under a multi-GPU strategy, term by term, over the single-GPU step's account.
+
+The account (``StepProfile``) says layer by layer what a step holds besides its persistent tensors;
+a strategy changes three things in it, never the rules underneath: what is persistent (ZeRO's
+stages shard optimizer state, then gradients, then parameters over the data-parallel group; CPU
+offload moves them off), which parameters are whole while a layer runs (a fully sharded unit is
+gathered for its forward and its backward, the next one prefetched), and which saved tensors are
+kept (checkpointing; see ``checkpointing``). Tensor parallelism analyses the graph one rank holds
+(``tensor_parallel.rank_view``); a pipeline stage is a run of units holding as many micro-batches'
+saved tensors as its schedule has in flight. The engines are PyTorch's: DDP (its gradient buckets
+are a second copy of the gradients, as ``gradient_as_bucket_view=False`` leaves them),
+``ZeroRedundancyOptimizer`` (ZeRO-1: whole parameters assigned greedily, largest first, to the
+rank holding least), FSDP2's ``fully_shard`` (ZeRO-3 with ``reshard_after_forward=True``, ZeRO-2
+with False: each unit stays gathered from its forward to its backward; the root's own parameters,
+the layers between units, stay gathered through both).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from archcalc.analysis.partition import Units
+from archcalc.analysis.step_peak import StepProfile
+from archcalc.analysis.training import Trainable, slots, step_temporaries
+from archcalc.errors import InputError
+from archcalc.ir import Shaped
+
+SCHEDULES = ("1f1b", "gpipe", "interleaved")
+OFFLOADS = ("none", "optimizer", "params")
+ENGINES = ("pytorch", "deepspeed")
+DEEPSPEED_BUCKET = 500_000_000  # elements: DeepSpeed's default reduce_bucket_size
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A multi-GPU plan. ``dp`` x ``tp`` x ``pp`` GPUs; ``zero``: 0 plain data parallel (DDP), 1
+    optimizer state sharded, 2 gradients too, 3 parameters too; ``shard``: hybrid sharding's group
+    (default: all ``dp``); ``micro_batches``: per optimizer step (gradient accumulation, or the
+    pipeline's micro-batches)."""
+
+    dp: int = 1
+    zero: int = 0
+    shard: int | None = None
+    tp: int = 1
+    sp: bool = False
+    pp: int = 1
+    schedule: str = "1f1b"
+    chunks: int = 1  # the interleaved schedule's model chunks per GPU
+    micro_batches: int = 1
+    checkpoint: str = "none"
+    offload: str = "none"
+    # Whose implementation: "pytorch" (DDP, ZeroRedundancyOptimizer, FSDP2) or "deepspeed" (ZeRO's
+    # own: stage 1 and 2 split flat buffers evenly and keep whole parameters; its gradient
+    # reduction uses a bucket, not a copy of every gradient).
+    engine: str = "pytorch"
+
+    def __post_init__(self):
+        if min(self.dp, self.tp, self.pp, self.micro_batches, self.chunks) < 1 or self.zero not in (0, 1, 2, 3):
+            raise InputError(f"{self.label()}: degrees and micro-batches are at least 1, ZeRO stages 0-3")
+        if self.shard is not None and (self.shard < 1 or self.dp % self.shard):
+            raise InputError(f"--shard-group {self.shard}: must divide the data-parallel degree {self.dp}")
+        if self.schedule not in SCHEDULES or self.offload not in OFFLOADS or self.engine not in ENGINES:
+            raise InputError(
+                f"{self.label()}: schedule one of {', '.join(SCHEDULES)}, offload one of {', '.join(OFFLOADS)}"
+            )
+
+    @property
+    def gpus(self) -> int:
+        return self.dp * self.tp * self.pp
+
+    @property
+    def group(self) -> int:
+        """The ranks a shard is spread over."""
+        return self.shard or self.dp
+
+    def label(self) -> str:
+        parts = [f"dp{self.dp}"] + ([f"zero{self.zero}"] if self.zero else [])
+        if self.shard and self.shard != self.dp:
+            parts.append(f"hybrid{self.shard}")
+        if self.tp > 1:
+            parts.append(f"tp{self.tp}" + ("+sp" if self.sp else ""))
+        if self.pp > 1:
+            parts.append(
+                f"pp{self.pp} {self.schedule}" + (f"x{self.chunks}" if self.schedule == "interleaved" else "")
+            )
+        if self.checkpoint != "none":
+            parts.append(f"ckpt {self.checkpoint}")
+        if self.offload != "none":
+            parts.append(f"offload {self.offload}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the engine stores what it trains: ``width`` bytes for parameters, gradients and
+    activations; with ``mixed``, fp32 master weights and optimizer state beside them."""
+
+    width: int
+    mixed: bool
+    optimizer: str
+    impl: str  # "foreach" or "single" (see training.step_temporaries)
+    # Units FSDP2 gathers ahead of the one running: on CUDA the next unit's all-gather overlaps on its
+    # own stream (the next in forward, the previous in backward); on the CPU, one stream, a unit is
+    # gathered when reached (measured: two units are never gathered at once with gloo).
+    prefetch: int = 1
+
+    @property
+    def state_width(self) -> int:
+        return 4 if self.mixed else self.width
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Layers ``start`` .. ``stop - 1``, units ``units``; ``in_flight`` micro-batches of saved tensors."""
+
+    start: int
+    stop: int
+    units: range
+    in_flight: float
+    index: int = 0
+
+
+def in_flight(strategy: Strategy, stage: int) -> float:
+    """Micro-batches whose saved tensors a stage holds at once. 1F1B: the pp - stage warm-up forwards
+    (Narayanan et al. 2021); GPipe: all of them; interleaved (Megatron-LM's warm-up count, in units of
+    one chunk's micro-batch): ((pp - stage - 1) x 2 + (chunks - 1) x pp + 1) / chunks, which for the
+    first stage is Korthikanti et al.'s p (1 + (p - 1) / (p v))."""
+    p, m = strategy.pp, strategy.micro_batches
+    if p == 1:
+        return 1.0
+    if strategy.schedule == "gpipe":
+        return float(m)
+    if strategy.schedule == "1f1b":
+        return float(min(p - stage, m))
+    v = strategy.chunks
+    return min(((p - stage - 1) * 2 + (v - 1) * p + 1), m * v) / v
+
+
+def zero1_partition(sizes: list[int], ranks: int) -> list[list[int]]:
+    """The parameters (their sizes) ``ZeroRedundancyOptimizer`` gives each rank: sorted largest first,
+    each to the rank with the fewest elements so far (torch/distributed/optim/zero_redundancy_optimizer.py,
+    _partition_parameters)."""
+    held = [0] * ranks
+    given: list[list[int]] = [[] for _ in range(ranks)]
+    for size in sorted(sizes, reverse=True):
+        r = held.index(min(held))
+        held[r] += size
+        given[r].append(size)
+    return given
+
+
+def fsdp_shard(shape: tuple[int, ...], ranks: int) -> int:
+    """Elements of one rank's FSDP2 shard: dim 0 padded to a multiple of the ranks, then split."""
+    if not shape:
+        return 1
+    return math.ceil(shape[0] / ranks) * math.prod(shape[1:])
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each trained parameter's bytes sit, by layer and unit, for one stage of one rank's graph."""
+
+    grad_bytes: np.ndarray  # per layer: gradient bytes made at its backward (whole parameters)
+    unit_params: np.ndarray  # per unit: whole parameter bytes
+    repeated: np.ndarray  # per unit: an FSDP unit of its own (else the root's)
+    sizes: list[int]  # every trained parameter's elements
+    shards: int  # elements of this rank's shard of them (FSDP2 padding)
+    largest: int  # the largest parameter's elements
+    buffers: int  # bytes of stored, untrained tensors
+
+
+def layout(shaped: Shaped, trained: Trainable, units: Units, stage: Stage, width: int, group: int) -> Layout:
+    n_units = len(units)
+    of = units.of_layer()
+    grad = np.zeros(len(of), dtype=np.int64)
+    unit_params = np.zeros(n_units, dtype=np.int64)
+    sizes, shard = [], 0
+    for name, i in trained.reader.items():
+        if not stage.start <= i < stage.stop:
+            continue
+        t = shaped.tensors[name]
+        grad[i] += t.numel * width
+        unit_params[of[i]] += t.numel * width
+        sizes.append(t.numel)
+        shard += fsdp_shard(t.shape, group)
+    buffers = sum(shaped.tensors[n].nbytes() for n, i in trained.buffers.items() if stage.start <= i < stage.stop)
+    repeated = np.array([u.repeated for u in units.units], dtype=bool)
+    return Layout(grad, unit_params, repeated, sizes, shard, max(sizes, default=0), buffers)
+
+
+@dataclass(frozen=True)
+class GPUMemory:
+    """One rank's step: ``terms`` at the peak (they sum to ``peak``), where the peak falls, the bytes
+    offloaded to the host, and every moment's total (``moments``: each layer's forward, each layer's
+    backward, the optimizer step), which the micro-batch solve reads."""
+
+    terms: dict[str, int]
+    peak: int
+    phase: str
+    layer: str
+    offloaded: int
+    moments: np.ndarray
+
+
+def _shard(s: Strategy, lay: Layout) -> int:
+    """Elements of one rank's shard of the parameters: FSDP2 pads each parameter's first dim,
+    DeepSpeed splits one flat buffer evenly."""
+    return -(-sum(lay.sizes) // s.group) if s.engine == "deepspeed" else lay.shards
+
+
+def _share(s: Strategy, lay: Layout, rank: int | None) -> tuple[int, int]:
+    """Elements of the parameters whose optimizer state one rank holds (the most loaded rank, unless
+    ``rank`` is given), and the largest of them that it steps whole."""
+    if s.zero == 0:
+        return sum(lay.sizes), lay.largest
+    if s.zero == 1 and s.engine == "pytorch":
+        given = zero1_partition(lay.sizes, s.group)
+        mine = given[rank % s.group] if rank is not None else max(given, key=sum)
+        return sum(mine), max(mine, default=0)
+    return _shard(s, lay), -(-lay.largest // s.group)
+
+
+def _buckets(s: Strategy, whole: int) -> int:
+    """Elements of gradient buckets beside the gradients: DDP's are a copy of all of them
+    (``gradient_as_bucket_view=False``, its default); DeepSpeed's one reduce bucket; none under FSDP."""
+    if s.dp == 1 or s.zero >= 2:
+        return 0
+    return whole if s.engine == "pytorch" else min(whole, DEEPSPEED_BUCKET)
+
+
+def _states(s: Strategy, prec: Precision, lay: Layout, rank: int | None) -> dict[str, int]:
+    """Persistent bytes: parameters, master weights, optimizer state, gradient buckets; and the host's."""
+    whole = sum(lay.sizes)
+    share, largest = _share(s, lay, rank)
+    sharded = s.zero == 3 or (s.zero == 2 and s.engine == "pytorch")  # FSDP2 keeps shards and gathers units
+    buckets = _buckets(s, whole)
+    out = {
+        "parameters": (_shard(s, lay) if sharded else whole) * prec.width,
+        "master weights": share * 4 * prec.mixed,
+        "optimizer state": slots(prec.optimizer) * share * prec.state_width,
+        "communication buffers": buckets * prec.width,
+        "host": 0,
+        "share": share,
+        "largest": largest,
+    }
+    if s.offload != "none":
+        out["host"] = out.pop("master weights") + out.pop("optimizer state")
+        out["master weights"] = out["optimizer state"] = 0
+    if s.offload == "params" and s.zero == 3:
+        out["host"] += out["parameters"]
+        out["parameters"] = 0
+    return out
+
+
+def _unit_walk(s: Strategy, lay: Layout, unit: np.ndarray, prefetch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gathered parameter bytes at each layer's forward and backward under FSDP (ZeRO-2/3)."""
+    if s.zero < 2 or (s.zero == 2 and s.engine == "deepspeed"):
+        zeros = np.zeros(len(unit), dtype=np.int64)
+        return zeros, zeros
+    rep, u_bytes = lay.repeated, np.where(lay.repeated, lay.unit_params, 0)
+    root = int(lay.unit_params[~rep].sum())  # the root's own parameters: gathered from first to last
+    if s.zero == 2:  # reshard_after_forward=False: gathered from a unit's forward to its backward
+        so_far = np.cumsum(u_bytes)[unit]
+        return root + so_far, root + so_far
+    order = np.flatnonzero(rep)
+    nxt, prv = np.zeros(len(rep), dtype=np.int64), np.zeros(len(rep), dtype=np.int64)
+    for k, u in enumerate(order):  # the unit prefetched: the next in forward, the previous in backward
+        nxt[u] = u_bytes[order[k + 1]] if k + 1 < len(order) else 0
+        prv[u] = u_bytes[order[k - 1]] if k > 0 else 0
+    return root + u_bytes[unit] + nxt[unit] * prefetch, root + u_bytes[unit] + prv[unit] * prefetch
+
+
+def _param_grads(s: Strategy, lay: Layout, unit: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Parameter-gradient bytes alive at each layer's backward: all made so far (DDP, ZeRO-1); under
+    FSDP2, the current unit's and the root's whole, the rest as their shards, and the reduce-scatter
+    buffer: a unit's gradients copied in when its backward ends, that copy kept through the next
+    unit's backward (FSDP2's ``reduce_scatter_state``) and released as the next one is made. With
+    several micro-batches a step (accumulation, a pipeline) the earlier micro-batches' gradients are
+    all there: the peak is in a later micro-batch's backward."""
+    gb = lay.grad_bytes[start:stop]
+    made = np.cumsum(gb[::-1])[::-1]
+    if s.micro_batches > 1:
+        made = np.full_like(made, int(gb.sum()))
+    if s.zero < 2:
+        return made
+    root = ~lay.repeated[unit]
+    root_made = np.cumsum(np.where(root, gb, 0)[::-1])[::-1]
+    mine = np.zeros_like(made)  # the current unit's gradients made so far (from its end back to here)
+    held = np.zeros_like(made)  # reduce-scatter inputs alive
+    order = [u for u in np.unique(unit) if lay.repeated[u]]
+    last_reduced = 0
+    for u in sorted(order, reverse=True):  # backward order
+        at = np.flatnonzero(unit == u)
+        mine[at] = np.cumsum(gb[at][::-1])[::-1]
+        held[at] = last_reduced
+        held[at[0]] = int(
+            gb[at].sum()
+        )  # its own copy, made (the last one's released) before its gradients are freed
+        last_reduced = int(gb[at].sum())
+        held[: at[0]] = np.where(root[: at[0]], last_reduced, held[: at[0]])  # the root's layers before it
+    return root_made + mine + held + (made - root_made - mine) // s.group
+
+
+def final_gradients(s: Strategy, prec: Precision, lay: Layout) -> int:
+    """Gradient bytes a rank holds when the optimizer steps: all of them, or its shard (ZeRO-2/3)."""
+    return (sum(lay.sizes) if s.zero < 2 else _shard(s, lay)) * prec.width
+
+
+def model_states(s: Strategy, prec: Precision, lay: Layout) -> dict[str, int]:
+    """What the ZeRO paper calls model states, per rank: parameters, gradients, and the optimizer's
+    (master weights and state), as held when the optimizer steps -- offloaded parts excluded."""
+    st = _states(s, prec, lay, None)
+    return {
+        "parameters": st["parameters"],
+        "gradients": final_gradients(s, prec, lay),
+        "optimizer state": st["master weights"] + st["optimizer state"],
+    }
+
+
+@dataclass(frozen=True)
+class Pipelined:
+    """What a stage of PyTorch's ``torch.distributed.pipelining`` holds beyond its layers: a receive
+    buffer per micro-batch for its input activations and for its output gradients (allocated for
+    each chunk up front, PipelineStage._prepare_forward_infra / _prepare_backward_infra), and on the
+    last stage every micro-batch's output (``output_chunks``), merged into the step's output after
+    the last backward (``_merge_outputs``, a ``torch.cat``): twice the outputs at the end of the step,
+    and the chunks still there while the optimizer steps (``clear_runtime_states`` frees them at the
+    next step's start)."""
+
+    receive: int = 0
+    outputs: int = 0
+
+
+def gpu_memory(s: Strategy, prec: Precision, prof: StepProfile, forward: np.ndarray, saved: np.ndarray,
+               lay: Layout, units: Units, stage: Stage, inputs: int, rank: int | None = None,
+               pipe: Pipelined = Pipelined()) -> GPUMemory:
+    """One rank's step under ``s``: ``forward``/``saved`` are the profile's, after checkpointing."""
+    a, e = stage.start, stage.stop
+    states = _states(s, prec, lay, rank)
+    share, largest, host = states.pop("share"), states.pop("largest"), states.pop("host")
+    states |= {"inputs": inputs, "buffers": lay.buffers, "pipeline buffers": pipe.receive}
+    persistent = sum(states.values())
+    unit = np.asarray(units.of_layer()[a:e], dtype=np.int64)
+    base = int(saved[a - 1]) if a > 0 else 0
+    held = int((stage.in_flight - 1) * (int(saved[e - 1]) - base)) if e > a else 0
+    fwd_un, bwd_un = _unit_walk(s, lay, unit, prec.prefetch)
+    pg = _param_grads(s, lay, unit, a, e)
+    grads_final = final_gradients(s, prec, lay)
+    temps = 0 if s.offload != "none" else step_temporaries(prec.optimizer, prec.impl, share * prec.state_width,
+                                                           largest * prec.state_width)
+    # Every moment of the step: each layer's forward, each layer's backward, the end of the last
+    # micro-batch (a pipeline's kept outputs), the optimizer step.
+    moments = np.concatenate([persistent + held + (forward[a:e] - base) + fwd_un,
+                              np.where(prof.active[a:e], persistent + held + (saved[a:e] - base) + prof.grads[a:e]
+                                       + pg + bwd_un, 0),
+                              [persistent + grads_final + 2 * pipe.outputs,
+                               persistent + grads_final + pipe.outputs + temps]])
+    k, n = int(np.argmax(moments)), e - a
+    terms = {**states, "in-flight micro-batches": held}
+    if k < n:
+        phase = "forward"
+        terms |= {"activations": int(forward[a + k] - base), "gathered parameters": int(fwd_un[k])}
+    elif k < 2 * n:
+        phase, j = "backward", k - n
+        terms |= {"saved activations": int(saved[a + j] - base), "activation gradients": int(prof.grads[a + j]),
+                  "gradients": int(pg[j]), "gathered parameters": int(bwd_un[j])}
+    elif k == 2 * n:
+        phase = "end of step"
+        terms |= {"gradients": grads_final, "kept outputs": 2 * pipe.outputs}
+    else:
+        phase = "optimizer step"
+        terms |= {"gradients": grads_final, "kept outputs": pipe.outputs, "optimizer temporaries": temps}
+    layer = prof.names[a + k % n] if k < 2 * n else ""
+    return GPUMemory({t: int(v) for t, v in terms.items()}, int(moments[k]), phase, layer, host, moments)

@@ -1,0 +1,258 @@
+"""``archcalc plan``: which multi-GPU strategies make a model's training step fit, and at what cost.
+
+For each strategy worth showing on the GPUs given (data, tensor and pipeline parallel degrees that
+multiply to them; ZeRO stage; checkpointing; offload) the largest micro-batch per GPU is solved,
+not searched: every moment of the step is a line in the micro-batch (see ``rank_view``), so the
+largest micro-batch is the smallest of each line's crossing of the capacity. With a global batch,
+the micro-batch is the largest that divides each replica's share, and the rest is accumulation.
+Rows are ranked: those that fit first, then the least recompute, the least communication, the
+largest micro-batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from archcalc.analysis import runtimes
+from archcalc.analysis.estimate import analyse
+from archcalc.analysis.parallel import (
+    GPUMemory,
+    Pipelined,
+    Precision,
+    Stage,
+    Strategy,
+    gpu_memory,
+    in_flight,
+    layout,
+)
+from archcalc.analysis.partition import Units, find_units
+from archcalc.analysis.rank_view import RankView, make_view
+from archcalc.analysis.traffic import traffic
+from archcalc.analysis.training import DEFAULT_IMPL, slots
+from archcalc.dtypes import MIXED
+from archcalc.errors import InputError
+from archcalc.ir import Graph
+from archcalc.units import MAX_SIZE
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    strategy: Strategy
+    micro_batch: int  # the largest per GPU (0: not even 1 fits)
+    accumulation: int  # micro-batches per optimizer step on each replica
+    memory: GPUMemory  # the most loaded rank, at ``micro_batch`` (or 1 when none fits)
+    total: int  # memory.peak + the runtime's constant
+    capacity: int
+    recompute_flops: int  # per GPU per optimizer step
+    communication: dict[str, int]  # bytes each GPU sends per optimizer step, by collective
+
+    @property
+    def fits(self) -> bool:
+        return self.micro_batch > 0
+
+    def to_dict(self) -> dict:
+        s = self.strategy
+        return {
+            "strategy": s.label(),
+            "dp": s.dp,
+            "tp": s.tp,
+            "pp": s.pp,
+            "zero": s.zero,
+            "shard_group": s.group,
+            "sequence_parallel": s.sp,
+            "schedule": s.schedule if s.pp > 1 else None,
+            "checkpoint": s.checkpoint,
+            "offload": s.offload,
+            "fits": self.fits,
+            "micro_batch": self.micro_batch,
+            "accumulation": self.accumulation,
+            "total": self.total,
+            "capacity": self.capacity,
+            "headroom": self.capacity - self.total,
+            "terms": self.memory.terms,
+            "phase": self.memory.phase,
+            "layer": self.memory.layer,
+            "host_bytes": self.memory.offloaded,
+            "recompute_flops": self.recompute_flops,
+            "communication": self.communication,
+        }
+
+
+@dataclass
+class Planner:
+    """A graph analysed once (at micro-batches 1 and 2) and judged under any strategy."""
+
+    graph: Graph
+    optimizer: str = "adam"
+    dtype: str | None = None
+    device: str = "cuda"
+    runtime: str = "pytorch-cuda"
+    overhead: int | None = None
+    units_pattern: str | None = None
+    dims: dict | None = None
+    inputs: dict | None = None
+    _views: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        slots(self.optimizer)  # an unknown optimizer is refused before any analysis
+        self.ests = tuple(analyse(self.graph, b, self.dims, self.inputs, self.dtype) for b in (1, 2))
+        self.units: Units = find_units([r.layer for r in self.ests[0].results], self.units_pattern)
+        width = self.view(1, False).width
+        self.precision = Precision(
+            width,
+            self.dtype in MIXED,
+            self.optimizer,
+            DEFAULT_IMPL[self.device],
+            prefetch=1 if self.device == "cuda" else 0,
+        )
+        self.constant = runtimes.runtime(self.runtime, self.overhead).overhead
+
+    def view(self, tp: int, sp: bool) -> RankView:
+        key = (tp, sp and tp > 1)
+        if key not in self._views:
+            self._views[key] = make_view(self.ests, self.units, tp, key[1], self.device)
+        return self._views[key]
+
+    def stages(self, s: Strategy, b: int) -> list[Stage]:
+        """The pipeline's stages: contiguous runs of units, balanced by each stage's memory."""
+        v = self.view(s.tp, s.sp)
+        n = len(self.units)
+        if s.pp == 1:
+            return [Stage(0, len(v.results), range(n), 1.0)]
+        if s.pp > n:
+            raise InputError(
+                f"pipeline of {s.pp} stages: {self.graph.name} has {n} units ({self.units.source}); "
+                "use fewer stages or name finer units with --units"
+            )
+        _, saved, _ = v.mode(s.checkpoint)
+        sv = v.at(b, saved)
+        lay = layout(v.shaped, v.trained, self.units, Stage(0, len(v.results), range(n), 1.0), v.width, s.group)
+        per_unit_state = lay.unit_params * (2 + slots(self.optimizer))  # weights, gradients, state, roughly
+        ends = np.array([u.stop - 1 for u in self.units.units])
+        act = np.diff(np.concatenate([[0], sv[ends]]))
+        cuts = _balance(per_unit_state, act, [in_flight(s, k) for k in range(s.pp)])
+        out = []
+        for k in range(s.pp):
+            first, last = self.units.units[cuts[k]], self.units.units[cuts[k + 1] - 1]
+            out.append(Stage(first.start, last.stop, range(cuts[k], cuts[k + 1]), in_flight(s, k), k))
+        return out
+
+    def memory(
+        self, s: Strategy, b: int, rank: int | None = None, stages: list[Stage] | None = None
+    ) -> list[GPUMemory]:
+        """Each pipeline stage's most loaded rank at micro-batch ``b`` (``rank``: that data-parallel
+        rank; ``stages``: as given, else balanced at ``b``)."""
+        v = self.view(s.tp, s.sp)
+        fw, sv, _ = v.mode(s.checkpoint)
+        prof = v.profile(1)
+        prof_b = replace(prof, grads=v.at(b, (v.profile(1).grads, v.profile(2).grads)))
+        out = []
+        stages = stages or self.stages(s, b)
+        for stage in stages:
+            lay = layout(v.shaped, v.trained, self.units, stage, v.width, s.group)
+            inputs = v.at(b, (np.int64(v.sides[0].inputs), np.int64(v.sides[1].inputs))) if stage.index == 0 else 0
+            pipe = self._pipelined(s, v, stages, stage, b)
+            out.append(gpu_memory(s, self.precision, prof_b, v.at(b, fw), v.at(b, sv), lay, self.units, stage,
+                                  int(inputs), rank, pipe))
+        return out
+
+    def _pipelined(self, s: Strategy, v: RankView, stages: list[Stage], stage: Stage, b: int) -> Pipelined:
+        """The stage's receive buffers and, on the last, the outputs PyTorch's pipelining keeps."""
+        if s.pp == 1:
+            return Pipelined()
+        crossing = v.boundaries(b, [st.start for st in stages[1:]])
+        k = stage.index
+        received = (crossing[k - 1] if k > 0 else 0) + (crossing[k] if k < len(crossing) else 0)
+        outputs = 0
+        if k == len(stages) - 1:
+            per = [sum(sd.shaped.tensors[o].nbytes(v.float_dtype) for o in sd.shaped.outputs) for sd in v.sides]
+            outputs = per[0] + (b - 1) * (per[1] - per[0])
+        return Pipelined(s.micro_batches * received, s.micro_batches * outputs)
+
+    def largest_micro_batch(self, s: Strategy, capacity: int, limit: int = MAX_SIZE) -> int:
+        """The largest micro-batch (at most ``limit``) whose every stage fits ``capacity`` (0: none)."""
+        best = self._solve(s, capacity, limit, self.stages(s, 1))
+        if s.pp > 1 and best > 1:  # stages balanced for the answer, then solved again
+            best = self._solve(s, capacity, limit, self.stages(s, best))
+        return best
+
+    def _solve(self, s: Strategy, capacity: int, limit: int, stages: list[Stage]) -> int:
+        room = capacity - self.constant
+        best = limit
+        for m1, m2 in zip(self.memory(s, 1, stages=stages), self.memory(s, 2, stages=stages)):
+            slope = m2.moments - m1.moments
+            if np.any((slope <= 0) & (m1.moments > room)):
+                return 0
+            grow = slope > 0
+            if np.any(grow):
+                best = min(best, int(np.min(1 + (room - m1.moments[grow]) // slope[grow])))
+        return max(best, 0)
+
+    def row(self, s: Strategy, capacity: int, global_batch: int | None = None) -> PlanRow:
+        """``s`` judged: its largest micro-batch (a divisor of each replica's share of ``global_batch``)."""
+        share = None
+        if global_batch is not None:
+            if global_batch % s.dp:
+                raise InputError(
+                    f"--global-batch {global_batch}: not a multiple of the data-parallel degree {s.dp}"
+                )
+            share = global_batch // s.dp
+        b = self._micro_batch(s, capacity, share)
+        m = share // b if share and b else s.micro_batches
+        s = replace(s, micro_batches=m)
+        mem = max(self.memory(s, max(b, 1)), key=lambda g: g.peak)
+        return PlanRow(
+            s,
+            b,
+            m,
+            mem,
+            mem.peak + self.constant,
+            capacity,
+            self.recompute(s, max(b, 1)),
+            self.communication(s, max(b, 1)),
+        )
+
+    def _micro_batch(self, s: Strategy, capacity: int, share: int | None) -> int:
+        if share is None:
+            return self.largest_micro_batch(s, capacity)
+        for b in sorted((d for d in _divisors(share)), reverse=True):
+            trial = replace(s, micro_batches=share // b)
+            if self.largest_micro_batch(trial, capacity, limit=b) >= b:
+                return b
+        return 0
+
+    def recompute(self, s: Strategy, b: int) -> int:
+        _, _, per_sample = self.view(s.tp, s.sp).mode(s.checkpoint)
+        return per_sample * b * s.micro_batches // s.pp
+
+    def communication(self, s: Strategy, b: int) -> dict[str, int]:
+        return traffic(s, self.view(s.tp, s.sp), self.stages(s, b), self.units, b)
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def _balance(state: np.ndarray, act: np.ndarray, flight: list[float]) -> list[int]:
+    """Cut units into len(flight) contiguous stages minimising the largest stage's memory: its
+    states plus its saved activations times the micro-batches it holds (dynamic programming)."""
+    n, p = len(state), len(flight)
+    cs, ca = np.concatenate([[0], np.cumsum(state)]), np.concatenate([[0], np.cumsum(act)])
+    best = np.full((p + 1, n + 1), np.inf)
+    back = np.zeros((p + 1, n + 1), dtype=np.int64)
+    best[0, 0] = 0
+    for k in range(1, p + 1):
+        for j in range(k, n - (p - k) + 1):
+            i = np.arange(k - 1, j)
+            cost = np.maximum(best[k - 1, i], (cs[j] - cs[i]) + flight[k - 1] * (ca[j] - ca[i]))
+            at = int(np.argmin(cost))
+            best[k, j], back[k, j] = cost[at], i[at]
+    cuts, j = [n], n
+    for k in range(p, 0, -1):
+        j = int(back[k, j])
+        cuts.append(j)
+    return cuts[::-1]

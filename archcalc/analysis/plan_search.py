@@ -1,0 +1,161 @@
+"""The strategies ``archcalc plan`` weighs on a cluster, and the one ``--strategy`` names.
+
+Every way to factor the GPUs into data x tensor x pipeline parallel degrees (tensor parallel within
+a node, as Megatron-LM places it, and only where the graph has blocks to split evenly), each with
+ZeRO stages 0-3, checkpointing none / selective (when the graph has attention to recompute) /
+full (when it has repeated units), and for ZeRO-3 the CPU offload of the optimizer (and of the
+parameters). On several nodes ZeRO-3 also shards within a node and replicates across (hybrid).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from archcalc.analysis.checkpointing import MODES, attention_core
+from archcalc.analysis.parallel import SCHEDULES, Strategy
+from archcalc.analysis.plan import Planner, PlanRow
+from archcalc.errors import ArchcalcError, InputError
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def candidates(planner: Planner, gpus: int, per_node: int, micro_batches: int | None) -> Iterator[Strategy]:
+    units = len(planner.units)
+    repeated = any(u.repeated for u in planner.units.units)
+    view = planner.view(1, False)
+    attention = bool(attention_core(view.shaped, view.results)[2])
+    modes = ["none"] + (["selective"] if attention else []) + (["full"] if repeated else [])
+    for tp in _divisors(min(per_node, gpus)):
+        if tp > 1 and not _splits(planner, tp):
+            continue
+        for pp in _divisors(gpus // tp):
+            if pp > units:
+                continue
+            dp = gpus // (tp * pp)
+            m = micro_batches or (2 * pp if pp > 1 else 1)
+            for zero in (0, 1, 2, 3) if dp > 1 else (0,):
+                for ckpt in modes:
+                    base = Strategy(dp=dp, zero=zero, tp=tp, sp=tp > 1, pp=pp, micro_batches=m, checkpoint=ckpt)
+                    yield base
+                    if zero == 3:
+                        yield replace(base, offload="optimizer")
+                        if dp > per_node and dp % per_node == 0:
+                            yield replace(base, shard=per_node)
+
+
+def _splits(planner: Planner, tp: int) -> bool:
+    try:
+        planner.view(tp, True)
+        return True
+    except ArchcalcError:
+        return False
+
+
+def search(
+    planner: Planner,
+    gpus: int,
+    per_node: int,
+    capacity: int,
+    global_batch: int | None,
+    micro_batches: int | None = None,
+) -> list[PlanRow]:
+    rows = []
+    for s in candidates(planner, gpus, per_node, micro_batches):
+        try:
+            rows.append(planner.row(s, capacity, global_batch))
+        except InputError:
+            continue  # a global batch this degree does not divide
+    return sorted(rows, key=rank_key)
+
+
+def rank_key(row: PlanRow) -> tuple:
+    """Fitting rows first; then the least recompute, the least traffic per sample, the largest micro-batch;
+    rows that do not fit by their shortfall."""
+    if not row.fits:
+        return (1, row.total - row.capacity)
+    samples = row.micro_batch * row.accumulation * row.strategy.dp
+    return (0, row.recompute_flops / samples, sum(row.communication.values()) / samples, -row.micro_batch)
+
+
+WORD = re.compile(r"(dp|tp|pp|zero|hybrid|micro|x)(\d+)$")
+
+
+def parse_strategy(text: str, gpus: int) -> Strategy:
+    """``dp8 zero3``, ``tp2 sp pp4 1f1b micro16 ckpt=full``, ``dp4 zero3 offload=optimizer``: the
+    degrees given (the data-parallel one, if left out, is what the GPUs leave)."""
+    kw: dict = {}
+    for word in text.replace(",", " ").split():
+        m = WORD.match(word)
+        key, _, value = word.partition("=")
+        if m:
+            name, n = m.group(1), int(m.group(2))
+            kw[{"hybrid": "shard", "micro": "micro_batches", "x": "chunks"}.get(name, name)] = n
+        elif word == "sp":
+            kw["sp"] = True
+        elif word in SCHEDULES:
+            kw["schedule"] = word
+        elif key in ("ckpt", "checkpoint") and value in MODES:
+            kw["checkpoint"] = value
+        elif key == "offload" and value:
+            kw["offload"] = value
+        elif key == "engine" and value:
+            kw["engine"] = value
+        else:
+            raise InputError(
+                f"--strategy {text!r}: cannot read '{word}'; write e.g. 'dp8 zero3 ckpt=full', "
+                "'tp2 sp pp4 1f1b micro16', 'dp16 zero3 hybrid8 offload=optimizer'"
+            )
+    tp, pp = kw.get("tp", 1), kw.get("pp", 1)
+    kw.setdefault("dp", max(gpus // (tp * pp), 1))
+    if kw["dp"] * tp * pp != gpus:
+        raise InputError(
+            f"--strategy {text!r}: dp{kw['dp']} x tp{tp} x pp{pp} = {kw['dp'] * tp * pp} GPUs, but --gpus {gpus}"
+        )
+    if pp > 1:
+        kw.setdefault("micro_batches", 2 * pp)
+    return Strategy(**kw)
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """What ``archcalc plan`` found: the rows (ranked; with ``--strategy``, the one judged), what they
+    were judged on, and the runtime's constant each GPU adds."""
+
+    rows: list[PlanRow]
+    meta: dict
+    constant: int
+    judged: bool = False  # one named strategy, not a search
+
+
+def plan_result(
+    planner: Planner,
+    capacity: int,
+    gpus: int,
+    nodes: int,
+    global_batch: int | None = None,
+    micro_batches: int | None = None,
+    strategy: str | None = None,
+) -> PlanResult:
+    per_node = gpus // nodes
+    meta = {
+        "gpus": gpus,
+        "nodes": nodes,
+        "capacity": capacity,
+        "global_batch": global_batch,
+        "optimizer": planner.optimizer,
+        "dtype": planner.dtype,
+        "device": planner.device,
+        "runtime": planner.runtime,
+        "units": {"source": planner.units.source, "names": [u.name for u in planner.units.units]},
+    }
+    if strategy:
+        s = parse_strategy(strategy, gpus)
+        if micro_batches and s.pp == 1:
+            s = replace(s, micro_batches=micro_batches)
+        return PlanResult([planner.row(s, capacity, global_batch)], meta, planner.constant, judged=True)
+    rows = search(planner, gpus, per_node, capacity, global_batch, micro_batches)
+    return PlanResult(rows, meta, planner.constant)

@@ -1,0 +1,182 @@
+"""Tensor parallelism (Megatron-LM's layout) on an arbitrary graph: the graph as one rank sees it.
+
+Shoeybi et al. 2019 split each transformer block's matrices in pairs: the first column-parallel
+(attention's Q, K and V projections, the MLP's first matrix and, gated, its gate), the second
+row-parallel (attention's output projection, the MLP's last matrix), so that everything between
+them -- heads, scores, the MLP's hidden activations -- is split t ways with no communication inside,
+and one all-reduce joins the row-parallel output (forward) and the column-parallel input's gradient
+(backward). Found in a graph by walking from each weighted matrix product: one whose output reaches
+another weighted product before any normalization is column-parallel, the one reached row-parallel;
+what the walk passes is split. The LM head, the embedding and convolutions stay whole.
+
+With sequence parallelism (Korthikanti et al. 2022) the activations the blocks keep whole -- the
+norms' inputs and outputs, the residual stream, the dropout masks -- are split along the sequence
+instead: every activation of a block holding a pair is 1/t. The rank's view is the same graph with
+those tensors' shapes divided, so every other analysis (saved tensors, the step's peak) reads it
+unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from archcalc.analysis.infer import LayerResult
+from archcalc.analysis.partition import Units
+from archcalc.ir import Role, Shaped
+
+MATMULS = frozenset(
+    {
+        "MatMul",
+        "Gemm",
+        "FusedMatMul",
+        "com.microsoft.FusedMatMul",
+        "MatMulInteger",
+        "com.microsoft.MatMulNBits",
+        "QLinearMatMul",
+    }
+)
+# A walk from a column-parallel product stops at a normalization: what follows it is whole again.
+NORMS = frozenset(
+    {
+        "LayerNormalization",
+        "SimplifiedLayerNormalization",
+        "SkipLayerNormalization",
+        "SkipSimplifiedLayerNormalization",
+        "RMSNormalization",
+        "BatchNormalization",
+        "GroupNormalization",
+        "InstanceNormalization",
+        "ReduceMean",
+        "LpNormalization",
+        "MeanVarianceNormalization",
+    }
+)
+
+
+@dataclass(frozen=True)
+class TensorParallel:
+    """The pairs found: ``column`` and ``row`` layer positions, the tensors split between them."""
+
+    column: frozenset[int]
+    row: frozenset[int]
+    split: frozenset[str]  # activations split by heads or hidden units
+    weights: frozenset[str]  # parameters split t ways
+    units: frozenset[int]  # the units holding a pair (the transformer blocks)
+
+    def __bool__(self) -> bool:
+        return bool(self.row)
+
+
+def _weighted_product(res: LayerResult, roles: dict[str, str], shaped: Shaped) -> str | None:
+    """The 2-D weight a matrix product multiplies by, if it is one."""
+    if res.layer.op_type not in MATMULS and f"{res.layer.domain}.{res.layer.op_type}" not in MATMULS:
+        return None
+    return next(
+        (n for n in res.layer.inputs if roles.get(n) == "weight" and len(shaped.tensors[n].shape) == 2), None
+    )
+
+
+def find_pairs(
+    shaped: Shaped, results: list[LayerResult], roles: dict[int, dict[str, str]], units: Units
+) -> TensorParallel:
+    weighted = {
+        i for i, r in enumerate(results) if not r.folded and _weighted_product(r, roles.get(i, {}), shaped)
+    }
+    column, row, split, weights = set(), set(), set(), set()
+    for i in sorted(weighted):
+        reached, passed = _walk(shaped, results, i, weighted)
+        if reached:
+            column.add(i)
+            row |= reached
+            split |= passed
+    for i in column | row:
+        weights.add(_weighted_product(results[i], roles[i], shaped))
+    for i, res in enumerate(results):  # a column-parallel bias is added inside the split region
+        if i not in column | row and any(o in split for o in res.layer.outputs):
+            weights |= {n for n, role in roles.get(i, {}).items() if role in ("weight", "bias")}
+    of = units.of_layer()
+    return TensorParallel(
+        frozenset(column),
+        frozenset(row),
+        frozenset(split),
+        frozenset(w for w in weights if w),
+        frozenset(of[i] for i in column | row),
+    )
+
+
+def _walk(shaped: Shaped, results: list[LayerResult], start: int, weighted: set[int]) -> tuple[set[int], set[str]]:
+    """From a product's outputs forward to the weighted products they reach before a norm."""
+    reached: set[int] = set()
+    passed: set[str] = set()
+    todo = [o for o in results[start].layer.outputs if o]
+    while todo:
+        name = todo.pop()
+        if name in passed or shaped.tensors[name].role not in (Role.ACTIVATION, Role.OUTPUT):
+            continue
+        if name in shaped.outputs:
+            return set(), set()  # reaches the model's output (an LM head): not a pair
+        passed.add(name)
+        for j in shaped.consumers(name):
+            res = results[j]
+            if j in weighted:
+                reached.add(j)
+            elif res.layer.op_type not in NORMS and not res.folded:
+                todo.extend(o for o in res.layer.outputs if o)
+    return (reached, passed) if reached else (set(), set())
+
+
+def divides(shape: tuple[int, ...], t: int) -> tuple[int, ...] | None:
+    """``shape`` with its last axis that ``t`` divides divided (None: no axis splits evenly)."""
+    for k in reversed(range(len(shape))):
+        if shape[k] % t == 0:
+            return (*shape[:k], shape[k] // t, *shape[k + 1 :])
+    return None
+
+
+def rank_view(
+    shaped: Shaped, results: list[LayerResult], tp: TensorParallel, units: Units, t: int, sequence_parallel: bool
+) -> tuple[Shaped, list[LayerResult]] | None:
+    """The graph one of ``t`` ranks holds and its layers, whose own saved state (a norm's statistics)
+    is split with their outputs (None when a split tensor does not divide by ``t``)."""
+    names = set(tp.split) | set(tp.weights)
+    if sequence_parallel:
+        of = units.of_layer()
+        names |= {
+            o
+            for i, r in enumerate(results)
+            if of[i] in tp.units
+            for o in r.layer.outputs
+            if o and shaped.tensors[o].role in (Role.ACTIVATION, Role.OUTPUT)
+        }
+    tensors = dict(shaped.tensors)
+    for name in names:
+        v = tensors[name]
+        shape = divides(v.shape, t)
+        if shape is None:
+            return None
+        tensors[name] = dataclasses.replace(v, shape=shape)
+    layers = [
+        dataclasses.replace(r, out=dataclasses.replace(r.out, saves_extra_bytes=r.out.saves_extra_bytes // t))
+        if r.out.saves_extra_bytes and r.layer.outputs and r.layer.outputs[0] in names
+        else r
+        for r in results
+    ]
+    return dataclasses.replace(shaped, tensors=tensors), layers
+
+
+def all_reduce_bytes(
+    shaped: Shaped, results: list[LayerResult], tp: TensorParallel, t: int, float_dtype: str | None
+) -> int:
+    """Bytes each rank sends per micro-batch, forward and backward: a ring all-reduce of the
+    row-parallel outputs (forward) and of the column-parallel inputs' gradients (backward), each
+    2 (t - 1) / t of the tensor (with sequence parallelism, an all-gather and a reduce-scatter: the same)."""
+    outs = {o for i in tp.row for o in results[i].layer.outputs if o}
+    ins = {
+        n
+        for i in tp.column
+        for n in results[i].layer.inputs
+        if n and n not in tp.weights and shaped.tensors[n].role in (Role.ACTIVATION, Role.INPUT)
+    }
+    size = sum(shaped.tensors[n].nbytes(float_dtype) for n in outs | ins)
+    return size * 2 * (t - 1) // t

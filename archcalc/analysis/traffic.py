@@ -1,0 +1,49 @@
+"""Bytes each GPU sends per optimizer step, by collective, as ring algorithms move them.
+
+A ring all-reduce of M bytes over n ranks sends 2 (n - 1) / n x M from each; an all-gather or a
+reduce-scatter of M (the whole) sends (n - 1) / n x M (Rajbhandari et al. 2020, section 7: plain
+data parallelism moves 2 Psi per step, ZeRO-3 3 Psi). DDP and ZeRO-1 reduce once per step (the
+micro-batches before the last accumulate locally, ``no_sync``); FSDP gathers every unit for every
+micro-batch's forward (and again for its backward when it reshards after forward) and
+reduce-scatters every micro-batch's gradients. A pipeline sends each stage boundary's activation
+forward and its gradient back, per micro-batch; tensor parallelism all-reduces per micro-batch.
+"""
+
+from __future__ import annotations
+
+from archcalc.analysis.parallel import Stage, Strategy, layout
+from archcalc.analysis.partition import Units
+from archcalc.analysis.rank_view import RankView
+
+
+def ring(n: int, size: int, all_reduce: bool = False) -> int:
+    return (2 if all_reduce else 1) * (n - 1) * size // n if n > 1 else 0
+
+
+def traffic(s: Strategy, v: RankView, stages: list[Stage], units: Units, b: int) -> dict[str, int]:
+    """Bytes sent per GPU per step under ``s``: ``v`` the rank's graph, ``stages`` its pipeline's."""
+    w, m = v.width, s.micro_batches
+    out = {"all-reduce": 0, "all-gather": 0, "reduce-scatter": 0, "broadcast": 0, "point-to-point": 0}
+    lay = max(
+        (layout(v.shaped, v.trained, units, st, w, s.group) for st in stages),
+        key=lambda lay: sum(lay.sizes),
+    )
+    params = sum(lay.sizes) * w
+    g, replicas = s.group, s.dp // s.group
+    if s.zero < 2:
+        out["all-reduce"] += ring(s.dp, params, all_reduce=True)
+        if s.zero == 1:  # ZeroRedundancyOptimizer broadcasts each rank's updated partition
+            out["broadcast"] += ring(s.dp, params)
+    else:
+        gathers = 2 if s.zero == 3 else 1
+        out["all-gather"] += gathers * m * ring(g, params)
+        out["reduce-scatter"] += m * ring(g, params)
+        out["all-reduce"] += ring(replicas, params // g, all_reduce=True)  # hybrid: across the replicas
+    if s.tp > 1:
+        share = (stages[0].stop - stages[0].start) / max(len(v.results), 1)
+        tp_bytes = v.sides[0].tp_bytes + (b - 1) * (v.sides[1].tp_bytes - v.sides[0].tp_bytes)
+        out["all-reduce"] += int(tp_bytes * m * share)
+    if s.pp > 1:
+        per = max(v.boundaries(b, [st.start for st in stages[1:]]), default=0)
+        out["point-to-point"] += 2 * m * per  # the activation forward, its gradient back
+    return out

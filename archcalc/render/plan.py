@@ -1,0 +1,123 @@
+"""``archcalc plan`` rendered: the ranked strategies as a table, one judged strategy, or JSON
+(``archcalc.plan/1``, docs/json.md). Nothing here counts."""
+
+from __future__ import annotations
+
+import json
+
+from archcalc import units
+from archcalc.analysis.plan import PlanRow
+
+# The terms shown as columns, each the sum of these GPUMemory terms at the peak.
+COLUMNS = {
+    "params": ("parameters", "buffers"),
+    "grads": ("gradients",),
+    "optim": ("optimizer state", "master weights"),
+    "activations": (
+        "saved activations",
+        "activations",
+        "activation gradients",
+        "in-flight micro-batches",
+        "inputs",
+        "optimizer temporaries",
+    ),
+    "gathered": ("gathered parameters",),
+    "buffers": ("communication buffers",),
+}
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f}"
+
+
+def _cells(row: PlanRow, constant: int) -> list[str]:
+    t = row.memory.terms
+    comm = sum(row.communication.values())
+    return [
+        row.strategy.label(),
+        "yes" if row.fits else "no",
+        str(row.micro_batch or "-"),
+        str(row.accumulation),
+        _gib(row.total),
+        *(_gib(sum(t.get(k, 0) for k in keys)) for keys in COLUMNS.values()),
+        _gib(constant),
+        f"{row.recompute_flops / 1e12:.2f}",
+        _gib(comm),
+        row.memory.phase,
+    ]
+
+
+HEAD = [
+    "strategy",
+    "fits",
+    "micro",
+    "accum",
+    "GiB/GPU",
+    *COLUMNS,
+    "runtime",
+    "recompute TFLOP",
+    "comm GiB",
+    "peak at",
+]
+
+
+def render_plan(rows: list[PlanRow], header: str, constant: int, fmt: str, meta: dict) -> str:
+    if fmt == "json":
+        return (
+            json.dumps({"schema": "archcalc.plan/1", **meta, "rows": [r.to_dict() for r in rows]}, indent=1) + "\n"
+        )
+    table = [HEAD] + [_cells(r, constant) for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(HEAD))]
+    lines = [header, ""]
+    for k, r in enumerate(table):
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines) + "\n"
+
+
+def render_verdict(row: PlanRow, header: str, constant: int) -> str:
+    word = "fits" if row.fits else "does NOT fit"
+    t = row.memory.terms
+    terms = ", ".join(f"{k} {units.nbytes(v)}" for k, v in t.items() if v)
+    comm = ", ".join(f"{k} {units.nbytes(v)}" for k, v in row.communication.items() if v) or "none"
+    mb = (
+        f"largest micro-batch {row.micro_batch}, {row.accumulation} per step"
+        if row.fits
+        else f"not even micro-batch 1: {units.nbytes(row.total)} of {units.nbytes(row.capacity)}"
+    )
+    return (
+        f"{header}\n{row.strategy.label()}: {word}: {mb}\n"
+        f"per GPU at the peak ({row.memory.phase}{', ' + row.memory.layer if row.memory.layer else ''}): "
+        f"{units.nbytes(row.total)} = {terms}, runtime {units.nbytes(constant)}\n"
+        + (f"on the host (offloaded): {units.nbytes(row.memory.offloaded)}\n" if row.memory.offloaded else "")
+        + f"recompute per step: {row.recompute_flops / 1e12:.3f} TFLOP per GPU; sent per GPU per step: {comm}\n"
+    )
+
+
+NEAREST = 5  # rows that do not fit, shown after those that do
+
+
+def render_plan_result(result, card, top: int, fmt: str) -> str:
+    """The search's rows (the ``top`` that fit and the nearest that do not), or the one judged."""
+    m = result.meta
+    budget = (
+        f"{card.name} ({units.nbytes(card.capacity)} as the driver reports)"
+        if card
+        else units.nbytes(m["capacity"])
+    )
+    header = (
+        f"training step on {m['gpus']} x {budget}, {m['nodes']} node(s); optimizer {m['optimizer']}, "
+        f"dtype {m['dtype'] or 'as in the model'}, {m['device']} defaults, runtime {m['runtime']}; "
+        f"units: {len(m['units']['names'])} from {m['units']['source']}"
+    )
+    if fmt == "json":
+        return render_plan(result.rows, header, result.constant, fmt, {**m, "gpu": card.name if card else None})
+    if result.judged:
+        return render_verdict(result.rows[0], header, result.constant)
+    fit = [r for r in result.rows if r.fits][:top]
+    near = [r for r in result.rows if not r.fits][:NEAREST]
+    text = render_plan(fit + near, header, result.constant, fmt, m)
+    if not fit:
+        text += "no strategy fits: the nearest are shown; add GPUs, or --dtype mixed, or a smaller model\n"
+    return text
