@@ -96,6 +96,7 @@ def run_reports(models, output: Path, zoo: bool, batch=None, dims=None, inputs=N
 
 
 REPORT_GPUS = ("T4", "A100-80GB", "H100-80GB")
+REPORT_CLUSTER = ("H100-80GB", 8)  # the GPU and count a report's multi-GPU plans are for
 REPORT_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 REPORT_OPTIMIZER = "adam"
 
@@ -105,20 +106,25 @@ def report_data(model, batch=None, dims=None, inputs=None, with_validation=False
     estimate, the fit table and the memory-against-batch curve, and the validation if asked."""
     from archcalc.analysis.fit import batch_sweep, fit_table
     from archcalc.analysis.gpus import gpu
+    from archcalc.analysis.plan import Planner
+    from archcalc.analysis.plan_search import plan_result
     from archcalc.errors import InputError
     from archcalc.render.files import ReportData
 
     graph = load_graph(model)
+    card, count = gpu(REPORT_CLUSTER[0]), REPORT_CLUSTER[1]
     with _collector_paused():
         est = analyse(graph, batch, dims, inputs)
         try:
             fits = fit_table(graph, [gpu(n) for n in REPORT_GPUS], REPORT_OPTIMIZER, dims, inputs)
             sweep = batch_sweep(graph, list(REPORT_BATCHES), REPORT_OPTIMIZER, dims, inputs)
-            no_fit = ""
+            planner = Planner(graph, REPORT_OPTIMIZER, dims=dims, inputs=inputs)
+            plan, no_fit = plan_result(planner, card.capacity, count, 1), ""
         except InputError as exc:  # a fixed batch: no largest batch to solve for
-            fits, sweep, no_fit = [], {}, str(exc)
+            fits, sweep, plan, no_fit = [], {}, None, str(exc)
     validation = _validation(model, batch, dims, inputs) if with_validation else None
-    return ReportData(est, fits, list(REPORT_BATCHES), sweep, REPORT_OPTIMIZER, no_fit, validation)
+    return ReportData(est, fits, list(REPORT_BATCHES), sweep, REPORT_OPTIMIZER, no_fit, validation, plan,
+                      card.name)
 
 
 @contextlib.contextmanager

@@ -313,15 +313,18 @@ def _capacity(gpu_name, memory_size):
 
 @main.command()
 def gpus():
-    """List the GPU catalog: memory as the vendor states it, in bytes, and the source.
+    """List the GPU catalog: memory as the vendor states it and as the driver reports it (what `fit` and
+    `plan` judge against), each with its source.
 
     Example: archcalc gpus
     """
     from archcalc.analysis.gpus import CATALOG
 
     for g in CATALOG.values():
-        usable = f"  usable {g.usable:,} B" if g.usable else ""
-        click.echo(f"{g.name:<11} {g.vendor_memory:>7}  {g.bytes:>16,} B  {g.year}  {g.source}{usable}")
+        judged = f"judged at {g.capacity:>16,} B ({g.capacity_source})"
+        click.echo(f"{g.name:<11} {g.vendor_memory:>7}  {judged}  {g.year}")
+        driver = f"; driver: {g.reported_source}" if g.reported_source else ""
+        click.echo(f"{'':<11} vendor: {g.source}{driver}")
 
 
 @main.command()

@@ -23,10 +23,10 @@ def test_report_writes_every_file_and_a_self_contained_page(tmp_path):
     assert result.exit_code == 0, result.output
     names = {p.name for p in out.iterdir()}
     assert {"report.md", "report.html", "layers.csv", "summary.json", "layers.png", "timeline.png",
-            "batch.png"} <= names
+            "batch.png", "plan.png"} <= names
     page = (out / "report.html").read_text()
     images = re.findall(r'<img alt="[^"]+" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == 3 and all(len(i) > 1000 for i in images)
+    assert len(images) == 4 and all(len(i) > 1000 for i in images)
     assert "http://" not in page and "https://" not in page  # no network needed to read it
     for heading in ("Totals", "Inference memory", "Training memory", "Fit across GPUs", "Figures", "Layers"):
         assert f"<h2>{heading}" in page

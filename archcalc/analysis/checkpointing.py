@@ -39,12 +39,9 @@ class Segments:
     checkpointed: tuple[bool, ...]
 
 
-def boundary_bytes(
-    shaped: Shaped, results: list[LayerResult], starts: list[int], float_dtype: str | None
-) -> list[int]:
-    """For each start position, the bytes of the activations made before it and read at or after it."""
-    n = len(results)
-    diff = np.zeros(n + 2, dtype=np.int64)
+def crossing_bytes(shaped: Shaped, results: list[LayerResult], float_dtype: str | None) -> np.ndarray:
+    """For every position, the bytes of the activations made before it and read at or after it."""
+    spans = []
     for i, res in enumerate(results):
         if res.folded:
             continue
@@ -54,9 +51,20 @@ def boundary_bytes(
                 continue
             last = max((j for j in shaped.consumers(name) if not results[j].folded), default=i)
             if last > i:
-                diff[i + 1] += t.nbytes(float_dtype)
-                diff[last + 1] -= t.nbytes(float_dtype)
-    crossing = np.cumsum(diff)
+                spans.append((i + 1, last + 1, t.nbytes(float_dtype)))
+    # Exact: int64 while the sums fit, Python's integers beyond (see step_peak.step_profile).
+    diff = np.zeros(len(results) + 2, dtype=np.int64 if 2 * sum(x for *_, x in spans) < 2**62 else object)
+    for start, stop, size in spans:
+        diff[start] += size
+        diff[stop] -= size
+    return np.cumsum(diff)
+
+
+def boundary_bytes(
+    shaped: Shaped, results: list[LayerResult], starts: list[int], float_dtype: str | None
+) -> list[int]:
+    """For each start position, the bytes of the activations made before it and read at or after it."""
+    crossing = crossing_bytes(shaped, results, float_dtype)
     return [int(crossing[s]) for s in starts]
 
 

@@ -1,9 +1,14 @@
-"""A catalog of GPUs from the CS231n notes' era to today: memory as the vendor states it and in bytes.
+"""A catalog of GPUs from the CS231n notes' era to today: memory as the vendor states it, and as the
+driver reports it, each with its source.
 
 Vendors state GPU memory in "GB" that are binary for these cards (GDDR and HBM come in power-of-two
-densities): "80 GB" is 80 GiB. The usable figure a driver reports is a little lower (ECC, reserved
-memory); where this project read it off NVML on the card itself, it is given as ``usable`` and a
-fit is judged against it.
+densities): "80 GB" is 80 GiB. What a process can have is less, and a verdict near the limit is
+only as good as the figure it is judged against, so ``fit`` and ``plan`` judge against what the
+driver reports: CUDA's total (``cudaMemGetInfo``, ``torch.cuda.mem_get_info``; it leaves out what
+the driver reserves) where a published deviceQuery gives it, else nvidia-smi's ``memory.total``
+(NVML), else -- said so in ``archcalc gpus`` -- the vendor's figure. nvidia-smi's total depends on
+the driver: before about R525, A100 and V100 reported less (40536 MiB for an A100-40GB, 16160 MiB
+for a V100-16GB); the figures here are from drivers R525 and later, as the sources say.
 """
 
 from __future__ import annotations
@@ -23,43 +28,73 @@ class GPU:
     bytes: int  # the vendor's figure in bytes
     year: int
     source: str
-    usable: int | None = None  # as reported by the driver, where known
+    smi: int | None = None  # nvidia-smi's memory.total (rocm-smi's VRAM total for AMD), bytes
+    cuda: int | None = None  # CUDA's total (cudaMemGetInfo / deviceQuery), bytes
+    reported_source: str = ""  # where the driver's figures were read
 
     @property
     def capacity(self) -> int:
-        """What a fit is judged against: the driver-reported figure where known."""
-        return self.usable or self.bytes
+        """What a fit is judged against: CUDA's total, else nvidia-smi's, else the vendor's figure."""
+        return self.cuda or self.smi or self.bytes
+
+    @property
+    def capacity_source(self) -> str:
+        return "CUDA's total" if self.cuda else "nvidia-smi's total" if self.smi else "the vendor's figure: no " \
+            "driver-reported total found"
 
 
-def _gpu(name, gb, year, source, usable_mib=None, unit="GB"):
-    return GPU(name, f"{gb:g} {unit}", int(gb * GiB), year, source,
-               usable_mib * MiB if usable_mib else None)
+def _gpu(name, gb, year, source, smi_mib=None, cuda=None, reported="", unit="GB"):
+    return GPU(name, f"{gb:g} {unit}", int(gb * GiB), year, source, smi_mib * MiB if smi_mib else None, cuda,
+               reported)
 
 
+THAMADA = "github.com/thamada/nvidia-smi (captured nvidia-smi and deviceQuery output), gls/"
+MODAL = "github.com/modal-labs/modal-client/pull/2797 (totals measured on Modal's GPUs)"
 CATALOG: dict[str, GPU] = {g.name: g for g in [
     _gpu("GTX-580", 3, 2010, "NVIDIA GeForce GTX 580 3 GB variant (the notes' era: 3 GB cards)"),
     _gpu("GTX-680", 4, 2012, "NVIDIA GeForce GTX 680 4 GB variant"),
-    _gpu("GTX-Titan", 6, 2013, "NVIDIA GeForce GTX TITAN datasheet"),
-    _gpu("Titan-X", 12, 2015, "NVIDIA GeForce GTX TITAN X (Maxwell) datasheet"),
+    _gpu("GTX-Titan", 6, 2013, "NVIDIA GeForce GTX TITAN datasheet", 6143, None,
+         "github.com/cBio/cbio-cluster/issues/39: nvidia-smi (driver 325.15) '14MB / 6143MB'"),
+    _gpu("Titan-X", 12, 2015, "NVIDIA GeForce GTX TITAN X (Maxwell) datasheet", None, 12797607936,
+         "github.com/gpgpu-sim/gpgpu-sim_distribution/issues/169: deviceQuery 'Total amount of global memory: "
+         "12205 MBytes (12797607936 bytes)'"),
     _gpu("K40", 12, 2013, "NVIDIA Tesla K40 datasheet"),
-    _gpu("K80", 12, 2014, "NVIDIA Tesla K80 datasheet: 24 GB per board, two GPUs of 12 GB"),
-    _gpu("T4", 16, 2018, "NVIDIA T4 datasheet"),
-    _gpu("V100-16GB", 16, 2017, "NVIDIA V100 datasheet"),
-    _gpu("V100-32GB", 32, 2018, "NVIDIA V100 datasheet"),
-    _gpu("A10", 24, 2021, "NVIDIA A10 datasheet"),
-    _gpu("A10G", 24, 2021, "AWS G5 (NVIDIA A10G) documentation"),
-    _gpu("L4", 24, 2023, "NVIDIA L4 datasheet"),
-    _gpu("L40S", 48, 2023, "NVIDIA L40S datasheet"),
-    _gpu("A100-40GB", 40, 2020, "NVIDIA A100 datasheet"),
-    _gpu("A100-80GB", 80, 2020, "NVIDIA A100 datasheet"),
-    _gpu("H100-80GB", 80, 2022, "NVIDIA H100 datasheet (SXM5, HBM3)"),
+    _gpu("K80", 12, 2014, "NVIDIA Tesla K80 datasheet: 24 GB per board, two GPUs of 12 GB", 11441, None,
+         "github.com/rcgsheffield/sheffield_hpc/pull/1030: nvidia-smi '0MiB / 11441MiB' (ECC on)"),
+    _gpu("T4", 16, 2018, "NVIDIA T4 datasheet", 15360, 15843721216,
+         MODAL + ": T4 15360MiB; CUDA total 15843721216 B"),
+    _gpu("V100-16GB", 16, 2017, "NVIDIA V100 datasheet", 16384, None,
+         "github.com/1CatAI/1Cat-vLLM/issues/85: nvidia-smi (driver 570.211.01) '5MiB / 16384MiB'"),
+    _gpu("V100-32GB", 32, 2018, "NVIDIA V100 datasheet", 32768, None,
+         "github.com/Wan-Video/Wan2.1/issues/5: nvidia-smi (driver 525.105.17) '308MiB / 32768MiB'"),
+    _gpu("A10", 24, 2021, "NVIDIA A10 datasheet", 23028, None, MODAL + ": A10 23028MiB"),
+    _gpu("A10G", 24, 2021, "AWS G5 (NVIDIA A10G) documentation", 23028, None,
+         "github.com/NVIDIA/DCGM/issues/232: nvidia-smi '8722MiB / 23028MiB'"),
+    _gpu("L4", 24, 2023, "NVIDIA L4 datasheet", 23034, 23570219008,
+         THAMADA + "L4_smi.py (driver 550.90.07, '1MiB / 23034MiB') and L4_deviceQuery.py"),
+    _gpu("L40S", 48, 2023, "NVIDIA L40S datasheet", 46068, 47803596800,
+         THAMADA + "L40S_smi.py (driver 550.127.05, '1MiB / 46068MiB') and L40S_deviceQuery.py"),
+    _gpu("A100-40GB", 40, 2020, "NVIDIA A100 datasheet", 40960, None,
+         "github.com/bottlerocket-os/bottlerocket-core-kit/pull/834: nvidia-smi (driver 580) '598MiB / 40960MiB'"),
+    _gpu("A100-80GB", 80, 2020, "NVIDIA A100 datasheet", 81920, 85100068864,
+         THAMADA + "A100SXMx4_smi.py (driver 555.42.02, '1MiB / 81920MiB') and A100SXMx4_deviceQuery.py"),
+    _gpu("H100-80GB", 80, 2022, "NVIDIA H100 datasheet (SXM5, HBM3)", 81559, 85045477376,
+         "github.com/NVIDIA/nccl/issues/1264: nvidia-smi (driver 550.54.15) '0MiB / 81559MiB'; "
+         + THAMADA + "H100SXMx8_deviceQuery.py for CUDA's total"),
     _gpu("H200", 141, 2024, "NVIDIA H200 datasheet (HBM3e)"),
-    _gpu("B200", 192, 2024, "NVIDIA B200 datasheet (HBM3e)"),
-    _gpu("RTX-3090", 24, 2020, "NVIDIA GeForce RTX 3090 datasheet"),
-    _gpu("RTX-4090", 24, 2022, "NVIDIA GeForce RTX 4090 datasheet"),
-    _gpu("RTX-5090", 32, 2025, "NVIDIA GeForce RTX 5090 datasheet"),
-    _gpu("MI250X", 128, 2021, "AMD Instinct MI250X datasheet: two GCDs of 64 GB each"),
-    _gpu("MI300X", 192, 2023, "AMD Instinct MI300X datasheet"),
+    _gpu("B200", 192, 2024, "NVIDIA B200 datasheet (HBM3e)", 183359, None,
+         "github.com/NVIDIA/TensorRT-LLM/issues/10278: nvidia-smi '166593MiB / 183359MiB'"),
+    _gpu("RTX-3090", 24, 2020, "NVIDIA GeForce RTX 3090 datasheet", 24576, 25327697920,
+         THAMADA + "RTX3090_smi.py (driver 560.35.03, '2MiB / 24576MiB') and its deviceQuery"),
+    _gpu("RTX-4090", 24, 2022, "NVIDIA GeForce RTX 4090 datasheet", 24564, 25386352640,
+         THAMADA + "RTX4090_smi.py (driver 550.127.05, '2MiB / 24564MiB') and its deviceQuery"),
+    _gpu("RTX-5090", 32, 2025, "NVIDIA GeForce RTX 5090 datasheet", 32607, None,
+         "github.com/noonghunna/club-3090/issues/617: nvidia-smi '492MiB / 32607MiB'"),
+    _gpu("MI250X", 64, 2021, "AMD Instinct MI250X datasheet: 128 GB per board, two GCDs of 64 GB, each a device",
+         65520, None, "github.com/jaglinux/pytorch-notes memory_stats.py: torch.cuda.mem_get_info total "
+         "63.984375 GB on an MI250 (the same 64 GB GCD; no MI250X figure found)"),
+    _gpu("MI300X", 192, 2023, "AMD Instinct MI300X datasheet", 196592, None,
+         "github.com/ROCm/legacy-rocm-build/issues/4750: rocm-smi 'VRAM Total Memory (B): 206141652992'"),
 ]}
 
 

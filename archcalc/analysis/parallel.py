@@ -17,6 +17,7 @@ the layers between units, stay gathered through both).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -143,13 +144,18 @@ def zero1_partition(sizes: list[int], ranks: int) -> list[list[int]]:
     """The parameters (their sizes) ``ZeroRedundancyOptimizer`` gives each rank: sorted largest first,
     each to the rank with the fewest elements so far (torch/distributed/optim/zero_redundancy_optimizer.py,
     _partition_parameters)."""
+    return [list(r) for r in _partition(tuple(sizes), ranks)]
+
+
+@functools.lru_cache(maxsize=256)
+def _partition(sizes: tuple[int, ...], ranks: int) -> tuple[tuple[int, ...], ...]:
     held = [0] * ranks
     given: list[list[int]] = [[] for _ in range(ranks)]
     for size in sorted(sizes, reverse=True):
         r = held.index(min(held))
         held[r] += size
         given[r].append(size)
-    return given
+    return tuple(tuple(g) for g in given)
 
 
 def fsdp_shard(shape: tuple[int, ...], ranks: int) -> int:
@@ -170,6 +176,22 @@ class Layout:
     shards: int  # elements of this rank's shard of them (FSDP2 padding)
     largest: int  # the largest parameter's elements
     buffers: int  # bytes of stored, untrained tensors
+
+    @functools.cached_property
+    def neighbours(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per unit, the parameter bytes of the repeated unit after it and of the one before it (whom
+        FSDP2 prefetches in forward and in backward), and of the first repeated unit after it (whose
+        reduce-scatter input is alive in its backward)."""
+        rep, u_bytes = self.repeated, np.where(self.repeated, self.unit_params, 0)
+        n = len(rep)
+        nxt, prv, after = (np.zeros(n, dtype=np.int64) for _ in range(3))
+        order = np.flatnonzero(rep)
+        for k, unit in enumerate(order):
+            nxt[unit] = u_bytes[order[k + 1]] if k + 1 < len(order) else 0
+            prv[unit] = u_bytes[order[k - 1]] if k > 0 else 0
+        for u in reversed(range(n - 1)):
+            after[u] = u_bytes[u + 1] if rep[u + 1] else after[u + 1]
+        return nxt, prv, after
 
 
 def layout(shaped: Shaped, trained: Trainable, units: Units, stage: Stage, width: int, group: int) -> Layout:
@@ -265,11 +287,7 @@ def _unit_walk(s: Strategy, lay: Layout, unit: np.ndarray, prefetch: int) -> tup
     if s.zero == 2:  # reshard_after_forward=False: gathered from a unit's forward to its backward
         so_far = np.cumsum(u_bytes)[unit]
         return root + so_far, root + so_far
-    order = np.flatnonzero(rep)
-    nxt, prv = np.zeros(len(rep), dtype=np.int64), np.zeros(len(rep), dtype=np.int64)
-    for k, u in enumerate(order):  # the unit prefetched: the next in forward, the previous in backward
-        nxt[u] = u_bytes[order[k + 1]] if k + 1 < len(order) else 0
-        prv[u] = u_bytes[order[k - 1]] if k > 0 else 0
+    nxt, prv, _ = lay.neighbours
     return root + u_bytes[unit] + nxt[unit] * prefetch, root + u_bytes[unit] + prv[unit] * prefetch
 
 
@@ -281,26 +299,22 @@ def _param_grads(s: Strategy, lay: Layout, unit: np.ndarray, start: int, stop: i
     several micro-batches a step (accumulation, a pipeline) the earlier micro-batches' gradients are
     all there: the peak is in a later micro-batch's backward."""
     gb = lay.grad_bytes[start:stop]
-    made = np.cumsum(gb[::-1])[::-1]
-    if s.micro_batches > 1:
-        made = np.full_like(made, int(gb.sum()))
+    rev = np.concatenate([np.cumsum(gb[::-1])[::-1], [0]])  # rev[i]: gradients made at layers i and after
+    made = np.full(len(gb), rev[0]) if s.micro_batches > 1 else rev[:-1]
     if s.zero < 2:
         return made
-    root = ~lay.repeated[unit]
-    root_made = np.cumsum(np.where(root, gb, 0)[::-1])[::-1]
-    mine = np.zeros_like(made)  # the current unit's gradients made so far (from its end back to here)
-    held = np.zeros_like(made)  # reduce-scatter inputs alive
-    order = [u for u in np.unique(unit) if lay.repeated[u]]
-    last_reduced = 0
-    for u in sorted(order, reverse=True):  # backward order
-        at = np.flatnonzero(unit == u)
-        mine[at] = np.cumsum(gb[at][::-1])[::-1]
-        held[at] = last_reduced
-        held[at[0]] = int(
-            gb[at].sum()
-        )  # its own copy, made (the last one's released) before its gradients are freed
-        last_reduced = int(gb[at].sum())
-        held[: at[0]] = np.where(root[: at[0]], last_reduced, held[: at[0]])  # the root's layers before it
+    rep = lay.repeated[unit]
+    root_made = np.cumsum(np.where(rep, 0, gb)[::-1])[::-1]
+    # The layer just past each layer's unit (within the stage): a unit's gradients made so far are
+    # those from here to there.
+    last = np.flatnonzero(np.diff(unit)) + 1
+    end = np.repeat(np.concatenate([last, [len(unit)]]), np.diff(np.concatenate([[0], last, [len(unit)]])))
+    mine = np.where(rep, rev[:-1] - rev[end], 0)
+    # Reduce-scatter input alive: the next repeated unit's (reduced just before, in backward order);
+    # at a unit's first layer, its own copy instead.
+    held = lay.neighbours[2][unit]
+    first = np.concatenate([[True], np.diff(unit) != 0]) & rep
+    held = np.where(first, lay.unit_params[unit], held)
     return root_made + mine + held + (made - root_made - mine) // s.group
 
 
@@ -358,8 +372,7 @@ def gpu_memory(s: Strategy, prec: Precision, prof: StepProfile, forward: np.ndar
                                        + pg + bwd_un, 0),
                               [persistent + grads_final + 2 * pipe.outputs,
                                persistent + grads_final + pipe.outputs + temps]])
-    k, n = int(np.argmax(moments)), e - a
-    terms = {**states, "in-flight micro-batches": held}
+    k, n, terms = int(np.argmax(moments)), e - a, {**states, "in-flight micro-batches": held}
     if k < n:
         phase = "forward"
         terms |= {"activations": int(forward[a + k] - base), "gathered parameters": int(fwd_un[k])}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from archcalc.errors import InputError
 from archcalc.ir import Layer
@@ -40,12 +41,16 @@ class Units:
     def __len__(self) -> int:
         return len(self.units)
 
-    def of_layer(self) -> list[int]:
-        """The unit index of every layer."""
+    @cached_property
+    def _of_layer(self) -> list[int]:
         out = [0] * (self.units[-1].stop if self.units else 0)
         for k, u in enumerate(self.units):
-            out[u.start : u.stop] = [k] * (u.stop - u.start)
+            out[u.start:u.stop] = [k] * (u.stop - u.start)
         return out
+
+    def of_layer(self) -> list[int]:
+        """The unit index of every layer."""
+        return self._of_layer
 
 
 def _path(layer: Layer) -> list[str]:

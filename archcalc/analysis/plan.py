@@ -20,6 +20,7 @@ from archcalc.analysis import runtimes
 from archcalc.analysis.estimate import analyse
 from archcalc.analysis.parallel import (
     GPUMemory,
+    Layout,
     Pipelined,
     Precision,
     Stage,
@@ -48,6 +49,9 @@ class PlanRow:
     capacity: int
     recompute_flops: int  # per GPU per optimizer step
     communication: dict[str, int]  # bytes each GPU sends per optimizer step, by collective
+    # Compute added, as a share of the step's: recompute FLOPs over the step's (forward and backward,
+    # three forwards), plus a pipeline's bubble, (p - 1) / (m x chunks) of it (Narayanan et al. 2021).
+    overhead: float = 0.0
 
     @property
     def fits(self) -> bool:
@@ -118,6 +122,20 @@ class Planner:
 
     def stages(self, s: Strategy, b: int) -> list[Stage]:
         """The pipeline's stages: contiguous runs of units, balanced by each stage's memory."""
+        key = ("stages", s.tp, s.sp, s.checkpoint, s.pp, s.schedule, s.chunks, s.micro_batches, s.group, b)
+        if key not in self._views:
+            self._views[key] = self._stages(s, b)
+        return self._views[key]
+
+    def layout(self, s: Strategy, stage: Stage) -> Layout:
+        """Where the parameters of ``stage`` sit on one rank of ``s`` (computed once per stage)."""
+        key = ("layout", s.tp, s.sp, stage.start, stage.stop, s.group)
+        if key not in self._views:
+            v = self.view(s.tp, s.sp)
+            self._views[key] = layout(v.shaped, v.trained, self.units, stage, v.width, s.group)
+        return self._views[key]
+
+    def _stages(self, s: Strategy, b: int) -> list[Stage]:
         v = self.view(s.tp, s.sp)
         n = len(self.units)
         if s.pp == 1:
@@ -129,7 +147,7 @@ class Planner:
             )
         _, saved, _ = v.mode(s.checkpoint)
         sv = v.at(b, saved)
-        lay = layout(v.shaped, v.trained, self.units, Stage(0, len(v.results), range(n), 1.0), v.width, s.group)
+        lay = self.layout(s, Stage(0, len(v.results), range(n), 1.0))
         per_unit_state = lay.unit_params * (2 + slots(self.optimizer))  # weights, gradients, state, roughly
         ends = np.array([u.stop - 1 for u in self.units.units])
         act = np.diff(np.concatenate([[0], sv[ends]]))
@@ -145,18 +163,37 @@ class Planner:
     ) -> list[GPUMemory]:
         """Each pipeline stage's most loaded rank at micro-batch ``b`` (``rank``: that data-parallel
         rank; ``stages``: as given, else balanced at ``b``)."""
+        stages = stages or self.stages(s, b)
+        key = ("memory", s, b, rank, tuple(stages))
+        if key not in self._views:
+            self._views[key] = self._memory(s, b, rank, stages)
+        return self._views[key]
+
+    def _memory(self, s: Strategy, b: int, rank: int | None, stages: list[Stage]) -> list[GPUMemory]:
         v = self.view(s.tp, s.sp)
         fw, sv, _ = v.mode(s.checkpoint)
         prof = v.profile(1)
         prof_b = replace(prof, grads=v.at(b, (v.profile(1).grads, v.profile(2).grads)))
         out = []
-        stages = stages or self.stages(s, b)
         for stage in stages:
-            lay = layout(v.shaped, v.trained, self.units, stage, v.width, s.group)
+            lay = self.layout(s, stage)
             inputs = v.at(b, (np.int64(v.sides[0].inputs), np.int64(v.sides[1].inputs))) if stage.index == 0 else 0
             pipe = self._pipelined(s, v, stages, stage, b)
-            out.append(gpu_memory(s, self.precision, prof_b, v.at(b, fw), v.at(b, sv), lay, self.units, stage,
-                                  int(inputs), rank, pipe))
+            out.append(
+                gpu_memory(
+                    s,
+                    self.precision,
+                    prof_b,
+                    v.at(b, fw),
+                    v.at(b, sv),
+                    lay,
+                    self.units,
+                    stage,
+                    int(inputs),
+                    rank,
+                    pipe,
+                )
+            )
         return out
 
     def _pipelined(self, s: Strategy, v: RankView, stages: list[Stage], stage: Stage, b: int) -> Pipelined:
@@ -174,8 +211,9 @@ class Planner:
 
     def largest_micro_batch(self, s: Strategy, capacity: int, limit: int = MAX_SIZE) -> int:
         """The largest micro-batch (at most ``limit``) whose every stage fits ``capacity`` (0: none)."""
-        best = self._solve(s, capacity, limit, self.stages(s, 1))
-        if s.pp > 1 and best > 1:  # stages balanced for the answer, then solved again
+        first = self.stages(s, 1)
+        best = self._solve(s, capacity, limit, first)
+        if s.pp > 1 and best > 1 and self.stages(s, best) != first:  # balanced for the answer, solved again
             best = self._solve(s, capacity, limit, self.stages(s, best))
         return best
 
@@ -204,6 +242,9 @@ class Planner:
         m = share // b if share and b else s.micro_batches
         s = replace(s, micro_batches=m)
         mem = max(self.memory(s, max(b, 1)), key=lambda g: g.peak)
+        recompute = self.recompute(s, max(b, 1))
+        step = 3 * self.ests[0].totals.flops * max(b, 1) * m / (s.tp * s.pp)  # forward + backward, per GPU
+        bubble = (s.pp - 1) / (m * s.chunks) if s.pp > 1 else 0.0
         return PlanRow(
             s,
             b,
@@ -211,25 +252,36 @@ class Planner:
             mem,
             mem.peak + self.constant,
             capacity,
-            self.recompute(s, max(b, 1)),
+            recompute,
             self.communication(s, max(b, 1)),
+            recompute / step + bubble if step else bubble,
         )
 
     def _micro_batch(self, s: Strategy, capacity: int, share: int | None) -> int:
+        """The largest micro-batch that fits: any, or (given each replica's ``share`` of the global
+        batch) the largest divisor of it, the rest accumulated. A pipeline's micro-batches in flight
+        and the gradients kept across micro-batches depend on how many there are, so the solve is for
+        the most of them, and each divisor under that bound is then judged with its own count."""
         if share is None:
             return self.largest_micro_batch(s, capacity)
-        for b in sorted((d for d in _divisors(share)), reverse=True):
-            trial = replace(s, micro_batches=share // b)
-            if self.largest_micro_batch(trial, capacity, limit=b) >= b:
+        if self._fits(replace(s, micro_batches=1), share, capacity):
+            return share
+        bound = self.largest_micro_batch(replace(s, micro_batches=share), capacity, limit=share)
+        for b in sorted((d for d in _divisors(share) if d <= bound), reverse=True):
+            if self._fits(replace(s, micro_batches=share // b), b, capacity):
                 return b
         return 0
+
+    def _fits(self, s: Strategy, b: int, capacity: int) -> bool:
+        return max(m.peak for m in self.memory(s, b)) + self.constant <= capacity
 
     def recompute(self, s: Strategy, b: int) -> int:
         _, _, per_sample = self.view(s.tp, s.sp).mode(s.checkpoint)
         return per_sample * b * s.micro_batches // s.pp
 
     def communication(self, s: Strategy, b: int) -> dict[str, int]:
-        return traffic(s, self.view(s.tp, s.sp), self.stages(s, b), self.units, b)
+        stages = self.stages(s, b)
+        return traffic(s, self.view(s.tp, s.sp), stages, [self.layout(s, st) for st in stages], b)
 
 
 def _divisors(n: int) -> list[int]:
@@ -239,18 +291,19 @@ def _divisors(n: int) -> list[int]:
 
 def _balance(state: np.ndarray, act: np.ndarray, flight: list[float]) -> list[int]:
     """Cut units into len(flight) contiguous stages minimising the largest stage's memory: its
-    states plus its saved activations times the micro-batches it holds (dynamic programming)."""
+    states plus its saved activations times the micro-batches it holds (dynamic programming over
+    the last cut, all candidate runs at once)."""
     n, p = len(state), len(flight)
     cs, ca = np.concatenate([[0], np.cumsum(state)]), np.concatenate([[0], np.cumsum(act)])
-    best = np.full((p + 1, n + 1), np.inf)
+    run_s, run_a = cs[None, :] - cs[:, None], ca[None, :] - ca[:, None]  # [i, j]: units i .. j - 1
+    below = np.tri(n + 1, k=-1, dtype=bool).T  # i < j
+    best = np.full(n + 1, np.inf)
+    best[0] = 0.0
     back = np.zeros((p + 1, n + 1), dtype=np.int64)
-    best[0, 0] = 0
     for k in range(1, p + 1):
-        for j in range(k, n - (p - k) + 1):
-            i = np.arange(k - 1, j)
-            cost = np.maximum(best[k - 1, i], (cs[j] - cs[i]) + flight[k - 1] * (ca[j] - ca[i]))
-            at = int(np.argmin(cost))
-            best[k, j], back[k, j] = cost[at], i[at]
+        cost = np.where(below, np.maximum(best[:, None], run_s + flight[k - 1] * run_a), np.inf)
+        back[k] = np.argmin(cost, axis=0)
+        best = cost[back[k], np.arange(n + 1)]
     cuts, j = [n], n
     for k in range(p, 0, -1):
         j = int(back[k, j])

@@ -33,7 +33,7 @@ def candidates(planner: Planner, gpus: int, per_node: int, micro_batches: int | 
         if tp > 1 and not _splits(planner, tp):
             continue
         for pp in _divisors(gpus // tp):
-            if pp > units:
+            if pp > max(1, units // 2):  # at least two units a stage
                 continue
             dp = gpus // (tp * pp)
             m = micro_batches or (2 * pp if pp > 1 else 1)
@@ -73,12 +73,13 @@ def search(
 
 
 def rank_key(row: PlanRow) -> tuple:
-    """Fitting rows first; then the least recompute, the least traffic per sample, the largest micro-batch;
-    rows that do not fit by their shortfall."""
+    """Fitting rows first, by the compute they add (``PlanRow.overhead``: recompute and the pipeline's
+    bubble, as shares of the step), then the least traffic per sample, the largest micro-batch; rows
+    that do not fit by their shortfall."""
     if not row.fits:
         return (1, row.total - row.capacity)
     samples = row.micro_batch * row.accumulation * row.strategy.dp
-    return (0, row.recompute_flops / samples, sum(row.communication.values()) / samples, -row.micro_batch)
+    return (0, round(row.overhead, 3), sum(row.communication.values()) / samples, -row.micro_batch)
 
 
 WORD = re.compile(r"(dp|tp|pp|zero|hybrid|micro|x)(\d+)$")

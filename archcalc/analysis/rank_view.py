@@ -99,10 +99,15 @@ class RankView:
         one, two = arrays
         return np.asarray(one + (b - 1) * (two - one))
 
+    @cached_property
+    def _crossing(self) -> tuple[np.ndarray, np.ndarray]:
+        return tuple(ck.crossing_bytes(side.shaped, side.results, self.float_dtype)  # type: ignore[return-value]
+                     for side in self.sides)
+
     def boundaries(self, b: int, starts: list[int]) -> list[int]:
         """Bytes of the activations crossing into each position in ``starts``, at micro-batch ``b``."""
-        one, two = (ck.boundary_bytes(side.shaped, side.results, starts, self.float_dtype) for side in self.sides)
-        return [x + (b - 1) * (y - x) for x, y in zip(one, two)]
+        one, two = self._crossing
+        return [int(one[s] + (b - 1) * (two[s] - one[s])) for s in starts]
 
     def mode(self, checkpoint: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], int]:
         """(forward at 1 and 2, saved at 1 and 2, recompute FLOPs per sample) under ``checkpoint``."""

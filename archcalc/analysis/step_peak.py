@@ -140,28 +140,34 @@ def step_profile(graph: Shaped, results: list[LayerResult], float_dtype: str | N
     n = len(results)
     owner = training_owners(graph, results, float_dtype)
     saved_first, extra = _saved_storages(graph, results, owner, float_dtype, device)
+    bufs = buffers(graph, results, float_dtype, owner=owner)
+    spans = _gradient_spans(graph, results, float_dtype)
+    # Exact integers: int64 while every sum fits in it (any model at a batch a GPU holds); Python's
+    # own integers beyond (the batch search reaches 2**40), where int64 would wrap round silently.
+    bound = sum(b.nbytes for b in bufs) + sum(x for _, _, x in spans) + sum(extra) + sum(grad_at.values())
+    dtype = np.int64 if 2 * bound < 2**62 else object
 
-    fwd = np.zeros(n + 1, dtype=np.int64)
-    for b in buffers(graph, results, float_dtype, owner=owner):
+    fwd = np.zeros(n + 1, dtype=dtype)
+    for b in bufs:
         end = n - 1 if b.tensor in saved_first else b.end  # saved storages outlive the forward
         fwd[b.start] += b.nbytes
         fwd[end + 1] -= b.nbytes
-    forward = np.cumsum(fwd[:n]) + np.cumsum(np.asarray(extra, dtype=np.int64))
+    own = np.asarray(extra, dtype=dtype)
+    forward = np.cumsum(fwd[:n]) + np.cumsum(own)
 
-    first = np.asarray(extra, dtype=np.int64)  # bytes of saved state first kept at layer i
+    first = own.copy()  # bytes of saved state first kept at layer i
     for storage, i in saved_first.items():
         first[i] += graph.tensors[storage].nbytes(float_dtype)
-    grads = np.zeros(n + 2, dtype=np.int64)  # activation gradients alive at layer i's backward
-    for start, end, size in _gradient_spans(graph, results, float_dtype):
+    grads = np.zeros(n + 2, dtype=dtype)  # activation gradients alive at layer i's backward
+    for start, end, size in spans:
         grads[start] += size
         grads[end + 1] -= size
-    param_grads = np.zeros(n, dtype=np.int64)
+    param_grads = np.zeros(n, dtype=dtype)
     for i, size in grad_at.items():
         param_grads[i] += size
     storages = {name: (i, graph.tensors[name].nbytes(float_dtype)) for name, i in saved_first.items()}
     return StepProfile([r.layer.name for r in results], forward, np.cumsum(first), np.cumsum(grads[:n]),
-                       param_grads, first, np.array([not r.folded for r in results], dtype=bool), storages,
-                       np.asarray(extra, dtype=np.int64))
+                       param_grads, first, np.array([not r.folded for r in results], dtype=bool), storages, own)
 
 
 def step_peak(graph: Shaped, results: list[LayerResult], float_dtype: str | None, persistent: int,

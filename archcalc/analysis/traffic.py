@@ -11,8 +11,7 @@ forward and its gradient back, per micro-batch; tensor parallelism all-reduces p
 
 from __future__ import annotations
 
-from archcalc.analysis.parallel import Stage, Strategy, layout
-from archcalc.analysis.partition import Units
+from archcalc.analysis.parallel import Layout, Stage, Strategy
 from archcalc.analysis.rank_view import RankView
 
 
@@ -20,14 +19,12 @@ def ring(n: int, size: int, all_reduce: bool = False) -> int:
     return (2 if all_reduce else 1) * (n - 1) * size // n if n > 1 else 0
 
 
-def traffic(s: Strategy, v: RankView, stages: list[Stage], units: Units, b: int) -> dict[str, int]:
-    """Bytes sent per GPU per step under ``s``: ``v`` the rank's graph, ``stages`` its pipeline's."""
+def traffic(s: Strategy, v: RankView, stages: list[Stage], layouts: list[Layout], b: int) -> dict[str, int]:
+    """Bytes sent per GPU per step under ``s``: ``v`` the rank's graph, ``stages`` its pipeline's with
+    their parameters' ``layouts``."""
     w, m = v.width, s.micro_batches
     out = {"all-reduce": 0, "all-gather": 0, "reduce-scatter": 0, "broadcast": 0, "point-to-point": 0}
-    lay = max(
-        (layout(v.shaped, v.trained, units, st, w, s.group) for st in stages),
-        key=lambda lay: sum(lay.sizes),
-    )
+    lay = max(layouts, key=lambda lay: sum(lay.sizes))
     params = sum(lay.sizes) * w
     g, replicas = s.group, s.dp // s.group
     if s.zero < 2:

@@ -18,6 +18,7 @@ from archcalc.analysis.estimate import Estimate
 from archcalc.analysis.fit import FitRow
 from archcalc.analysis.gpus import gpu
 from archcalc.analysis.memory import runtime_reuse, timeline
+from archcalc.analysis.plan_search import PlanResult
 from archcalc.analysis.records import COLUMNS, layer_rows, totals_dict
 from archcalc.analysis.runtimes import RUNTIMES
 from archcalc.analysis.schedule import ORDERS
@@ -26,6 +27,7 @@ from archcalc.measure.compare import validation_figures
 from archcalc.measure.validate import Validation
 from archcalc.render import plots
 from archcalc.render.atomic import atomic_file, atomic_folder
+from archcalc.render.plan import COLUMNS as PLAN_COLUMNS
 from archcalc.render.text import MemoryView, memory_lines, totals_lines
 
 SCHEMA = "archcalc.report/2"
@@ -67,6 +69,8 @@ class ReportData:
     optimizer: str
     no_fit: str = ""  # why there is no fit table (a fixed batch), if there is none
     validation: Validation | None = None
+    plan: PlanResult | None = None  # the multi-GPU strategies on the report's cluster
+    plan_gpu: str = ""
 
 
 def _fit_section(d: ReportData) -> Section:
@@ -81,6 +85,29 @@ def _fit_section(d: ReportData) -> Section:
             for f in d.fits]
     table = (["GPU", "memory", "inference: largest batch", f"training ({d.optimizer}): largest batch"], rows)
     return Section("Fit across GPUs", table=table, text=note)
+
+
+PLAN_ROWS = 8  # strategies a report shows
+
+
+def _plan_section(d: ReportData) -> Section:
+    p = d.plan
+    if p is None:
+        return Section("Multi-GPU plans", text=f"No plan: {d.no_fit}")
+    rows = p.rows[:PLAN_ROWS]
+    note = (f"The strategies `archcalc plan` ranks first on {p.meta['gpus']} x {d.plan_gpu}, training with "
+            f"{p.meta['optimizer']} at the model's precision, PyTorch's engines (DDP, ZeroRedundancyOptimizer, "
+            "FSDP2, torch.distributed.pipelining, DTensor): the largest micro-batch per GPU, and each GPU's "
+            "memory at it by term (GiB). Ranked: those that fit, then the least recompute and traffic per sample.")
+    head = ["strategy", "micro-batch", "per GPU", *PLAN_COLUMNS, "runtime", "sent per GPU per step"]
+    table = [[r.strategy.label(), str(r.micro_batch or "none fits"), units.nbytes(r.total),
+              *(units.nbytes(sum(r.memory.terms.get(k, 0) for k in keys)) for keys in PLAN_COLUMNS.values()),
+              units.nbytes(p.constant), units.nbytes(sum(r.communication.values()))] for r in rows]
+    return Section("Multi-GPU plans", table=(head, table), text=note)
+
+
+def _plan_summary(d: ReportData) -> list[dict]:
+    return [r.to_dict() for r in d.plan.rows[:PLAN_ROWS]] if d.plan else []
 
 
 def _training_section(est: Estimate) -> tuple[Section, dict]:
@@ -104,7 +131,7 @@ def build(source, name: str, d: ReportData, with_figures: bool = True) -> Report
     training_section, training = _training_section(est)
     sections = [Section("Totals", pairs=totals_lines(est)),
                 Section(f"Inference memory ({inference.runtime_name})", pairs=memory_lines(MemoryView(inference))),
-                training_section, _fit_section(d)]
+                training_section, _fit_section(d), _plan_section(d)]
     if est.totals.unsupported_ops:
         sections.append(Section("Ops without a cost rule", pairs=[(op, f"{k} layers") for op, k in
                                                                   est.totals.unsupported_ops.items()]))
@@ -118,7 +145,8 @@ def build(source, name: str, d: ReportData, with_figures: bool = True) -> Report
     captions = {"layers.png": "Activation memory and parameters per layer",
                 "timeline.png": "Activation memory over onnxruntime's execution order (a first run), peak marked",
                 "batch.png": "Memory against batch size, GPU capacities and largest batches marked",
-                "measured.png": "Estimate against onnxruntime's measurement, per layer"}
+                "measured.png": "Estimate against onnxruntime's measurement, per layer",
+                "plan.png": "Per-GPU memory by term of the strategies `archcalc plan` ranks first"}
     sections.append(Section("Figures", images=[(f, captions[f]) for f in figures]))
     sections.append(Section("Layers", table=(COLUMNS, [[r[c] for c in COLUMNS] for r in rows])))
     sections.append(Section("Conventions", pairs=list(CONVENTIONS.items())))
@@ -130,7 +158,7 @@ def build(source, name: str, d: ReportData, with_figures: bool = True) -> Report
         "fit": [{"gpu": f.gpu, "inference_largest_batch": f.largest["inference"],
                  f"train_{d.optimizer}_largest_batch": f.largest["train"]} for f in d.fits],
         "memory_vs_batch": {"batches": d.batches, **d.sweep} if d.sweep else {"batches": d.batches},
-        "validation": _validation_summary(d.validation),
+        "validation": _validation_summary(d.validation), "plan": _plan_summary(d),
         "files": ["report.md", "report.html", "layers.csv", "summary.json", *figures],
     }
     return Report(name, sections, summary, figures, rows)
@@ -147,6 +175,13 @@ def _figures(d: ReportData, name, rows, live, peak_at, peak_name, with_figures) 
         labelled = {"inference": d.sweep["inference"], f"training ({d.optimizer})": d.sweep["train"]}
         draw["batch.png"] = lambda: plots.memory_vs_batch(d.batches, labelled, {f.gpu: gpu(f.gpu).capacity
                                                                                for f in d.fits}, largest, name)
+    if d.plan is not None:
+        plan = d.plan.rows[:PLAN_ROWS]
+        terms = {col: [sum(r.memory.terms.get(k, 0) for k in keys) for r in plan]
+                 for col, keys in PLAN_COLUMNS.items()}
+        terms["runtime"] = [d.plan.constant] * len(plan)
+        capacity = d.plan.meta["capacity"]
+        draw["plan.png"] = lambda: plots.plan_terms([r.strategy.label() for r in plan], terms, capacity, name)
     v = d.validation
     if v is not None:
         draw["measured.png"] = lambda: plots.estimate_vs_measured(

@@ -94,6 +94,23 @@ def memory_vs_batch(batches: list[int], series: dict[str, list[int]], gpus: dict
     return _png(plt, fig)
 
 
+def plan_terms(labels: list[str], terms: dict[str, list[int]], capacity: int, title: str) -> bytes:
+    """Each strategy's per-GPU memory as stacked terms, against the GPU's capacity."""
+    plt, fig, ax = _figure(10, 0.45 * len(labels) + 1.6)
+    gib = 1 << 30
+    left = [0.0] * len(labels)
+    for k, (term, values) in enumerate(terms.items()):
+        ax.barh(labels, [v / gib for v in values], left=left, color=f"C{k}", label=term)
+        left = [a + v / gib for a, v in zip(left, values)]
+    ax.axvline(capacity / gib, color="black", linestyle=":", linewidth=1)
+    ax.text(capacity / gib, -0.6, f" capacity {capacity / gib:.1f} GiB", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("memory per GPU (GiB), at each strategy's largest micro-batch")
+    ax.set_title(f"{title}: multi-GPU strategies")
+    ax.legend(fontsize=7, loc="lower right")
+    return _png(plt, fig)
+
+
 def estimate_vs_measured(names: list[str], estimated: list[int], measured: list[int], title: str) -> bytes:
     """Each layer's output bytes: estimated against what onnxruntime's profiler reported."""
     plt, fig, ax = _figure()

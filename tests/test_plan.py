@@ -1,0 +1,130 @@
+"""The planner's own checks: one truth with `fit`, the micro-batch line against direct analyses, units
+from real exports, the greedy ZeRO-1 partition against PyTorch's, the checkpoint planner against
+Chen et al.'s sqrt(n) segments, the GPU catalog's driver totals, and the command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from plan_models import gpt_layers
+
+from archcalc.analysis.checkpointing import cut_points, sqrt_segments
+from archcalc.analysis.estimate import analyse
+from archcalc.analysis.gpus import CATALOG, gpu
+from archcalc.analysis.parallel import Strategy, zero1_partition
+from archcalc.analysis.partition import find_units
+from archcalc.analysis.plan import Planner
+from archcalc.api import fit_spec
+from archcalc.cli import main
+from archcalc.frontends.onnx_import import import_onnx
+from archcalc.frontends.sources import load_graph
+
+
+@pytest.mark.parametrize("model", ["resnet18", "vgg16", "torchvision/resnet50", "torchvision/vit_b_16"])
+def test_one_gpu_plan_is_the_fit_total(model):
+    """The plan's one-GPU row and `fit --mode train` are one number, at any batch."""
+    planner = Planner(load_graph(model), optimizer="adam")
+    spec = fit_spec(model, 80 << 30, "train", "adam")
+    for b in (1, 3, 8):
+        assert planner.memory(Strategy(), b)[0].peak + planner.constant == spec.verdict(b).total
+
+
+@pytest.mark.parametrize("strategy", [Strategy(dp=4, zero=3), Strategy(dp=2, zero=2, checkpoint="full"),
+                                      Strategy(tp=2, sp=True, dp=2, zero=1), Strategy(pp=2, micro_batches=4)])
+def test_micro_batch_line_is_the_direct_analysis(strategy):
+    """Every moment of the step is a line in the micro-batch: the line through 1 and 2 at 7 is what
+    a planner analysing the graph at 7 and 8 says at 7."""
+    graph = import_onnx(gpt_layers(2, 64, 64, 4))
+    line = Planner(graph, optimizer="adam")
+    direct = Planner(graph, optimizer="adam")
+    direct.ests = tuple(analyse(graph, b) for b in (7, 8))
+    direct._views.clear()  # the views read the analyses just replaced
+    stages = line.stages(strategy, 7)
+    want = [m.peak for m in direct.memory(strategy, 1, stages=stages)]
+    assert [m.peak for m in line.memory(strategy, 7, stages=stages)] == want
+
+
+def test_largest_micro_batch_is_the_last_that_fits():
+    planner = Planner(load_graph("torchvision/resnet50"), optimizer="adam")
+    for s in (Strategy(dp=8, zero=3), Strategy(pp=2, dp=4, micro_batches=8), Strategy(dp=8, checkpoint="full")):
+        b = planner.largest_micro_batch(s, 24 << 30)
+        fits = [max(m.peak for m in planner.memory(s, x)) + planner.constant <= 24 << 30 for x in (b, b + 1)]
+        assert b > 0 and fits == [True, False], s
+
+
+def test_units_from_module_paths_and_design_blocks():
+    torch_units = find_units([r.layer for r in analyse(load_graph("torchvision/resnet50")).results])
+    assert torch_units.source == "module paths"
+    names = [u.name for u in torch_units.units if u.repeated]
+    assert names[:3] == ["layer1/layer1.0", "layer1/layer1.1", "layer1/layer1.2"] and len(names) == 16  # 3+4+6+3
+    design = find_units([r.layer for r in analyse(load_graph("resnet18")).results])
+    assert design.source == "design blocks" and sum(u.repeated for u in design.units) == 8
+    given = find_units([r.layer for r in analyse(load_graph("torchvision/resnet50")).results], r"/(layer\d)/")
+    assert [u.name for u in given.units if u.repeated] == ["layer1", "layer2", "layer3", "layer4"]
+
+
+def test_zero1_partition_is_pytorchs():
+    torch = pytest.importorskip("torch")
+    dist = pytest.importorskip("torch.distributed.optim")
+    model = torch.nn.Sequential(torch.nn.Linear(300, 200), torch.nn.Linear(200, 50), torch.nn.Linear(50, 7))
+    sizes = [p.numel() for p in model.parameters()]
+    for ranks in (2, 3, 4):
+        zero = dist.ZeroRedundancyOptimizer.__new__(dist.ZeroRedundancyOptimizer)
+        zero.world_size, zero.param_groups = ranks, [{"params": list(model.parameters())}]
+        zero._partition_parameters_cache = []
+        theirs = [[p.numel() for group in zero._partition_parameters()[r] for p in group["params"]]
+                  for r in range(ranks)]
+        assert [sorted(r) for r in zero1_partition(sizes, ranks)] == [sorted(r) for r in theirs]
+
+
+def test_checkpoint_plan_beats_sqrt_segments():
+    """At the memory Chen et al.'s sqrt(n) segments keep, the planner recomputes less (never more)."""
+    from archcalc.analysis import checkpointing as ck
+
+    est = analyse(load_graph("torchvision/resnet50"), 8)
+    planner = Planner(load_graph("torchvision/resnet50"))
+    prof = planner.view(1, False).profile(1)
+    cuts = cut_points(est.graph, est.results)
+    saved = [int(prof.saved[b - 1] - (prof.saved[a - 1] if a else 0)) for a, b in zip(cuts, cuts[1:])]
+    inputs = ck.boundary_bytes(est.graph, est.results, cuts[:-1], None)
+    flops = [sum(r.flops for r in est.layers_list if a <= r.index < b) for a, b in zip(cuts, cuts[1:])]
+    base = sqrt_segments(cuts)
+    kept = sum(inputs[cuts.index(a)] for a in base.bounds[:-1]) + max(
+        int(prof.saved[b - 1] - (prof.saved[a - 1] if a else 0)) for a, b in zip(base.bounds, base.bounds[1:]))
+    plan = ck.plan(saved, inputs, flops, kept, cuts)
+    assert plan is not None and plan.saved_bytes <= kept
+    assert plan.recompute_flops <= sum(flops)
+
+
+def test_catalog_judges_against_the_drivers_total():
+    assert gpu("T4").capacity == 15843721216  # CUDA's total on a T4 (not its 16 GiB marketing figure)
+    assert gpu("H100-80GB").smi == 81559 << 20 and gpu("H100-80GB").capacity == 85045477376
+    assert all(g.capacity <= g.bytes * 1.08 for g in CATALOG.values())
+    assert gpu("H200").capacity == gpu("H200").bytes  # no published driver figure: said so by `archcalc gpus`
+
+
+def run(*args):
+    return CliRunner().invoke(main, ["plan", *map(str, args)])
+
+
+def test_plan_command():
+    out = run("torchvision/resnet50", "--gpu", "T4", "--gpus", "8", "--global-batch", "512")
+    assert out.exit_code == 0, out.output
+    assert "dp8" in out.output and "GiB/GPU" in out.output
+    data = json.loads(run("torchvision/resnet50", "--gpus", "4", "--format", "json").output)
+    assert data["schema"] == "archcalc.plan/1" and data["rows"][0]["fits"]
+    one = run("torchvision/resnet50", "--gpus", "4", "--strategy", "dp4 zero3 ckpt=full")
+    assert one.exit_code == 0 and "dp4 zero3 ckpt full: fits" in one.output
+    big = run("torchvision/vgg16", "--gpu", "GTX-580", "--gpus", "2", "--strategy", "dp2", "--global-batch", "4096")
+    assert big.exit_code == 1 and "does NOT fit" in big.output
+
+
+@pytest.mark.parametrize("args, flag", [(["--strategy", "dp8 zero9"], "ZeRO"), (["--strategy", "warp9"], "warp9"),
+                                        (["--gpus", "6", "--nodes", "4"], "--gpus"),
+                                        (["--units", "(["], "--units"), (["--strategy", "dp2 pp8"], "GPUs")])
+def test_plan_bad_input_is_one_line(args, flag):
+    out = run("torchvision/resnet50", *args)
+    assert out.exit_code == 2 and flag in out.output and "Traceback" not in out.output
+    assert len(out.output.strip().splitlines()) == 1
