@@ -53,10 +53,13 @@ class _Block:
         return self.node("Dropout", [y, "ratio", "train"], [tag, f"{tag}_mask"])
 
 
-def gpt_layers(layers: int, s: int, h: int, a: int, dtype: int = FP16, dropout: bool = True) -> onnx.ModelProto:
+def gpt_layers(
+    layers: int, s: int, h: int, a: int, dtype: int = FP16, dropout: bool = True, vocab: int | None = None
+) -> onnx.ModelProto:
     """Megatron-LM's GPT layer (Korthikanti et al. 2022, figure 2, section 4.1): pre-LN, fused QKV,
     scaled softmax attention with dropout, a 4h GeLU MLP, dropout before each residual add. Input
-    [batch, s, h]; node names /layers.N/... as PyTorch's exporter writes module paths."""
+    [batch, s, h]; node names /layers.N/... as PyTorch's exporter writes module paths. With ``vocab``,
+    a whole decoder: token ids in, an embedding, the layers, a final norm and an untied LM head."""
     d = h // a
     nodes: list = []
     inits = [
@@ -66,16 +69,19 @@ def gpt_layers(layers: int, s: int, h: int, a: int, dtype: int = FP16, dropout: 
         helper.make_tensor("merge", TensorProto.INT64, [3], [0, 0, h]),
         helper.make_tensor("train", TensorProto.BOOL, [], [True]),
     ]
-    x = "x"
+    x, inp, out_shape = "x", helper.make_tensor_value_info("x", dtype, ["batch", s, h]), ["batch", s, h]
+    if vocab:
+        embed = _Block("/embed", nodes, inits, dtype, dropout)
+        inp = helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", s])
+        x = embed.node("Gather", [embed.w("wte", [vocab, h]), "ids"], ["x"])
     for n in range(layers):
         x = _gpt_layer(_Block(f"/layers.{n}", nodes, inits, dtype, dropout), x, h)
-    g = helper.make_graph(
-        nodes,
-        "gpt",
-        [helper.make_tensor_value_info("x", dtype, ["batch", s, h])],
-        [helper.make_tensor_value_info(x, dtype, ["batch", s, h])],
-        inits,
-    )
+    if vocab:
+        head = _Block("/head", nodes, inits, dtype, dropout)
+        x = head.node("LayerNormalization", [x, head.w("ln.g", [h]), head.w("ln.b", [h])], ["ln"], axis=-1)
+        x = head.node("MatMul", [x, head.w("lm", [h, vocab])], ["logits"])
+        out_shape = ["batch", s, vocab]
+    g = helper.make_graph(nodes, "gpt", [inp], [helper.make_tensor_value_info(x, dtype, out_shape)], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)])
 
 

@@ -26,7 +26,7 @@ from archcalc.analysis.infer import LayerResult
 from archcalc.analysis.step_peak import StepProfile
 from archcalc.ir import Role, Shaped
 
-MODES = ("none", "full", "selective", "planned")
+MODES = ("none", "full", "selective", "planned")  # planned: segments chosen under a budget
 CORE_CHAIN = frozenset({"Dropout", "Cast", "Where", "Identity"})  # between a softmax and its product
 SCALES = frozenset({"Div", "Mul", "Add", "Where", "Cast", "Sub"})  # between the scores' product and softmax
 
@@ -68,9 +68,55 @@ def boundary_bytes(
     return [int(crossing[s]) for s in starts]
 
 
+def crossing_tensors(shaped: Shaped, results: list[LayerResult], positions: list[int]) -> list[list[str]]:
+    """For each position, the activations made before it and read at or after it."""
+    want = sorted(set(positions))
+    out: dict[int, list[str]] = {p: [] for p in want}
+    for i, res in enumerate(results):
+        if res.folded:
+            continue
+        for name in res.layer.outputs:
+            t = shaped.tensors.get(name) if name else None
+            if t is None or t.role not in (Role.ACTIVATION, Role.OUTPUT):
+                continue
+            last = max((j for j in shaped.consumers(name) if not results[j].folded), default=i)
+            for p in want:
+                if i < p <= last:
+                    out[p].append(name)
+    return [out[p] for p in positions]
+
+
+def kept_inputs(
+    shaped: Shaped,
+    results: list[LayerResult],
+    seg: Segments,
+    profile: StepProfile,
+    owner: dict[str, str],
+    float_dtype: str | None,
+) -> list[int]:
+    """The bytes each checkpointed run keeps for its recomputation: the activations crossing into it,
+    less those a stored layer saves anyway (the same storage, kept once)."""
+    bounds = list(seg.bounds[:-1])
+    stored = np.zeros(len(results) + 1, dtype=bool)
+    for k, c in enumerate(seg.checkpointed):
+        stored[seg.bounds[k] : seg.bounds[k + 1]] = not c
+    out = []
+    for k, names in enumerate(crossing_tensors(shaped, results, bounds)):
+        storages = {owner.get(n, n) for n in names} if seg.checkpointed[k] else set()
+        out.append(
+            sum(
+                shaped.tensors[st].nbytes(float_dtype)
+                for st in storages
+                if not (st in profile.storages and stored[profile.storages[st][0]])
+            )
+        )
+    return out
+
+
 def recomputed(profile: StepProfile, seg: Segments, inputs: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """(forward, saved) of the profile with ``seg``'s checkpointed runs keeping only their inputs
-    (``inputs[k]``: run k's input bytes) until their own backward recomputes them. While a run
+    (``inputs[k]``: the bytes run k keeps, see ``kept_inputs``) until their own backward recomputes
+    them. A storage a stored layer also saves stays (at its first saver, as before). While a run
     runs (forward, or recomputed for its backward) its input is one of its own tensors, as the
     profile has it: the input it keeps is counted from the next run on."""
     n = len(profile.names)
@@ -78,7 +124,11 @@ def recomputed(profile: StepProfile, seg: Segments, inputs: list[int]) -> tuple[
     for k in range(len(seg.checkpointed)):
         run[seg.bounds[k] : seg.bounds[k + 1]] = k
     ck = np.array(seg.checkpointed, dtype=bool)[run]
-    ck_cum = np.cumsum(np.where(ck, profile.saved_first, 0))
+    dropped = np.where(ck, profile.saved_first, 0)
+    for storage, layers in profile.savers.items():
+        if ck[layers[0]] and not ck[list(layers)].all():
+            dropped[layers[0]] -= profile.storages[storage][1]  # still kept: a stored layer saves it too
+    ck_cum = np.cumsum(dropped)
     starts = np.array(seg.bounds[:-1], dtype=np.int64)[run]
     before = np.where(starts > 0, ck_cum[np.maximum(starts - 1, 0)], 0)
     kept = np.array([x if c else 0 for x, c in zip(inputs, seg.checkpointed)], dtype=np.int64)
@@ -175,65 +225,94 @@ def sqrt_segments(cuts: list[int]) -> Segments:
 @dataclass(frozen=True)
 class CheckpointPlan:
     segments: Segments
-    saved_bytes: int  # the model the plan is optimised on: stored + kept inputs + the largest recomputed
+    saved_bytes: int  # the model the plan is optimised on: kept + the largest recomputed run's tensors
     recompute_flops: int
 
 
-def plan(
-    saved: list[int], inputs: list[int], flops: list[int], budget: int, cuts: list[int]
-) -> CheckpointPlan | None:
-    """The runs between ``cuts`` to checkpoint so that what is kept fits ``budget`` bytes with the
-    least recompute. ``saved``/``flops`` per cut interval, ``inputs`` per cut (the crossing bytes)."""
-    s = np.concatenate([[0], np.cumsum(saved)]).astype(np.float64)
-    f = np.concatenate([[0], np.cumsum(flops)]).astype(np.float64)
-    x = np.asarray(inputs, dtype=np.float64)
-    m = len(saved)
-    best: CheckpointPlan | None = None
-    caps = sorted(
-        {int(v) for v in np.quantile(np.asarray(saved, dtype=np.float64), np.linspace(0, 1, 12))} | {int(budget)}
-    )
-    for cap in caps:
-        for lam in _lambdas(f[-1], s[-1]):
-            choice = _dp(s, f, x, m, cap, lam)
-            if choice is None:
-                continue
-            candidate = _evaluate(choice, s, f, x, cuts)
-            if candidate.saved_bytes <= budget and (
-                best is None or candidate.recompute_flops < best.recompute_flops
-            ):
-                best = candidate
-    return best
+@dataclass(frozen=True)
+class Runs:
+    """The account the planner optimises over, per run of cut intervals ``i .. j - 1``:
+    ``dropped[i, j]``: saved bytes freed by checkpointing the run (storages every saver of which lies
+    in it, and its layers' own saved extras); ``held[i]``: saved bytes first kept in interval ``i``
+    (the run's tensors while it is recomputed are those of its intervals); ``inputs[i]``: bytes
+    crossing cut ``i``, ``shared[i]`` of which the interval before saves (kept once when it is
+    stored); ``flops[i]``: forward FLOPs of interval ``i``; ``total``: all saved bytes."""
+
+    dropped: np.ndarray
+    held: list[int]
+    inputs: list[int]
+    shared: list[int]
+    flops: list[int]
+    total: int
+    cuts: list[int]
+
+
+def candidates(runs: Runs) -> list[CheckpointPlan]:
+    """Checkpoint plans that trade recompute for memory as well as any can on the planner's account
+    (each the optimum of recompute + lambda x kept for some lambda, with the recomputed runs' own
+    tensors capped), least recompute first; the caller judges each on the whole step and keeps the
+    first that fits. A Lagrangian relaxation: the plans between two of these are not offered."""
+    h = np.concatenate([[0], np.cumsum(runs.held)]).astype(np.float64)
+    f = np.concatenate([[0], np.cumsum(runs.flops)]).astype(np.float64)
+    x, d = np.asarray(runs.inputs, dtype=np.float64), np.asarray(runs.shared, dtype=np.float64)
+    found: dict[Segments, CheckpointPlan] = {}
+    quantiles = np.quantile(np.asarray(runs.held, dtype=np.float64), np.linspace(0, 1, 12))
+    for cap in sorted({float(v) for v in quantiles} | {float(h[-1])}):
+        for lam in _lambdas(f[-1], max(h[-1], 1.0)):
+            chosen = _dp(runs.dropped, h, f, x, d, cap, lam)
+            if chosen is not None:
+                p = _evaluate(chosen, runs, h, f, x, d)
+                found.setdefault(p.segments, p)
+    return sorted(found.values(), key=lambda p: (p.recompute_flops, p.saved_bytes))
+
+
+def plan(runs: Runs, budget: int) -> CheckpointPlan | None:
+    """The plan with the least recompute whose kept bytes (on the planner's account) fit ``budget``."""
+    return next((p for p in candidates(runs) if p.saved_bytes <= budget), None)
 
 
 def _lambdas(total_flops: float, total_saved: float) -> np.ndarray:
-    scale = total_flops / max(total_saved, 1.0)
-    return scale * np.geomspace(1e-3, 1e3, 25)
+    return total_flops / total_saved * np.geomspace(1e-3, 1e3, 25)
 
 
-def _dp(s, f, x, m, cap, lam) -> list[tuple[int, int, bool]] | None:
-    """Runs (i, j, checkpointed) minimising recompute + lam x kept, recomputed runs capped at ``cap``."""
-    cost = np.full(m + 1, np.inf)
-    cost[0] = 0.0
-    back: list[tuple[int, bool]] = [(0, False)] * (m + 1)
+def _dp(dropped, h, f, x, d, cap, lam) -> list[tuple[int, int, bool]] | None:
+    """Runs (i, j, checkpointed) minimising recompute + lam x kept, recomputed runs' tensors capped at
+    ``cap``; two states per cut: the run ending there was stored or checkpointed."""
+    m = len(h) - 1
+    stored, ckpt = np.full(m + 1, np.inf), np.full(m + 1, np.inf)
+    stored[0] = 0.0
+    back_s, back_c = [0] * (m + 1), [(0, False)] * (m + 1)
     for j in range(1, m + 1):
-        store = cost[j - 1] + lam * (s[j] - s[j - 1])
+        stored[j] = min(stored[j - 1], ckpt[j - 1])
+        back_s[j] = 0 if stored[j - 1] <= ckpt[j - 1] else 1
         i = np.arange(j)
-        ok = (s[j] - s[i]) <= cap
-        ck = np.where(ok, cost[:j] + (f[j] - f[i]) + lam * x[i], np.inf)
-        k = int(np.argmin(ck))
-        cost[j], back[j] = (store, (j - 1, False)) if store <= ck[k] else (ck[k], (k, True))
-    if not np.isfinite(cost[m]):
+        run = np.where(h[j] - h[i] <= cap, f[j] - f[i] - lam * dropped[i, j], np.inf)
+        after_stored = stored[:j] + run + lam * (x[:j] - d[:j])
+        after_ckpt = ckpt[:j] + run + lam * x[:j]
+        a, b = int(np.argmin(after_stored)), int(np.argmin(after_ckpt))
+        ckpt[j], back_c[j] = (
+            (after_stored[a], (a, False)) if after_stored[a] <= after_ckpt[b] else (after_ckpt[b], (b, True))
+        )
+    if not np.isfinite(min(stored[m], ckpt[m])):
         return None
-    runs, j = [], m
+    chosen, j, in_ckpt = [], m, ckpt[m] < stored[m]
     while j > 0:
-        i, c = back[j]
-        runs.append((i, j, c))
+        if in_ckpt:
+            i, in_ckpt = back_c[j]
+            chosen.append((i, j, True))
+        else:
+            in_ckpt, i = bool(back_s[j]), j - 1
+            chosen.append((i, j, False))
         j = i
-    return runs[::-1]
+    return chosen[::-1]
 
 
-def _evaluate(runs, s, f, x, cuts) -> CheckpointPlan:
-    kept = sum(x[i] if c else s[j] - s[i] for i, j, c in runs)
-    largest = max((s[j] - s[i] for i, j, c in runs if c), default=0.0)
-    seg = Segments(tuple([cuts[i] for i, _, _ in runs] + [cuts[-1]]), tuple(c for _, _, c in runs))
-    return CheckpointPlan(seg, int(kept + largest), int(sum(f[j] - f[i] for i, j, c in runs if c)))
+def _evaluate(chosen, runs: Runs, h, f, x, d) -> CheckpointPlan:
+    kept, before_stored = float(runs.total), True
+    for i, j, c in chosen:
+        if c:
+            kept += x[i] - (d[i] if before_stored else 0.0) - runs.dropped[i, j]
+        before_stored = not c
+    largest = max((h[j] - h[i] for i, j, c in chosen if c), default=0.0)
+    seg = Segments(tuple([runs.cuts[i] for i, _, _ in chosen] + [runs.cuts[-1]]), tuple(c for _, _, c in chosen))
+    return CheckpointPlan(seg, int(kept + largest), int(sum(f[j] - f[i] for i, j, c in chosen if c)))

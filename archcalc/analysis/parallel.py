@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from archcalc.analysis.checkpointing import Segments
 from archcalc.analysis.partition import Units
 from archcalc.analysis.step_peak import StepProfile
 from archcalc.analysis.training import Trainable, slots, step_temporaries
@@ -57,6 +58,7 @@ class Strategy:
     # own: stage 1 and 2 split flat buffers evenly and keep whole parameters; its gradient
     # reduction uses a bucket, not a copy of every gradient).
     engine: str = "pytorch"
+    segments: Segments | None = None  # checkpoint="planned": the runs the plan checkpoints
 
     def __post_init__(self):
         if min(self.dp, self.tp, self.pp, self.micro_batches, self.chunks) < 1 or self.zero not in (0, 1, 2, 3):

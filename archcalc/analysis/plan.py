@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from archcalc.analysis import checkpointing as ck
 from archcalc.analysis import runtimes
 from archcalc.analysis.estimate import analyse
 from archcalc.analysis.parallel import (
@@ -30,7 +31,7 @@ from archcalc.analysis.parallel import (
     layout,
 )
 from archcalc.analysis.partition import Units, find_units
-from archcalc.analysis.rank_view import RankView, make_view
+from archcalc.analysis.rank_view import RankView, make_view, unit_segments
 from archcalc.analysis.traffic import traffic
 from archcalc.analysis.training import DEFAULT_IMPL, slots
 from archcalc.dtypes import MIXED
@@ -145,7 +146,7 @@ class Planner:
                 f"pipeline of {s.pp} stages: {self.graph.name} has {n} units ({self.units.source}); "
                 "use fewer stages or name finer units with --units"
             )
-        _, saved, _ = v.mode(s.checkpoint)
+        _, saved, _ = v.mode(s.checkpoint, s.segments)
         sv = v.at(b, saved)
         lay = self.layout(s, Stage(0, len(v.results), range(n), 1.0))
         per_unit_state = lay.unit_params * (2 + slots(self.optimizer))  # weights, gradients, state, roughly
@@ -171,7 +172,7 @@ class Planner:
 
     def _memory(self, s: Strategy, b: int, rank: int | None, stages: list[Stage]) -> list[GPUMemory]:
         v = self.view(s.tp, s.sp)
-        fw, sv, _ = v.mode(s.checkpoint)
+        fw, sv, _ = v.mode(s.checkpoint, s.segments)
         prof = v.profile(1)
         prof_b = replace(prof, grads=v.at(b, (v.profile(1).grads, v.profile(2).grads)))
         out = []
@@ -238,6 +239,8 @@ class Planner:
                     f"--global-batch {global_batch}: not a multiple of the data-parallel degree {s.dp}"
                 )
             share = global_batch // s.dp
+        if s.checkpoint == "planned" and s.segments is None:
+            s = self.planned(s, capacity, share)
         b = self._micro_batch(s, capacity, share)
         m = share // b if share and b else s.micro_batches
         s = replace(s, micro_batches=m)
@@ -272,11 +275,32 @@ class Planner:
                 return b
         return 0
 
+    def planned(self, s: Strategy, capacity: int, share: int | None = None, b: int | None = None) -> Strategy:
+        """``s`` with the checkpoint plan that recomputes least while the step fits at micro-batch ``b``
+        (default: the largest full checkpointing of every unit reaches). The candidates are the
+        planner's (``checkpointing.candidates``) and, so that a plan is never worse than the usual
+        ones, every unit checkpointed and Chen et al.'s sqrt(n) segments; each is judged on the whole
+        step. Full checkpointing when none fits."""
+        full = replace(s, checkpoint="full")
+        b = b or self._micro_batch(full, capacity, share)
+        if not b:
+            return full
+        m = share // b if share else s.micro_batches
+        v = self.view(s.tp, s.sp)
+        runs = v.runs(b)
+        options = [replace(s, segments=p.segments) for p in ck.candidates(runs)]
+        options += [
+            replace(s, segments=unit_segments(self.units)),
+            replace(s, segments=ck.sqrt_segments(runs.cuts)),
+        ]
+        options.sort(key=lambda o: self.recompute(o, b))
+        return next((o for o in options if self._fits(replace(o, micro_batches=m), b, capacity)), full)
+
     def _fits(self, s: Strategy, b: int, capacity: int) -> bool:
         return max(m.peak for m in self.memory(s, b)) + self.constant <= capacity
 
     def recompute(self, s: Strategy, b: int) -> int:
-        _, _, per_sample = self.view(s.tp, s.sp).mode(s.checkpoint)
+        _, _, per_sample = self.view(s.tp, s.sp).mode(s.checkpoint, s.segments)
         return per_sample * b * s.micro_batches // s.pp
 
     def communication(self, s: Strategy, b: int) -> dict[str, int]:

@@ -101,33 +101,94 @@ class RankView:
 
     @cached_property
     def _crossing(self) -> tuple[np.ndarray, np.ndarray]:
-        return tuple(ck.crossing_bytes(side.shaped, side.results, self.float_dtype)  # type: ignore[return-value]
-                     for side in self.sides)
+        return tuple(
+            ck.crossing_bytes(side.shaped, side.results, self.float_dtype)  # type: ignore[return-value]
+            for side in self.sides
+        )
 
     def boundaries(self, b: int, starts: list[int]) -> list[int]:
         """Bytes of the activations crossing into each position in ``starts``, at micro-batch ``b``."""
         one, two = self._crossing
         return [int(one[s] + (b - 1) * (two[s] - one[s])) for s in starts]
 
-    def mode(self, checkpoint: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], int]:
-        """(forward at 1 and 2, saved at 1 and 2, recompute FLOPs per sample) under ``checkpoint``."""
-        if checkpoint not in self._modes:
-            self._modes[checkpoint] = self._mode(checkpoint)
-        return self._modes[checkpoint]
+    def runs(self, b: int) -> ck.Runs:
+        """The checkpoint planner's account at micro-batch ``b`` (see ``checkpointing.Runs``)."""
+        cuts = self._cuts
+        n = len(cuts) - 1
+        sides = []
+        for side, est in zip(self.sides, self.ests):
+            p = side.profile
+            at = np.searchsorted(cuts, np.arange(len(p.names)), "right") - 1  # each layer's interval
+            dropped = np.zeros((n + 1, n + 1))
+            np.add.at(dropped, (at, at), p.extra.astype(np.float64))
+            for storage, layers in p.savers.items():
+                dropped[at[layers[0]], at[layers[-1]]] += p.storages[storage][1]
+            # runs i .. j-1 free the storages whose savers all lie in them: first interval >= i, last < j
+            freed = np.cumsum(np.cumsum(dropped[::-1], axis=0)[::-1], axis=1)
+            full = np.zeros((n + 1, n + 1))
+            full[:, 1:] = freed[:, :-1]
+            held = [int(p.saved_first[a:e].sum()) for a, e in zip(cuts, cuts[1:])]
+            per_layer = {row.index: row.flops // max(est.batch, 1) for row in est.layers_list}
+            flops = [sum(per_layer.get(i, 0) for i in range(a, e)) // self.tp for a, e in zip(cuts, cuts[1:])]
+            sides.append((full, held, flops, int(p.saved[-1]) if len(p.saved) else 0))
+        (d1, h1, f1, t1), (d2, h2, f2, t2) = sides
+        inputs = self.boundaries(b, cuts[:-1])
+        return ck.Runs(
+            d1 + (b - 1) * (d2 - d1),
+            [x + (b - 1) * (y - x) for x, y in zip(h1, h2)],
+            inputs,
+            self._shared(inputs),
+            [b * x for x in f1],
+            t1 + (b - 1) * (t2 - t1),
+            cuts,
+        )
 
-    def _mode(self, checkpoint: str):
+    @cached_property
+    def _cuts(self) -> list[int]:
+        return ck.cut_points(self.shaped, self.results)
+
+    def _shared(self, inputs: list[int]) -> list[int]:
+        """Per cut, the bytes crossing it that the interval before saves (its output, kept once)."""
+        cuts, p = self._cuts, self.sides[0].profile
+        owner = training_owners(self.shaped, self.results, self.float_dtype)
+        out = [0]
+        for x, names, a, e in zip(
+            inputs[1:], ck.crossing_tensors(self.shaped, self.results, cuts[1:-1]), cuts, cuts[1:]
+        ):
+            mine = any(owner.get(n, n) in p.storages and a <= p.storages[owner.get(n, n)][0] < e for n in names)
+            out.append(x if mine else 0)
+        return out
+
+    def mode(
+        self, checkpoint: str, segments: ck.Segments | None = None
+    ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], int]:
+        """(forward at 1 and 2, saved at 1 and 2, recompute FLOPs per sample) under ``checkpoint``
+        ("planned": the runs ``segments`` names are checkpointed)."""
+        key = (checkpoint, segments)
+        if key not in self._modes:
+            self._modes[key] = self._mode(checkpoint, segments)
+        return self._modes[key]
+
+    def _mode(self, checkpoint: str, segments: ck.Segments | None):
         fw, sv, flops = [], [], 0
         for side, est in zip(self.sides, self.ests):
             p, results = side.profile, side.results
             if checkpoint == "none":
                 f, s = p.forward, p.saved
-            elif checkpoint == "full":
-                seg = unit_segments(self.units)
-                f, s = ck.recomputed(
-                    p, seg, ck.boundary_bytes(side.shaped, results, list(seg.bounds[:-1]), est.float_dtype)
-                )
+            elif checkpoint in ("full", "planned"):
+                seg = unit_segments(self.units) if checkpoint == "full" else segments
+                if seg is None:
+                    raise InputError("ckpt=planned: the plan chooses its segments (Planner.row); none given")
+                owner = training_owners(side.shaped, results, est.float_dtype)
+                f, s = ck.recomputed(p, seg, ck.kept_inputs(side.shaped, results, seg, p, owner, est.float_dtype))
                 flops = layer_flops(
-                    est, [i for u in self.units.units if u.repeated for i in range(u.start, u.stop)]
+                    est,
+                    [
+                        i
+                        for k, c in enumerate(seg.checkpointed)
+                        if c
+                        for i in range(seg.bounds[k], seg.bounds[k + 1])
+                    ],
                 )
             elif checkpoint == "selective":
                 drop, tensors, layers = ck.attention_core(side.shaped, results)

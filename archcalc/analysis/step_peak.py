@@ -60,9 +60,9 @@ def saved_extra_bytes(graph: Shaped, res: LayerResult, float_dtype: str | None, 
     return size
 
 
-def _saved_storages(graph, results, owner, float_dtype, device) -> tuple[dict[str, int], list[int]]:
-    """Saved storage -> the first layer that saves it; and each layer's own saved extra bytes."""
-    first: dict[str, int] = {}
+def _saved_storages(graph, results, owner, float_dtype, device) -> tuple[dict[str, list[int]], list[int]]:
+    """Saved storage -> the layers that save it, in order; and each layer's own saved extra bytes."""
+    savers: dict[str, list[int]] = {}
     extra = [0] * len(results)
     for i, res in enumerate(results):
         if res.folded:
@@ -70,9 +70,11 @@ def _saved_storages(graph, results, owner, float_dtype, device) -> tuple[dict[st
         for name in saved_tensors(res):
             t = graph.tensors.get(name) if name else None
             if t is not None and t.role in RUNTIME_ROLES and owner.get(name, name) not in graph.inputs:
-                first.setdefault(owner.get(name, name), i)
+                layers = savers.setdefault(owner.get(name, name), [])
+                if not layers or layers[-1] != i:
+                    layers.append(i)
         extra[i] = saved_extra_bytes(graph, res, float_dtype, device)
-    return first, extra
+    return savers, extra
 
 
 def _gradient_spans(graph, results, float_dtype) -> list[tuple[int, int, int]]:
@@ -113,6 +115,7 @@ class StepProfile:
     active: np.ndarray  # False for folded layers, which have no backward
     storages: dict[str, tuple[int, int]]  # each saved storage: (the first layer to keep it, its bytes)
     extra: np.ndarray  # each layer's own saved bytes beyond its inputs and outputs (a dropout's mask)
+    savers: dict[str, tuple[int, ...]]  # each saved storage: every layer that keeps it
 
     def backward_param_grads(self) -> np.ndarray:
         """Parameter-gradient bytes alive at each layer's backward: made there or later in the order."""
@@ -139,7 +142,8 @@ def step_profile(graph: Shaped, results: list[LayerResult], float_dtype: str | N
     backward; ``device``: whose kernels (see ``saved_extra_bytes``)."""
     n = len(results)
     owner = training_owners(graph, results, float_dtype)
-    saved_first, extra = _saved_storages(graph, results, owner, float_dtype, device)
+    savers, extra = _saved_storages(graph, results, owner, float_dtype, device)
+    saved_first = {st: layers[0] for st, layers in savers.items()}
     bufs = buffers(graph, results, float_dtype, owner=owner)
     spans = _gradient_spans(graph, results, float_dtype)
     # Exact integers: int64 while every sum fits in it (any model at a batch a GPU holds); Python's
@@ -167,7 +171,8 @@ def step_profile(graph: Shaped, results: list[LayerResult], float_dtype: str | N
         param_grads[i] += size
     storages = {name: (i, graph.tensors[name].nbytes(float_dtype)) for name, i in saved_first.items()}
     return StepProfile([r.layer.name for r in results], forward, np.cumsum(first), np.cumsum(grads[:n]),
-                       param_grads, first, np.array([not r.folded for r in results], dtype=bool), storages, own)
+                       param_grads, first, np.array([not r.folded for r in results], dtype=bool), storages, own,
+                       {st: tuple(layers) for st, layers in savers.items()})
 
 
 def step_peak(graph: Shaped, results: list[LayerResult], float_dtype: str | None, persistent: int,

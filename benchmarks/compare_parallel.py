@@ -1,0 +1,129 @@
+"""archcalc's per-rank estimate beside PyTorch's engines, measured: the table of docs/measurements.md.
+
+The measurements (benchmarks/results/parallel_gloo.json: torchrun, gloo, 2 and 4 ranks;
+parallel_fake.json: rank 0 of 2 to 32 ranks alone on the fake process group) come from
+bench_parallel.py, with torch 2.14 on this project's CPU machine; each row is one rank's peak of live
+tensors over the second training step (MemTracker). The models are read from
+tests/fixtures/parallel/ (the same exports with their weights left out: archcalc reads shapes).
+No torch needed here. Usage: python benchmarks/compare_parallel.py [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from archcalc.analysis.parallel import Stage, Strategy, in_flight
+from archcalc.analysis.plan import Planner
+from archcalc.frontends.sources import load_graph
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+MODELS = ROOT / "tests" / "fixtures" / "parallel"
+MiB = 1 << 20
+BATCH, MICRO_BATCH, MICRO_BATCHES = 8, 4, 8  # bench_parallel.py's
+
+# bench_parallel.py's strategies as archcalc names them.
+STRATEGIES = {
+    "single": lambda w: Strategy(),
+    "ddp": lambda w: Strategy(dp=w),
+    "zero1": lambda w: Strategy(dp=w, zero=1),
+    "fsdp2_reshard": lambda w: Strategy(dp=w, zero=3),
+    "fsdp2_noreshard": lambda w: Strategy(dp=w, zero=2),
+    "ckpt": lambda w: Strategy(dp=w, checkpoint="full"),
+    "pp_1f1b": lambda w: Strategy(pp=w, micro_batches=MICRO_BATCHES),
+    "tp": lambda w: Strategy(tp=w),
+}
+
+
+def measured_rows() -> list[dict]:
+    gloo = json.loads((RESULTS / "parallel_gloo.json").read_text())
+    fake = json.loads((RESULTS / "parallel_fake.json").read_text())
+    return [{**r, "backend": "gloo"} for r in gloo] + [r for r in fake if "peak_bytes" in r]
+
+
+def planners() -> dict[str, Planner]:
+    """PyTorch's CPU defaults (per-tensor Adam), tensors only (MemTracker counts no runtime)."""
+    return {m: Planner(load_graph(MODELS / f"{m}.onnx"), "adam", device="cpu", runtime="none")
+            for m in ("cnn", "transformer")}
+
+
+def stages_as_run(planner: Planner, s: Strategy, split: list[list[str]]) -> list[Stage]:
+    """The stages bench_parallel.py ran: each a list of the model's top-level children."""
+    owner, current = [], 0
+    for res in planner.ests[0].results:
+        top = [c for c in res.layer.name.split("/") if c][:1]
+        current = next((k for k, names in enumerate(split) if top and top[0] in names), current)
+        owner.append(current)
+    of = planner.units.of_layer()
+    out = []
+    for k in range(len(split)):
+        at = [i for i, o in enumerate(owner) if o == k]
+        out.append(Stage(at[0], at[-1] + 1, range(of[at[0]], of[at[-1]] + 1), in_flight(s, k), k))
+    return out
+
+
+def estimate(planner: Planner, row: dict) -> tuple[int, str]:
+    """archcalc's peak for the rank ``row`` measured, and the phase it falls in."""
+    s = STRATEGIES[row["strategy"]](row["world"])
+    if s.pp > 1:
+        mem = planner.memory(s, MICRO_BATCH, stages=stages_as_run(planner, s, row["all_stage_units"]))[row["rank"]]
+    else:
+        mem = planner.memory(s, BATCH, rank=row["rank"])[0]
+    return mem.peak, mem.phase
+
+
+def compare() -> list[dict]:
+    ps = planners()
+    out = []
+    for row in measured_rows():
+        est, phase = estimate(ps[row["model"]], row)
+        out.append({"model": row["model"], "strategy": row["strategy"], "world": row["world"], "rank": row["rank"],
+                    "backend": row["backend"], "estimate": est, "measured": row["peak_bytes"],
+                    "error": est / row["peak_bytes"] - 1, "phase": phase})
+    return out
+
+
+def summary(rows: list[dict]) -> dict[str, tuple[float, float, int]]:
+    """Per strategy: median and worst |error|, and how many ranks."""
+    by: dict[str, list[float]] = {}
+    for r in rows:
+        by.setdefault(r["strategy"], []).append(abs(r["error"]))
+    return {k: (statistics.median(v), max(v), len(v)) for k, v in by.items()}
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| model | strategy | ranks | backend | per-rank measured (MiB) | archcalc (MiB) | error |",
+             "|---|---|---|---|---|---|---|"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["strategy"], r["world"], r["backend"]), []).append(r)
+    for (model, strategy, world, backend), rs in groups.items():
+        rs.sort(key=lambda r: r["rank"])
+        measured = " / ".join(f"{r['measured'] / MiB:.1f}" for r in rs)
+        estimated = " / ".join(f"{r['estimate'] / MiB:.1f}" for r in rs)
+        errors = " / ".join(f"{r['error']:+.1%}" for r in rs)
+        lines.append(f"| {model} | {strategy} | {world} | {backend} | {measured} | {estimated} | {errors} |")
+    lines += ["", "| strategy | ranks compared | median abs. error | worst |", "|---|---|---|---|"]
+    lines += [f"| {k} | {n} | {med:.1%} | {worst:.1%} |" for k, (med, worst, n) in summary(rows).items()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--markdown", action="store_true")
+    rows = compare()
+    if ap.parse_args().markdown:
+        print(markdown(rows), end="")
+        return
+    for r in rows:
+        print(f"{r['model']:11} {r['strategy']:16} w{r['world']:<2} r{r['rank']} {r['backend']:4} "
+              f"est {r['estimate'] / MiB:7.1f} meas {r['measured'] / MiB:7.1f} {r['error']:+6.1%} {r['phase']}")
+    for k, (med, worst, n) in summary(rows).items():
+        print(f"{k:16} {n:3} ranks: median {med:.1%}, worst {worst:.1%}")
+
+
+if __name__ == "__main__":
+    main()
