@@ -270,6 +270,9 @@ def report(models, output, zoo, batch, dims, inputs, with_validation, quiet):
 @click.option("--units", "units_pattern", default=None, metavar="REGEX",
               help="Name the units (FSDP wraps, checkpoints, stages) by a regex on layer names.")
 @click.option("--top", type=click.IntRange(min=1), default=12, show_default=True, help="Rows that fit, shown.")
+@click.option("--deepspeed-estimators", is_flag=True,
+              help="Also print what DeepSpeed's own estimators (estimate_zero2/3_model_states_mem_needs) say, "
+                   "with their conventions, from this graph's parameter counts.")
 @shape_options
 @dtype_option
 @click.option("--optimizer", default="adam", show_default=True, help="Optimizer state counted (see `fit`).")
@@ -280,7 +283,7 @@ def report(models, output, zoo, batch, dims, inputs, with_validation, quiet):
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @fail_cleanly
 def plan(model, gpu_name, memory_size, gpus, nodes, global_batch, micro_batches, strategy, units_pattern, top,
-         dims, inputs, dtype, optimizer, device, runtime_name, fmt):
+         deepspeed_estimators, dims, inputs, dtype, optimizer, device, runtime_name, fmt):
     """Which multi-GPU strategies make MODEL's training step fit, ranked, with per-GPU memory by term.
 
     Example: archcalc plan model.onnx --gpu H100-80GB --gpus 16 --nodes 2 --dtype mixed --global-batch 512
@@ -296,6 +299,11 @@ def plan(model, gpu_name, memory_size, gpus, nodes, global_batch, micro_batches,
                  inputs=pairs(inputs, "--input"), dtype=dtype, optimizer=optimizer, device=device,
                  runtime=runtime_name)
     click.echo(render_plan_result(result, card, top, fmt), nl=False)
+    if deepspeed_estimators:
+        from archcalc.render.plan import render_deepspeed
+
+        meta = result.meta
+        click.echo(render_deepspeed(meta["params"], meta["largest_layer_params"], gpus // nodes, nodes), nl=False)
     sys.exit(0 if any(r.fits for r in result.rows) else 1)
 
 

@@ -114,6 +114,8 @@ def test_plan_command():
     assert one.exit_code == 0 and "dp4 zero3 ckpt full: fits" in one.output
     big = run("torchvision/vgg16", "--gpu", "GTX-580", "--gpus", "2", "--strategy", "dp2", "--global-batch", "4096")
     assert big.exit_code == 1 and "does NOT fit" in big.output
+    ds = run("torchvision/resnet50", "--gpus", "8", "--deepspeed-estimators")
+    assert ds.exit_code == 0 and "ZeRO-3: per CPU | per GPU" in ds.output
 
 
 @pytest.mark.parametrize("args, flag", [(["--strategy", "dp8 zero9"], "ZeRO"), (["--strategy", "warp9"], "warp9"),

@@ -151,6 +151,8 @@ def plan_result(
         "dtype": planner.dtype,
         "device": planner.device,
         "runtime": planner.runtime,
+        "params": planner.ests[0].totals.params,
+        "largest_layer_params": max((r.params for r in planner.ests[0].layers_list), default=0),
         "units": {"source": planner.units.source, "names": [u.name for u in planner.units.units]},
     }
     if strategy:

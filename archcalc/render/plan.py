@@ -121,3 +121,22 @@ def render_plan_result(result, card, top: int, fmt: str) -> str:
     if not fit:
         text += "no strategy fits: the nearest are shown; add GPUs, or --dtype mixed, or a smaller model\n"
     return text
+
+
+def render_deepspeed(params: int, largest: int, per_node: int, nodes: int) -> str:
+    """DeepSpeed's estimators' tables for this model, in their units (GiB) and with their conventions."""
+    from archcalc.analysis import deepspeed_compat as ds
+
+    gib = 2**30
+    lines = [f"DeepSpeed's estimators (their conventions: 16/18 bytes a parameter, no activations, 1.5x host "
+             f"buffers), {params:,} parameters, largest layer {largest:,}, {nodes} x {per_node} GPUs:",
+             "  ZeRO-2: per CPU | per GPU"]
+    for offload in (True, False):
+        host, dev = ds.zero2(params, per_node, nodes, offload)
+        where = "cpu" if offload else "none"
+        lines.append(f"  {host / gib:8.2f}GB | {dev / gib:7.2f}GB | offload_optimizer={where}")
+    lines.append("  ZeRO-3: per CPU | per GPU")  # the rows estimate_zero3_model_states_mem_needs_all_cold prints
+    for r in ds.zero3_table(params, largest, per_node, nodes):
+        lines.append(f"  {r['host'] / gib:8.2f}GB | {r['gpu'] / gib:7.2f}GB | offload_param={r['offload_param']}, "
+                     f"offload_optimizer={r['offload_optimizer']}, zero_init={r['zero_init']}")
+    return "\n".join(lines) + "\n"
