@@ -285,8 +285,8 @@ def _dp(dropped, h, f, x, d, cap, lam) -> list[tuple[int, int, bool]] | None:
     for j in range(1, m + 1):
         stored[j] = min(stored[j - 1], ckpt[j - 1])
         back_s[j] = 0 if stored[j - 1] <= ckpt[j - 1] else 1
-        i = np.arange(j)
-        run = np.where(h[j] - h[i] <= cap, f[j] - f[i] - lam * dropped[i, j], np.inf)
+        starts = np.arange(j)
+        run = np.where(h[j] - h[starts] <= cap, f[j] - f[starts] - lam * dropped[starts, j], np.inf)
         after_stored = stored[:j] + run + lam * (x[:j] - d[:j])
         after_ckpt = ckpt[:j] + run + lam * x[:j]
         a, b = int(np.argmin(after_stored)), int(np.argmin(after_ckpt))
@@ -295,7 +295,8 @@ def _dp(dropped, h, f, x, d, cap, lam) -> list[tuple[int, int, bool]] | None:
         )
     if not np.isfinite(min(stored[m], ckpt[m])):
         return None
-    chosen, j, in_ckpt = [], m, ckpt[m] < stored[m]
+    chosen: list[tuple[int, int, bool]] = []
+    j, in_ckpt = m, bool(ckpt[m] < stored[m])
     while j > 0:
         if in_ckpt:
             i, in_ckpt = back_c[j]
