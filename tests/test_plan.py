@@ -40,7 +40,7 @@ def test_micro_batch_line_is_the_direct_analysis(strategy):
     line = Planner(graph, optimizer="adam")
     direct = Planner(graph, optimizer="adam")
     direct.ests = tuple(analyse(graph, b) for b in (7, 8))
-    direct._views.clear()  # the views read the analyses just replaced
+    direct._cache.clear()  # the views read the analyses just replaced
     stages = line.stages(strategy, 7)
     want = [m.peak for m in direct.memory(strategy, 1, stages=stages)]
     assert [m.peak for m in line.memory(strategy, 7, stages=stages)] == want

@@ -5,8 +5,8 @@ multiply to them; ZeRO stage; checkpointing; offload) the largest micro-batch pe
 not searched: every moment of the step is a line in the micro-batch (see ``rank_view``), so the
 largest micro-batch is the smallest of each line's crossing of the capacity. With a global batch,
 the micro-batch is the largest that divides each replica's share, and the rest is accumulation.
-Rows are ranked: those that fit first, then the least recompute, the least communication, the
-largest micro-batch.
+Rows are ranked: those that fit first, by the compute they add (recompute and a pipeline's
+bubble), then the traffic per sample, then the largest micro-batch.
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ class Planner:
     units_pattern: str | None = None
     dims: dict | None = None
     inputs: dict | None = None
-    _views: dict = field(default_factory=dict, repr=False)
+    # Views, stages, layouts and memories already worked out: a search asks for each many times.
+    _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         slots(self.optimizer)  # an unknown optimizer is refused before any analysis
@@ -117,24 +118,25 @@ class Planner:
 
     def view(self, tp: int, sp: bool) -> RankView:
         key = (tp, sp and tp > 1)
-        if key not in self._views:
-            self._views[key] = make_view(self.ests, self.units, tp, key[1], self.device)
-        return self._views[key]
+        if key not in self._cache:
+            self._cache[key] = make_view(self.ests, self.units, tp, key[1], self.device)
+        return self._cache[key]
 
     def stages(self, s: Strategy, b: int) -> list[Stage]:
         """The pipeline's stages: contiguous runs of units, balanced by each stage's memory."""
-        key = ("stages", s.tp, s.sp, s.checkpoint, s.pp, s.schedule, s.chunks, s.micro_batches, s.group, b)
-        if key not in self._views:
-            self._views[key] = self._stages(s, b)
-        return self._views[key]
+        key = ("stages", s.tp, s.sp, s.checkpoint, s.segments, s.pp, s.schedule, s.chunks, s.micro_batches,
+               s.group, b)
+        if key not in self._cache:
+            self._cache[key] = self._stages(s, b)
+        return self._cache[key]
 
     def layout(self, s: Strategy, stage: Stage) -> Layout:
         """Where the parameters of ``stage`` sit on one rank of ``s`` (computed once per stage)."""
         key = ("layout", s.tp, s.sp, stage.start, stage.stop, s.group)
-        if key not in self._views:
+        if key not in self._cache:
             v = self.view(s.tp, s.sp)
-            self._views[key] = layout(v.shaped, v.trained, self.units, stage, v.width, s.group)
-        return self._views[key]
+            self._cache[key] = layout(v.shaped, v.trained, self.units, stage, v.width, s.group)
+        return self._cache[key]
 
     def _stages(self, s: Strategy, b: int) -> list[Stage]:
         v = self.view(s.tp, s.sp)
@@ -166,9 +168,9 @@ class Planner:
         rank; ``stages``: as given, else balanced at ``b``)."""
         stages = stages or self.stages(s, b)
         key = ("memory", s, b, rank, tuple(stages))
-        if key not in self._views:
-            self._views[key] = self._memory(s, b, rank, stages)
-        return self._views[key]
+        if key not in self._cache:
+            self._cache[key] = self._memory(s, b, rank, stages)
+        return self._cache[key]
 
     def _memory(self, s: Strategy, b: int, rank: int | None, stages: list[Stage]) -> list[GPUMemory]:
         v = self.view(s.tp, s.sp)
