@@ -15,7 +15,8 @@ import json
 import statistics
 from pathlib import Path
 
-from archcalc.analysis.parallel import Stage, Strategy, in_flight
+from archcalc.analysis.parallel import Strategy
+from archcalc.analysis.pipeline import Stage, in_flight
 from archcalc.analysis.plan import Planner
 from archcalc.frontends.sources import load_graph
 

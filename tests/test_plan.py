@@ -125,3 +125,19 @@ def test_plan_bad_input_is_one_line(args, flag):
     out = run("torchvision/resnet50", *args)
     assert out.exit_code == 2 and flag in out.output and "Traceback" not in out.output
     assert len(out.output.strip().splitlines()) == 1
+
+
+def test_a_file_that_fixes_its_batch_is_judged_as_it_is():
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul")], "fixed",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 32])],
+                          [onnx.numpy_helper.from_array(__import__("numpy").ones((64, 32), "float32"), "w")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    planner = Planner(import_onnx(model), "adam")
+    assert planner.fixed and planner.largest_micro_batch(Strategy(dp=2), 1 << 30) == 1
+    assert planner.largest_micro_batch(Strategy(dp=2), planner.constant + 100) == 0  # the weights alone are 8 KiB
+    with pytest.raises(Exception, match="fixes its batch"):
+        planner.row(Strategy(dp=2), 1 << 30, global_batch=8)

@@ -8,7 +8,8 @@ import pytest
 from plan_models import gpt_layers, one_matrix
 
 from archcalc.analysis import deepspeed_compat
-from archcalc.analysis.parallel import Stage, Strategy, layout, model_states
+from archcalc.analysis.parallel import Strategy, layout, model_states
+from archcalc.analysis.pipeline import Stage
 from archcalc.analysis.plan import Planner
 from archcalc.frontends.onnx_import import import_onnx
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from archcalc.analysis.checkpointing import Segments
 from archcalc.analysis.partition import Units
+from archcalc.analysis.pipeline import NOT_PIPELINED, Pipelined, Stage
 from archcalc.analysis.step_peak import StepProfile
 from archcalc.analysis.training import Trainable, slots, step_temporaries
 from archcalc.errors import InputError
@@ -59,16 +60,18 @@ class Strategy:
     # reduction uses a bucket, not a copy of every gradient).
     engine: str = "pytorch"
     segments: Segments | None = None  # checkpoint="planned": the runs the plan checkpoints
+    balance: str = "memory"  # a pipeline's stages balanced by "memory" (the most loaded GPU) or "compute"
 
     def __post_init__(self):
         if min(self.dp, self.tp, self.pp, self.micro_batches, self.chunks) < 1 or self.zero not in (0, 1, 2, 3):
             raise InputError(f"{self.label()}: degrees and micro-batches are at least 1, ZeRO stages 0-3")
         if self.shard is not None and (self.shard < 1 or self.dp % self.shard):
             raise InputError(f"--shard-group {self.shard}: must divide the data-parallel degree {self.dp}")
-        if self.schedule not in SCHEDULES or self.offload not in OFFLOADS or self.engine not in ENGINES:
-            raise InputError(
-                f"{self.label()}: schedule one of {', '.join(SCHEDULES)}, offload one of {', '.join(OFFLOADS)}"
-            )
+        if (self.schedule not in SCHEDULES or self.offload not in OFFLOADS or self.engine not in ENGINES
+                or self.balance not in ("memory", "compute")):
+            raise InputError(f"{self.label()}: schedule one of {', '.join(SCHEDULES)}, offload one of "
+                             f"{', '.join(OFFLOADS)}, engine one of {', '.join(ENGINES)}, balance memory or "
+                             "compute")
 
     @property
     def gpus(self) -> int:
@@ -93,6 +96,10 @@ class Strategy:
             parts.append(f"ckpt {self.checkpoint}")
         if self.offload != "none":
             parts.append(f"offload {self.offload}")
+        if self.pp > 1 and self.balance != "memory":
+            parts.append(f"balance {self.balance}")
+        if self.engine != "pytorch":
+            parts.append(self.engine)
         return " ".join(parts)
 
 
@@ -113,33 +120,6 @@ class Precision:
     @property
     def state_width(self) -> int:
         return 4 if self.mixed else self.width
-
-
-@dataclass(frozen=True)
-class Stage:
-    """Layers ``start`` .. ``stop - 1``, units ``units``; ``in_flight`` micro-batches of saved tensors."""
-
-    start: int
-    stop: int
-    units: range
-    in_flight: float
-    index: int = 0
-
-
-def in_flight(strategy: Strategy, stage: int) -> float:
-    """Micro-batches whose saved tensors a stage holds at once. 1F1B: the pp - stage warm-up forwards
-    (Narayanan et al. 2021); GPipe: all of them; interleaved (Megatron-LM's warm-up count, in units of
-    one chunk's micro-batch): ((pp - stage - 1) x 2 + (chunks - 1) x pp + 1) / chunks, which for the
-    first stage is Korthikanti et al.'s p (1 + (p - 1) / (p v))."""
-    p, m = strategy.pp, strategy.micro_batches
-    if p == 1:
-        return 1.0
-    if strategy.schedule == "gpipe":
-        return float(m)
-    if strategy.schedule == "1f1b":
-        return float(min(p - stage, m))
-    v = strategy.chunks
-    return min(((p - stage - 1) * 2 + (v - 1) * p + 1), m * v) / v
 
 
 def zero1_partition(sizes: list[int], ranks: int) -> list[list[int]]:
@@ -336,23 +316,9 @@ def model_states(s: Strategy, prec: Precision, lay: Layout) -> dict[str, int]:
     }
 
 
-@dataclass(frozen=True)
-class Pipelined:
-    """What a stage of PyTorch's ``torch.distributed.pipelining`` holds beyond its layers: a receive
-    buffer per micro-batch for its input activations and for its output gradients (allocated for
-    each chunk up front, PipelineStage._prepare_forward_infra / _prepare_backward_infra), and on the
-    last stage every micro-batch's output (``output_chunks``), merged into the step's output after
-    the last backward (``_merge_outputs``, a ``torch.cat``): twice the outputs at the end of the step,
-    and the chunks still there while the optimizer steps (``clear_runtime_states`` frees them at the
-    next step's start)."""
-
-    receive: int = 0
-    outputs: int = 0
-
-
 def gpu_memory(s: Strategy, prec: Precision, prof: StepProfile, forward: np.ndarray, saved: np.ndarray,
                lay: Layout, units: Units, stage: Stage, inputs: int, rank: int | None = None,
-               pipe: Pipelined = Pipelined()) -> GPUMemory:
+               pipe: Pipelined = NOT_PIPELINED) -> GPUMemory:
     """One rank's step under ``s``: ``forward``/``saved`` are the profile's, after checkpointing."""
     a, e = stage.start, stage.stop
     states = _states(s, prec, lay, rank)

@@ -19,18 +19,17 @@ import numpy as np
 from archcalc.analysis import checkpointing as ck
 from archcalc.analysis import runtimes
 from archcalc.analysis.estimate import analyse
+from archcalc.analysis.infer import batch_fixed
 from archcalc.analysis.parallel import (
     GPUMemory,
     Layout,
-    Pipelined,
     Precision,
-    Stage,
     Strategy,
     gpu_memory,
-    in_flight,
     layout,
 )
 from archcalc.analysis.partition import Units, find_units
+from archcalc.analysis.pipeline import Pipelined, Stage, in_flight
 from archcalc.analysis.rank_view import RankView, make_view, unit_segments
 from archcalc.analysis.traffic import traffic
 from archcalc.analysis.training import DEFAULT_IMPL, slots
@@ -104,7 +103,10 @@ class Planner:
 
     def __post_init__(self):
         slots(self.optimizer)  # an unknown optimizer is refused before any analysis
-        self.ests = tuple(analyse(self.graph, b, self.dims, self.inputs, self.dtype) for b in (1, 2))
+        # A file that fixes its batch is judged as it is: one analysis, a "line" with no slope.
+        self.fixed = batch_fixed(self.graph, self.dims, self.inputs)
+        batches = (None, None) if self.fixed else (1, 2)
+        self.ests = tuple(analyse(self.graph, b, self.dims, self.inputs, self.dtype) for b in batches)
         self.units: Units = find_units([r.layer for r in self.ests[0].results], self.units_pattern)
         width = self.view(1, False).width
         self.precision = Precision(
@@ -125,7 +127,7 @@ class Planner:
     def stages(self, s: Strategy, b: int) -> list[Stage]:
         """The pipeline's stages: contiguous runs of units, balanced by each stage's memory."""
         key = ("stages", s.tp, s.sp, s.checkpoint, s.segments, s.pp, s.schedule, s.chunks, s.micro_batches,
-               s.group, b)
+               s.group, s.balance, b)
         if key not in self._cache:
             self._cache[key] = self._stages(s, b)
         return self._cache[key]
@@ -154,7 +156,13 @@ class Planner:
         per_unit_state = lay.unit_params * (2 + slots(self.optimizer))  # weights, gradients, state, roughly
         ends = np.array([u.stop - 1 for u in self.units.units])
         act = np.diff(np.concatenate([[0], sv[ends]]))
-        cuts = _balance(per_unit_state, act, [in_flight(s, k) for k in range(s.pp)])
+        flight = [in_flight(s, k) for k in range(s.pp)]
+        if s.balance == "compute":  # each stage's forward FLOPs, whatever it holds
+            flops = {row.index: row.flops for row in self.ests[0].layers_list}
+            per_unit_state = np.zeros(n)
+            act = np.array([sum(flops.get(i, 0) for i in range(u.start, u.stop)) for u in self.units.units])
+            flight = [1.0] * s.pp
+        cuts = _balance(per_unit_state, act, flight)
         out = []
         for k in range(s.pp):
             first, last = self.units.units[cuts[k]], self.units.units[cuts[k + 1] - 1]
@@ -215,6 +223,8 @@ class Planner:
     def largest_micro_batch(self, s: Strategy, capacity: int, limit: int = MAX_SIZE) -> int:
         """The largest micro-batch (at most ``limit``) whose every stage fits ``capacity`` (0: none)."""
         first = self.stages(s, 1)
+        if self.fixed:  # the model as its file fixes it: it fits or not
+            return int(self._fits(s, 1, capacity))
         best = self._solve(s, capacity, limit, first)
         if s.pp > 1 and best > 1 and self.stages(s, best) != first:  # balanced for the answer, solved again
             best = self._solve(s, capacity, limit, self.stages(s, best))
@@ -235,6 +245,7 @@ class Planner:
     def row(self, s: Strategy, capacity: int, global_batch: int | None = None) -> PlanRow:
         """``s`` judged: its largest micro-batch (a divisor of each replica's share of ``global_batch``)."""
         share = None
+        self.check_global_batch(global_batch)
         if global_batch is not None:
             if global_batch % s.dp:
                 raise InputError(
@@ -261,6 +272,11 @@ class Planner:
             self.communication(s, max(b, 1)),
             recompute / step + bubble if step else bubble,
         )
+
+    def check_global_batch(self, global_batch: int | None) -> None:
+        if global_batch is not None and self.fixed:
+            raise InputError(f"--global-batch {global_batch}: {self.graph.source} fixes its batch, so there is "
+                             "none to split; re-export it with a dynamic batch axis")
 
     def _micro_batch(self, s: Strategy, capacity: int, share: int | None) -> int:
         """The largest micro-batch that fits: any, or (given each replica's ``share`` of the global

@@ -103,8 +103,8 @@ def parse_strategy(text: str, gpus: int) -> Strategy:
             kw["checkpoint"] = value
         elif key == "offload" and value:
             kw["offload"] = value
-        elif key == "engine" and value:
-            kw["engine"] = value
+        elif key in ("engine", "balance") and value:
+            kw[key] = value
         else:
             raise InputError(
                 f"--strategy {text!r}: cannot read '{word}'; write e.g. 'dp8 zero3 ckpt=full', "
@@ -153,8 +153,10 @@ def plan_result(
         "runtime": planner.runtime,
         "params": planner.ests[0].totals.params,
         "largest_layer_params": max((r.params for r in planner.ests[0].layers_list), default=0),
+        "batch_fixed": planner.fixed,
         "units": {"source": planner.units.source, "names": [u.name for u in planner.units.units]},
     }
+    planner.check_global_batch(global_batch)
     if strategy:
         s = parse_strategy(strategy, gpus)
         if micro_batches and s.pp == 1:

@@ -11,7 +11,8 @@ forward and its gradient back, per micro-batch; tensor parallelism all-reduces p
 
 from __future__ import annotations
 
-from archcalc.analysis.parallel import Layout, Stage, Strategy
+from archcalc.analysis.parallel import Layout, Strategy
+from archcalc.analysis.pipeline import Stage
 from archcalc.analysis.rank_view import RankView
 
 

@@ -111,6 +111,8 @@ def render_plan_result(result, card, top: int, fmt: str) -> str:
         f"dtype {m['dtype'] or 'as in the model'}, {m['device']} defaults, runtime {m['runtime']}; "
         f"units: {len(m['units']['names'])} from {m['units']['source']}"
     )
+    if m.get("batch_fixed"):
+        header += "\nthe file fixes the batch: each row judges the model as it is (micro-batch 1: its batch)"
     if fmt == "json":
         return render_plan(result.rows, header, result.constant, fmt, {**m, "gpu": card.name if card else None})
     if result.judged:
