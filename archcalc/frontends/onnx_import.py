@@ -247,9 +247,9 @@ def stored_value(model: onnx.ModelProto, path: Path | None, skipped: dict[str, t
         return None
 
 
-def import_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
-    """Read ``source`` (a path or a ModelProto) into the IR."""
-    label = "<ModelProto>" if isinstance(source, onnx.ModelProto) else str(source)
+def import_onnx(source: str | os.PathLike | onnx.ModelProto, label: str | None = None) -> Graph:
+    """Read ``source`` (a path or a ModelProto; ``label``: what errors call it) into the IR."""
+    label = label or ("<ModelProto>" if isinstance(source, onnx.ModelProto) else str(source))
     skipped: dict[str, tuple[int, int]] = {}
     raw: dict[str, int] = {}
     model = load_model(source, skipped, raw)

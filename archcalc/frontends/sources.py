@@ -81,4 +81,8 @@ def load_graph(source) -> Graph:
 
         text = _design_text(path)
         return build(text, str(path))
+    if path.suffix == ".json":
+        from archcalc.frontends.hf_config import config_model, read_config
+
+        return import_onnx(config_model(read_config(path)), label=str(path))
     return import_onnx(path)

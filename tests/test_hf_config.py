@@ -1,0 +1,94 @@
+"""A Hugging Face config.json as a model: parameter counts against transformers' own (the fixtures'
+counts come from the model built on torch's meta device, tools/make_hf_config_fixtures.py) and
+against the published counts of real configs; the graph's units, and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT
+
+import archcalc
+from archcalc.cli import main
+from archcalc.errors import InputError
+
+FIXTURES = ROOT / "tests" / "fixtures" / "hf_configs"
+COUNTS = json.loads((FIXTURES / "transformers_counts.json").read_text())
+
+
+@pytest.mark.parametrize("family", sorted(COUNTS))
+def test_parameters_are_transformers_count(family):
+    est = archcalc.estimate(FIXTURES / f"{family}.json", dims={"sequence": 16})
+    assert est.totals.params == COUNTS[family]
+    assert not est.totals.unknown and not est.totals.unsupported_ops
+
+
+@pytest.mark.parametrize("family", sorted(COUNTS))
+def test_transformers_builds_what_the_fixture_says(family):
+    """The committed count is transformers' own, rebuilt here when torch is installed."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    config = transformers.AutoConfig.from_pretrained(FIXTURES / f"{family}.json")
+    with torch.device("meta"):
+        auto = transformers.AutoModel if family == "bert" else transformers.AutoModelForCausalLM
+        model = auto.from_config(config)
+    assert sum(p.numel() for p in model.parameters()) == COUNTS[family]
+
+
+# The published parameter counts of real models, from their config.json fields.
+PUBLISHED = [
+    ("llama-2-7b", {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+                    "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000,
+                    "tie_word_embeddings": False, "torch_dtype": "float16"}, 6_738_415_616),
+    ("mistral-7b-v0.1", {"model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336,
+                         "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+                         "vocab_size": 32000, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}, 7_241_732_096),
+    ("gpt2", {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257,
+              "n_positions": 1024, "activation_function": "gelu_new"}, 124_439_808),
+    ("bert-base-uncased", {"model_type": "bert", "hidden_size": 768, "intermediate_size": 3072,
+                           "num_hidden_layers": 12, "num_attention_heads": 12, "vocab_size": 30522,
+                           "max_position_embeddings": 512, "type_vocab_size": 2, "hidden_act": "gelu"},
+     109_482_240),
+]
+
+
+@pytest.mark.parametrize("name, config, published", PUBLISHED, ids=[p[0] for p in PUBLISHED])
+def test_published_parameter_counts(tmp_path, name, config, published):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    est = archcalc.estimate(path, dims={"sequence": 8})
+    assert est.totals.params == published
+
+
+def test_a_config_is_planned_by_its_layers(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(PUBLISHED[1][1]))
+    out = CliRunner().invoke(main, ["plan", str(path), "--dim", "sequence=4096", "--gpus", "8", "--dtype", "mixed",
+                                    "--format", "json"])
+    data = json.loads(out.output)
+    assert data["units"]["source"] == "module paths" and len([n for n in data["units"]["names"]
+                                                               if n.startswith("model/layers.")]) == 32
+    assert data["rows"][0]["fits"]
+
+
+def test_configs_archcalc_cannot_build_are_refused_by_name(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_type": "mamba", "hidden_size": 8}))
+    with pytest.raises(InputError, match="'mamba' is not one archcalc builds"):
+        archcalc.estimate(path)
+    path.write_text("{not json")
+    out = CliRunner().invoke(main, ["estimate", str(path)])
+    assert out.exit_code == 2 and "error:" in out.output and "Traceback" not in out.output
+
+
+def test_a_config_missing_a_size_names_it(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,
+                                "num_hidden_layers": 2}))
+    with pytest.raises(InputError, match="vocab_size"):
+        archcalc.estimate(path, dims={"sequence": 4})
+    path.write_text(json.dumps({**PUBLISHED[0][1], "num_key_value_heads": 5}))
+    with pytest.raises(InputError, match="group evenly"):
+        archcalc.estimate(path, dims={"sequence": 4})

@@ -1,0 +1,54 @@
+"""Small configs of each family archcalc builds from a config.json, and transformers' own parameter
+count of each (the model built on torch's meta device; a tied weight once, as ``parameters()``
+yields it): tests/fixtures/hf_configs/. Needs torch and transformers.
+Usage: python tools/make_hf_config_fixtures.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import transformers
+
+OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "hf_configs"
+SMALL = {"hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 8, "vocab_size": 1000}
+CONFIGS = {
+    "llama": lambda: transformers.LlamaConfig(**SMALL, intermediate_size=688, num_key_value_heads=2),
+    "mistral": lambda: transformers.MistralConfig(**SMALL, intermediate_size=512, num_key_value_heads=4),
+    "qwen2": lambda: transformers.Qwen2Config(**SMALL, intermediate_size=512, num_key_value_heads=2,
+                                              tie_word_embeddings=True),
+    "qwen3": lambda: transformers.Qwen3Config(**SMALL, intermediate_size=512, num_key_value_heads=2, head_dim=48),
+    "gemma": lambda: transformers.GemmaConfig(**SMALL, intermediate_size=512, num_key_value_heads=1, head_dim=64),
+    "gemma2": lambda: transformers.Gemma2Config(**SMALL, intermediate_size=512, num_key_value_heads=4,
+                                                head_dim=32),
+    "gemma3_text": lambda: transformers.Gemma3TextConfig(**SMALL, intermediate_size=512, num_key_value_heads=4,
+                                                         head_dim=32),
+    "phi3": lambda: transformers.Phi3Config(**SMALL, intermediate_size=512, num_key_value_heads=4, pad_token_id=0,
+                                            bos_token_id=1, eos_token_id=2),
+    "gpt2": lambda: transformers.GPT2Config(n_embd=256, n_layer=2, n_head=8, vocab_size=1000, n_positions=128),
+    "gpt_neox": lambda: transformers.GPTNeoXConfig(**SMALL, intermediate_size=1024),
+    "bert": lambda: transformers.BertConfig(**SMALL, intermediate_size=1024),
+}
+
+
+def count(name: str, config) -> int:
+    with torch.device("meta"):
+        auto = transformers.AutoModel if name == "bert" else transformers.AutoModelForCausalLM
+        model = auto.from_config(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def main() -> None:
+    counts = {}
+    for name, make in CONFIGS.items():
+        config = make()
+        config.to_json_file(str(OUT / f"{name}.json"))
+        counts[name] = count(name, config)
+        print(name, counts[name])
+    (OUT / "transformers_counts.json").write_text(json.dumps(counts, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
