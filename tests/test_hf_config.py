@@ -92,3 +92,27 @@ def test_a_config_missing_a_size_names_it(tmp_path):
     path.write_text(json.dumps({**PUBLISHED[0][1], "num_key_value_heads": 5}))
     with pytest.raises(InputError, match="group evenly"):
         archcalc.estimate(path, dims={"sequence": 4})
+
+
+# Keys and values per token, 16-bit: 2 x layers x key/value heads x head dim x 2 bytes (Llama-2-7B's
+# 0.5 MiB a token; Mistral-7B's grouped-query 8 heads, a quarter of it); GPT-2 in fp32.
+KV_PER_TOKEN = {"llama-2-7b": 524_288, "mistral-7b-v0.1": 131_072, "gpt2": 73_728}
+
+
+@pytest.mark.parametrize("name, config, _", [p for p in PUBLISHED if p[0] in KV_PER_TOKEN], ids=list(KV_PER_TOKEN))
+def test_kv_cache_per_token_from_the_graph(tmp_path, name, config, _):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    kv = archcalc.estimate(path, batch=3, dims={"sequence": 16}).kv_cache()
+    assert kv.bytes_per_token == KV_PER_TOKEN[name] and kv.layers == config.get("num_hidden_layers", 12)
+    assert archcalc.estimate(path, dims={"sequence": 16}).kv_cache("int8").bytes_per_token * 2 == (
+        KV_PER_TOKEN[name] if config.get("torch_dtype") else KV_PER_TOKEN[name] // 2)
+
+
+def test_kv_cache_of_exports_equals_their_configs():
+    """GPT-2 exported by torch's dynamo exporter, and a grouped-query Llama exported by transformers
+    with its shared key/value heads copied (repeat_kv): the same bytes as their configs give."""
+    gpt2 = archcalc.estimate(ROOT / "tests/fixtures/models/gpt2_dynamo.onnx", dims={"sequence": 8}).kv_cache()
+    assert gpt2.bytes_per_token == 2 * 12 * 768 * 4
+    llama = archcalc.estimate(ROOT / "tests/fixtures/fused/llama_o1.onnx", dims={"sequence": 8}).kv_cache()
+    assert llama.bytes_per_token == 2 * 2 * 2 * 16 * 4  # 2 layers, k and v, 2 kv heads of 16, fp32

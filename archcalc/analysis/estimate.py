@@ -15,6 +15,7 @@ import numpy as np
 
 from archcalc.analysis import runtimes
 from archcalc.analysis.infer import LayerResult, batch_like, bind_inputs, infer
+from archcalc.analysis.kv_cache import KVCache, kv_cache
 from archcalc.analysis.memory import RUNTIME_ROLES, InferenceMemory, inference_memory, input_bytes
 from archcalc.analysis.receptive import receptive_fields
 from archcalc.analysis.records import LayerCost, SharedWeight, Totals, estimate_dict, layers_frame
@@ -76,6 +77,13 @@ class Estimate:
         larger, the memory-pattern block of the runs after it)."""
         return self.inference_memory().activations_held
 
+    def kv_cache(self, dtype: str | None = None) -> KVCache | None:
+        """Keys and values per token of the attention layers (see ``archcalc.analysis.kv_cache``)."""
+        key = ("kv", dtype)
+        if key not in self._memo:
+            self._memo[key] = kv_cache(self.graph, self.results, self.batch, dtype)
+        return self._memo[key]
+
     def saved_by_layer(self, device: str = "cuda") -> dict[str, int]:
         return saved_by_layer(self.graph, self.results, self.float_dtype, device)
 
@@ -87,7 +95,9 @@ class Estimate:
     def to_dict(self) -> dict:
         """The JSON contract (docs/json.md)."""
         im = self.inference_memory()
-        return estimate_dict(self.graph, self.layers_list, self.totals, im, self.batch, self.dtype)
+        kv = self.kv_cache()
+        return {**estimate_dict(self.graph, self.layers_list, self.totals, im, self.batch, self.dtype),
+                "kv_cache": {"bytes_per_token": kv.bytes_per_token, "layers": kv.layers} if kv else None}
 
     def _repr_html_(self) -> str:
         """A notebook shows the per-layer table and the headline totals."""

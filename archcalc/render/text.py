@@ -110,6 +110,11 @@ def totals_lines(est: Estimate) -> list[tuple[str, str]]:
         ("inference peak", f"{units.nbytes(im.tensors_peak)} "
                            "(parameters + inputs + activation peak)"),
     ]
+    kv = est.kv_cache()
+    if kv:
+        per = f"{units.nbytes(kv.bytes_per_token)} per token ({kv.bytes_per_token:,} B)"
+        lines.append(("KV cache", f"{per}: the keys and values of {kv.layers} attention layers, what a decoder's "
+                                  "cache keeps"))
     if t.unsupported_ops:
         ops = ", ".join(f"{op} x{k}" for op, k in sorted(t.unsupported_ops.items()))
         lines.append(("no cost rule", f"{ops} (shapes from onnx; MACs and FLOPs not counted)"))
