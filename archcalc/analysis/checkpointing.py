@@ -18,6 +18,7 @@ on the largest recomputed segment).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,9 +40,9 @@ class Segments:
     checkpointed: tuple[bool, ...]
 
 
-def crossing_bytes(shaped: Shaped, results: list[LayerResult], float_dtype: str | None) -> np.ndarray:
-    """For every position, the bytes of the activations made before it and read at or after it."""
-    spans = []
+def _spans(shaped: Shaped, results: list[LayerResult]) -> Iterator[tuple[str, int, int]]:
+    """Every activation read after the layer that makes it: (name, producer, last reader). It crosses
+    each position after its producer up to its last reader."""
     for i, res in enumerate(results):
         if res.folded:
             continue
@@ -51,7 +52,14 @@ def crossing_bytes(shaped: Shaped, results: list[LayerResult], float_dtype: str 
                 continue
             last = max((j for j in shaped.consumers(name) if not results[j].folded), default=i)
             if last > i:
-                spans.append((i + 1, last + 1, t.nbytes(float_dtype)))
+                yield name, i, last
+
+
+def crossing_bytes(shaped: Shaped, results: list[LayerResult], float_dtype: str | None) -> np.ndarray:
+    """For every position, the bytes of the activations made before it and read at or after it."""
+    spans = [
+        (i + 1, last + 1, shaped.tensors[name].nbytes(float_dtype)) for name, i, last in _spans(shaped, results)
+    ]
     # Exact: int64 while the sums fit, Python's integers beyond (see step_peak.step_profile).
     diff = np.zeros(len(results) + 2, dtype=np.int64 if 2 * sum(x for *_, x in spans) < 2**62 else object)
     for start, stop, size in spans:
@@ -72,17 +80,10 @@ def crossing_tensors(shaped: Shaped, results: list[LayerResult], positions: list
     """For each position, the activations made before it and read at or after it."""
     want = sorted(set(positions))
     out: dict[int, list[str]] = {p: [] for p in want}
-    for i, res in enumerate(results):
-        if res.folded:
-            continue
-        for name in res.layer.outputs:
-            t = shaped.tensors.get(name) if name else None
-            if t is None or t.role not in (Role.ACTIVATION, Role.OUTPUT):
-                continue
-            last = max((j for j in shaped.consumers(name) if not results[j].folded), default=i)
-            for p in want:
-                if i < p <= last:
-                    out[p].append(name)
+    for name, i, last in _spans(shaped, results):
+        for p in want:
+            if i < p <= last:
+                out[p].append(name)
     return [out[p] for p in positions]
 
 
@@ -198,17 +199,9 @@ def cut_points(shaped: Shaped, results: list[LayerResult]) -> list[int]:
     """Positions where exactly one activation crosses from the layers before to those after."""
     n = len(results)
     count = np.zeros(n + 2, dtype=np.int64)
-    for i, res in enumerate(results):
-        if res.folded:
-            continue
-        for name in res.layer.outputs:
-            t = shaped.tensors.get(name) if name else None
-            if t is None or t.role not in (Role.ACTIVATION, Role.OUTPUT):
-                continue
-            last = max((j for j in shaped.consumers(name) if not results[j].folded), default=i)
-            if last > i:
-                count[i + 1] += 1
-                count[last + 1] -= 1
+    for _, i, last in _spans(shaped, results):
+        count[i + 1] += 1
+        count[last + 1] -= 1
     crossing = np.cumsum(count)
     active = [i for i in range(1, n) if not results[i].folded]
     return [0, *[i for i in active if crossing[i] == 1], n]
