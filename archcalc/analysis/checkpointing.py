@@ -68,14 +68,6 @@ def crossing_bytes(shaped: Shaped, results: list[LayerResult], float_dtype: str 
     return np.cumsum(diff)
 
 
-def boundary_bytes(
-    shaped: Shaped, results: list[LayerResult], starts: list[int], float_dtype: str | None
-) -> list[int]:
-    """For each start position, the bytes of the activations made before it and read at or after it."""
-    crossing = crossing_bytes(shaped, results, float_dtype)
-    return [int(crossing[s]) for s in starts]
-
-
 def crossing_tensors(shaped: Shaped, results: list[LayerResult], positions: list[int]) -> list[list[str]]:
     """For each position, the activations made before it and read at or after it."""
     want = sorted(set(positions))
@@ -257,11 +249,6 @@ def candidates(runs: Runs) -> list[CheckpointPlan]:
                 p = _evaluate(chosen, runs, h, f, x, d)
                 found.setdefault(p.segments, p)
     return sorted(found.values(), key=lambda p: (p.recompute_flops, p.saved_bytes))
-
-
-def plan(runs: Runs, budget: int) -> CheckpointPlan | None:
-    """The plan with the least recompute whose kept bytes (on the planner's account) fit ``budget``."""
-    return next((p for p in candidates(runs) if p.saved_bytes <= budget), None)
 
 
 def _lambdas(total_flops: float, total_saved: float) -> np.ndarray:

@@ -32,9 +32,6 @@ class KVCache:
     layers: int
     dtype: str | None  # the element type priced (None: the graph's own)
 
-    def bytes(self, tokens: int) -> int:
-        return self.bytes_per_token * tokens
-
 
 def _stored(shaped: Shaped, results: list[LayerResult], name: str) -> str:
     """The smallest tensor on the chain of views that ends at ``name``: what is cached."""

@@ -30,7 +30,7 @@ from archcalc.analysis.parallel import (
 )
 from archcalc.analysis.partition import Units, find_units
 from archcalc.analysis.pipeline import Pipelined, Stage, in_flight
-from archcalc.analysis.rank_view import RankView, make_view, unit_segments
+from archcalc.analysis.rank_view import RankView, layer_flops, make_view, unit_segments
 from archcalc.analysis.traffic import traffic
 from archcalc.analysis.training import DEFAULT_IMPL, slots
 from archcalc.dtypes import MIXED
@@ -158,9 +158,8 @@ class Planner:
         act = np.diff(np.concatenate([[0], sv[ends]]))
         flight = [in_flight(s, k) for k in range(s.pp)]
         if s.balance == "compute":  # each stage's forward FLOPs, whatever it holds
-            flops = {row.index: row.flops for row in self.ests[0].layers_list}
             per_unit_state = np.zeros(n)
-            act = np.array([sum(flops.get(i, 0) for i in range(u.start, u.stop)) for u in self.units.units])
+            act = np.array([layer_flops(self.ests[0], range(u.start, u.stop)) for u in self.units.units])
             flight = [1.0] * s.pp
         cuts = _balance(per_unit_state, act, flight)
         out = []
@@ -288,7 +287,7 @@ class Planner:
         if self._fits(replace(s, micro_batches=1), share, capacity):
             return share
         bound = self.largest_micro_batch(replace(s, micro_batches=share), capacity, limit=share)
-        for b in sorted((d for d in _divisors(share) if d <= bound), reverse=True):
+        for b in sorted((d for d in divisors(share) if d <= bound), reverse=True):
             if self._fits(replace(s, micro_batches=share // b), b, capacity):
                 return b
         return 0
@@ -326,7 +325,8 @@ class Planner:
         return traffic(s, self.view(s.tp, s.sp), stages, [self.layout(s, st) for st in stages], b)
 
 
-def _divisors(n: int) -> list[int]:
+def divisors(n: int) -> list[int]:
+    """The divisors of ``n``, smallest first."""
     small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
     return sorted(set(small + [n // d for d in small]))
 

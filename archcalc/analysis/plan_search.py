@@ -15,12 +15,8 @@ from dataclasses import dataclass, replace
 
 from archcalc.analysis.checkpointing import MODES, attention_core
 from archcalc.analysis.parallel import SCHEDULES, Strategy
-from archcalc.analysis.plan import Planner, PlanRow
+from archcalc.analysis.plan import Planner, PlanRow, divisors
 from archcalc.errors import ArchcalcError, InputError
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def candidates(planner: Planner, gpus: int, per_node: int, micro_batches: int | None) -> Iterator[Strategy]:
@@ -29,10 +25,10 @@ def candidates(planner: Planner, gpus: int, per_node: int, micro_batches: int | 
     view = planner.view(1, False)
     attention = bool(attention_core(view.shaped, view.results)[2])
     modes = ["none"] + (["selective"] if attention else []) + (["full"] if repeated else [])
-    for tp in _divisors(min(per_node, gpus)):
+    for tp in divisors(min(per_node, gpus)):
         if tp > 1 and not _splits(planner, tp):
             continue
-        for pp in _divisors(gpus // tp):
+        for pp in divisors(gpus // tp):
             if pp > max(1, units // 2):  # at least two units a stage
                 continue
             dp = gpus // (tp * pp)

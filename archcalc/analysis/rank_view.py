@@ -128,8 +128,7 @@ class RankView:
             full = np.zeros((n + 1, n + 1))
             full[:, 1:] = freed[:, :-1]
             held = [int(p.saved_first[a:e].sum()) for a, e in zip(cuts, cuts[1:])]
-            per_layer = {row.index: row.flops // max(est.batch, 1) for row in est.layers_list}
-            flops = [sum(per_layer.get(i, 0) for i in range(a, e)) // self.tp for a, e in zip(cuts, cuts[1:])]
+            flops = [layer_flops(est, range(a, e)) // self.tp for a, e in zip(cuts, cuts[1:])]
             sides.append((full, held, flops, int(p.saved[-1]) if len(p.saved) else 0))
         (d1, h1, f1, t1), (d2, h2, f2, t2) = sides
         inputs = self.boundaries(b, cuts[:-1])
@@ -208,7 +207,7 @@ def unit_segments(units: Units) -> ck.Segments:
     return ck.Segments(bounds, tuple(u.repeated for u in units.units))
 
 
-def layer_flops(est: Estimate, layers: list[int]) -> int:
+def layer_flops(est: Estimate, layers) -> int:
     """Forward FLOPs per sample of these layers (results positions), from the estimate's costs."""
     want = set(layers)
     return sum(row.flops for row in est.layers_list if row.index in want) // max(est.batch, 1)
