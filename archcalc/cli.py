@@ -20,6 +20,7 @@ from archcalc.options import (
     memory_options,
     pairs,
     refuse_unused,
+    serve_options,
     shape_options,
     size,
 )
@@ -94,20 +95,23 @@ def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer,
 @click.argument("model", default="vgg16")
 @click.option("--gpu", "gpu_name", default=None, help="A GPU from `archcalc gpus`.")
 @click.option("--memory", "memory_size", default=None, metavar="SIZE", help="A budget instead: 24GiB, 80GB.")
-@click.option("--mode", type=click.Choice(["inference", "train"]), default="inference", show_default=True)
+@click.option("--mode", type=click.Choice(["inference", "train", "serve"]), default="inference", show_default=True)
 @click.option("--batch", type=click.IntRange(min=1, max=MAX_SIZE), default=None,
               help="Judge this batch; without it, find the largest batch that fits.")
 @click.option("--sweep", default=None, metavar="1,2,4,...", help="A table of these batch sizes.")
 @shape_options
 @dtype_option
 @memory_options("pytorch-cuda")
+@serve_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @fail_cleanly
 def fit(model, gpu_name, memory_size, mode, batch, sweep, dims, inputs, dtype, optimizer, runtime_name,
-        runtime_overhead, fmt):
+        runtime_overhead, fmt, **serving):
     """Does MODEL fit a GPU (or a budget), and up to what batch? Exit 0: fits, 1: does not, 2: error.
+    With --mode serve: how many sequences of --context tokens its KV cache holds.
 
-    Example: archcalc fit resnet50.onnx --gpu A100-80GB --mode train --optimizer adam
+    Example: archcalc fit resnet50.onnx --gpu A100-80GB --mode train --optimizer adam;
+    archcalc fit config.json --mode serve --gpu A100-80GB --context 8192
     """
     from archcalc.analysis.fit import largest_batch
     from archcalc.analysis.gpus import gpu
@@ -116,6 +120,12 @@ def fit(model, gpu_name, memory_size, mode, batch, sweep, dims, inputs, dtype, o
 
     if (gpu_name is None) == (memory_size is None):
         raise click.UsageError("give exactly one of --gpu NAME or --memory SIZE")
+    if mode == "serve":
+        _serve(model, gpu(gpu_name) if gpu_name else _budget_gpu(memory_size), fmt, {
+            "--batch": batch, "--sweep": sweep, "--dim": dims or None, "--input": inputs or None, "--dtype": dtype,
+            "--optimizer": optimizer, "--runtime-overhead": runtime_overhead}, **serving)
+    refuse_unused({f"--{k.replace('_', '-')}": v for k, v in serving.items()
+                   if v not in (None, 1, "auto", "vllm", "v1")}, True, "--mode serve")
     refuse_unused({"--optimizer": optimizer}, mode != "train", "--mode train")
     refuse_unused({"--batch": batch}, bool(sweep), "a single batch (--sweep names its own)")
     card = gpu(gpu_name) if gpu_name is not None else None
@@ -125,14 +135,10 @@ def fit(model, gpu_name, memory_size, mode, batch, sweep, dims, inputs, dtype, o
     overhead = size(runtime_overhead, "--runtime-overhead")
     spec = fit_spec(model, capacity, mode, optimizer or "sgd", dtype, runtime_name, overhead,
                     pairs(dims, "--dim", int), pairs(inputs, "--input"))
-    if sweep:
-        verdicts = [spec.verdict(b) for b in batches(sweep)]
+    if sweep or batch:
+        verdicts = [spec.verdict(b) for b in (batches(sweep) if sweep else [batch])]
         click.echo(render_fit(spec, card, verdicts, None, fmt), nl=False)
         sys.exit(0 if verdicts[0].fits else 1)
-    if batch:
-        verdict = spec.verdict(batch)
-        click.echo(render_fit(spec, card, [verdict], None, fmt), nl=False)
-        sys.exit(0 if verdict.fits else 1)
     best = largest_batch(spec)
     click.echo(render_fit(spec, card, [spec.verdict(1)] if best is None else [best], best, fmt, searched=True),
                nl=False)
@@ -361,3 +367,26 @@ def zoo():
 
 if __name__ == "__main__":
     main()
+
+
+def _budget_gpu(memory_size: str):
+    from archcalc.analysis.gpus import GPU
+
+    capacity = size(memory_size, "--memory")
+    return GPU(memory_size, memory_size, capacity, 0, "--memory", None, capacity, "--memory")
+
+
+def _serve(model, card, fmt, unused, context, sequences, tp, kv_dtype, serve_runtime, engine, utilization,
+           block_size, batched_tokens, max_seqs, non_torch):
+    from archcalc.api import serve
+    from archcalc.render.serve import render_serve
+
+    refuse_unused(unused, True, "--mode inference or train (serving sizes its own prefill)")
+    if context is None:
+        raise click.UsageError("--mode serve needs --context TOKENS (the tokens of each sequence)")
+    setup, result = serve(model, card, context, tp=tp, sequences=sequences, kv_dtype=kv_dtype,
+                          runtime=serve_runtime, engine=engine, utilization=utilization, block_size=block_size,
+                          batched_tokens=batched_tokens, max_seqs=max_seqs,
+                          non_torch=size(non_torch, "--non-torch"))
+    click.echo(render_serve(setup, result, fmt), nl=False)
+    sys.exit(0 if (result.concurrency >= 1 if sequences is None else bool(result.longest)) else 1)

@@ -93,6 +93,13 @@ class Layer:
     # Where the layer sits in its model, as a path ("basic.2/rep1.0"): the design language's block
     # calls and repetitions. ONNX files carry it in the node name instead (/layer1/layer1.0/conv1/Conv).
     scope: str = ""
+    # A node's metadata (ONNX's metadata_props): facts no attribute holds, such as the sliding window
+    # of an attention archcalc built (WINDOW_KEY).
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+# Layer.meta's key for an attention's sliding window: how many of the latest keys each query sees.
+WINDOW_KEY = "archcalc.window"
 
 
 def layer_index(layers: list[Layer]) -> tuple[dict[str, int], dict[str, list[int]]]:

@@ -120,6 +120,36 @@ def memory_options(default_runtime: str | None):
     return add
 
 
+def serve_options(fn):
+    """The options of ``fit --mode serve``: the context, the parallelism and the runtime's settings."""
+    fn = click.option("--context", type=click.IntRange(min=1, max=MAX_SIZE), default=None,
+                      help="Serve: tokens per sequence (vLLM's max_model_len).")(fn)
+    fn = click.option("--sequences", type=click.IntRange(min=1, max=MAX_SIZE), default=None,
+                      help="Serve: this many sequences at once; find the longest context each may have.")(fn)
+    fn = click.option("--tp", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
+                      help="Serve: tensor-parallel GPUs (each holds its share of weights and KV heads).")(fn)
+    fn = click.option("--kv-dtype", default="auto", show_default=True,
+                      help="Serve: the KV cache's element type: auto, fp16, bf16, fp32, fp8, fp8_e5m2, int8.")(fn)
+    fn = click.option("--serve-runtime", type=click.Choice(["vllm", "plain"]), default="vllm", show_default=True,
+                      help="Serve: vLLM's accounting, or archcalc's own (weights, prefill peak, runtime "
+                           "constant).")(fn)
+    fn = click.option("--engine", type=click.Choice(["v1", "v0"]), default="v1", show_default=True,
+                      help="Serve: vLLM's engine (V0: vLLM up to 0.7; its profile run and block count "
+                           "differ).")(fn)
+    fn = click.option("--gpu-memory-utilization", "utilization", type=click.FloatRange(0, 1, min_open=True),
+                      default=None, help="Serve: vLLM's share of the GPU [default: 0.9; plain: 1].")(fn)
+    fn = click.option("--block-size", type=click.IntRange(min=1, max=1 << 20), default=None,
+                      help="Serve: tokens a KV block holds [default: 16; 64 for latent attention on Hopper].")(fn)
+    fn = click.option("--max-num-batched-tokens", "batched_tokens", type=click.IntRange(min=1, max=MAX_SIZE),
+                      default=None, help="Serve: the prefill budget the profile run takes [default: vLLM's].")(fn)
+    fn = click.option("--max-num-seqs", "max_seqs", type=click.IntRange(min=1, max=MAX_SIZE), default=None,
+                      help="Serve: sequences a batch holds [default: vLLM's].")(fn)
+    fn = click.option("--non-torch", default=None, metavar="SIZE",
+                      help="Serve: memory outside torch's allocator (CUDA context, NCCL) [default: per "
+                           "engine].")(fn)
+    return fn
+
+
 class OneLineErrors(click.Group):
     """click's own usage errors as one ``error:`` line too (the flag is the place), and an interrupt
     as "interrupted" with exit code 130."""

@@ -104,7 +104,7 @@ def test_kv_cache_per_token_from_the_graph(tmp_path, name, config, _):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     kv = archcalc.estimate(path, batch=3, dims={"sequence": 16}).kv_cache()
-    assert kv.bytes_per_token == KV_PER_TOKEN[name] and kv.layers == config.get("num_hidden_layers", 12)
+    assert kv.bytes_per_token == KV_PER_TOKEN[name] and len(kv.layers) == config.get("num_hidden_layers", 12)
     assert archcalc.estimate(path, dims={"sequence": 16}).kv_cache("int8").bytes_per_token * 2 == (
         KV_PER_TOKEN[name] if config.get("torch_dtype") else KV_PER_TOKEN[name] // 2)
 

@@ -29,7 +29,7 @@ from archcalc.ir import Role, Shaped
 
 MODES = ("none", "full", "selective", "planned")  # planned: segments chosen under a budget
 CORE_CHAIN = frozenset({"Dropout", "Cast", "Where", "Identity"})  # between a softmax and its product
-SCALES = frozenset({"Div", "Mul", "Add", "Where", "Cast", "Sub"})  # between the scores' product and softmax
+SCALES = frozenset({"Div", "Mul", "Add", "Where", "Cast", "Sub", "Tanh"})  # scores to softmax (Tanh: a soft cap)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import numpy as np
 
 from archcalc.analysis import runtimes
 from archcalc.analysis.infer import LayerResult, batch_like, bind_inputs, infer
-from archcalc.analysis.kv_cache import KVCache, kv_cache
+from archcalc.analysis.kv_cache import KVCache, kv_cache, kv_dict
 from archcalc.analysis.memory import RUNTIME_ROLES, InferenceMemory, inference_memory, input_bytes
 from archcalc.analysis.receptive import receptive_fields
 from archcalc.analysis.records import LayerCost, SharedWeight, Totals, estimate_dict, layers_frame
@@ -97,7 +97,7 @@ class Estimate:
         im = self.inference_memory()
         kv = self.kv_cache()
         return {**estimate_dict(self.graph, self.layers_list, self.totals, im, self.batch, self.dtype),
-                "kv_cache": {"bytes_per_token": kv.bytes_per_token, "layers": kv.layers} if kv else None}
+                "kv_cache": kv_dict(kv) if kv else None}
 
     def _repr_html_(self) -> str:
         """A notebook shows the per-layer table and the headline totals."""

@@ -143,6 +143,7 @@ def _layers(graph: onnx.GraphProto, tensors: dict[str, Tensor], source: str, ops
             domain="" if node.domain == "ai.onnx" else node.domain,
             subgraphs={a.name: _subgraph(a.g, f"{source}: node '{name}' ({node.op_type}) {a.name}", opset)
                        for a in node.attribute if a.type == onnx.AttributeProto.GRAPH},
+            meta={p.key: p.value for p in node.metadata_props},
         ))
     return layers
 

@@ -82,7 +82,24 @@ def load_graph(source) -> Graph:
         text = _design_text(path)
         return build(text, str(path))
     if path.suffix == ".json":
-        from archcalc.frontends.hf_config import config_model, read_config
+        from archcalc.frontends.hf_config import read_config
+        from archcalc.frontends.hf_layers import config_model
 
         return import_onnx(config_model(read_config(path)), label=str(path))
     return import_onnx(path)
+
+
+def serving_graph(source) -> tuple[Graph, dict | None]:
+    """``source`` as a server runs it, and its config when it is one: a config's attention fused
+    (flash attention keeps no scores), as vLLM and every serving engine run it."""
+    from archcalc.frontends.hf_config import is_config, read_config
+    from archcalc.frontends.onnx_import import import_onnx
+
+    if isinstance(source, (str, os.PathLike)) and not is_design_text(source):
+        path = resolve(source)
+        if is_config(path):
+            from archcalc.frontends.hf_layers import config_model
+
+            cfg = read_config(path)
+            return import_onnx(config_model(cfg, kernel="fused"), label=str(path)), cfg
+    return load_graph(source), None

@@ -8,6 +8,7 @@ from archcalc.ops import (  # noqa: F401
     elementwise,
     linear,
     ml,
+    moe,
     norm,
     pool,
     quantized,

@@ -113,13 +113,24 @@ def totals_lines(est: Estimate) -> list[tuple[str, str]]:
     kv = est.kv_cache()
     if kv:
         per = f"{units.nbytes(kv.bytes_per_token)} per token ({kv.bytes_per_token:,} B)"
-        lines.append(("KV cache", f"{per}: the keys and values of {kv.layers} attention layers, what a decoder's "
-                                  "cache keeps"))
+        lines.append(("KV cache", f"{per}: {kv_what(kv)}"))
     if t.unsupported_ops:
         ops = ", ".join(f"{op} x{k}" for op, k in sorted(t.unsupported_ops.items()))
         lines.append(("no cost rule", f"{ops} (shapes from onnx; MACs and FLOPs not counted)"))
     lines += status_lines(t)
     return lines
+
+
+def kv_what(kv) -> str:
+    """What the KV cache per token holds, in words."""
+    what = f"the keys and values of {len(kv.layers)} attention layers, what a decoder's cache keeps"
+    if kv.latent:
+        what = (f"the latent of {len(kv.layers)} latent-attention layers, as vLLM caches it (the keys and values "
+                f"up-projected from it: {kv.expanded_bytes_per_token:,} B)")
+    if kv.windowed:
+        sizes = sorted({layer.window for layer in kv.layers if layer.window})
+        what += f", of which {kv.windowed} keep a sliding window of {', '.join(map(str, sizes))} tokens"
+    return what
 
 
 STATUS_TEXT = {

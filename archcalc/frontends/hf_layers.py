@@ -1,0 +1,141 @@
+"""The layers of each Hugging Face family as transformers arranges them, from the specs
+``archcalc.frontends.hf_config`` reads: pre-norm decoders (llama and its descendants, the MoE and
+latent-attention ones included), GPT-2, GPT-NeoX and BERT. Node names follow transformers' module
+paths, so the planner finds each layer as a unit.
+"""
+
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto, helper
+
+from archcalc.errors import InputError
+from archcalc.frontends.hf_config import DECODERS, attention_spec, feed_forward, sizes, windows
+from archcalc.frontends.transformer_net import AttentionSpec, MLPSpec, MoESpec, Net, attention, mlp, moe
+
+DTYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16}
+TIED = {"gemma": True, "gemma2": True, "gemma3_text": True, "gpt2": True}  # else untied unless the config says
+
+
+def _decoder_layer(net: Net, cfg: dict, z: dict, i: int, x: str, attn: AttentionSpec) -> str:
+    """llama, mistral, mixtral, qwen2/3 (and MoE), gemma 1-3, phi3, deepseek_v3: pre-norm
+    attention and a gated MLP or experts, RMSNorm."""
+    path = f"/model/layers.{i}"
+    sandwich = cfg["model_type"] in ("gemma2", "gemma3_text")  # norms after attention and MLP too
+    y = attention(net, f"{path}/self_attn", net.norm(f"{path}/input_layernorm", x, z["h"], True), z["h"], attn)
+    if sandwich:
+        y = net.norm(f"{path}/post_attention_layernorm", y, z["h"], True)
+    x = net.one(path, "Add", [x, y])
+    norm = "pre_feedforward_layernorm" if sandwich else "post_attention_layernorm"
+    y = net.norm(f"{path}/{norm}", x, z["h"], True)
+    ff = feed_forward(cfg, z, i)
+    y = moe(net, f"{path}/mlp", y, z["h"], ff, _shared_name(cfg)) if isinstance(ff, MoESpec) else \
+        mlp(net, f"{path}/mlp", y, z["h"], ff)
+    if sandwich:
+        y = net.norm(f"{path}/post_feedforward_layernorm", y, z["h"], True)
+    return net.one(path, "Add", [x, y])
+
+
+def _shared_name(cfg: dict) -> str:
+    return "shared_expert" if cfg["model_type"] == "qwen2_moe" else "shared_experts"
+
+
+def _gpt2_layer(net: Net, cfg: dict, z: dict, i: int, x: str, attn: AttentionSpec) -> str:
+    path = f"/transformer/h.{i}"
+    y = attention(net, f"{path}/attn", net.norm(f"{path}/ln_1", x, z["h"], False), z["h"], attn)
+    x = net.one(path, "Add", [x, y])
+    ff = MLPSpec(z["ffn"], cfg.get("activation_function", "gelu_new"), gated=False, bias=True,
+                 names=("", "c_fc", "c_proj"))
+    y = mlp(net, f"{path}/mlp", net.norm(f"{path}/ln_2", x, z["h"], False), z["h"], ff)
+    return net.one(path, "Add", [x, y])
+
+
+def _neox_layer(net: Net, cfg: dict, z: dict, i: int, x: str, attn: AttentionSpec) -> str:
+    path = f"/gpt_neox/layers.{i}"
+    y = attention(net, f"{path}/attention", net.norm(f"{path}/input_layernorm", x, z["h"], False), z["h"], attn)
+    parallel = cfg.get("use_parallel_residual", True)
+    mlp_in = x if parallel else net.one(path, "Add", [x, y])
+    ff = MLPSpec(z["ffn"], cfg.get("hidden_act", "gelu"), gated=False, bias=True,
+                 names=("", "dense_h_to_4h", "dense_4h_to_h"))
+    out = mlp(net, f"{path}/mlp", net.norm(f"{path}/post_attention_layernorm", mlp_in, z["h"], False), z["h"], ff)
+    return net.one(path, "Add", [net.one(path, "Add", [x, y]) if parallel else mlp_in, out])
+
+
+def _bert_layer(net: Net, cfg: dict, z: dict, i: int, x: str, attn: AttentionSpec) -> str:
+    """Post-norm: x = LN(x + attention(x)); x = LN(x + MLP(x))."""
+    path = f"/bert/encoder/layer.{i}"
+    y = attention(net, f"{path}/attention", x, z["h"], attn)
+    x = net.norm(f"{path}/attention/output/LayerNorm", net.one(path, "Add", [x, y]), z["h"], False)
+    ff = MLPSpec(z["ffn"], cfg.get("hidden_act", "gelu"), gated=False, bias=True,
+                 names=("", "intermediate/dense", "output/dense"))
+    return net.norm(f"{path}/output/LayerNorm", net.one(path, "Add", [x, mlp(net, path, x, z["h"], ff)]), z["h"],
+                    False)
+
+
+def _attention(cfg: dict, z: dict, window: int | None, kernel: str) -> AttentionSpec:
+    t = cfg["model_type"]
+    if t in DECODERS:
+        return attention_spec(cfg, z, window, kernel)
+    bias = cfg.get("attention_bias", True) if t == "gpt_neox" else True
+    return AttentionSpec(z["a"], z["kv"], z["d"], qkv_bias=bias, out_bias=bias, fused_qkv=t != "bert",
+                         kernel="eager" if t == "bert" else kernel)
+
+
+def config_model(cfg: dict, kernel: str = "eager") -> onnx.ModelProto:
+    """The ONNX model ``cfg`` (a read config) describes; input ``input_ids`` [batch, sequence].
+    ``kernel``: the decoders' attention, eager (scores kept) or fused (flash attention)."""
+    name = cfg.get("torch_dtype") or cfg.get("dtype") or "float32"
+    if name not in DTYPES:
+        raise InputError(f"dtype {name!r} in the config: archcalc builds {', '.join(DTYPES)}")
+    net, z, t = Net(DTYPES[name]), sizes(cfg), cfg["model_type"]
+    ids = "input_ids"
+    shape = net.one("/shape", "Shape", [ids])
+    table = net.w({"gpt2": "/transformer/wte.weight", "gpt_neox": "/gpt_neox/embed_in.weight",
+                   "bert": "/bert/embeddings/word_embeddings.weight"}.get(t, "/model/embed_tokens.weight"),
+                  [z["vocab"], z["h"]])
+    x = net.one("/embed", "Gather", [table, ids])
+    if t in ("gpt2", "bert"):
+        x = _positions(net, cfg, z, shape, x)
+    layer = {"gpt2": _gpt2_layer, "gpt_neox": _neox_layer, "bert": _bert_layer}.get(t, _decoder_layer)
+    for i, window in enumerate(windows(cfg, z["layers"])):
+        x = layer(net, cfg, z, i, x, _attention(cfg, z, window, kernel))
+    if t == "bert":
+        first = net.one("/bert/pooler", "Gather", [x, net.const("/bert/pooler.first", [0])], axis=1)
+        out = net.one("/bert/pooler", "Tanh", [net.linear("/bert/pooler/dense", first, z["h"], z["h"], True)])
+        outputs = [(x, ["batch", "sequence", z["h"]]), (out, ["batch", 1, z["h"]])]
+    else:
+        final = {"gpt2": "/transformer/ln_f", "gpt_neox": "/gpt_neox/final_layer_norm"}.get(t, "/model/norm")
+        x = net.norm(final, x, z["h"], t in DECODERS)
+        outputs = [(_head(net, cfg, z, x, table, shape), ["batch", "sequence", z["vocab"]])]
+    return net.model(t, [helper.make_tensor_value_info(ids, TensorProto.INT64, ["batch", "sequence"])],
+                     [helper.make_tensor_value_info(o, net.dtype, dims) for o, dims in outputs])
+
+
+def _positions(net: Net, cfg: dict, z: dict, shape: str, x: str) -> str:
+    """Learned positions (GPT-2, BERT) and BERT's token types (all type 0) and embedding norm."""
+    gpt2 = cfg["model_type"] == "gpt2"
+    path = "/transformer" if gpt2 else "/bert/embeddings"
+    count = cfg.get("n_positions" if gpt2 else "max_position_embeddings", 512)
+    length = net.one(path, "Gather", [shape, net.const(f"{path}.seq_axis", [1])], axis=0)
+    zero, one = net.const(f"{path}.zero", [0]), net.const(f"{path}.one", [1])
+    steps = net.one(path, "Range", [net.one(path, "Squeeze", [zero]), net.one(path, "Squeeze", [length]),
+                                    net.one(path, "Squeeze", [one])])
+    pos = net.w(f"{path}/{'wpe' if gpt2 else 'position_embeddings'}.weight", [count, z["h"]])
+    x = net.one(path, "Add", [x, net.one(path, "Gather", [pos, steps])])
+    if gpt2:
+        return x
+    types = net.w(f"{path}/token_type_embeddings.weight", [cfg.get("type_vocab_size", 2), z["h"]])
+    zeros = net.one(path, "ConstantOfShape", [shape], value=helper.make_tensor("v", TensorProto.INT64, [1], [0]))
+    x = net.one(path, "Add", [x, net.one(path, "Gather", [types, zeros])])
+    return net.norm(f"{path}/LayerNorm", x, z["h"], False)
+
+
+def _head(net: Net, cfg: dict, z: dict, x: str, table: str, shape: str) -> str:
+    """The LM head: its own matrix, or (tied) the embedding table read transposed."""
+    t = cfg["model_type"]
+    if not cfg.get("tie_word_embeddings", TIED.get(t, False)):
+        return net.linear("/gpt_neox/embed_out" if t == "gpt_neox" else "/lm_head", x, z["h"], z["vocab"], False)
+    flat = net.one("/lm_head", "Reshape", [x, net.const("/lm_head.flat", [-1, z["h"]])])
+    logits = net.one("/lm_head", "Gemm", [flat, table], transB=1)
+    back = net.one("/lm_head", "Concat", [shape, net.const("/lm_head.vocab", [z["vocab"]])], axis=0)
+    return net.one("/lm_head", "Reshape", [logits, back])

@@ -1,0 +1,48 @@
+"""A serving verdict (``archcalc fit --mode serve``): what the GPU holds besides the KV cache, the
+cache's blocks and tokens, and how many sequences of the context fit -- as text or JSON."""
+
+from __future__ import annotations
+
+import json
+
+from archcalc import units
+from archcalc.render.text import kv_what
+
+
+def render_serve(setup, result, fmt: str) -> str:
+    kv = setup.kv
+    if fmt == "json":
+        return json.dumps({
+            "schema": "archcalc.serve/1", "model": setup.source, "gpu": setup.gpu, "capacity": setup.capacity,
+            "context": setup.context, "tensor_parallel": setup.tp, "runtime": setup.runtime,
+            "engine": setup.engine if setup.runtime == "vllm" else None,
+            "max_num_batched_tokens": setup.batched_tokens, "max_num_seqs": setup.max_seqs,
+            "kv_bytes_per_token": kv.bytes_per_token, "kv_dtype": kv.dtype, "terms": result.terms,
+            "available_kv_cache": result.available, "block_size": result.block_size, "page_bytes": result.page,
+            "blocks": result.blocks, "tokens": result.tokens, "blocks_per_sequence": result.blocks_per_sequence,
+            "max_concurrency": result.concurrency, "longest_context": result.longest,
+        }, indent=1) + "\n"
+    how = f"vLLM {setup.engine}'s accounting" if setup.runtime == "vllm" else "archcalc's own accounting"
+    lines = [
+        f"serving {setup.source} on {setup.gpu} ({units.nbytes(setup.capacity)})"
+        + (f" x {setup.tp} (tensor parallel)" if setup.tp > 1 else "") + f", {how}",
+        f"KV cache per token: {kv.bytes_per_token:,} B ({kv_what(kv)})"
+        + (f", priced as {kv.dtype}" if kv.dtype else ""),
+        "per GPU: " + ", ".join(f"{k} {units.nbytes(v)}" for k, v in result.terms.items())
+        + (f" (profile run: {setup.batched_tokens:,} batched tokens over up to {setup.max_seqs:,} sequences)"
+           if setup.runtime == "vllm" else f" (prefill of {setup.batched_tokens:,} tokens)"),
+        f"available KV cache memory: {units.nbytes(result.available)}",
+    ]
+    if result.available <= 0 or not result.blocks:
+        lines.append("does NOT fit: nothing is left for the KV cache")
+        return "\n".join(lines) + "\n"
+    lines += [
+        f"KV cache blocks: {result.blocks:,} of {result.block_size} tokens ({units.nbytes(result.page)} a layer's "
+        "block)",
+        f"KV cache size: {result.tokens:,} tokens",
+        f"maximum concurrency for {setup.context:,} tokens per request: {result.concurrency:.2f}x"
+        f" ({result.blocks_per_sequence:,} blocks a sequence)",
+    ]
+    if result.longest is not None:
+        lines.append(f"longest context for the sequences given: {result.longest:,} tokens")
+    return "\n".join(lines) + "\n"

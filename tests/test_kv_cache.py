@@ -1,0 +1,69 @@
+"""KV cache bytes per token against onnxruntime: tiny Hugging Face decoders exported with their past
+keys and values as inputs and outputs (tools/make_kv_exports.py) are run here, and the bytes the
+presents grow by per token are what archcalc reads from the export and from the model's config --
+MHA, GQA, MQA, a head dim other than hidden / heads, fused QKV, sliding windows and DeepSeek's
+latent attention (whose cache transformers, like vLLM, keeps as the latent)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from conftest import ROOT
+
+import archcalc
+
+EXPORTS = ROOT / "tests" / "fixtures" / "kv_exports"
+MEASURED = json.loads((EXPORTS / "measured.json").read_text())["variants"]
+
+
+def _present_bytes(session: ort.InferenceSession, batch: int, past: int, new: int) -> int:
+    feeds = {}
+    for i in session.get_inputs():
+        if i.name == "input_ids":
+            feeds[i.name] = np.ones((batch, new), np.int64)
+        else:
+            dims = [batch if d == "batch" else past if d == "past" else d for d in i.shape]
+            feeds[i.name] = np.zeros(dims, np.float32)
+    names = [o.name for o in session.get_outputs() if o.name.startswith("present")]
+    return sum(a.nbytes for a in session.run(names, feeds))
+
+
+@pytest.fixture(scope="module", params=sorted(MEASURED))
+def variant(request):
+    name = request.param
+    session = ort.InferenceSession(str(EXPORTS / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+    # what a token adds to the presents, per sequence: onnxruntime's own outputs at two lengths
+    grown = (_present_bytes(session, 2, 9, 3) - _present_bytes(session, 2, 5, 3)) // (2 * 4)
+    return name, grown
+
+
+def test_export_read_by_archcalc_is_what_onnxruntime_keeps(variant):
+    name, grown = variant
+    kv = archcalc.estimate(EXPORTS / f"{name}.onnx", batch=2, dims={"past": 5, "new": 3}).kv_cache()
+    assert kv.bytes_per_token == grown
+
+
+def test_config_gives_the_exports_cache(variant):
+    name, grown = variant
+    kv = archcalc.estimate(EXPORTS / f"{name}.config.json", dims={"sequence": 8}).kv_cache()
+    assert kv.bytes_per_token == grown
+    config = json.loads((EXPORTS / f"{name}.config.json").read_text())
+    types = config.get("layer_types") or ["sliding_attention" if config.get("sliding_window") else "full"] * len(
+        kv.layers)
+    assert [layer.window for layer in kv.layers] == [
+        config["sliding_window"] if t == "sliding_attention" else None for t in types]
+
+
+def test_the_exports_run_at_the_sizes_the_tool_recorded(variant):
+    """The committed measurements are the same run's: a regenerated fixture that disagrees shows here."""
+    name, grown = variant
+    assert MEASURED[name]["kv_bytes_per_token"] == grown
+
+
+def test_kv_dtype_prices_the_cache_in_another_element_type():
+    est = archcalc.estimate(EXPORTS / "llama_gqa.config.json", dims={"sequence": 8})
+    fp32, fp8 = est.kv_cache(), est.kv_cache("float8e4m3fn")
+    assert fp8.bytes_per_token * 4 == fp32.bytes_per_token
