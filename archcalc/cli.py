@@ -373,6 +373,8 @@ def _budget_gpu(memory_size: str):
     from archcalc.analysis.gpus import GPU
 
     capacity = size(memory_size, "--memory")
+    if not capacity:
+        raise click.BadParameter(f"'{memory_size}': a budget must be more than 0 bytes", param_hint="--memory")
     return GPU(memory_size, memory_size, capacity, 0, "--memory", None, capacity, "--memory")
 
 

@@ -133,6 +133,9 @@ class Graph:
     # A stored weight's values, read from the file on demand (the import reads none of them):
     # the few that tell tied weights from identical constants merged by an exporter.
     stored_value: Callable[[str], np.ndarray | None] | None = field(default=None, repr=False)
+    # The design as a runnable ONNX model (random weights, ``seed``), where the front end built it as
+    # ONNX (the design language's transformers); None: exported from the layers themselves.
+    runnable: Callable[[int], Any] | None = field(default=None, repr=False)
 
     @cached_property
     def _index(self) -> tuple[dict[str, int], dict[str, list[int]]]:

@@ -13,7 +13,7 @@ import archcalc
 from archcalc.cli import main
 from archcalc.errors import DSLError
 from archcalc.frontends.dsl.build import build
-from archcalc.frontends.onnx_export import to_onnx
+from archcalc.frontends.onnx_export import MAX_EXPORT_BYTES, to_onnx
 from archcalc.frontends.sources import load_graph, zoo_models
 from archcalc.measure.validate import check_shapes, feeds
 from archcalc.render.notes import notes_rows, notes_totals
@@ -98,6 +98,8 @@ SLOW_DESIGNS = {"vgg11", "vgg19", "alexnet-torchvision", "zfnet"}
                                   for d in DESIGNS])
 def test_every_zoo_design_exports_runs_and_keeps_its_estimate(name):
     graph = load_graph(name)
+    if archcalc.estimate(name).totals.params * 4 > MAX_EXPORT_BYTES:  # the 7B transformers: their small
+        pytest.skip("weights over protobuf's 2 GiB")  # kin export and run in test_dsl_transformer.py
     model = to_onnx(graph)  # checked by onnx.checker there
     design = archcalc.estimate(name, batch=2)
     exported = archcalc.estimate(model, batch=2)

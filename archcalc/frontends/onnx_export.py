@@ -39,6 +39,8 @@ def to_onnx(graph: Graph, seed: int = 0) -> onnx.ModelProto:
         raise InputError(f"{graph.source}: the design's weights take {size / (1 << 30):,.1f} GiB; an ONNX file "
                          "holds at most 2 GiB in one piece: export a smaller design (archcalc estimate sizes "
                          "this one without exporting it)")
+    if graph.runnable is not None:
+        return graph.runnable(seed)
     inits = [_initializer(t.name, t.shape, rng) for t in stored]
     def value_info(name):
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(graph.tensors[name].shape))

@@ -62,7 +62,8 @@ def file_status_quiet(source: str) -> str:
 
 def is_design_text(source) -> bool:
     """A design written inline on the command line: ``"INPUT[32x32x3] -> CONV3-12 -> ..."``."""
-    return isinstance(source, str) and "INPUT[" in source and file_status_quiet(source) == "missing"
+    return isinstance(source, str) and ("INPUT[" in source or "TOKENS[" in source) and \
+        file_status_quiet(source) == "missing"
 
 
 def load_graph(source) -> Graph:

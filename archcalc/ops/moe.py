@@ -39,7 +39,7 @@ def moe(n: Node) -> Out:
     # weighted sum of the k outputs.
     biases = sum(n.numel(i) // experts for i in (3, 5, 7) if n.has(i))
     flops = rows * (3 * experts + k * (_ACTIVATION_FLOPS[act] * inner + biases + 2 * hidden))
-    width = DTYPE_BYTES[n.dtype(0)]
+    width = int(DTYPE_BYTES[n.dtype(0)])
     return Out([x], macs=rows * k * per_row, flops=flops,
                params={2: "weight", 3: "bias", 4: "weight", 5: "bias", 6: "weight", 7: "bias"},
                # backward keeps each routed copy of a row and its expert's intermediates (fc1's output

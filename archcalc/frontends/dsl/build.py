@@ -23,6 +23,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from archcalc.errors import DSLError
 from archcalc.frontends.dsl.tokens import LayerToken, TokenError, parse_token
+from archcalc.frontends.dsl.transformer import build_transformer, misplaced
 from archcalc.ir import Graph, Layer, Role, Tensor
 from archcalc.ops.window import effective_window, positions, slack
 from archcalc.units import hwc
@@ -188,14 +189,16 @@ class _Build:
                     raise self.fail(st.children[0], f"block '{name}' is defined twice")
                 self.blocks[name] = st
             elif network is not None:
-                raise self.fail(st, "a design has one INPUT line; this is a second")
+                raise self.fail(st, "a design has one INPUT or TOKENS line; this is a second")
             else:
                 network = st
         if network is None:
-            raise DSLError(self.source, self.text, 1, 1, "no INPUT[HxWxC] -> ... line: nothing to build")
+            raise DSLError(self.source, self.text, 1, 1, "no INPUT[HxWxC] or TOKENS[S] line: nothing to build")
         return self.network(network)
 
     def network(self, st: Tree) -> Graph:
+        if st.data == "tokens_network":  # TOKENS[S] -> ...: lowered through ONNX (dsl/transformer.py)
+            return build_transformer(self, st)
         dims_tok, body = st.children
         dims = [int(x) for x in str(dims_tok).split("x")]
         if len(dims) == 3:
@@ -264,7 +267,7 @@ class _Build:
             return self.call(tree, cur, env)
         if kind == "seq":
             return self.seq(tree, cur, env)
-        raise self.fail(tree, f"unexpected {kind}")
+        raise self.fail(tree, misplaced(tree) if kind == "misplaced_input" else f"unexpected {kind}")
 
     def _int(self, count, env) -> int:
         text = str(count)

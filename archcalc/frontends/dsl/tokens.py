@@ -7,6 +7,8 @@
     RELU LEAKYRELU SIGMOID TANH GELU HARDSWISH SOFTMAX BN LRN[size] DROPOUT[-ratio] FLATTEN ID
 Options: /s2 stride, /p1 padding, /d2 dilation, /g2 groups, /nobias, /ceil and /floor (how a window
 that does not tile the input is rounded; without them it is an error, as the notes ask).
+The transformer terms (EMBED, LN, RMSNORM, ATTN, MLP, SWIGLU, GEGLU, MOE, LMHEAD, POOLER) belong to
+designs that start ``TOKENS[S]``; archcalc.frontends.dsl.transformer reads them.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ FLAG_OPTIONS = {"nobias", "ceil", "floor"}
 OPTIONS = {"CONV": {"s", "p", "d", "g", "nobias", "floor"}, "DWCONV": {"s", "p", "d", "nobias", "floor"},
            **dict.fromkeys(POOLS, {"s", "p", "ceil", "floor"}), "FC": {"nobias"}}
 _OPTION = re.compile(r"^([a-z]+?)(\d+)?$")
+TRANSFORMER_KINDS = ("EMBED", "LN", "RMSNORM", "ATTN", "MLP", "SWIGLU", "GEGLU", "MOE", "LMHEAD", "POOLER")
 
 
 class TokenError(ValueError):
@@ -64,6 +67,9 @@ def parse_token(text: str) -> LayerToken:
     head, *opts = text.split("/")
     name, _, arg = head.partition("-")
     kind = next((k for k in KINDS if name.startswith(k) and (name[len(k):].isdigit() or name == k)), None)
+    if kind is None and name in TRANSFORMER_KINDS:
+        raise TokenError(f"{name} is a transformer term: start the design with TOKENS[S] -> EMBED-VxH, "
+                         "not INPUT[...]")
     if kind is None:
         raise TokenError(f"unknown layer '{name}': write one of {', '.join(sorted(KINDS))}")
     digits = name[len(kind):]
