@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 
 from archcalc.errors import InputError
 from archcalc.frontends.hf_config import DECODERS, attention_spec, feed_forward, sizes, windows
-from archcalc.frontends.transformer_net import AttentionSpec, MLPSpec, MoESpec, Net, attention, mlp, moe
+from archcalc.frontends.transformer_net import AttentionSpec, MLPSpec, MoESpec, Net, attention, mlp, moe, tied_head
 
 DTYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16}
 TIED = {"gemma": True, "gemma2": True, "gemma3_text": True, "gpt2": True}  # else untied unless the config says
@@ -135,7 +135,4 @@ def _head(net: Net, cfg: dict, z: dict, x: str, table: str, shape: str) -> str:
     t = cfg["model_type"]
     if not cfg.get("tie_word_embeddings", TIED.get(t, False)):
         return net.linear("/gpt_neox/embed_out" if t == "gpt_neox" else "/lm_head", x, z["h"], z["vocab"], False)
-    flat = net.one("/lm_head", "Reshape", [x, net.const("/lm_head.flat", [-1, z["h"]])])
-    logits = net.one("/lm_head", "Gemm", [flat, table], transB=1)
-    back = net.one("/lm_head", "Concat", [shape, net.const("/lm_head.vocab", [z["vocab"]])], axis=0)
-    return net.one("/lm_head", "Reshape", [logits, back])
+    return tied_head(net, x, z["h"], z["vocab"], table, shape)

@@ -232,6 +232,15 @@ def mlp(net: Net, path: str, x: str, h: int, m: MLPSpec) -> str:
     return net.linear(f"{path}/{m.names[2]}", mixed, f, h, m.bias)
 
 
+def tied_head(net: Net, x: str, h: int, vocab: int, table: str, shape: str) -> str:
+    """The LM head that reads the embedding ``table`` [vocab, h] transposed (no weight of its own);
+    ``shape`` is the input ids' shape, [batch, sequence]."""
+    flat = net.one("/lm_head", "Reshape", [x, net.const("/lm_head.flat", [-1, h])])
+    logits = net.one("/lm_head", "Gemm", [flat, table], transB=1)
+    back = net.one("/lm_head", "Concat", [shape, net.const("/lm_head.vocab", [vocab])], axis=0)
+    return net.one("/lm_head", "Reshape", [logits, back])
+
+
 @dataclass(frozen=True)
 class MoESpec:
     experts: int

@@ -35,6 +35,7 @@ from archcalc.frontends.transformer_net import (
     attention,
     mlp,
     moe,
+    tied_head,
     with_random_weights,
 )
 from archcalc.ir import Graph
@@ -296,10 +297,7 @@ class Lowering:
             raise self.b.fail(token, f"{text}: a tied head reuses the EMBED table of {self.vocab} tokens, "
                                      f"not {vocab}: write LMHEAD-{self.vocab}/tied, or drop /tied for a head "
                                      "of its own")
-        flat = net.one("/lm_head", "Reshape", [x, net.const("/lm_head.flat", [-1, self.h])])
-        logits = net.one("/lm_head", "Gemm", [flat, str(self.table)], transB=1)
-        back = net.one("/lm_head", "Concat", [self.shape, net.const("/lm_head.vocab", [vocab])], axis=0)
-        return net.one("/lm_head", "Reshape", [logits, back])
+        return tied_head(net, x, self.h, vocab, str(self.table), self.shape)
 
     def model(self, out: str) -> onnx.ModelProto:
         width = self.h if self.end is None or self.end.kind == "POOLER" else \
