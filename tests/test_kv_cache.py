@@ -67,3 +67,14 @@ def test_kv_dtype_prices_the_cache_in_another_element_type():
     est = archcalc.estimate(EXPORTS / "llama_gqa.config.json", dims={"sequence": 8})
     fp32, fp8 = est.kv_cache(), est.kv_cache("float8e4m3fn")
     assert fp8.bytes_per_token * 4 == fp32.bytes_per_token
+
+
+@pytest.mark.parametrize("name", sorted(MEASURED))
+def test_eager_and_fused_attention_keep_the_same_cache(name):
+    """`estimate` reads the eager graph, `fit --mode serve` the fused one: one cache either way."""
+    from archcalc.analysis.estimate import analyse
+    from archcalc.frontends.sources import serving_graph
+
+    eager = archcalc.estimate(EXPORTS / f"{name}.config.json", dims={"sequence": 8}).kv_cache()
+    graph, _ = serving_graph(EXPORTS / f"{name}.config.json")
+    assert analyse(graph, 1, {"sequence": 8}).kv_cache() == eager

@@ -29,7 +29,8 @@ from archcalc.ir import WINDOW_KEY, Role, Shaped
 VIEWS = frozenset({"Transpose", "Reshape", "Unsqueeze", "Squeeze", "Expand", "Identity", "Cast", "Tile"})
 SPLITS = VIEWS | {"Split", "Slice"}
 # What a latent passes through between its down-projection and the up-projection: per-token ops.
-NORMS = VIEWS | frozenset({"RMSNormalization", "LayerNormalization", "SimplifiedLayerNormalization"})
+NORM_OPS = frozenset({"RMSNormalization", "LayerNormalization", "SimplifiedLayerNormalization"})
+NORMS = VIEWS | NORM_OPS
 FUSED = frozenset({"Attention"})  # ONNX's attention op: Q, K, V in, keys on axis 2 (4-D) or 1 (3-D)
 
 

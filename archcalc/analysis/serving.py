@@ -25,12 +25,9 @@ import math
 from dataclasses import dataclass
 
 from archcalc.analysis.gpus import GiB
-from archcalc.analysis.kv_cache import NORMS as _VIEWS_AND_NORMS
-from archcalc.analysis.kv_cache import VIEWS, KVCache
+from archcalc.analysis.kv_cache import NORM_OPS, KVCache
 from archcalc.errors import InputError
 from archcalc.ir import Role
-
-NORMS = _VIEWS_AND_NORMS - VIEWS
 
 ENGINES = ("v1", "v0")
 # What vLLM's profile run sees besides the forward's activations, by engine: CUDA and NCCL memory
@@ -45,7 +42,6 @@ NON_TORCH = {"v1": int(0.07 * GiB), "v0": int(0.35 * GiB)}
 # probabilities and one fp32 temporary (modelled, not calibrated: no V1 log found separates it).
 SAMPLER_BYTES_PER_LOGIT = {"v0": 40, "v1": 16}
 
-
 @dataclass(frozen=True)
 class Decoder:
     """The sizes vLLM's profile run depends on (a config's)."""
@@ -59,7 +55,6 @@ class Decoder:
     kv_heads: int  # 0: latent attention, one cache head on every rank
     rotary_bytes: int  # the rotary embedding's cos/sin table, which vLLM keeps with the weights
 
-
 def profile_peak(d: Decoder, tokens: int, seqs: int, tp: int, engine: str = "v1") -> int:
     """vLLM's activation peak: the larger of one decoder layer over ``tokens`` (the residual,
     the normed input and the layer's output alongside the wider of attention's projections and
@@ -68,7 +63,6 @@ def profile_peak(d: Decoder, tokens: int, seqs: int, tp: int, engine: str = "v1"
     layer = tokens * b * (3 * d.hidden + max(d.qkv + d.attn, d.ffn) // tp)
     sampler = tokens * d.hidden * b + seqs * d.vocab * SAMPLER_BYTES_PER_LOGIT[engine]
     return max(layer, sampler)
-
 
 def default_budget(engine: str, capacity: int, gpu_name: str, context: int) -> tuple[int, int]:
     """vLLM's default (max_num_batched_tokens, max_num_seqs) for ``vllm serve``: V1 since v0.9
@@ -79,7 +73,6 @@ def default_budget(engine: str, capacity: int, gpu_name: str, context: int) -> t
     big = capacity >= 70 * GiB and "a100" not in gpu_name.lower()
     return (8192, 1024) if big else (2048, 256)
 
-
 @dataclass(frozen=True)
 class Groups:
     """vLLM's KV cache groups: layers of one kind (full, or a window) chunked into groups of
@@ -88,13 +81,11 @@ class Groups:
     size: int
     kinds: tuple[int | None, ...]  # each group's window (None: full attention)
 
-
 def replicated_bytes(shaped, results) -> int:
     """Weights every tensor-parallel rank holds whole: the normalizations' (vLLM splits the
     products' matrices and the vocabulary, and replicates the norms)."""
-    names = {n for r in results if r.layer.op_type in NORMS for n in r.layer.inputs[1:] if n}
+    names = {n for r in results if r.layer.op_type in NORM_OPS for n in r.layer.inputs[1:] if n}
     return sum(shaped.tensors[n].nbytes() for n in names if shaped.tensors[n].role == Role.WEIGHT)
-
 
 def groups(windows: list[int | None], engine: str) -> Groups:
     if engine == "v0" or len(set(windows)) == 1:
@@ -103,7 +94,6 @@ def groups(windows: list[int | None], engine: str) -> Groups:
     counts = {w: windows.count(w) for w in dict.fromkeys(windows)}
     size = min(counts.values())
     return Groups(size, tuple(w for w, n in counts.items() for _ in range(math.ceil(n / size))))
-
 
 @dataclass(frozen=True)
 class ServeResult:
@@ -116,7 +106,6 @@ class ServeResult:
     concurrency: float  # sequences of ``context`` at once
     longest: int | None  # with ``sequences`` given: the longest context each may have
     block_size: int
-
 
 def serve(kv: KVCache, weights: int, peak: int, capacity: int, *, context: int, tp: int = 1,
           kv_heads: int = 1, block_size: int = 16, utilization: float = 0.9, non_torch: int = 0,
@@ -149,7 +138,6 @@ def serve(kv: KVCache, weights: int, peak: int, capacity: int, *, context: int, 
             lo, hi = (mid, hi) if per_request(mid * block_size) * sequences <= blocks else (lo, mid)
         longest = lo * block_size
     return ServeResult(available, terms, page, blocks, tokens, need, blocks / need, longest, block_size)
-
 
 @dataclass(frozen=True)
 class ServeSetup:
