@@ -15,7 +15,7 @@ _EXPORTS = {
     "estimate": "archcalc.api", "fit": "archcalc.api", "fit_spec": "archcalc.api", "validate": "archcalc.api",
     "Estimate": "archcalc.analysis.estimate", "Totals": "archcalc.analysis.records",
     "LayerCost": "archcalc.analysis.records", "SharedWeight": "archcalc.analysis.records",
-    "InferenceMemory": "archcalc.analysis.memory", "TrainingMemory": "archcalc.analysis.training",
+    "InferenceMemory": "archcalc.analysis.memory.liveness", "TrainingMemory": "archcalc.analysis.memory.training",
     "Verdict": "archcalc.analysis.fit", "FitSpec": "archcalc.analysis.fit",
     "Validation": "archcalc.measure.validate",
     "ArchcalcError": "archcalc.errors", "InputError": "archcalc.errors", "ShapeError": "archcalc.errors",
@@ -25,9 +25,9 @@ _EXPORTS = {
 if TYPE_CHECKING:
     from archcalc.analysis.estimate import Estimate
     from archcalc.analysis.fit import FitSpec, Verdict
-    from archcalc.analysis.memory import InferenceMemory
+    from archcalc.analysis.memory.liveness import InferenceMemory
+    from archcalc.analysis.memory.training import TrainingMemory
     from archcalc.analysis.records import LayerCost, SharedWeight, Totals
-    from archcalc.analysis.training import TrainingMemory
     from archcalc.api import estimate, fit, fit_spec, validate
     from archcalc.errors import (
         ArchcalcError,

@@ -48,8 +48,8 @@ def plan(source, capacity: int, gpus: int = 8, nodes: int = 1, *, global_batch: 
     """The multi-GPU strategies that make ``source``'s training step fit ``capacity`` bytes per GPU on
     ``gpus`` GPUs over ``nodes`` nodes, ranked (a ``PlanResult``); ``strategy`` ('dp8 zero3
     ckpt=full') judges that one alone; ``units``: a regex naming the units (see analysis.partition)."""
-    from archcalc.analysis.plan import Planner
-    from archcalc.analysis.plan_search import plan_result
+    from archcalc.analysis.plan.planner import Planner
+    from archcalc.analysis.plan.search import plan_result
 
     with _collector_paused():
         planner = Planner(load_graph(source), optimizer, dtype, device, runtime, overhead, units, dims, inputs)
@@ -106,8 +106,8 @@ def report_data(model, batch=None, dims=None, inputs=None, with_validation=False
     estimate, the fit table and the memory-against-batch curve, and the validation if asked."""
     from archcalc.analysis.fit import batch_sweep, fit_table
     from archcalc.analysis.gpus import gpu
-    from archcalc.analysis.plan import Planner
-    from archcalc.analysis.plan_search import plan_result
+    from archcalc.analysis.plan.planner import Planner
+    from archcalc.analysis.plan.search import plan_result
     from archcalc.errors import InputError
     from archcalc.render.files import ReportData
 
@@ -150,8 +150,8 @@ def serve(source, gpu, context: int, *, tp: int = 1, sequences: int | None = Non
           block_size: int | None = None, batched_tokens: int | None = None, max_seqs: int | None = None,
           non_torch: int | None = None):
     """How many sequences of ``context`` tokens ``gpu`` (a catalog GPU) serves, each of ``tp``
-    ranks holding its share (see ``archcalc.analysis.serving``). Returns (ServeSetup, ServeResult)."""
-    from archcalc.analysis import serving
+    ranks holding its share (see ``archcalc.analysis.serve.accounting``). Returns (ServeSetup, ServeResult)."""
+    from archcalc.analysis.serve import accounting as serving
     from archcalc.errors import InputError
     from archcalc.frontends.sources import serving_graph
 
@@ -182,8 +182,8 @@ def serve(source, gpu, context: int, *, tp: int = 1, sequences: int | None = Non
 
 def _serving_terms(est, cfg, runtime, engine, tokens, seqs, tp, non_torch) -> tuple[int, int, int, int]:
     """(weights a rank holds, activation peak, memory outside torch, KV heads) as ``runtime`` counts them."""
-    from archcalc.analysis import serving
-    from archcalc.analysis.runtimes import runtime as runtime_named
+    from archcalc.analysis.memory.runtimes import runtime as runtime_named
+    from archcalc.analysis.serve import accounting as serving
     from archcalc.errors import InputError
     from archcalc.frontends.hf_config import serving_sizes
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from archcalc.analysis.runtimes import RUNTIMES
+from archcalc.analysis.memory.runtimes import RUNTIMES
 from archcalc.options import (
     OneLineErrors,
     batches,

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from archcalc.analysis.runtimes import RUNTIMES
+from archcalc.analysis.memory.runtimes import RUNTIMES
 from archcalc.dtypes import PRECISIONS
 from archcalc.units import MAX_SIZE
 

@@ -17,11 +17,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from archcalc.analysis import checkpointing as ck
 from archcalc.analysis.gpus import gpu
-from archcalc.analysis.parallel import Strategy
-from archcalc.analysis.plan import Planner
-from archcalc.analysis.plan_search import plan_result
+from archcalc.analysis.plan import checkpointing as ck
+from archcalc.analysis.plan.gpu_memory import Strategy
+from archcalc.analysis.plan.planner import Planner
+from archcalc.analysis.plan.search import plan_result
 from archcalc.frontends.onnx_import import import_onnx
 from archcalc.frontends.sources import load_graph
 

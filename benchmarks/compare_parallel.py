@@ -15,9 +15,9 @@ import json
 import statistics
 from pathlib import Path
 
-from archcalc.analysis.parallel import Strategy
-from archcalc.analysis.pipeline import Stage, in_flight
-from archcalc.analysis.plan import Planner
+from archcalc.analysis.plan.gpu_memory import Strategy
+from archcalc.analysis.plan.pipeline import Stage, in_flight
+from archcalc.analysis.plan.planner import Planner
 from archcalc.frontends.sources import load_graph
 
 ROOT = Path(__file__).resolve().parent.parent

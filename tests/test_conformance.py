@@ -21,7 +21,7 @@ from archcalc.frontends.onnx_import import import_onnx
 from archcalc.ops import RULES
 from archcalc.ops.registry import FREE_OPS
 
-CONTROL_FLOW = {"If", "Loop", "Scan"}  # walked by archcalc.analysis.control_flow, not a rule
+CONTROL_FLOW = {"If", "Loop", "Scan"}  # walked by archcalc.analysis.walk.control_flow, not a rule
 # Ops whose inputs are all needed as values to know the output's shape.
 ALL_INPUTS_KNOWN = {"ConstantOfShape", "Range"}
 CONSTANT_UPTO = 8  # inputs after the first this small are parameters (axes, pads, scales, k)

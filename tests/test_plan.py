@@ -10,12 +10,12 @@ import pytest
 from click.testing import CliRunner
 from plan_models import gpt_layers
 
-from archcalc.analysis.checkpointing import cut_points, sqrt_segments
 from archcalc.analysis.estimate import analyse
 from archcalc.analysis.gpus import CATALOG, gpu
-from archcalc.analysis.parallel import Strategy, zero1_partition
-from archcalc.analysis.partition import find_units
-from archcalc.analysis.plan import Planner
+from archcalc.analysis.plan.checkpointing import cut_points, sqrt_segments
+from archcalc.analysis.plan.gpu_memory import Strategy, zero1_partition
+from archcalc.analysis.plan.planner import Planner
+from archcalc.analysis.plan.units import find_units
 from archcalc.api import fit_spec
 from archcalc.cli import main
 from archcalc.frontends.onnx_import import import_onnx

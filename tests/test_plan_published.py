@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 from plan_models import gpt_layers, one_matrix
 
-from archcalc.analysis import deepspeed_compat
-from archcalc.analysis.parallel import Strategy, layout, model_states
-from archcalc.analysis.pipeline import Stage
-from archcalc.analysis.plan import Planner
+from archcalc.analysis.plan import deepspeed as deepspeed_compat
+from archcalc.analysis.plan.gpu_memory import Strategy, layout, model_states
+from archcalc.analysis.plan.pipeline import Stage
+from archcalc.analysis.plan.planner import Planner
 from archcalc.frontends.onnx_import import import_onnx
 
 # Rajbhandari et al. 2020, "ZeRO: Memory Optimizations Toward Training Trillion Parameter Models",

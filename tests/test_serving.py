@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from conftest import ROOT
 
 import archcalc
-from archcalc.analysis import serving
 from archcalc.analysis.gpus import GPU, GiB, gpu
+from archcalc.analysis.serve import accounting as serving
 from archcalc.api import serve
 from archcalc.cli import main
 

@@ -13,13 +13,13 @@ from functools import cached_property
 
 import numpy as np
 
-from archcalc.analysis import runtimes
-from archcalc.analysis.infer import LayerResult, batch_like, bind_inputs, infer
 from archcalc.analysis.kv_cache import KVCache, kv_cache, kv_dict
-from archcalc.analysis.memory import RUNTIME_ROLES, InferenceMemory, inference_memory, input_bytes
+from archcalc.analysis.memory import runtimes
+from archcalc.analysis.memory.liveness import RUNTIME_ROLES, InferenceMemory, inference_memory, input_bytes
+from archcalc.analysis.memory.training import TrainingMemory, saved_by_layer, training_memory
 from archcalc.analysis.receptive import receptive_fields
 from archcalc.analysis.records import LayerCost, SharedWeight, Totals, estimate_dict, layers_frame
-from archcalc.analysis.training import TrainingMemory, saved_by_layer, training_memory
+from archcalc.analysis.walk.infer import LayerResult, batch_like, bind_inputs, infer
 from archcalc.dtypes import MIXED, PRECISIONS, WEIGHT_DTYPES
 from archcalc.errors import InputError
 from archcalc.ir import Graph, Role, Shaped
@@ -50,7 +50,7 @@ class Estimate:
 
     def inference_memory(self, runtime: str = DEFAULT_RUNTIME, overhead: int | None = None,
                          workspace: bool = False) -> InferenceMemory:
-        """Inference memory terms under ``runtime`` (see ``archcalc.analysis.runtimes``), computed once."""
+        """Inference memory terms under ``runtime`` (see ``archcalc.analysis.memory.runtimes``), computed once."""
         key = ("inference", runtime, overhead, workspace)
         if key not in self._memo:
             rt = runtimes.runtime(runtime, overhead)
@@ -62,7 +62,7 @@ class Estimate:
                         overhead: int | None = None, device: str = "cuda") -> TrainingMemory:
         """One training step's memory with ``optimizer`` under ``runtime``, with PyTorch's defaults on
         ``device`` ("cuda" or "cpu"); ``impl`` overrides its optimizer implementation: "foreach"
-        (CUDA's default) or per-tensor "single" (CPU's) (see ``archcalc.analysis.training``)."""
+        (CUDA's default) or per-tensor "single" (CPU's) (see ``archcalc.analysis.memory.training``)."""
         key = ("training", optimizer, impl, runtime, overhead, device)
         if key not in self._memo:
             rt = runtimes.runtime(runtime, overhead)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from archcalc.analysis.estimate import Estimate, analyse
 from archcalc.analysis.gpus import GPU
-from archcalc.analysis.infer import batch_fixed
+from archcalc.analysis.walk.infer import batch_fixed
 from archcalc.errors import InputError
 from archcalc.ir import Graph
 from archcalc.units import MAX_SIZE

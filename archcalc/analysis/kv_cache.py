@@ -19,19 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from archcalc.analysis.checkpointing import CORE_CHAIN, SCALES, attention_core
-from archcalc.analysis.infer import LayerResult
+from archcalc.analysis.patterns import FUSED_ATTENTION, SPLITS, TOKEN_NORMS, VIEWS, attention_core, values_product
+from archcalc.analysis.walk.infer import LayerResult
 from archcalc.dtypes import DTYPE_BYTES
 from archcalc.ir import WINDOW_KEY, Role, Shaped
-
-# Ops a stored key or value passes through on its way into the product: they view, reorder or copy
-# it, and hold no more distinct values than what they read.
-VIEWS = frozenset({"Transpose", "Reshape", "Unsqueeze", "Squeeze", "Expand", "Identity", "Cast", "Tile"})
-SPLITS = VIEWS | {"Split", "Slice"}
-# What a latent passes through between its down-projection and the up-projection: per-token ops.
-NORM_OPS = frozenset({"RMSNormalization", "LayerNormalization", "SimplifiedLayerNormalization"})
-NORMS = VIEWS | NORM_OPS
-FUSED = frozenset({"Attention"})  # ONNX's attention op: Q, K, V in, keys on axis 2 (4-D) or 1 (3-D)
 
 
 @dataclass(frozen=True)
@@ -125,7 +116,7 @@ class _Walk:
             shared = any(m in keys for m in members) and any(m in values for m in members)
             if shared and up is not None and up.op_type == "MatMul" and \
                     self.shaped.tensors[up.inputs[1]].role == Role.WEIGHT:
-                narrow = self.parts(self.source(up.inputs[0], NORMS))
+                narrow = self.parts(self.source(up.inputs[0], VIEWS | TOKEN_NORMS))
                 if self.numel(narrow) < self.numel(members):
                     out += narrow
                     continue
@@ -161,28 +152,11 @@ def _attentions(shaped: Shaped, results: list[LayerResult]):
     _, _, core = attention_core(shaped, results)
     for i, res in enumerate(results):
         layer = res.layer
-        if layer.op_type in FUSED and not layer.domain:
+        if layer.op_type in FUSED_ATTENTION and not layer.domain:
             k = shaped.tensors[layer.inputs[1]]
             yield layer.inputs[1], layer.inputs[2], k.shape[2 if len(k.shape) == 4 else 1], layer
         elif i in core and layer.op_type == "MatMul":  # the scores' product, Q K^T
-            v_product = _values_product(shaped, results, layer.outputs[0])
+            v_product = values_product(shaped, results, layer.outputs[0])
             if v_product is not None:
                 keys = shaped.tensors[layer.outputs[0]].shape[-1]
                 yield layer.inputs[1], results[v_product].layer.inputs[1], keys, layer
-
-
-def _values_product(shaped: Shaped, results: list[LayerResult], scores: str) -> int | None:
-    """The product of the probabilities with the values, downstream of ``scores``."""
-    todo, seen = [scores], set()
-    while todo:
-        name = todo.pop()
-        for j in shaped.consumers(name):
-            if j in seen:
-                continue
-            seen.add(j)
-            layer = results[j].layer
-            if layer.op_type == "MatMul" and layer.inputs[0] == name:
-                return j
-            if layer.op_type in SCALES or layer.op_type in CORE_CHAIN or layer.op_type == "Softmax":
-                todo.extend(o for o in layer.outputs[:1] if o)
-    return None

@@ -8,7 +8,7 @@ jump over the paths are kept. The CS231n notes: three stacked 3x3 convs see 7x7.
 
 from __future__ import annotations
 
-from archcalc.analysis.infer import LayerResult
+from archcalc.analysis.walk.infer import LayerResult
 from archcalc.ir import Shaped
 from archcalc.ops.window import effective_window
 

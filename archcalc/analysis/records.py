@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from archcalc.analysis.memory import InferenceMemory
+from archcalc.analysis.memory.liveness import InferenceMemory
 from archcalc.conventions import CONVENTIONS
 from archcalc.ir import Shaped
 from archcalc.units import shape_text

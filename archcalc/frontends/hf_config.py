@@ -139,7 +139,7 @@ def feed_forward(cfg: dict, z: dict, i: int) -> MLPSpec | MoESpec:
 
 
 def serving_sizes(cfg: dict) -> dict:
-    """The per-token widths a server's forward pass holds at once (``archcalc.analysis.serving.Decoder``):
+    """The per-token widths a server's forward pass holds at once (``archcalc.analysis.serve.accounting.Decoder``):
     Q, K and V together; attention's output; the widest MLP's live intermediates (a gated MLP's
     fused gate_up and its activation; a MoE layer's routed copies, top-k of them, and its shared
     expert)."""

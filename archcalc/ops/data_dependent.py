@@ -5,7 +5,7 @@ None is guessed. When the deciding input is known before running (a folded const
 evaluated and exact; otherwise the output takes the largest size the graph allows -- NonZero at most
 every element, NonMaxSuppression at most ``max_output_boxes_per_class`` boxes of every class of every
 batch -- and is marked ``bound``: it and everything computed from it are upper bounds, and the
-totals say so (see ``archcalc.analysis.infer``).
+totals say so (see ``archcalc.analysis.walk.infer``).
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ class Out:
     inplace: bool = False  # output 0 may reuse an input buffer of its size that dies here
     workspace: int = 0  # elements of transient scratch while the op runs (a conv's im2col matrix)
     # Intermediate outputs, each output 0's size, alive while the op runs: set by a schedule for a
-    # runtime that runs the op as a function of several nodes (see archcalc.analysis.schedule).
+    # runtime that runs the op as a function of several nodes (see archcalc.analysis.memory.schedule).
     function_temporaries: int = 0
     # What the op keeps for its backward pass (training): inputs and outputs by position, and
     # extra bytes of its own (pool indices, dropout masks, normalization statistics).

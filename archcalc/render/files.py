@@ -17,11 +17,11 @@ from archcalc import units
 from archcalc.analysis.estimate import Estimate
 from archcalc.analysis.fit import FitRow
 from archcalc.analysis.gpus import gpu
-from archcalc.analysis.memory import runtime_reuse, timeline
-from archcalc.analysis.plan_search import PlanResult
+from archcalc.analysis.memory.liveness import runtime_reuse, timeline
+from archcalc.analysis.memory.runtimes import RUNTIMES
+from archcalc.analysis.memory.schedule import ORDERS
+from archcalc.analysis.plan.search import PlanResult
 from archcalc.analysis.records import COLUMNS, layer_rows, totals_dict
-from archcalc.analysis.runtimes import RUNTIMES
-from archcalc.analysis.schedule import ORDERS
 from archcalc.conventions import CONVENTIONS
 from archcalc.measure.compare import validation_figures
 from archcalc.measure.validate import Validation

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from archcalc import units
-from archcalc.analysis.plan import PlanRow
+from archcalc.analysis.plan.planner import PlanRow
 
 # The terms shown as columns, each the sum of these GPUMemory terms at the peak.
 COLUMNS = {
@@ -127,7 +127,7 @@ def render_plan_result(result, card, top: int, fmt: str) -> str:
 
 def render_deepspeed(params: int, largest: int, per_node: int, nodes: int) -> str:
     """DeepSpeed's estimators' tables for this model, in their units (GiB) and with their conventions."""
-    from archcalc.analysis import deepspeed_compat as ds
+    from archcalc.analysis.plan import deepspeed as ds
 
     gib = 2**30
     lines = [f"DeepSpeed's estimators (their conventions: 16/18 bytes a parameter, no activations, 1.5x host "

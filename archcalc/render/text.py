@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from archcalc import units
 from archcalc.analysis.estimate import Estimate
-from archcalc.analysis.memory import InferenceMemory
+from archcalc.analysis.memory.liveness import InferenceMemory
+from archcalc.analysis.memory.training import TrainingMemory
 from archcalc.analysis.records import COLUMNS, layer_rows
-from archcalc.analysis.training import TrainingMemory
 from archcalc.conventions import CONVENTIONS
 from archcalc.units import printable, shape_text
 

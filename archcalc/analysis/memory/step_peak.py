@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from archcalc.analysis.infer import LayerResult
-from archcalc.analysis.memory import RUNTIME_ROLES, buffer_owners, buffers
+from archcalc.analysis.memory.liveness import RUNTIME_ROLES, buffer_owners, buffers
+from archcalc.analysis.walk.infer import LayerResult
 from archcalc.ir import Shaped
 
 

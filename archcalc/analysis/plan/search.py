@@ -13,9 +13,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from archcalc.analysis.checkpointing import MODES, attention_core
-from archcalc.analysis.parallel import SCHEDULES, Strategy
-from archcalc.analysis.plan import Planner, PlanRow, divisors
+from archcalc.analysis.patterns import attention_core
+from archcalc.analysis.plan.checkpointing import MODES
+from archcalc.analysis.plan.gpu_memory import SCHEDULES, Strategy
+from archcalc.analysis.plan.planner import Planner, PlanRow, divisors
 from archcalc.errors import ArchcalcError, InputError
 
 

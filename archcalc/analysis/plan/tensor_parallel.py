@@ -21,37 +21,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from archcalc.analysis.infer import LayerResult
-from archcalc.analysis.partition import Units
+from archcalc.analysis.patterns import NORM_STARTS, WEIGHTED_PRODUCTS
+from archcalc.analysis.plan.units import Units
+from archcalc.analysis.walk.infer import LayerResult
 from archcalc.ir import Role, Shaped
-
-MATMULS = frozenset(
-    {
-        "MatMul",
-        "Gemm",
-        "FusedMatMul",
-        "com.microsoft.FusedMatMul",
-        "MatMulInteger",
-        "com.microsoft.MatMulNBits",
-        "QLinearMatMul",
-    }
-)
-# A walk from a column-parallel product stops at a normalization: what follows it is whole again.
-NORMS = frozenset(
-    {
-        "LayerNormalization",
-        "SimplifiedLayerNormalization",
-        "SkipLayerNormalization",
-        "SkipSimplifiedLayerNormalization",
-        "RMSNormalization",
-        "BatchNormalization",
-        "GroupNormalization",
-        "InstanceNormalization",
-        "ReduceMean",
-        "LpNormalization",
-        "MeanVarianceNormalization",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -70,7 +43,8 @@ class TensorParallel:
 
 def _weighted_product(res: LayerResult, roles: dict[str, str], shaped: Shaped) -> str | None:
     """The 2-D weight a matrix product multiplies by, if it is one."""
-    if res.layer.op_type not in MATMULS and f"{res.layer.domain}.{res.layer.op_type}" not in MATMULS:
+    qualified = f"{res.layer.domain}.{res.layer.op_type}"
+    if res.layer.op_type not in WEIGHTED_PRODUCTS and qualified not in WEIGHTED_PRODUCTS:
         return None
     return next(
         (n for n in res.layer.inputs if roles.get(n) == "weight" and len(shaped.tensors[n].shape) == 2), None
@@ -121,7 +95,7 @@ def _walk(shaped: Shaped, results: list[LayerResult], start: int, weighted: set[
             res = results[j]
             if j in weighted:
                 reached.add(j)
-            elif res.layer.op_type not in NORMS and not res.folded:
+            elif res.layer.op_type not in NORM_STARTS and not res.folded:
                 todo.extend(o for o in res.layer.outputs if o)
     return (reached, passed) if reached else (set(), set())
 

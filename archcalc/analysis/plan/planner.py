@@ -16,11 +16,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from archcalc.analysis import checkpointing as ck
-from archcalc.analysis import runtimes
 from archcalc.analysis.estimate import analyse
-from archcalc.analysis.infer import batch_fixed
-from archcalc.analysis.parallel import (
+from archcalc.analysis.memory import runtimes
+from archcalc.analysis.memory.training import DEFAULT_IMPL, slots
+from archcalc.analysis.plan import checkpointing as ck
+from archcalc.analysis.plan.gpu_memory import (
     GPUMemory,
     Layout,
     Precision,
@@ -28,11 +28,11 @@ from archcalc.analysis.parallel import (
     gpu_memory,
     layout,
 )
-from archcalc.analysis.partition import Units, find_units
-from archcalc.analysis.pipeline import Pipelined, Stage, in_flight
-from archcalc.analysis.rank_view import RankView, layer_flops, make_view, unit_segments
-from archcalc.analysis.traffic import traffic
-from archcalc.analysis.training import DEFAULT_IMPL, slots
+from archcalc.analysis.plan.pipeline import Pipelined, Stage, in_flight
+from archcalc.analysis.plan.rank_view import RankView, layer_flops, make_view, unit_segments
+from archcalc.analysis.plan.traffic import traffic
+from archcalc.analysis.plan.units import Units, find_units
+from archcalc.analysis.walk.infer import batch_fixed
 from archcalc.dtypes import MIXED
 from archcalc.errors import InputError
 from archcalc.ir import Graph

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from archcalc.analysis.infer import LayerResult
-from archcalc.analysis.memory import RUNTIME_ROLES, input_bytes
-from archcalc.analysis.runtimes import Runtime
-from archcalc.analysis.step_peak import (
+from archcalc.analysis.memory.liveness import RUNTIME_ROLES, input_bytes
+from archcalc.analysis.memory.runtimes import Runtime
+from archcalc.analysis.memory.step_peak import (
     DEVICES,
     StepPeak,
     saved_extra_bytes,
@@ -24,6 +23,7 @@ from archcalc.analysis.step_peak import (
     step_peak,
     training_owners,
 )
+from archcalc.analysis.walk.infer import LayerResult
 from archcalc.dtypes import DTYPE_BYTES, FLOAT_DTYPES
 from archcalc.errors import InputError
 from archcalc.ir import Shaped

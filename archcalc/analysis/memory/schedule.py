@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from archcalc.analysis.infer import LayerResult
+from archcalc.analysis.walk.infer import LayerResult
 from archcalc.ir import Shaped
 
 # Ops onnxruntime runs as a function of several nodes, and how many intermediate outputs (each the

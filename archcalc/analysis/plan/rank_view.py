@@ -14,13 +14,14 @@ from functools import cached_property
 
 import numpy as np
 
-from archcalc.analysis import checkpointing as ck
 from archcalc.analysis.estimate import Estimate
-from archcalc.analysis.memory import input_bytes
-from archcalc.analysis.partition import Units
-from archcalc.analysis.step_peak import StepProfile, step_profile, training_owners
-from archcalc.analysis.tensor_parallel import TensorParallel, all_reduce_bytes, find_pairs, rank_view
-from archcalc.analysis.training import Trainable, trainable
+from archcalc.analysis.memory.liveness import input_bytes
+from archcalc.analysis.memory.step_peak import StepProfile, step_profile, training_owners
+from archcalc.analysis.memory.training import Trainable, trainable
+from archcalc.analysis.patterns import attention_core
+from archcalc.analysis.plan import checkpointing as ck
+from archcalc.analysis.plan.tensor_parallel import TensorParallel, all_reduce_bytes, find_pairs, rank_view
+from archcalc.analysis.plan.units import Units
 from archcalc.dtypes import DTYPE_BYTES
 from archcalc.errors import InputError
 from archcalc.ir import Shaped
@@ -190,7 +191,7 @@ class RankView:
                     ],
                 )
             elif checkpoint == "selective":
-                drop, tensors, layers = ck.attention_core(side.shaped, results)
+                drop, tensors, layers = attention_core(side.shaped, results)
                 owner = training_owners(side.shaped, results, est.float_dtype)
                 f, s = ck.selective(p, drop, tensors, owner)
                 flops = layer_flops(est, sorted(layers))

@@ -38,7 +38,7 @@ class Runtime:
     source: str
     round: Callable[[int], int] = int
     reserve: Callable[[int], int] = field(default=int)
-    order: str = "file"  # execution order (see archcalc.analysis.schedule)
+    order: str = "file"  # execution order (see archcalc.analysis.memory.schedule)
     reuse_freed: bool = False  # a new output takes a dead buffer of its statically known shape
     # Runs after the first place every planned buffer at offsets in one block, laid out by
     # onnxruntime's memory-pattern planner from the first run's trace (see memory.pattern_peak).

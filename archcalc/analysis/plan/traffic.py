@@ -11,9 +11,9 @@ forward and its gradient back, per micro-batch; tensor parallelism all-reduces p
 
 from __future__ import annotations
 
-from archcalc.analysis.parallel import Layout, Strategy
-from archcalc.analysis.pipeline import Stage
-from archcalc.analysis.rank_view import RankView
+from archcalc.analysis.plan.gpu_memory import Layout, Strategy
+from archcalc.analysis.plan.pipeline import Stage
+from archcalc.analysis.plan.rank_view import RankView
 
 
 def ring(n: int, size: int, all_reduce: bool = False) -> int:

@@ -1,4 +1,4 @@
-"""What the walk over a graph records of each layer it applies (see ``archcalc.analysis.infer``)."""
+"""What the walk over a graph records of each layer it applies (see ``archcalc.analysis.walk.infer``)."""
 
 from __future__ import annotations
 

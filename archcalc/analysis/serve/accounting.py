@@ -25,7 +25,8 @@ import math
 from dataclasses import dataclass
 
 from archcalc.analysis.gpus import GiB
-from archcalc.analysis.kv_cache import NORM_OPS, KVCache
+from archcalc.analysis.kv_cache import KVCache
+from archcalc.analysis.patterns import NORMS
 from archcalc.errors import InputError
 from archcalc.ir import Role
 
@@ -84,7 +85,7 @@ class Groups:
 def replicated_bytes(shaped, results) -> int:
     """Weights every tensor-parallel rank holds whole: the normalizations' (vLLM splits the
     products' matrices and the vocabulary, and replicates the norms)."""
-    names = {n for r in results if r.layer.op_type in NORM_OPS for n in r.layer.inputs[1:] if n}
+    names = {n for r in results if r.layer.op_type in NORMS for n in r.layer.inputs[1:] if n}
     return sum(shaped.tensors[n].nbytes() for n in names if shaped.tensors[n].role == Role.WEIGHT)
 
 def groups(windows: list[int | None], engine: str) -> Groups:

@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
-from archcalc.analysis import control_flow
-from archcalc.analysis.results import LayerResult
+from archcalc.analysis.walk import control_flow
+from archcalc.analysis.walk.results import LayerResult
 from archcalc.dtypes import FLOAT_DTYPES
 from archcalc.errors import (
     ArchcalcError,
@@ -215,7 +215,7 @@ def infer(graph: Graph, inputs: dict[str, tuple[int, ...]], strict: bool = False
 
 def walk(graph: Graph, shaped: Shaped, results: list[LayerResult], strict: bool) -> None:
     """Apply each of ``graph``'s layers in order, writing into ``shaped``; control flow's bodies are
-    walked where they run (``archcalc.analysis.control_flow``)."""
+    walked where they run (``archcalc.analysis.walk.control_flow``)."""
     tensors = shaped.tensors
     outputs = set(shaped.graph.outputs)
     for layer in graph.layers:

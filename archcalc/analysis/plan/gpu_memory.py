@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from archcalc.analysis.checkpointing import Segments
-from archcalc.analysis.partition import Units
-from archcalc.analysis.pipeline import NOT_PIPELINED, Pipelined, Stage
-from archcalc.analysis.step_peak import StepProfile
-from archcalc.analysis.training import Trainable, slots, step_temporaries
+from archcalc.analysis.memory.step_peak import StepProfile
+from archcalc.analysis.memory.training import Trainable, slots, step_temporaries
+from archcalc.analysis.plan.checkpointing import Segments
+from archcalc.analysis.plan.pipeline import NOT_PIPELINED, Pipelined, Stage
+from archcalc.analysis.plan.units import Units
 from archcalc.errors import InputError
 from archcalc.ir import Shaped
 

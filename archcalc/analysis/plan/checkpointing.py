@@ -23,13 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from archcalc.analysis.infer import LayerResult
-from archcalc.analysis.step_peak import StepProfile
+from archcalc.analysis.memory.step_peak import StepProfile
+from archcalc.analysis.walk.infer import LayerResult
 from archcalc.ir import Role, Shaped
 
 MODES = ("none", "full", "selective", "planned")  # planned: segments chosen under a budget
-CORE_CHAIN = frozenset({"Dropout", "Cast", "Where", "Identity"})  # between a softmax and its product
-SCALES = frozenset({"Div", "Mul", "Add", "Where", "Cast", "Sub", "Tanh"})  # scores to softmax (Tanh: a soft cap)
 
 
 @dataclass(frozen=True)
@@ -127,52 +125,6 @@ def recomputed(profile: StepProfile, seg: Segments, inputs: list[int]) -> tuple[
     kept = np.array([x if c else 0 for x, c in zip(inputs, seg.checkpointed)], dtype=np.int64)
     kept_before = np.concatenate([[0], np.cumsum(kept)])[run]  # inputs of checkpointed runs before this one
     return profile.forward - ck_cum + kept_before, profile.saved - before + kept_before
-
-
-def attention_core(shaped: Shaped, results: list[LayerResult]) -> tuple[np.ndarray, set[str], set[int]]:
-    """What selective recompute drops: the s x s tensors from each softmax over a product of two
-    activations (the scores) to the product that reads its probabilities. Returns the layers whose
-    saved extras go (dropout masks), the tensors that are no longer kept, and the layers recomputed."""
-    drop_extra = np.zeros(len(results), dtype=bool)
-    tensors: set[str] = set()
-    layers: set[int] = set()
-    for i, res in enumerate(results):
-        if res.layer.op_type != "Softmax" or res.folded:
-            continue
-        scores = _scores_product(shaped, results, res.layer.inputs[0])
-        if scores is None:
-            continue
-        layers |= scores | {i}
-        tensors |= {o for j in scores for o in results[j].layer.outputs if o}
-        todo = [res.layer.outputs[0]]
-        while todo:
-            name = todo.pop()
-            tensors.add(name)
-            for j in shaped.consumers(name):
-                if results[j].layer.op_type in CORE_CHAIN and not results[j].folded:
-                    drop_extra[j] = True
-                    layers.add(j)
-                    todo.extend(o for o in results[j].layer.outputs[:1] if o)
-    return drop_extra, tensors, layers
-
-
-def _scores_product(shaped: Shaped, results: list[LayerResult], name: str) -> set[int] | None:
-    """The layers from a product of two activations (Q K^T) through scaling and masking to ``name``."""
-    chain: set[int] = set()
-    while True:
-        at = shaped.producer(name)
-        if at is None:
-            return None
-        op = results[at].layer.op_type
-        chain.add(at)
-        if op == "MatMul":
-            ins = [shaped.tensors[n] for n in results[at].layer.inputs[:2]]
-            return chain if all(t.role in (Role.ACTIVATION, Role.INPUT) for t in ins) else None
-        if op not in SCALES:
-            return None
-        name = next((n for n in results[at].layer.inputs if n and shaped.tensors[n].role is Role.ACTIVATION), "")
-        if not name:
-            return None
 
 
 def selective(

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from archcalc.analysis.results import LayerResult
+from archcalc.analysis.walk.results import LayerResult
 from archcalc.errors import DataDependentShape, ShapeError
 from archcalc.ir import Graph, Layer, Role, Shaped, Value
 from archcalc.ops import Node, Out

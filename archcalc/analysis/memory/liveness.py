@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from archcalc.analysis.infer import LayerResult
-from archcalc.analysis.runtimes import Runtime
+from archcalc.analysis.memory.runtimes import Runtime
+from archcalc.analysis.walk.infer import LayerResult
 from archcalc.dtypes import DTYPE_BYTES
 from archcalc.ir import Role, Shaped
 
@@ -322,7 +322,7 @@ class InferenceMemory:
 def inference_memory(graph: Shaped, results: list[LayerResult], weights: int, activation_sum: int,
                      runtime: Runtime, float_dtype: str | None = None, workspace: bool = False) -> InferenceMemory:
     """The inference terms of a shaped graph under ``runtime``'s order, allocator and constant."""
-    from archcalc.analysis.schedule import ORDERS
+    from archcalc.analysis.memory.schedule import ORDERS
 
     results = ORDERS[runtime.order](graph, results)
     reuse = runtime_reuse(graph, runtime)

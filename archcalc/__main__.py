@@ -1,0 +1,5 @@
+"""``python -m archcalc``: the command line."""
+
+from archcalc.cli import main
+
+main()
