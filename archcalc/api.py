@@ -104,6 +104,7 @@ REPORT_OPTIMIZER = "adam"
 def report_data(model, batch=None, dims=None, inputs=None, with_validation=False):
     """Everything a report shows, computed here so that the renderer only arranges it: the
     estimate, the fit table and the memory-against-batch curve, and the validation if asked."""
+    from archcalc.analysis.estimate import Estimates
     from archcalc.analysis.fit import batch_sweep, fit_table
     from archcalc.analysis.gpus import gpu
     from archcalc.analysis.plan.planner import Planner
@@ -114,10 +115,11 @@ def report_data(model, batch=None, dims=None, inputs=None, with_validation=False
     graph = load_graph(model)
     card, count = gpu(REPORT_CLUSTER[0]), REPORT_CLUSTER[1]
     with _collector_paused():
-        est = analyse(graph, batch, dims, inputs)
+        estimates = Estimates(graph, dims, inputs)  # one analysis per batch for every GPU and mode
+        est = estimates.at(batch) if batch else analyse(graph, batch, dims, inputs)
         try:
-            fits = fit_table(graph, [gpu(n) for n in REPORT_GPUS], REPORT_OPTIMIZER, dims, inputs)
-            sweep = batch_sweep(graph, list(REPORT_BATCHES), REPORT_OPTIMIZER, dims, inputs)
+            fits = fit_table(graph, [gpu(n) for n in REPORT_GPUS], REPORT_OPTIMIZER, dims, inputs, estimates)
+            sweep = batch_sweep(graph, list(REPORT_BATCHES), REPORT_OPTIMIZER, dims, inputs, estimates)
             planner = Planner(graph, REPORT_OPTIMIZER, dims=dims, inputs=inputs)
             plan, no_fit = plan_result(planner, card.capacity, count, 1), ""
         except InputError as exc:  # a fixed batch: no largest batch to solve for

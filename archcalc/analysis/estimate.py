@@ -7,7 +7,7 @@ Presentation lives in ``archcalc.render``; this module only counts. Conventions 
 from __future__ import annotations
 
 import html
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -274,3 +274,24 @@ def _batch_label(graph: Graph, bound: dict[str, tuple[int, ...]], batch: int | N
             if isinstance(d, str) and batch_like(d, i) and name in bound and i < len(bound[name]):
                 return bound[name][i]
     return batch or 1
+
+
+class Estimates:
+    """One graph's estimates under one binding (dims, inputs, dtype), one per batch, shared by every
+    question asked of it: an estimate depends on neither the GPU nor the mode, so a fit table, a
+    sweep and the largest-batch searches of every card and mode read the same analyses. The most
+    recent ``keep`` batches are kept (a search revisits the batches near its answer)."""
+
+    def __init__(self, graph: Graph, dims: dict[str, int] | None = None,
+                 inputs: dict[str, str | tuple[int, ...]] | None = None, dtype: str | None = None, keep: int = 32):
+        self.graph, self.dims, self.inputs, self.dtype, self.keep = graph, dims, inputs, dtype, keep
+        self._by_batch: OrderedDict[int, Estimate] = OrderedDict()
+
+    def at(self, batch: int) -> Estimate:
+        if batch in self._by_batch:
+            self._by_batch.move_to_end(batch)
+        else:
+            self._by_batch[batch] = analyse(self.graph, batch, self.dims, self.inputs, self.dtype)
+            if len(self._by_batch) > self.keep:
+                self._by_batch.popitem(last=False)
+        return self._by_batch[batch]

@@ -2,15 +2,16 @@
 
 Memory is affine in the batch for fixed shapes (every activation scales with it, weights do not),
 so the largest batch is solved from two evaluations and then checked exactly at the answer and one
-past it; where rounding or the load peak bends the line, a binary search settles it. The graph is
-loaded once and analysed at each batch tried.
+past it; where rounding or the load peak bends the line, a search between a batch that fits and one
+that does not settles it (false position, safeguarded by halving). The graph is loaded once and
+analysed once at each batch tried (``Estimates``), whatever the GPU or mode asking.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from archcalc.analysis.estimate import Estimate, analyse
+from archcalc.analysis.estimate import Estimate, Estimates
 from archcalc.analysis.gpus import GPU
 from archcalc.analysis.walk.infer import batch_fixed
 from archcalc.errors import InputError
@@ -74,17 +75,17 @@ class FitSpec:
     overhead: int | None = None
     dims: dict | None = None
     inputs: dict | None = None
-    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    estimates: Estimates | None = field(default=None, repr=False, compare=False)  # shared with other specs
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise InputError(f"--mode {self.mode}: choose inference or train")
+        if self.estimates is None:
+            object.__setattr__(self, "estimates", Estimates(self.graph, self.dims, self.inputs, self.dtype))
 
     def estimate(self, batch: int) -> Estimate:
-        if batch not in self._cache:
-            self._cache.clear()  # a search visits each batch once or twice, in turn
-            self._cache[batch] = analyse(self.graph, batch, self.dims, self.inputs, self.dtype)
-        return self._cache[batch]
+        assert self.estimates is not None
+        return self.estimates.at(batch)
 
     @property
     def batch_fixed(self) -> bool:
@@ -120,14 +121,40 @@ def largest_batch(spec: FitSpec) -> Verdict | None:
     past = spec.verdict(guess + 1)
     if at.fits and not past.fits:
         return at
-    lo, hi = 1, MAX_BATCH + 1  # not affine here: the invariant is verdict(lo) fits, verdict(hi) does not
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if spec.verdict(mid).fits:
-            lo = mid
-        else:
-            hi = mid
-    return spec.verdict(lo)
+    if at.fits:
+        return _climb(spec, past)
+    return _settle(spec, two if two.fits else one, at)
+
+
+def _climb(spec: FitSpec, lo: Verdict) -> Verdict:
+    """Past the line's answer and still fitting: steps doubling up from ``lo`` until one does not
+    fit (or the bound is reached, which fits: the answer is "at least MAX_BATCH")."""
+    step = 1
+    while True:
+        nxt = spec.verdict(min(lo.batch + step, MAX_BATCH))
+        if not nxt.fits:
+            return _settle(spec, lo, nxt)
+        if nxt.batch == MAX_BATCH:
+            return nxt
+        lo, step = nxt, step * 2
+
+
+def _settle(spec: FitSpec, lo: Verdict, hi: Verdict) -> Verdict:
+    """The largest fitting batch between ``lo`` (fits) and ``hi`` (does not). Memory is a convex
+    polyline in the batch (each moment of the step a line; the total their maximum), so the chord
+    between the two ends finds the segment in a step or two: false position, with a halving step
+    whenever the same end was kept twice in a row, which bounds the search by bisection's."""
+    last, same = None, 0  # the end the last step kept, and how many steps in a row kept it
+    while hi.batch - lo.batch > 1:
+        rise = hi.total - lo.total
+        mid = (lo.batch + hi.batch) // 2
+        if same < 2 and rise > 0:
+            mid = lo.batch + (spec.capacity - lo.total) * (hi.batch - lo.batch) // rise
+        at = spec.verdict(min(max(mid, lo.batch + 1), hi.batch - 1))
+        same = same + 1 if at.fits == last else 1
+        last = at.fits
+        lo, hi = (at, hi) if at.fits else (lo, at)
+    return lo
 
 
 @dataclass(frozen=True)
@@ -139,8 +166,10 @@ class FitRow:
     largest: dict[str, int]
 
 
-def fit_table(graph: Graph, gpus: list[GPU], optimizer: str = "adam", dims=None, inputs=None) -> list[FitRow]:
+def fit_table(graph: Graph, gpus: list[GPU], optimizer: str = "adam", dims=None, inputs=None,
+              estimates: Estimates | None = None) -> list[FitRow]:
     """For each GPU, the largest inference and training batch (PyTorch CUDA's constant)."""
+    estimates = estimates or Estimates(graph, dims, inputs)
     if batch_fixed(graph, dims, inputs):
         raise InputError(f"{graph.source}: the batch is fixed in the file (" + ", ".join(
             f"{n} {list(graph.tensors[n].shape or ())}" for n in graph.inputs) + "): no largest batch to find; "
@@ -149,14 +178,16 @@ def fit_table(graph: Graph, gpus: list[GPU], optimizer: str = "adam", dims=None,
     for card in gpus:
         largest = {}
         for mode in MODES:
-            best = largest_batch(FitSpec(graph, card.capacity, mode, optimizer, dims=dims, inputs=inputs))
+            best = largest_batch(FitSpec(graph, card.capacity, mode, optimizer, dims=dims, inputs=inputs,
+                                         estimates=estimates))
             largest[mode] = best.batch if best else 0
         rows.append(FitRow(card.name, card.capacity, largest))
     return rows
 
 
 def batch_sweep(graph: Graph, batches: list[int], optimizer: str = "adam", dims=None,
-                inputs=None) -> dict[str, list[int]]:
+                inputs=None, estimates: Estimates | None = None) -> dict[str, list[int]]:
     """The judged total of each mode at each batch: the memory-against-batch curve."""
-    return {mode: [FitSpec(graph, 0, mode, optimizer, dims=dims, inputs=inputs).verdict(b).total
-                   for b in batches] for mode in MODES}
+    estimates = estimates or Estimates(graph, dims, inputs)
+    return {mode: [FitSpec(graph, 0, mode, optimizer, dims=dims, inputs=inputs, estimates=estimates)
+                   .verdict(b).total for b in batches] for mode in MODES}

@@ -12,6 +12,7 @@ import html
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from archcalc import units
 from archcalc.analysis.estimate import Estimate
@@ -23,10 +24,11 @@ from archcalc.analysis.memory.schedule import ORDERS
 from archcalc.analysis.plan.search import PlanResult
 from archcalc.analysis.records import COLUMNS, layer_rows, totals_dict
 from archcalc.conventions import CONVENTIONS
-from archcalc.measure.compare import validation_figures
-from archcalc.measure.validate import Validation
 from archcalc.render import plots
 from archcalc.render.atomic import atomic_file, atomic_folder
+
+if TYPE_CHECKING:  # measuring imports onnx and onnxruntime: only a report with --validate needs them
+    from archcalc.measure.validate import Validation
 from archcalc.render.plan import COLUMNS as PLAN_COLUMNS
 from archcalc.render.text import MemoryView, memory_lines, totals_lines
 
@@ -191,6 +193,8 @@ def _figures(d: ReportData, name, rows, live, peak_at, peak_name, with_figures) 
 
 
 def _validation_section(v) -> Section:
+    from archcalc.measure.compare import validation_figures
+
     pairs = [("provider", v.provider),
              ("tensor shapes", f"{v.checked_tensors} checked, {len(v.mismatches)} differ"),
              ("node output bytes", f"{sum(n.agrees for n in v.nodes)} of "
