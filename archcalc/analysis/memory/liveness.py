@@ -92,13 +92,18 @@ def buffer_owners(graph: Shaped, results: list[LayerResult], inplace: bool = Tru
             if name in keep:
                 kept.add(owner[name])
         if reuse is not None:
-            # onnxruntime's planner pushes each buffer that dies here to the front of its free list,
-            # inputs first in their order, then outputs: the last one pushed is reused first.
-            for n in [*res.layer.inputs, *res.layer.outputs]:
-                o = owner.get(n)
-                if o is not None and end.get(o) == i and o not in graph.inputs and o not in free:
-                    free.insert(0, o)
+            _release(graph, res, i, owner, end, free)
     return owner
+
+
+def _release(graph: Shaped, res: LayerResult, i: int, owner: dict[str, str], end: dict[str, int],
+             free: list[str]) -> None:
+    """onnxruntime's planner pushes each buffer that dies at layer ``i`` to the front of its free
+    list, inputs first in their order, then outputs: the last one pushed is reused first."""
+    for n in [*res.layer.inputs, *res.layer.outputs]:
+        o = owner.get(n)
+        if o is not None and end.get(o) == i and o not in graph.inputs and o not in free:
+            free.insert(0, o)
 
 
 def _dead_buffer_like(graph: Shaped, name: str, free: list[str], static: dict[str, tuple]) -> str | None:
@@ -229,16 +234,7 @@ def pattern_peak(graph: Shaped, bufs: list[Buffer]) -> int:
             size = -(-b.nbytes // PATTERN_ALIGNMENT) * PATTERN_ALIGNMENT
             if not size:
                 continue
-            best, waste, current = None, None, 0
-            for offset, length, _ in live:
-                gap = offset - current
-                if gap >= size and (waste is None or gap - size < waste):
-                    waste, best = gap - size, current
-                current = max(current, offset + length)
-            # The space above the highest live buffer, up to the block's size so far, is a gap too.
-            if block - current >= size and (waste is None or block - current - size < waste):
-                best = current
-            best = current if best is None else best
+            best = _best_fit(live, block, size)
             block = max(block, best + size)
             where = next((k for k, (offset, length, _) in enumerate(live)
                           if offset > best or (offset == best and length >= size)), len(live))
@@ -246,6 +242,22 @@ def pattern_peak(graph: Shaped, bufs: list[Buffer]) -> int:
         for b in free_at.get(i, ()):
             live = [x for x in live if x[2] != b.tensor]
     return block + sum(b.nbytes for b in bufs if b.tensor in outputs)
+
+
+def _best_fit(live: list[tuple[int, int, str]], block: int, size: int) -> int:
+    """The offset MemPatternPlanner gives a new buffer of ``size``: the best-fitting gap between the
+    ``live`` buffers (sorted by offset), or above the highest one up to the ``block`` so far, else the
+    end of the highest one."""
+    best, waste, current = None, None, 0
+    for offset, length, _ in live:
+        gap = offset - current
+        if gap >= size and (waste is None or gap - size < waste):
+            waste, best = gap - size, current
+        current = max(current, offset + length)
+    # The space above the highest live buffer, up to the block's size so far, is a gap too.
+    if block - current >= size and (waste is None or block - current - size < waste):
+        best = current
+    return current if best is None else best
 
 
 def workspace_bytes(graph: Shaped, results: list[LayerResult], float_dtype: str | None = None) -> tuple[int, str]:
