@@ -10,11 +10,11 @@ deepseek_v3, gpt2, gpt_neox, bert. A family not listed is refused by name.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from archcalc.dtypes import DTYPE_BYTES
 from archcalc.errors import InputError
+from archcalc.frontends import hf_schema
 from archcalc.frontends.transformer_net import AttentionSpec, Latent, MLPSpec, MoESpec
 
 DECODERS = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
@@ -27,19 +27,19 @@ def is_config(path: Path) -> bool:
     if path.suffix != ".json" or not path.is_file():
         return False
     try:
-        return "model_type" in json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
+        cfg = hf_schema.load(path)
+    except (OSError, InputError):
+        return path.stat().st_size > hf_schema.MAX_CONFIG_BYTES  # too large to be one: read_config says so
+    return isinstance(cfg, dict) and "model_type" in cfg
 
 
 def read_config(path: Path) -> dict:
-    try:
-        cfg = json.loads(path.read_text())
-    except ValueError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc}); a Hugging Face config.json is expected") from None
+    """The config at ``path``, every field checked (``hf_schema``) and the model it describes known to
+    build: an error names the file and the field."""
+    cfg = hf_schema.check(hf_schema.load(path), path)
     if cfg.get("model_type") == "gemma3":  # the multimodal wrapper: its language model
         cfg = {
-            **cfg.get("text_config", {}),
+            **hf_schema.check(cfg.get("text_config", {}), path, "text_config."),
             "model_type": "gemma3_text",
             "torch_dtype": cfg.get("torch_dtype", cfg.get("dtype")),
         }
@@ -48,6 +48,14 @@ def read_config(path: Path) -> dict:
             f"{path}: model_type {cfg.get('model_type')!r} is not one archcalc builds from a config "
             f"(it builds {', '.join(FAMILIES)}); export the model to ONNX instead"
         )
+    try:  # each layer's specs, as the builder will ask for them: what the fields say of each other
+        z = sizes(cfg)
+        windows(cfg, z["layers"])
+        attention_spec(cfg, z, None, "eager")
+        for i in range(z["layers"]):
+            feed_forward(cfg, z, i)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
     return cfg
 
 
@@ -55,7 +63,7 @@ def size(cfg: dict, *keys: str, default: int | None = None) -> int:
     """The first of ``keys`` the config gives, a positive whole number (else the one-line error)."""
     value = next((cfg[k] for k in keys if cfg.get(k) is not None), default)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InputError(f"config field {keys[0]}: {value!r} is not a positive whole number; the config needs it")
+        raise InputError(f"{keys[0]}: {value!r} is not a positive whole number; the config needs it")
     return value
 
 
@@ -65,7 +73,11 @@ def sizes(cfg: dict) -> dict:
     a = size(cfg, "num_attention_heads", "n_head")
     kv = size(cfg, "num_key_value_heads", default=a)
     if a % kv:
-        raise InputError(f"config: {a} attention heads do not group evenly over {kv} key/value heads")
+        raise InputError(f"num_key_value_heads: {a} attention heads do not group evenly over {kv} key/value "
+                         "heads; it must divide num_attention_heads")
+    if h < a and cfg.get("head_dim") is None:
+        raise InputError(f"hidden_size: {h} is narrower than its {a} heads (heads of width 0); correct it or "
+                         "give head_dim")
     return {"h": h, "a": a, "kv": kv, "d": size(cfg, "head_dim", default=h // a),
             "layers": size(cfg, "num_hidden_layers", "n_layer"), "vocab": size(cfg, "vocab_size"),
             "ffn": size(cfg, "intermediate_size", "n_inner", default=4 * h)}
@@ -92,7 +104,8 @@ def windows(cfg: dict, layers: int) -> list[int | None]:
         else:
             types = ["sliding_attention"] * layers
     if len(types) != layers:
-        raise InputError(f"config: layer_types lists {len(types)} layers for num_hidden_layers {layers}")
+        raise InputError(f"layer_types: lists {len(types)} layers for num_hidden_layers {layers}; give one "
+                         "entry a layer")
     return [window if kind == "sliding_attention" else None for kind in types]
 
 
