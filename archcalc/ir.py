@@ -146,6 +146,20 @@ class Graph:
         """``static_shapes``, computed once: they do not depend on how the inputs are bound."""
         return self.static_shapes() if self.static_shapes else {}
 
+    def undefined_read(self, outer: frozenset[str] = frozenset()) -> tuple[str, Layer] | None:
+        """The first tensor a layer reads that neither this graph nor ``outer`` (the enclosing graphs'
+        names, visible to a control-flow body) defines, with its reader; bodies are searched too."""
+        visible = outer | set(self.tensors) | {o for ly in self.layers for o in ly.outputs}
+        for ly in self.layers:
+            missing = next((n for n in ly.inputs if n and n not in visible), None)
+            if missing is not None:
+                return missing, ly
+            for body in ly.subgraphs.values():
+                found = body.undefined_read(frozenset(visible))
+                if found:
+                    return found
+        return None
+
     def producer(self, tensor: str) -> int | None:
         """Position in ``layers`` of the layer that writes ``tensor``, or None for a graph input."""
         return self._index[0].get(tensor)

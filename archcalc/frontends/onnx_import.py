@@ -197,10 +197,11 @@ def to_ir(model: onnx.ModelProto, source: str = "<model>") -> Graph:
             tensors[vi.name] = _value_info_tensor(vi, Role.INPUT)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 21)
     layers = _layers(g, tensors, source, opset)
-    produced = {o for ly in layers for o in ly.outputs}
-    missing = [n for ly in layers for n in ly.inputs if n and n not in tensors and n not in produced]
-    if missing:
-        raise InputError(f"{source}: tensor '{missing[0]}' is read but never defined: the graph is broken")
+    undefined = Graph(g.name, tensors, layers, inputs, []).undefined_read()
+    if undefined:
+        name, reader = undefined
+        raise InputError(f"{source}: tensor '{name}' is read (by node '{reader.name}', {reader.op_type}) but "
+                         "never defined: the graph is broken")
     layers = _execution_order(layers, set(tensors), source)
     return Graph(
         static_shapes=functools.partial(static_shapes, model),

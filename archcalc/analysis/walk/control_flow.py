@@ -92,9 +92,13 @@ def _walk_body(body: Graph, node: Node, strict: bool, walk: Walk, declare: Decla
 
 
 def _if(node: Node, results, strict, walk, declare) -> None:
+    if not node.layer.inputs or not node.layer.inputs[0]:
+        raise node.error("has no condition input, which If requires")
     cond = node.graph.tensors[node.layer.inputs[0]]
     branches = {key: _body(node, key) for key in ("then_branch", "else_branch")}
     if cond.value is not None and not cond.bound:
+        if np.asarray(cond.value).size != 1:
+            raise node.error(f"its condition holds {np.asarray(cond.value).size} values; If's is one boolean")
         key = "then_branch" if bool(np.asarray(cond.value).reshape(-1)[0]) else "else_branch"
         taken = branches[key]
         other = branches["else_branch" if key == "then_branch" else "then_branch"]

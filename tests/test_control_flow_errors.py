@@ -1,0 +1,53 @@
+"""Malformed control flow (held-out fuzz classes): an If with no condition, an empty or many-valued
+condition, a body that reads a name nothing defines -- each one line naming the file and node, exit 2."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from archcalc.cli import main
+
+F = TensorProto.FLOAT
+
+
+def _branch(name: str, src: str, out: str) -> onnx.GraphProto:
+    return helper.make_graph([helper.make_node("Relu", [src], [out], name=f"{name}_relu")], name, [],
+                             [helper.make_tensor_value_info(out, F, None)])
+
+
+def _model(cond: np.ndarray | None, cond_name="c", then_src="x", else_src="x") -> onnx.ModelProto:
+    node = helper.make_node("If", [cond_name], ["y"], name="choose", then_branch=_branch("t", then_src, "a"),
+                            else_branch=_branch("e", else_src, "b"))
+    inits = [numpy_helper.from_array(cond, "c")] if cond is not None else []
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", F, [1, 4])],
+                              [helper.make_tensor_value_info("y", F, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+@pytest.mark.parametrize("model,needles", [
+    (_model(np.zeros([0], dtype=bool)), ("'choose'", "holds 0 values")),
+    (_model(np.array([True, False])), ("'choose'", "holds 2 values")),
+    (_model(None, cond_name=""), ("'choose'", "no condition")),
+    (_model(np.array(True), then_src="nope"), ("'nope'", "t_relu", "never defined")),
+    (_model(None, cond_name="x", else_src="nope"), ("'nope'", "e_relu", "never defined")),
+])
+def test_malformed_if_is_one_line(tmp_path, model, needles):
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    result = CliRunner().invoke(main, ["estimate", str(path)])
+    text = result.output.strip()
+    assert result.exit_code == 2 and text.count("\n") == 0 and text.startswith(f"error: {path}: "), text
+    for needle in needles:
+        assert needle in text, text
+
+
+def test_a_body_reads_the_enclosing_graphs_names(tmp_path):
+    """The scope check does not refuse what ONNX allows: a body reading an outer tensor runs."""
+    path = tmp_path / "m.onnx"
+    onnx.save(_model(np.array(True)), str(path))
+    result = CliRunner().invoke(main, ["estimate", str(path)])
+    assert result.exit_code == 0, result.output
