@@ -15,6 +15,8 @@ def file_status(path: str | os.PathLike) -> str:
     """"file", "missing", or (as an InputError) why ``path`` cannot be read as a model file."""
     try:
         st = os.stat(path)
+    except ValueError:  # a NUL, or a character the file system's encoding lacks: no file has that name
+        return "missing"
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise InputError(f"{path}: a loop of symbolic links: point it at the model file") from None
