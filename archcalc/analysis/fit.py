@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from archcalc.analysis.estimate import Estimate, analyse
 from archcalc.analysis.gpus import GPU
 from archcalc.analysis.walk.infer import batch_fixed
+from archcalc.conventions import DEFAULT_OPTIMIZER
 from archcalc.errors import InputError
 from archcalc.ir import Graph
 from archcalc.units import MAX_SIZE
@@ -68,7 +69,7 @@ class FitSpec:
     graph: Graph
     capacity: int
     mode: str = "inference"  # or "train"
-    optimizer: str = "sgd"
+    optimizer: str = DEFAULT_OPTIMIZER
     dtype: str | None = None
     runtime: str = "pytorch-cuda"
     overhead: int | None = None
@@ -139,7 +140,8 @@ class FitRow:
     largest: dict[str, int]
 
 
-def fit_table(graph: Graph, gpus: list[GPU], optimizer: str = "adam", dims=None, inputs=None) -> list[FitRow]:
+def fit_table(graph: Graph, gpus: list[GPU], optimizer: str = DEFAULT_OPTIMIZER, dims=None,
+              inputs=None) -> list[FitRow]:
     """For each GPU, the largest inference and training batch (PyTorch CUDA's constant)."""
     if batch_fixed(graph, dims, inputs):
         raise InputError(f"{graph.source}: the batch is fixed in the file (" + ", ".join(
@@ -155,7 +157,7 @@ def fit_table(graph: Graph, gpus: list[GPU], optimizer: str = "adam", dims=None,
     return rows
 
 
-def batch_sweep(graph: Graph, batches: list[int], optimizer: str = "adam", dims=None,
+def batch_sweep(graph: Graph, batches: list[int], optimizer: str = DEFAULT_OPTIMIZER, dims=None,
                 inputs=None) -> dict[str, list[int]]:
     """The judged total of each mode at each batch: the memory-against-batch curve."""
     return {mode: [FitSpec(graph, 0, mode, optimizer, dims=dims, inputs=inputs).verdict(b).total
