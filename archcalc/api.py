@@ -10,6 +10,7 @@ from pathlib import Path
 
 from archcalc.analysis.estimate import Estimate, analyse
 from archcalc.analysis.fit import FitSpec, Verdict, largest_batch
+from archcalc.conventions import DEFAULT_OPTIMIZER
 from archcalc.frontends.sources import load_graph
 
 
@@ -27,8 +28,9 @@ def estimate(source, batch: int | None = None, dims: dict[str, int] | None = Non
         return analyse(load_graph(source), batch, dims, inputs, dtype, strict)
 
 
-def fit_spec(source, capacity: int, mode: str = "inference", optimizer: str = "sgd", dtype: str | None = None,
-             runtime: str = "pytorch-cuda", overhead: int | None = None, dims=None, inputs=None) -> FitSpec:
+def fit_spec(source, capacity: int, mode: str = "inference", optimizer: str = DEFAULT_OPTIMIZER,
+             dtype: str | None = None, runtime: str = "pytorch-cuda", overhead: int | None = None, dims=None,
+             inputs=None) -> FitSpec:
     """What ``fit`` judges: ``source`` loaded once, run as ``mode`` against ``capacity`` bytes."""
     return FitSpec(load_graph(source), capacity, mode, optimizer, dtype, runtime, overhead, dims, inputs)
 
@@ -43,7 +45,7 @@ def fit(source, capacity: int, batch: int | None = None, **how) -> Verdict | Non
 
 def plan(source, capacity: int, gpus: int = 8, nodes: int = 1, *, global_batch: int | None = None,
          micro_batches: int | None = None, strategy: str | None = None, units: str | None = None, dims=None,
-         inputs=None, dtype: str | None = None, optimizer: str = "adam", device: str = "cuda",
+         inputs=None, dtype: str | None = None, optimizer: str = DEFAULT_OPTIMIZER, device: str = "cuda",
          runtime: str = "pytorch-cuda", overhead: int | None = None):
     """The multi-GPU strategies that make ``source``'s training step fit ``capacity`` bytes per GPU on
     ``gpus`` GPUs over ``nodes`` nodes, ranked (a ``PlanResult``); ``strategy`` ('dp8 zero3
@@ -98,7 +100,7 @@ def run_reports(models, output: Path, zoo: bool, batch=None, dims=None, inputs=N
 REPORT_GPUS = ("T4", "A100-80GB", "H100-80GB")
 REPORT_CLUSTER = ("H100-80GB", 8)  # the GPU and count a report's multi-GPU plans are for
 REPORT_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-REPORT_OPTIMIZER = "adam"
+REPORT_OPTIMIZER = DEFAULT_OPTIMIZER
 
 
 def report_data(model, batch=None, dims=None, inputs=None, with_validation=False):

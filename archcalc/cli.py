@@ -12,12 +12,15 @@ from pathlib import Path
 import click
 
 from archcalc.analysis.memory.runtimes import RUNTIMES
+from archcalc.conventions import DEFAULT_OPTIMIZER
 from archcalc.options import (
     OneLineErrors,
     batches,
+    budget,
     dtype_option,
     fail_cleanly,
     memory_options,
+    optimizer_option,
     pairs,
     refuse_unused,
     serve_options,
@@ -29,10 +32,13 @@ from archcalc.units import MAX_SIZE
 FORMATS = ("table", "markdown", "csv", "json")
 
 
-@click.group(cls=OneLineErrors)
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="archcalc")
 def main():
-    """archcalc: what a network costs before you run it -- shapes, parameters, MACs and memory."""
+    """archcalc: what a network costs before you run it -- shapes, parameters, MACs and memory.
+
+    Training is priced with Adam's state unless --optimizer says otherwise (every command alike).
+    """
 
 
 @main.command()
@@ -43,8 +49,10 @@ def main():
 @dtype_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--top", type=click.IntRange(min=1), default=None, help="Show only the N heaviest layers.")
-@click.option("--sort", type=click.Choice(["macs", "params", "activations", "flops"]), default="macs",
-              show_default=True, help="What 'heaviest' means for --top.")
+@click.option("--sort", type=click.Choice(["macs", "params", "activations", "flops"]), default=None,
+              help="Order the layers by this, largest first, in every format: JSON too, so that each format "
+                   "shows the same rows in the same order. Without it, execution order. With --top: what "
+                   "'heaviest' means [default: macs].")
 @click.option("--mode", type=click.Choice(["inference", "train"]), default=None,
               help="Add the memory terms of inference, or of one training step (and saved bytes per layer).")
 @memory_options(None)
@@ -85,7 +93,7 @@ def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer,
     view = None
     if mode:
         overhead = size(runtime_overhead, "--runtime-overhead")
-        training = result.training_memory(optimizer or "sgd", runtime=runtime_name or TRAINING_RUNTIME,
+        training = result.training_memory(optimizer or DEFAULT_OPTIMIZER, runtime=runtime_name or TRAINING_RUNTIME,
                                           overhead=overhead, device=device or "cuda") if mode == "train" else None
         view = MemoryView(result.inference_memory(runtime_name or DEFAULT_RUNTIME, overhead, workspace), training)
     click.echo(render(result, fmt, top=top, sort=sort, memory=view), nl=False)
@@ -110,34 +118,30 @@ def fit(model, gpu_name, memory_size, mode, batch, sweep, dims, inputs, dtype, o
     """Does MODEL fit a GPU (or a budget), and up to what batch? Exit 0: fits, 1: does not, 2: error.
     With --mode serve: how many sequences of --context tokens its KV cache holds.
 
-    Example: archcalc fit resnet50.onnx --gpu A100-80GB --mode train --optimizer adam;
+    Example: archcalc fit resnet50.onnx --gpu A100-80GB --mode train --dtype mixed;
     archcalc fit config.json --mode serve --gpu A100-80GB --context 8192
     """
     from archcalc.analysis.fit import largest_batch
-    from archcalc.analysis.gpus import gpu
     from archcalc.api import fit_spec
     from archcalc.render.text import render_fit
 
     if (gpu_name is None) == (memory_size is None):
         raise click.UsageError("give exactly one of --gpu NAME or --memory SIZE")
+    capacity, card = budget(gpu_name, memory_size)
     if mode == "serve":
-        _serve(model, gpu(gpu_name) if gpu_name else _budget_gpu(memory_size), fmt, {
+        _serve(model, card or _budget_gpu(memory_size, capacity), fmt, {
             "--batch": batch, "--sweep": sweep, "--dim": dims or None, "--input": inputs or None, "--dtype": dtype,
             "--optimizer": optimizer, "--runtime-overhead": runtime_overhead}, **serving)
     refuse_unused({f"--{k.replace('_', '-')}": v for k, v in serving.items()
                    if v not in (None, 1, "auto", "vllm", "v1")}, True, "--mode serve")
     refuse_unused({"--optimizer": optimizer}, mode != "train", "--mode train")
     refuse_unused({"--batch": batch}, bool(sweep), "a single batch (--sweep names its own)")
-    card = gpu(gpu_name) if gpu_name is not None else None
-    capacity = card.capacity if card else size(memory_size, "--memory")
-    if not capacity:
-        raise click.BadParameter(f"'{memory_size}': a budget must be more than 0 bytes", param_hint="--memory")
     overhead = size(runtime_overhead, "--runtime-overhead")
-    spec = fit_spec(model, capacity, mode, optimizer or "sgd", dtype, runtime_name, overhead,
+    spec = fit_spec(model, capacity, mode, optimizer or DEFAULT_OPTIMIZER, dtype, runtime_name, overhead,
                     pairs(dims, "--dim", int), pairs(inputs, "--input"))
     if sweep or batch:
         verdicts = [spec.verdict(b) for b in (batches(sweep) if sweep else [batch])]
-        click.echo(render_fit(spec, card, verdicts, None, fmt), nl=False)
+        click.echo(render_fit(spec, card, verdicts, None, fmt, sweep=bool(sweep)), nl=False)
         sys.exit(0 if verdicts[0].fits else 1)
     best = largest_batch(spec)
     click.echo(render_fit(spec, card, [spec.verdict(1)] if best is None else [best], best, fmt, searched=True),
@@ -281,7 +285,7 @@ def report(models, output, zoo, batch, dims, inputs, with_validation, quiet):
                    "with their conventions, from this graph's parameter counts.")
 @shape_options
 @dtype_option
-@click.option("--optimizer", default="adam", show_default=True, help="Optimizer state counted (see `fit`).")
+@optimizer_option(DEFAULT_OPTIMIZER)
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True,
               help="Whose PyTorch defaults apply (see `estimate --device`).")
 @click.option("--runtime", "runtime_name", type=click.Choice(list(RUNTIMES)), default="pytorch-cuda",
@@ -299,7 +303,7 @@ def plan(model, gpu_name, memory_size, gpus, nodes, global_batch, micro_batches,
 
     if gpus % nodes:
         raise click.BadParameter(f"{gpus} GPUs do not spread evenly over {nodes} nodes", param_hint="--gpus")
-    capacity, card = _capacity(gpu_name if memory_size is None else None, memory_size)
+    capacity, card = budget(gpu_name if memory_size is None else None, memory_size)
     result = run(model, capacity, gpus, nodes, global_batch=global_batch, micro_batches=micro_batches,
                  strategy=strategy, units=units_pattern, dims=pairs(dims, "--dim", int),
                  inputs=pairs(inputs, "--input"), dtype=dtype, optimizer=optimizer, device=device,
@@ -311,18 +315,6 @@ def plan(model, gpu_name, memory_size, gpus, nodes, global_batch, micro_batches,
         meta = result.meta
         click.echo(render_deepspeed(meta["params"], meta["largest_layer_params"], gpus // nodes, nodes), nl=False)
     sys.exit(0 if any(r.fits for r in result.rows) else 1)
-
-
-def _capacity(gpu_name, memory_size):
-    from archcalc.analysis.gpus import gpu
-
-    if gpu_name is not None:
-        card = gpu(gpu_name)
-        return card.capacity, card
-    capacity = size(memory_size, "--memory")
-    if not capacity:
-        raise click.BadParameter(f"'{memory_size}': a budget must be more than 0 bytes", param_hint="--memory")
-    return capacity, None
 
 
 @main.command()
@@ -365,16 +357,10 @@ def zoo():
         click.echo(f"{name:<28} {zoo_summary(path)}")
 
 
-if __name__ == "__main__":
-    main()
-
-
-def _budget_gpu(memory_size: str):
+def _budget_gpu(memory_size: str, capacity: int):
+    """A --memory budget as the GPU serving sizes itself against."""
     from archcalc.analysis.gpus import GPU
 
-    capacity = size(memory_size, "--memory")
-    if not capacity:
-        raise click.BadParameter(f"'{memory_size}': a budget must be more than 0 bytes", param_hint="--memory")
     return GPU(memory_size, memory_size, capacity, 0, "--memory", None, capacity, "--memory")
 
 
@@ -392,3 +378,7 @@ def _serve(model, card, fmt, unused, context, sequences, tp, kv_dtype, serve_run
                           non_torch=size(non_torch, "--non-torch"))
     click.echo(render_serve(setup, result, fmt), nl=False)
     sys.exit(0 if (result.concurrency >= 1 if sequences is None else bool(result.longest)) else 1)
+
+
+if __name__ == "__main__":  # last: the helpers above must exist before a command runs
+    main()

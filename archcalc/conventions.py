@@ -30,3 +30,8 @@ CONVENTIONS: dict[str, str] = {
             "inference peak = parameter bytes + graph inputs + activation peak.",
     "units": "Counts use powers of 1000 (K, M, G); bytes use powers of 1024 (KiB, MiB, GiB).",
 }
+
+# The optimizer whose state a training step is priced with when none is named, by every command and
+# entry point alike: Adam (two fp32-sized slots per parameter) is what LLM and most modern training
+# runs, and what published memory figures (ZeRO's 16 bytes per parameter, mixed Adam) assume.
+DEFAULT_OPTIMIZER = "adam"

@@ -9,6 +9,7 @@ import sys
 import click
 
 from archcalc.analysis.memory.runtimes import RUNTIMES
+from archcalc.conventions import DEFAULT_OPTIMIZER
 from archcalc.dtypes import PRECISIONS
 from archcalc.units import MAX_SIZE
 
@@ -73,6 +74,19 @@ def refuse_unused(given: dict, unused: bool, needs: str) -> None:
                                f"{needs}")
 
 
+def budget(gpu_name: str | None, memory_size: str | None):
+    """--gpu NAME or --memory SIZE: (the bytes judged against, the catalog's card or None)."""
+    from archcalc.analysis.gpus import gpu
+
+    if gpu_name is not None:
+        card = gpu(gpu_name)
+        return card.capacity, card
+    capacity = size(memory_size, "--memory")
+    if not capacity:
+        raise click.BadParameter(f"'{memory_size}': a budget must be more than 0 bytes", param_hint="--memory")
+    return capacity, None
+
+
 def size(text: str | None, flag: str) -> int | None:
     from archcalc.units import parse_bytes
 
@@ -111,13 +125,20 @@ def memory_options(default_runtime: str | None):
                           help="Runtime whose constant and allocator rounding apply"
                                + ("" if default_runtime else " [default: onnxruntime-cpu for inference, "
                                   "pytorch-cuda for a training step, as `fit` prices them]") + ".")(fn)
-        fn = click.option("--optimizer", default=None,
-                          help="Optimizer state counted in training [default: sgd]: sgd, momentum, nesterov, "
-                               "adagrad, rmsprop, rmsprop-momentum, rmsprop-centered, adam, adamw, "
-                               "adam-amsgrad ...")(fn)
+        fn = optimizer_option(None)(fn)
         return fn
 
     return add
+
+
+def optimizer_option(default: str | None):
+    """--optimizer: whose state a training step holds; ``default`` None where the option only
+    applies with --mode train (it is refused otherwise, so no value may stand in for it)."""
+    return click.option("--optimizer", default=default, show_default=default is not None,
+                        help="Optimizer state counted in training"
+                             + ("" if default else f" [default: {DEFAULT_OPTIMIZER}, for every command]")
+                             + ": sgd, momentum, nesterov, adagrad, rmsprop, rmsprop-momentum, rmsprop-centered, "
+                               "adam, adamw, adam-amsgrad ...")
 
 
 def serve_options(fn):
@@ -153,6 +174,12 @@ def serve_options(fn):
 class OneLineErrors(click.Group):
     """click's own usage errors as one ``error:`` line too (the flag is the place), and an interrupt
     as "interrupted" with exit code 130."""
+
+    def parse_args(self, ctx, args):
+        if not args:  # bare `archcalc` asks what there is: the help on stdout, exit 0 (click 8.2 and
+            click.echo(ctx.get_help(), color=ctx.color)  # later make it a usage error, exit 2)
+            ctx.exit(0)
+        return super().parse_args(ctx, args)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         from archcalc.units import printable

@@ -13,7 +13,6 @@ MODULE_LINES = 400
 FUNCTION_LINES = 40
 # Functions over the budget, each with the reason it is one piece.
 LONG_FUNCTIONS = {
-    ("analysis/walk/infer.py", "bind_inputs"): "one pass over the inputs; each branch is one way a dim gets bound",
     ("analysis/memory/training.py", "training_memory"): "assembles the record: one line per term",
 }
 

@@ -20,6 +20,7 @@ from archcalc.analysis.memory.training import TrainingMemory, saved_by_layer, tr
 from archcalc.analysis.receptive import receptive_fields
 from archcalc.analysis.records import LayerCost, SharedWeight, Totals, estimate_dict, layers_frame
 from archcalc.analysis.walk.infer import LayerResult, batch_like, bind_inputs, infer
+from archcalc.conventions import DEFAULT_OPTIMIZER
 from archcalc.dtypes import MIXED, PRECISIONS, WEIGHT_DTYPES
 from archcalc.errors import InputError
 from archcalc.ir import Graph, Role, Shaped
@@ -58,8 +59,9 @@ class Estimate:
                                                self.totals.activation_bytes, rt, self.float_dtype, workspace)
         return self._memo[key]
 
-    def training_memory(self, optimizer: str = "sgd", impl: str | None = None, runtime: str = TRAINING_RUNTIME,
-                        overhead: int | None = None, device: str = "cuda") -> TrainingMemory:
+    def training_memory(self, optimizer: str = DEFAULT_OPTIMIZER, impl: str | None = None,
+                        runtime: str = TRAINING_RUNTIME, overhead: int | None = None,
+                        device: str = "cuda") -> TrainingMemory:
         """One training step's memory with ``optimizer`` under ``runtime``, with PyTorch's defaults on
         ``device`` ("cuda" or "cpu"); ``impl`` overrides its optimizer implementation: "foreach"
         (CUDA's default) or per-tensor "single" (CPU's) (see ``archcalc.analysis.memory.training``)."""

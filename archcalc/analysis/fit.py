@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from archcalc.analysis.estimate import Estimate, Estimates
 from archcalc.analysis.gpus import GPU
 from archcalc.analysis.walk.infer import batch_fixed
+from archcalc.conventions import DEFAULT_OPTIMIZER
 from archcalc.errors import InputError
 from archcalc.ir import Graph
 from archcalc.units import MAX_SIZE
@@ -69,7 +70,7 @@ class FitSpec:
     graph: Graph
     capacity: int
     mode: str = "inference"  # or "train"
-    optimizer: str = "sgd"
+    optimizer: str = DEFAULT_OPTIMIZER
     dtype: str | None = None
     runtime: str = "pytorch-cuda"
     overhead: int | None = None
@@ -166,7 +167,7 @@ class FitRow:
     largest: dict[str, int]
 
 
-def fit_table(graph: Graph, gpus: list[GPU], optimizer: str = "adam", dims=None, inputs=None,
+def fit_table(graph: Graph, gpus: list[GPU], optimizer: str = DEFAULT_OPTIMIZER, dims=None, inputs=None,
               estimates: Estimates | None = None) -> list[FitRow]:
     """For each GPU, the largest inference and training batch (PyTorch CUDA's constant)."""
     estimates = estimates or Estimates(graph, dims, inputs)
@@ -185,7 +186,7 @@ def fit_table(graph: Graph, gpus: list[GPU], optimizer: str = "adam", dims=None,
     return rows
 
 
-def batch_sweep(graph: Graph, batches: list[int], optimizer: str = "adam", dims=None,
+def batch_sweep(graph: Graph, batches: list[int], optimizer: str = DEFAULT_OPTIMIZER, dims=None,
                 inputs=None, estimates: Estimates | None = None) -> dict[str, list[int]]:
     """The judged total of each mode at each batch: the memory-against-batch curve."""
     estimates = estimates or Estimates(graph, dims, inputs)

@@ -13,6 +13,8 @@ for a V100-16GB); the figures here are from drivers R525 and later, as the sourc
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
 
 from archcalc.errors import InputError
@@ -98,10 +100,46 @@ CATALOG: dict[str, GPU] = {g.name: g for g in [
 ]}
 
 
+# Words a GPU's full name carries that do not change its memory: the vendor's and the product line's
+# names, and the board's form factor and memory type, as nvidia-smi and torch.cuda.get_device_name
+# print them ("NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3", "Tesla T4", "AMD Instinct MI300X").
+# NVL is kept: an H100 NVL has 94 GB, not the H100-80GB's.
+NAME_NOISE = re.compile(r"nvidia|geforce|tesla|amd|instinct|sxm\d*|pcie|hbm\d*e?")
+
+
+def _key(text: str) -> str:
+    """A name as compared: lower case, the words in NAME_NOISE dropped, only letters and digits."""
+    return "".join(w for w in re.split(r"[^a-z0-9]+", text.lower()) if not NAME_NOISE.fullmatch(w))
+
+
+def _names_by_key() -> dict[str, list[str]]:
+    """Each spelling a user may give, to the catalog names it can mean: the name itself, its memory as
+    80gb, 80g or 80, and the bare model (A100, H100), which means every card of that model."""
+    keys: dict[str, list[str]] = {}
+    for name in CATALOG:
+        model, memory = re.fullmatch(r"(.*?)(?:-(\d+)GB)?", name).groups()  # type: ignore[union-attr]
+        spelled = {_key(name), _key(model)}
+        if memory:
+            spelled |= {_key(model) + memory + "g", _key(model) + memory}
+        for key in spelled:
+            keys.setdefault(key, []).append(name)
+    return keys
+
+
 def gpu(name: str) -> GPU:
-    """The catalog entry for ``name`` (case and separators are forgiven: a100-80gb, A100_80GB)."""
-    key = {n.lower().replace("-", "").replace("_", ""): n for n in CATALOG}
-    found = key.get(name.lower().replace("-", "").replace("_", "").replace(" ", ""))
-    if found is None:
-        raise InputError(f"--gpu {name}: not in the catalog; see 'archcalc gpus', or give --memory 24GiB")
-    return CATALOG[found]
+    """The catalog entry for ``name``, forgiving case, separators, the vendor's words and the form
+    factor (a100_80gb, "NVIDIA A100-SXM4-80GB", h100); a model with several memory sizes (A100, V100)
+    must say which, and a name not in the catalog is answered with the nearest that are."""
+    names = _names_by_key()
+    found = names.get(_key(name), [])
+    if len(found) == 1:
+        return CATALOG[found[0]]
+    if found:
+        raise InputError(f"--gpu {name}: which one? did you mean {_either(found)}? (see 'archcalc gpus')")
+    near = [n for k in difflib.get_close_matches(_key(name), list(names), n=3, cutoff=0.6) for n in names[k]]
+    hint = f"did you mean {_either(list(dict.fromkeys(near)))}? " if near else ""
+    raise InputError(f"--gpu {name}: not in the catalog; {hint}see 'archcalc gpus', or give --memory 24GiB")
+
+
+def _either(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"

@@ -83,12 +83,14 @@ def memory_dict(view: MemoryView) -> dict:
     return out
 
 
-def _heaviest(rows: list[dict], top: int | None, sort: str) -> list[dict]:
-    """The ``top`` rows with the largest ``sort`` value, kept in execution order."""
-    if not top:
-        return rows
-    keep = sorted(range(len(rows)), key=lambda i: -rows[i][sort])[:top]
-    return [rows[i] for i in sorted(keep)]
+def _shown(rows: list[dict], top: int | None, sort: str | None) -> list[dict]:
+    """The rows to show: with ``top``, the ``top`` largest by ``sort`` (MACs when not given); with
+    ``sort``, largest first (ties in execution order); without, in execution order."""
+    key = sort or "macs"
+    if top:
+        keep = sorted(range(len(rows)), key=lambda i: -rows[i][key])[:top]
+        rows = [rows[i] for i in sorted(keep)]
+    return sorted(rows, key=lambda r: -r[key]) if sort else rows
 
 
 def totals_lines(est: Estimate) -> list[tuple[str, str]]:
@@ -206,16 +208,17 @@ def _markdown(est: Estimate, rows: list[dict], memory: MemoryView | None) -> str
             f"{totals}\n{notes}")
 
 
-def render(est: Estimate, fmt: str = "table", top: int | None = None, sort: str = "macs",
+def render(est: Estimate, fmt: str = "table", top: int | None = None, sort: str | None = None,
            memory: MemoryView | None = None) -> str:
     """The estimate as text in ``fmt`` (table, markdown, csv, json); ``top`` keeps the heaviest rows;
+    ``sort`` orders the layers by that column, largest first, in every format (see ``_shown``);
     ``memory`` adds the memory terms (and, for training, each layer's saved bytes)."""
     rows = layer_rows(est.layers_list)
     if memory is not None and memory.training is not None:
         saved = est.saved_by_layer(memory.training.device)
         rows = [{**{k: v for k, v in r.items() if k != "note"}, "saved_bytes": saved.get(r["layer"], 0),
                  "note": r["note"]} for r in rows]
-    rows = _heaviest(rows, top, sort)
+    rows = _shown(rows, top, sort)
     if fmt == "json":
         data = est.to_dict()
         data["layers"] = rows
@@ -233,8 +236,8 @@ def render(est: Estimate, fmt: str = "table", top: int | None = None, sort: str 
     return _table(est, rows, memory)
 
 
-def render_fit(spec, card, verdicts, best, fmt: str, searched: bool = False) -> str:
-    """A fit verdict, a sweep table, or (``searched``) the largest batch, as text or JSON."""
+def render_fit(spec, card, verdicts, best, fmt: str, searched: bool = False, sweep: bool = False) -> str:
+    """A fit verdict, a sweep table (``sweep``), or (``searched``) the largest batch, as text or JSON."""
     budget = f"{card.name} ({card.vendor_memory}, {units.nbytes(card.capacity)})" if card else \
         units.nbytes(spec.capacity)
     if fmt == "json":
@@ -247,6 +250,8 @@ def render_fit(spec, card, verdicts, best, fmt: str, searched: bool = False) -> 
         }, indent=1) + "\n"
     lines = [f"{spec.mode} on {budget}, runtime {spec.runtime}"
              + (f", optimizer {spec.optimizer}" if spec.mode == "train" else "")]
+    if sweep:
+        return "\n".join(lines + sweep_table(verdicts)) + "\n"
     for v in verdicts:
         word = "fits" if v.fits else "does NOT fit"
         room = f"headroom {units.nbytes(v.headroom)}" if v.fits else f"short by {units.nbytes(-v.headroom)}"
@@ -265,6 +270,30 @@ def render_fit(spec, card, verdicts, best, fmt: str, searched: bool = False) -> 
         lines.append(("largest batch that fits: at least " if best.at_bound else "largest batch that fits: ")
                      + f"{best.batch:,}" if best else "largest batch that fits: none (batch 1 does not fit)")
     return "\n".join(lines) + "\n"
+
+
+def sweep_table(verdicts) -> list[str]:
+    """A sweep's verdicts as a table: one row per batch with the total, each term, and whether it fits."""
+    b = units.nbytes
+    terms = list(dict.fromkeys(k for v in verdicts for k in v.terms))  # some terms only some batches have
+    bound = any(v.upper_bound is not None for v in verdicts)
+    head = ["batch", "total", *terms, *(["all terms"] if bound else []), "headroom", "fits"]
+    rows = [[f"{v.batch:,}", b(v.total), *(b(v.terms[k]) if k in v.terms else "-" for k in terms),
+             *([b(v.upper_bound) if v.upper_bound is not None else "-"] if bound else []),
+             b(v.headroom) if v.fits else f"short {b(-v.headroom)}", "yes" if v.fits else "NO"] for v in verdicts]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+
+    def line(cells):
+        return "  ".join(c.rjust(w) for c, w in zip(cells[:-1], widths)) + "  " + cells[-1]
+
+    out = [line(head), "  ".join("-" * w for w in widths), *map(line, rows)]
+    if bound:
+        out.append("total: the step's peak + runtime, what is judged; all terms: every term at once, an upper "
+                   "bound (backward frees saved activations)")
+    for status in dict.fromkeys(v.status for v in verdicts if v.status != "exact"):
+        out.append(f"the sizes behind {', '.join(str(v.batch) for v in verdicts if v.status == status)} are "
+                   f"{STATUS_TEXT[status].split(':')[0]} (see `archcalc estimate`): so are the verdicts")
+    return out
 
 
 def compare_rows(ests) -> list[tuple[str, list]]:

@@ -66,7 +66,8 @@ class Strategy:
         if min(self.dp, self.tp, self.pp, self.micro_batches, self.chunks) < 1 or self.zero not in (0, 1, 2, 3):
             raise InputError(f"{self.label()}: degrees and micro-batches are at least 1, ZeRO stages 0-3")
         if self.shard is not None and (self.shard < 1 or self.dp % self.shard):
-            raise InputError(f"--shard-group {self.shard}: must divide the data-parallel degree {self.dp}")
+            raise InputError(f"--strategy hybrid{self.shard}: the shard group must divide the data-parallel "
+                             f"degree {self.dp}")
         if (self.schedule not in SCHEDULES or self.offload not in OFFLOADS or self.engine not in ENGINES
                 or self.balance not in ("memory", "compute")):
             raise InputError(f"{self.label()}: schedule one of {', '.join(SCHEDULES)}, offload one of "

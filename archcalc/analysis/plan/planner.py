@@ -33,6 +33,7 @@ from archcalc.analysis.plan.rank_view import RankView, layer_flops, make_view, u
 from archcalc.analysis.plan.traffic import traffic
 from archcalc.analysis.plan.units import Units, find_units
 from archcalc.analysis.walk.infer import batch_fixed
+from archcalc.conventions import DEFAULT_OPTIMIZER
 from archcalc.dtypes import MIXED
 from archcalc.errors import InputError
 from archcalc.ir import Graph
@@ -90,7 +91,7 @@ class Planner:
     """A graph analysed once (at micro-batches 1 and 2) and judged under any strategy."""
 
     graph: Graph
-    optimizer: str = "adam"
+    optimizer: str = DEFAULT_OPTIMIZER
     dtype: str | None = None
     device: str = "cuda"
     runtime: str = "pytorch-cuda"

@@ -196,7 +196,7 @@ class RankView:
                 f, s = ck.selective(p, drop, tensors, owner)
                 flops = layer_flops(est, sorted(layers))
             else:
-                raise InputError(f"--checkpoint {checkpoint}: choose one of {', '.join(ck.MODES)}")
+                raise InputError(f"--strategy ckpt={checkpoint}: choose one of {', '.join(ck.MODES)}")
             fw.append(f)
             sv.append(s)
         return (fw[0], fw[1]), (sv[0], sv[1]), flops // max(self.tp, 1)

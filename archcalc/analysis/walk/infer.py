@@ -74,7 +74,8 @@ def bind_inputs(graph: Graph, batch: int | None = None, dims: dict[str, int] | N
     """A concrete shape for every graph input (the graph is not changed).
 
     ``shapes`` sets whole inputs; ``dims`` binds named symbolic dims; ``batch`` binds each symbolic
-    first dim and each dim named like a batch (1 when not given).
+    first dim and each dim named like a batch (1 when not given). Every dim left without a value is
+    named in one error, with one command line that binds them all.
     """
     dims, shapes = dict(dims or {}), dict(shapes or {})
     _check_sizes(batch, dims)
@@ -82,44 +83,68 @@ def bind_inputs(graph: Graph, batch: int | None = None, dims: dict[str, int] | N
         if name not in graph.inputs:
             raise InputError(f"{graph.source}: --input names '{name}', but the inputs are "
                              f"{', '.join(graph.inputs)}")
-    used_dims, batch_used = set(), False
-    bound_shapes: dict[str, tuple[int, ...]] = {}
-    for name in graph.inputs:
-        t = graph.tensors[name]
-        if name in shapes:
-            given = shapes[name]
-            bound_shapes[name] = _parse_dims(name, given)
+    unbound = _unbound(graph, dims, shapes)
+    if unbound:
+        raise unbound
+    bound_shapes = {name: _parse_dims(name, shapes[name]) if name in shapes else
+                    _bound(graph.tensors[name].shape, dims, batch) for name in graph.inputs}
+    _check_used(graph, batch, dims, shapes, bound_shapes)
+    return bound_shapes
+
+
+def _bound(shape, dims: dict[str, int], batch: int | None) -> tuple[int, ...]:
+    """A declared shape with its symbolic dims given values (each has one: see ``_unbound``)."""
+    return tuple(d if isinstance(d, int) else dims.get(d, 1 if batch is None else batch) for d in shape)
+
+
+def _free_dims(shape, dims: dict[str, int]) -> list[tuple[int, str]]:
+    """The (position, name) of each symbolic dim of ``shape`` that neither ``dims`` nor --batch binds."""
+    return [(i, d) for i, d in enumerate(shape) if isinstance(d, str) and d not in dims and not batch_like(d, i)]
+
+
+def _unbound(graph: Graph, dims: dict[str, int], shapes: dict) -> UnboundDimError | None:
+    """Every input dim nothing binds, in one error whose fix binds them all: ``--dim NAME=N`` for
+    each named dim (once, however many inputs share it), ``--input NAME=1x3xNxN`` for an input with
+    a dim the file leaves unnamed or with no shape at all."""
+    places: list[str] = []
+    whole: list[str] = []
+    named: dict[str, None] = {}  # an ordered set: each named dim once, where it is first met
+    for name in (n for n in graph.inputs if n not in shapes):
+        shape = graph.tensors[name].shape
+        if shape is None:
+            places.append(f"input '{name}' has no shape in the file")
+            whole.append(f"--input {name}=DIMS (e.g. 1x3x224x224)")
             continue
-        if t.shape is None:
-            raise UnboundDimError(f"{graph.source}: input '{name}' has no shape in the file: "
-                                  f"pass --input {name}=DIMS (e.g. 1x3x224x224)")
-        bound: list[int] = []
-        for i, d in enumerate(t.shape):
-            if isinstance(d, int):
-                bound.append(d)
-            elif d in dims:
-                bound.append(dims[d])
-                used_dims.add(d)
-            elif batch_like(d, i):
-                bound.append(1 if batch is None else batch)
-                batch_used = True
-            else:
-                template = "x".join(str(x) if isinstance(x, int) else "N" for x in t.shape)
-                fix = f"--input {name}={template} (each N a size)" if "[" in d else f"--dim {d}=N"
-                raise UnboundDimError(f"{graph.source}: input '{name}' dim {i} ('{d}') has no value: "
-                                      f"pass {fix}")
-        bound_shapes[name] = tuple(bound)
-    unused = set(dims) - used_dims - control_flow.trip_symbols(graph)
+        free = [(i, d) for i, d in _free_dims(shape, dims) if d not in named]
+        if any("[" in d for _, d in free):  # the reader names an unnamed dim input[i]: --dim cannot bind it
+            whole.append(f"--input {name}=" + "x".join(str(d) if isinstance(d, int) else "N" for d in shape))
+        else:
+            named.update((d, None) for _, d in free)
+        if free:
+            which = " and ".join(f"dim {i} ('{d}')" for i, d in free)
+            places.append(f"input '{name}' {which} {'has' if len(free) == 1 else 'have'} no value")
+    if not places:
+        return None
+    fixes = [f"--dim {d}=N" for d in named] + whole
+    each = " (each N a size)" if any(f.startswith("--input") and "=DIMS" not in f for f in whole) else ""
+    return UnboundDimError(f"{graph.source}: {'; '.join(places)}: pass {' '.join(fixes)}{each}")
+
+
+def _check_used(graph: Graph, batch: int | None, dims: dict[str, int], shapes: dict, bound_shapes: dict) -> None:
+    """Each --dim names a dim of some input (or a loop's trip count), and a --batch other than 1 binds one."""
+    used = {d for name in graph.inputs if name not in shapes for d in (graph.tensors[name].shape or ())
+            if isinstance(d, str)}
+    unused = set(dims) - used - control_flow.trip_symbols(graph)
     if unused:
         raise InputError(f"{graph.source}: --dim {sorted(unused)[0]}: no input has a dim of that name")
-    if batch is not None and batch != 1 and not batch_used and set(graph.inputs) <= set(shapes):
+    if batch is None or batch == 1 or not batch_fixed(graph, dims, shapes):
+        return
+    if set(graph.inputs) <= set(shapes):
         raise InputError(f"{graph.source}: --batch {batch} has nothing to bind: every input's shape is set "
                          "with --input; put the batch in those shapes")
-    if batch is not None and batch != 1 and not batch_used:
-        fixed = "; ".join(f"{n} {list(bound_shapes[n])}" for n in graph.inputs)
-        raise InputError(f"{graph.source}: --batch {batch}: no input has a symbolic first dim ({fixed}); "
-                         "re-export with a dynamic batch axis, or set shapes with --input")
-    return bound_shapes
+    fixed = "; ".join(f"{n} {list(bound_shapes[n])}" for n in graph.inputs)
+    raise InputError(f"{graph.source}: --batch {batch}: no input has a symbolic first dim ({fixed}); "
+                     "re-export with a dynamic batch axis, or set shapes with --input")
 
 
 def _check_inputs(node: Node) -> None:
