@@ -116,8 +116,12 @@ class _Reader:
         """``name`` is, or views (an exporter's transposed weight), a tensor of ``role``."""
         return self.shaped.tensors[self._source(name)].role == role
 
+    def experts(self, at: int) -> bool:
+        layer = self.results[at].layer
+        return f"{layer.domain}.{layer.op_type}" == MOE
+
     def stop(self, at: int) -> bool:
-        return self.weighted(at) or self.results[at].layer.op_type == MOE.split(".")[-1]
+        return self.weighted(at) or self.experts(at)
 
     def _data(self, name: str) -> bool:
         t = self.shaped.tensors[name]
@@ -180,7 +184,7 @@ class _Reader:
         for at, res in enumerate(self.results):
             if res.folded or at in attention:
                 continue
-            if res.layer.op_type == "MoE" and res.layer.domain == "com.microsoft":
+            if self.experts(at):
                 experts.setdefault(res.layer.inputs[0], []).append(self._experts(at))
             elif self.weighted(at) and (found := self._down(at, attention)) is not None:
                 mlps.setdefault(found[0], []).append(found[1])
