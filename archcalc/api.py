@@ -145,68 +145,14 @@ def _collector_paused():
             gc.enable()
 
 
-KV_DTYPES = {"auto": None, "fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "fp8": "float8e4m3fn",
-             "fp8_e4m3": "float8e4m3fn", "fp8_e5m2": "float8e5m2", "int8": "int8"}
-
-
-def serve(source, gpu, context: int, *, tp: int = 1, sequences: int | None = None, kv_dtype: str = "auto",
-          runtime: str = "vllm", engine: str = "v1", utilization: float | None = None,
-          block_size: int | None = None, batched_tokens: int | None = None, max_seqs: int | None = None,
-          non_torch: int | None = None):
-    """How many sequences of ``context`` tokens ``gpu`` (a catalog GPU) serves, each of ``tp``
-    ranks holding its share (see ``archcalc.analysis.serve.accounting``). Returns (ServeSetup, ServeResult)."""
-    from archcalc.analysis.serve import accounting as serving
-    from archcalc.errors import InputError
+def serve(source, gpu, context: int, *, dims: dict[str, int] | None = None, **how):
+    """How many sequences of ``context`` tokens ``gpu`` (a catalog GPU) serves: ``source`` loaded as a
+    server runs it (a config's attention fused) and handed to ``archcalc.analysis.serve.analysis.serve``
+    (``how``: tp, sequences, kv_dtype, runtime, engine, utilization, block_size, batched_tokens,
+    max_seqs, non_torch). Returns its ``ServeResult``."""
+    from archcalc.analysis.serve.analysis import serve as run
     from archcalc.frontends.sources import serving_graph
 
-    if kv_dtype not in KV_DTYPES:
-        raise InputError(f"--kv-dtype {kv_dtype}: choose {', '.join(KV_DTYPES)}")
-    if runtime not in ("vllm", "plain"):
-        raise InputError(f"--serve-runtime {runtime}: choose vllm or plain")
-    graph, cfg = serving_graph(source)
-    default_tokens, default_seqs = serving.default_budget(engine, gpu.capacity, gpu.name, context)
-    tokens, seqs = batched_tokens or default_tokens, max_seqs or default_seqs
+    graph, _ = serving_graph(source)
     with _collector_paused():
-        est = analyse(graph, 1, {"sequence": tokens} if "sequence" in _dims(graph) else None)
-    kv = est.kv_cache(KV_DTYPES[kv_dtype])
-    if kv is None:
-        raise InputError(f"{graph.source}: no attention layers found, so no KV cache to size: serving "
-                         "memory is for decoders")
-    weights, peak, extra, kv_heads = _serving_terms(est, cfg, runtime, engine, tokens, min(seqs, tokens), tp,
-                                                    non_torch)
-    latent_block = 64 if kv.latent and gpu.name.startswith(("H100", "H200", "H20", "H800")) else 16
-    result = serving.serve(kv, weights, peak, gpu.capacity, context=context, tp=tp, kv_heads=kv_heads,
-                           block_size=block_size or latent_block, engine=engine, batched_tokens=tokens,
-                           utilization=utilization if utilization is not None else (0.9 if runtime == "vllm"
-                                                                                     else 1.0),
-                           non_torch=extra, sequences=sequences)
-    return serving.ServeSetup(graph.source, gpu.name, gpu.capacity, context, tp, runtime, engine, tokens, seqs,
-                              kv), result
-
-
-def _serving_terms(est, cfg, runtime, engine, tokens, seqs, tp, non_torch) -> tuple[int, int, int, int]:
-    """(weights a rank holds, activation peak, memory outside torch, KV heads) as ``runtime`` counts them."""
-    from archcalc.analysis.memory.runtimes import runtime as runtime_named
-    from archcalc.analysis.serve import accounting as serving
-    from archcalc.errors import InputError
-    from archcalc.frontends.hf_config import serving_sizes
-
-    replicated = serving.replicated_bytes(est.graph, est.results)
-    weights = replicated + (est.totals.param_bytes - replicated) // tp
-    if runtime == "plain":
-        if tp > 1 and cfg is None:
-            raise InputError(f"{est.graph.source}: tensor parallel serving needs the KV heads a config names: "
-                             "give the model's config.json")
-        kv_heads = serving_sizes(cfg)["kv_heads"] if cfg else 0
-        return weights, est.peak_activation_bytes, runtime_named("pytorch-cuda", non_torch).overhead, kv_heads
-    if cfg is None:
-        raise InputError(f"{est.graph.source}: vLLM's accounting models a Hugging Face model's forward: give "
-                         "its config.json, or use --serve-runtime plain")
-    decoder = serving.Decoder(**serving_sizes(cfg))
-    extra = serving.NON_TORCH[engine] if non_torch is None else non_torch
-    return (weights + decoder.rotary_bytes, serving.profile_peak(decoder, tokens, seqs, tp, engine), extra,
-            decoder.kv_heads)
-
-
-def _dims(graph) -> set[str]:
-    return {d for n in graph.inputs for d in (graph.tensors[n].shape or ()) if isinstance(d, str)}
+        return run(graph, gpu, context, dims=dims, **how)

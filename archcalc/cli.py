@@ -130,8 +130,8 @@ def fit(model, gpu_name, memory_size, mode, batch, sweep, dims, inputs, dtype, o
     capacity, card = budget(gpu_name, memory_size)
     if mode == "serve":
         _serve(model, card or _budget_gpu(memory_size, capacity), fmt, {
-            "--batch": batch, "--sweep": sweep, "--dim": dims or None, "--input": inputs or None, "--dtype": dtype,
-            "--optimizer": optimizer, "--runtime-overhead": runtime_overhead}, **serving)
+            "--batch": batch, "--sweep": sweep, "--input": inputs or None, "--dtype": dtype,
+            "--optimizer": optimizer, "--runtime-overhead": runtime_overhead}, dims, **serving)
     refuse_unused({f"--{k.replace('_', '-')}": v for k, v in serving.items()
                    if v not in (None, 1, "auto", "vllm", "v1")}, True, "--mode serve")
     refuse_unused({"--optimizer": optimizer}, mode != "train", "--mode train")
@@ -364,7 +364,7 @@ def _budget_gpu(memory_size: str, capacity: int):
     return GPU(memory_size, memory_size, capacity, 0, "--memory", None, capacity, "--memory")
 
 
-def _serve(model, card, fmt, unused, context, sequences, tp, kv_dtype, serve_runtime, engine, utilization,
+def _serve(model, card, fmt, unused, dims, context, sequences, tp, kv_dtype, serve_runtime, engine, utilization,
            block_size, batched_tokens, max_seqs, non_torch):
     from archcalc.api import serve
     from archcalc.render.serve import render_serve
@@ -372,12 +372,12 @@ def _serve(model, card, fmt, unused, context, sequences, tp, kv_dtype, serve_run
     refuse_unused(unused, True, "--mode inference or train (serving sizes its own prefill)")
     if context is None:
         raise click.UsageError("--mode serve needs --context TOKENS (the tokens of each sequence)")
-    setup, result = serve(model, card, context, tp=tp, sequences=sequences, kv_dtype=kv_dtype,
-                          runtime=serve_runtime, engine=engine, utilization=utilization, block_size=block_size,
-                          batched_tokens=batched_tokens, max_seqs=max_seqs,
-                          non_torch=size(non_torch, "--non-torch"))
-    click.echo(render_serve(setup, result, fmt), nl=False)
-    sys.exit(0 if (result.concurrency >= 1 if sequences is None else bool(result.longest)) else 1)
+    result = serve(model, card, context, dims=pairs(dims, "--dim", int) or None, tp=tp, sequences=sequences,
+                   kv_dtype=kv_dtype, runtime=serve_runtime, engine=engine, utilization=utilization,
+                   block_size=block_size, batched_tokens=batched_tokens, max_seqs=max_seqs,
+                   non_torch=size(non_torch, "--non-torch"))
+    click.echo(render_serve(result, fmt), nl=False)
+    sys.exit(0 if result.fits else 1)
 
 
 if __name__ == "__main__":  # last: the helpers above must exist before a command runs

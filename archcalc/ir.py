@@ -100,6 +100,9 @@ class Layer:
 
 # Layer.meta's key for an attention's sliding window: how many of the latest keys each query sees.
 WINDOW_KEY = "archcalc.window"
+# Layer.meta's key for an attention's rotary embedding, "POSITIONSxDIMS": the cos/sin table a server
+# precomputes for that many positions (0 dims: positions not rotary).
+ROTARY_KEY = "archcalc.rotary"
 
 
 def layer_index(layers: list[Layer]) -> tuple[dict[str, int], dict[str, list[int]]]:

@@ -12,7 +12,7 @@ from conftest import ROOT
 
 import archcalc
 from archcalc.analysis.gpus import GPU, GiB, gpu
-from archcalc.analysis.serve import accounting as serving
+from archcalc.analysis.serve.capacity import groups, kv_capacity
 from archcalc.api import serve
 from archcalc.cli import main
 
@@ -42,15 +42,15 @@ def _close(ours, theirs, within=0.03):
 
 @pytest.mark.parametrize("run", LOGS["llama-3.1-8b-rtx3090"]["runs"], ids=lambda r: str(r["context"]))
 def test_v0_blocks_and_concurrency_on_an_rtx_3090(tmp_path, run):
-    _, result = serve(_config(tmp_path, LLAMA_31_8B), gpu("RTX-3090"), run["context"], engine="v0")
+    result = serve(_config(tmp_path, LLAMA_31_8B), gpu("RTX-3090"), run["context"], engine="v0").cache
     assert _close(result.blocks, run["blocks"]) and _close(result.concurrency, run["concurrency"])
 
 
 def test_v0_available_memory_on_an_80gb_card(tmp_path):
     log = LOGS["llama-3-8b-80gb"]
-    _, result = serve(_config(tmp_path, LLAMA_3_8B), gpu("H100-80GB"), 8192, engine="v0",
-                      non_torch=int(log["non_torch_gib"] * GiB))
-    assert _close(result.available, log["available_gib"] * GiB)
+    result = serve(_config(tmp_path, LLAMA_3_8B), gpu("H100-80GB"), 8192, engine="v0",
+                   non_torch=int(log["non_torch_gib"] * GiB))
+    assert _close(result.cache.available, log["available_gib"] * GiB)
     assert _close(result.terms["weights"], log["weights_gib"] * GiB, 0.005)
 
 
@@ -61,8 +61,8 @@ def _kv(tmp_path, cfg):
 def test_v1_tokens_with_tensor_parallel_from_the_available_memory(tmp_path):
     """Qwen3-235B on 4 H100s: 4 KV heads over 4 ranks, one a rank; the rank's blocks from its memory."""
     log = LOGS["qwen3-235b-a22b-fp8-tp4"]
-    result = serving.serve(_kv(tmp_path, QWEN3_235B), 0, 0, int(log["available_gib"] * GiB), context=4096, tp=4,
-                           kv_heads=4, utilization=1.0)
+    result = kv_capacity(_kv(tmp_path, QWEN3_235B), 0, int(log["available_gib"] * GiB), context=4096, tp=4,
+                         kv_heads=4, utilization=1.0)
     assert _close(result.tokens, log["tokens"])
 
 
@@ -70,8 +70,8 @@ def test_v1_tokens_and_concurrency_of_a_mistral_decoder(tmp_path):
     """llava-v1.6-mistral's language model is Mistral-7B; its weights and activation peak as logged."""
     log = LOGS["llava-v1.6-mistral-7b-h100"]
     capacity = int(log["capacity_gib"] * GiB)
-    result = serving.serve(_kv(tmp_path, MISTRAL_7B), int(log["weights_gib"] * GiB), int(log["activation_gib"] * GiB),
-                           capacity, context=log["context"], kv_heads=8, non_torch=int(log["non_torch_gib"] * GiB))
+    taken = sum(int(log[k] * GiB) for k in ("weights_gib", "activation_gib", "non_torch_gib"))
+    result = kv_capacity(_kv(tmp_path, MISTRAL_7B), taken, capacity, context=log["context"], kv_heads=8)
     assert _close(result.tokens, log["tokens"]) and _close(result.concurrency, log["concurrency"])
 
 
@@ -86,15 +86,15 @@ def test_latent_attention_caches_one_latent_a_layer(tmp_path):
            "torch_dtype": "bfloat16"}
     kv = _kv(tmp_path, cfg)
     assert kv.bytes_per_token == log["layers"] * (log["kv_lora_rank"] + log["qk_rope_head_dim"]) * 2
-    result = serving.serve(kv, 0, 0, int(log["available_gib"] * GiB), context=4096, tp=2, utilization=1.0)
+    result = kv_capacity(kv, 0, int(log["available_gib"] * GiB), context=4096, tp=2, utilization=1.0)
     assert _close(result.tokens, log["tokens"])
 
 
 def test_sliding_window_layers_share_blocks_in_groups():
     """Gemma-2's alternation: two groups; a request keeps its window in the sliding ones."""
-    g = serving.groups([4096, None] * 21, "v1")
+    g = groups([4096, None] * 21, "v1")
     assert g.size == 21 and sorted(g.kinds, key=str) == [4096, None]
-    assert serving.groups([4096, None] * 21, "v0").kinds == (None,)
+    assert groups([4096, None] * 21, "v0").kinds == (None,)
 
 
 def test_the_command_line_serves_a_config(tmp_path):
@@ -115,5 +115,5 @@ def test_serve_refuses_what_it_cannot_price(tmp_path):
 
 def test_a_budget_serves_too(tmp_path):
     card = GPU("budget", "24GiB", 24 * GiB, 0, "--memory", None, 24 * GiB)
-    _, result = serve(_config(tmp_path, MISTRAL_7B), card, 4096, runtime="plain")
-    assert result.blocks > 0 and result.terms["weights"] == 7_241_732_096 * 2
+    result = serve(_config(tmp_path, MISTRAL_7B), card, 4096, runtime="plain")
+    assert result.cache.blocks > 0 and result.terms["weights"] == 7_241_732_096 * 2

@@ -33,6 +33,8 @@ class GPU:
     smi: int | None = None  # nvidia-smi's memory.total (rocm-smi's VRAM total for AMD), bytes
     cuda: int | None = None  # CUDA's total (cudaMemGetInfo / deviceQuery), bytes
     reported_source: str = ""  # where the driver's figures were read
+    arch: str = ""  # the chip's architecture: fermi ... hopper, blackwell; AMD's cdna2, cdna3
+    sm: tuple[int, int] | None = None  # CUDA compute capability (major, minor); None: not an NVIDIA GPU
 
     @property
     def capacity(self) -> int:
@@ -45,58 +47,74 @@ class GPU:
             "driver-reported total found"
 
 
-def _gpu(name, gb, year, source, smi_mib=None, cuda=None, reported="", unit="GB"):
+def _gpu(name, gb, year, source, smi_mib=None, cuda=None, reported="", unit="GB", *, arch: str,
+         sm: tuple[int, int] | None = None):
     return GPU(name, f"{gb:g} {unit}", int(gb * GiB), year, source, smi_mib * MiB if smi_mib else None, cuda,
-               reported)
+               reported, arch, sm)
 
 
 THAMADA = "github.com/thamada/nvidia-smi (captured nvidia-smi and deviceQuery output), gls/"
+# Architectures and compute capabilities: NVIDIA's table of CUDA GPUs (developer.nvidia.com/cuda-gpus)
+# and its legacy list for Fermi and Kepler; AMD's ROCm hardware specifications for CDNA.
 MODAL = "github.com/modal-labs/modal-client/pull/2797 (totals measured on Modal's GPUs)"
 CATALOG: dict[str, GPU] = {g.name: g for g in [
-    _gpu("GTX-580", 3, 2010, "NVIDIA GeForce GTX 580 3 GB variant (the notes' era: 3 GB cards)"),
-    _gpu("GTX-680", 4, 2012, "NVIDIA GeForce GTX 680 4 GB variant"),
+    _gpu("GTX-580", 3, 2010, "NVIDIA GeForce GTX 580 3 GB variant (the notes' era: 3 GB cards)",
+         arch="fermi", sm=(2, 0)),
+    _gpu("GTX-680", 4, 2012, "NVIDIA GeForce GTX 680 4 GB variant", arch="kepler", sm=(3, 0)),
     _gpu("GTX-Titan", 6, 2013, "NVIDIA GeForce GTX TITAN datasheet", 6143, None,
-         "github.com/cBio/cbio-cluster/issues/39: nvidia-smi (driver 325.15) '14MB / 6143MB'"),
+         "github.com/cBio/cbio-cluster/issues/39: nvidia-smi (driver 325.15) '14MB / 6143MB'",
+         arch="kepler", sm=(3, 5)),
     _gpu("Titan-X", 12, 2015, "NVIDIA GeForce GTX TITAN X (Maxwell) datasheet", None, 12797607936,
          "github.com/gpgpu-sim/gpgpu-sim_distribution/issues/169: deviceQuery 'Total amount of global memory: "
-         "12205 MBytes (12797607936 bytes)'"),
-    _gpu("K40", 12, 2013, "NVIDIA Tesla K40 datasheet"),
+         "12205 MBytes (12797607936 bytes)'", arch="maxwell", sm=(5, 2)),
+    _gpu("K40", 12, 2013, "NVIDIA Tesla K40 datasheet", arch="kepler", sm=(3, 5)),
     _gpu("K80", 12, 2014, "NVIDIA Tesla K80 datasheet: 24 GB per board, two GPUs of 12 GB", 11441, None,
-         "github.com/rcgsheffield/sheffield_hpc/pull/1030: nvidia-smi '0MiB / 11441MiB' (ECC on)"),
+         "github.com/rcgsheffield/sheffield_hpc/pull/1030: nvidia-smi '0MiB / 11441MiB' (ECC on)",
+         arch="kepler", sm=(3, 7)),
     _gpu("T4", 16, 2018, "NVIDIA T4 datasheet", 15360, 15843721216,
-         MODAL + ": T4 15360MiB; CUDA total 15843721216 B"),
+         MODAL + ": T4 15360MiB; CUDA total 15843721216 B", arch="turing", sm=(7, 5)),
     _gpu("V100-16GB", 16, 2017, "NVIDIA V100 datasheet", 16384, None,
-         "github.com/1CatAI/1Cat-vLLM/issues/85: nvidia-smi (driver 570.211.01) '5MiB / 16384MiB'"),
+         "github.com/1CatAI/1Cat-vLLM/issues/85: nvidia-smi (driver 570.211.01) '5MiB / 16384MiB'",
+         arch="volta", sm=(7, 0)),
     _gpu("V100-32GB", 32, 2018, "NVIDIA V100 datasheet", 32768, None,
-         "github.com/Wan-Video/Wan2.1/issues/5: nvidia-smi (driver 525.105.17) '308MiB / 32768MiB'"),
-    _gpu("A10", 24, 2021, "NVIDIA A10 datasheet", 23028, None, MODAL + ": A10 23028MiB"),
+         "github.com/Wan-Video/Wan2.1/issues/5: nvidia-smi (driver 525.105.17) '308MiB / 32768MiB'",
+         arch="volta", sm=(7, 0)),
+    _gpu("A10", 24, 2021, "NVIDIA A10 datasheet", 23028, None, MODAL + ": A10 23028MiB", arch="ampere", sm=(8, 6)),
     _gpu("A10G", 24, 2021, "AWS G5 (NVIDIA A10G) documentation", 23028, None,
-         "github.com/NVIDIA/DCGM/issues/232: nvidia-smi '8722MiB / 23028MiB'"),
+         "github.com/NVIDIA/DCGM/issues/232: nvidia-smi '8722MiB / 23028MiB'", arch="ampere", sm=(8, 6)),
     _gpu("L4", 24, 2023, "NVIDIA L4 datasheet", 23034, 23570219008,
-         THAMADA + "L4_smi.py (driver 550.90.07, '1MiB / 23034MiB') and L4_deviceQuery.py"),
+         THAMADA + "L4_smi.py (driver 550.90.07, '1MiB / 23034MiB') and L4_deviceQuery.py", arch="ada", sm=(8, 9)),
     _gpu("L40S", 48, 2023, "NVIDIA L40S datasheet", 46068, 47803596800,
-         THAMADA + "L40S_smi.py (driver 550.127.05, '1MiB / 46068MiB') and L40S_deviceQuery.py"),
+         THAMADA + "L40S_smi.py (driver 550.127.05, '1MiB / 46068MiB') and L40S_deviceQuery.py",
+         arch="ada", sm=(8, 9)),
     _gpu("A100-40GB", 40, 2020, "NVIDIA A100 datasheet", 40960, None,
-         "github.com/bottlerocket-os/bottlerocket-core-kit/pull/834: nvidia-smi (driver 580) '598MiB / 40960MiB'"),
+         "github.com/bottlerocket-os/bottlerocket-core-kit/pull/834: nvidia-smi (driver 580) '598MiB / 40960MiB'",
+         arch="ampere", sm=(8, 0)),
     _gpu("A100-80GB", 80, 2020, "NVIDIA A100 datasheet", 81920, 85100068864,
-         THAMADA + "A100SXMx4_smi.py (driver 555.42.02, '1MiB / 81920MiB') and A100SXMx4_deviceQuery.py"),
+         THAMADA + "A100SXMx4_smi.py (driver 555.42.02, '1MiB / 81920MiB') and A100SXMx4_deviceQuery.py",
+         arch="ampere", sm=(8, 0)),
     _gpu("H100-80GB", 80, 2022, "NVIDIA H100 datasheet (SXM5, HBM3)", 81559, 85045477376,
          "github.com/NVIDIA/nccl/issues/1264: nvidia-smi (driver 550.54.15) '0MiB / 81559MiB'; "
-         + THAMADA + "H100SXMx8_deviceQuery.py for CUDA's total"),
-    _gpu("H200", 141, 2024, "NVIDIA H200 datasheet (HBM3e)"),
+         + THAMADA + "H100SXMx8_deviceQuery.py for CUDA's total", arch="hopper", sm=(9, 0)),
+    _gpu("H200", 141, 2024, "NVIDIA H200 datasheet (HBM3e)", arch="hopper", sm=(9, 0)),
     _gpu("B200", 192, 2024, "NVIDIA B200 datasheet (HBM3e)", 183359, None,
-         "github.com/NVIDIA/TensorRT-LLM/issues/10278: nvidia-smi '166593MiB / 183359MiB'"),
+         "github.com/NVIDIA/TensorRT-LLM/issues/10278: nvidia-smi '166593MiB / 183359MiB'",
+         arch="blackwell", sm=(10, 0)),
     _gpu("RTX-3090", 24, 2020, "NVIDIA GeForce RTX 3090 datasheet", 24576, 25327697920,
-         THAMADA + "RTX3090_smi.py (driver 560.35.03, '2MiB / 24576MiB') and its deviceQuery"),
+         THAMADA + "RTX3090_smi.py (driver 560.35.03, '2MiB / 24576MiB') and its deviceQuery",
+         arch="ampere", sm=(8, 6)),
     _gpu("RTX-4090", 24, 2022, "NVIDIA GeForce RTX 4090 datasheet", 24564, 25386352640,
-         THAMADA + "RTX4090_smi.py (driver 550.127.05, '2MiB / 24564MiB') and its deviceQuery"),
+         THAMADA + "RTX4090_smi.py (driver 550.127.05, '2MiB / 24564MiB') and its deviceQuery",
+         arch="ada", sm=(8, 9)),
     _gpu("RTX-5090", 32, 2025, "NVIDIA GeForce RTX 5090 datasheet", 32607, None,
-         "github.com/noonghunna/club-3090/issues/617: nvidia-smi '492MiB / 32607MiB'"),
+         "github.com/noonghunna/club-3090/issues/617: nvidia-smi '492MiB / 32607MiB'",
+         arch="blackwell", sm=(12, 0)),
     _gpu("MI250X", 64, 2021, "AMD Instinct MI250X datasheet: 128 GB per board, two GCDs of 64 GB, each a device",
          65520, None, "github.com/jaglinux/pytorch-notes memory_stats.py: torch.cuda.mem_get_info total "
-         "63.984375 GB on an MI250 (the same 64 GB GCD; no MI250X figure found)"),
+         "63.984375 GB on an MI250 (the same 64 GB GCD; no MI250X figure found)", arch="cdna2"),
     _gpu("MI300X", 192, 2023, "AMD Instinct MI300X datasheet", 196592, None,
-         "github.com/ROCm/legacy-rocm-build/issues/4750: rocm-smi 'VRAM Total Memory (B): 206141652992'"),
+         "github.com/ROCm/legacy-rocm-build/issues/4750: rocm-smi 'VRAM Total Memory (B): 206141652992'",
+         arch="cdna3"),
 ]}
 
 

@@ -17,12 +17,14 @@ element type (fp8, int8) than the model computes in.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from archcalc.analysis.patterns import FUSED_ATTENTION, SPLITS, TOKEN_NORMS, VIEWS, attention_core, values_product
 from archcalc.analysis.walk.infer import LayerResult
 from archcalc.dtypes import DTYPE_BYTES
-from archcalc.ir import WINDOW_KEY, Role, Shaped
+from archcalc.ir import WINDOW_KEY, Layer, Role, Shaped
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ def kv_cache(shaped: Shaped, results: list[LayerResult], batch: int, dtype: str 
     """The cache per token of the attention layers ``results`` hold (None: the graph has none)."""
     walk = _Walk(shaped, results)
     layers = []
-    for k, v, keys, layer in _attentions(shaped, results):
+    for _, k, v, keys, layer, _ in attentions(shaped, results):
         if not keys:
             continue
         kparts, vparts = walk.parts(k), walk.parts(v)
@@ -147,16 +149,31 @@ def _bytes(shaped: Shaped, names: list[str], dtype: str | None) -> int:
                    for n in names))
 
 
-def _attentions(shaped: Shaped, results: list[LayerResult]):
-    """(keys operand, values operand, key length, the layer) of each attention, in graph order."""
+class Site(NamedTuple):
+    """One attention as the graph holds it: its query, key and value operands, how many keys each
+    query sees, the layer that reads the keys (the scores' product, or the fused op) and the tensor
+    that carries the attention's output (before the output projection)."""
+
+    q: str
+    k: str
+    v: str
+    keys: int
+    layer: Layer
+    out: str
+
+
+def attentions(shaped: Shaped, results: list[LayerResult]) -> Iterator[Site]:
+    """Each attention of the graph, in graph order."""
     _, _, core = attention_core(shaped, results)
     for i, res in enumerate(results):
         layer = res.layer
         if layer.op_type in FUSED_ATTENTION and not layer.domain:
             k = shaped.tensors[layer.inputs[1]]
-            yield layer.inputs[1], layer.inputs[2], k.shape[2 if len(k.shape) == 4 else 1], layer
+            q, k_name, v = layer.inputs[:3]
+            yield Site(q, k_name, v, k.shape[2 if len(k.shape) == 4 else 1], layer, layer.outputs[0])
         elif i in core and layer.op_type == "MatMul":  # the scores' product, Q K^T
             v_product = values_product(shaped, results, layer.outputs[0])
             if v_product is not None:
                 keys = shaped.tensors[layer.outputs[0]].shape[-1]
-                yield layer.inputs[1], results[v_product].layer.inputs[1], keys, layer
+                values = results[v_product].layer
+                yield Site(layer.inputs[0], layer.inputs[1], values.inputs[1], keys, layer, values.outputs[0])

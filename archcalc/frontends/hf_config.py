@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from archcalc.dtypes import DTYPE_BYTES
 from archcalc.errors import InputError
 from archcalc.frontends import hf_schema
 from archcalc.frontends.transformer_net import AttentionSpec, Latent, MLPSpec, MoESpec
@@ -122,7 +121,7 @@ def attention_spec(cfg: dict, z: dict, window: int | None, kernel: str) -> Atten
     return AttentionSpec(z["a"], z["kv"] if latent is None else z["a"], z["d"], qkv_bias=qkv_bias,
                          out_bias=bias and t not in ("qwen2", "qwen2_moe"), fused_qkv=t == "phi3",
                          qk_norm=t in ("qwen3", "qwen3_moe", "gemma3_text"), window=window, kernel=kernel,
-                         latent=latent)
+                         latent=latent, rotary=rotary(cfg, z["d"], latent))
 
 
 def _experts(cfg: dict) -> int:
@@ -151,38 +150,10 @@ def feed_forward(cfg: dict, z: dict, i: int) -> MLPSpec | MoESpec:
                    shared_gate=bool(shared), act=act)
 
 
-def serving_sizes(cfg: dict) -> dict:
-    """The per-token widths a server's forward pass holds at once (``archcalc.analysis.serve.accounting.Decoder``):
-    Q, K and V together; attention's output; the widest MLP's live intermediates (a gated MLP's
-    fused gate_up and its activation; a MoE layer's routed copies, top-k of them, and its shared
-    expert)."""
-    z = sizes(cfg)
-    a = attention_spec(cfg, z, None, "fused")
-    if a.latent:
-        m = a.latent
-        qkv = a.heads * (m.nope_dim + m.rope_dim) + m.kv_rank + m.rope_dim + a.heads * (m.nope_dim + m.v_dim)
-        attn = a.heads * m.v_dim
-    else:
-        qkv, attn = (a.heads + 2 * a.kv_heads) * a.head_dim, a.heads * a.head_dim
-    widest = 0
-    for i in range(z["layers"]):
-        ff = feed_forward(cfg, z, i)
-        if isinstance(ff, MoESpec):
-            widest = max(widest, ff.top_k * (3 * ff.ffn + z["h"]) + 3 * ff.shared_ffn + ff.experts)
-        else:
-            widest = max(widest, (3 if ff.gated else 2) * ff.ffn)
-    name = cfg.get("torch_dtype") or cfg.get("dtype") or "float32"
-    width = int(DTYPE_BYTES.get(name, 4))
-    return {"hidden": z["h"], "qkv": qkv, "attn": attn, "ffn": widest, "vocab": z["vocab"], "dtype_bytes": width,
-            "kv_heads": 0 if a.latent else a.kv_heads, "rotary_bytes": _rotary_dim(cfg, a) * width * cfg.get(
-                "max_position_embeddings", 0)}
-
-
-def _rotary_dim(cfg: dict, a) -> int:
-    """The width of a server's rotary cos/sin table per position (none for learned positions)."""
+def rotary(cfg: dict, head_dim: int, latent: Latent | None = None) -> tuple[int, int]:
+    """(positions, dims) of the rotary cos/sin table a server precomputes (vLLM's ``get_rope``: one
+    row of ``rotary_dim`` per position up to max_position_embeddings); 0 dims for learned positions."""
     t = cfg["model_type"]
-    if t in ("gpt2", "bert"):
-        return 0
-    if a.latent:
-        return a.latent.rope_dim
-    return int(a.head_dim * cfg.get("rotary_pct", cfg.get("partial_rotary_factor", 1.0)))
+    dims = 0 if t in ("gpt2", "bert") else latent.rope_dim if latent else int(
+        head_dim * cfg.get("rotary_pct", cfg.get("partial_rotary_factor", 1.0)))
+    return cfg.get("max_position_embeddings", 0), dims

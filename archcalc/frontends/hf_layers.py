@@ -10,7 +10,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from archcalc.errors import InputError
-from archcalc.frontends.hf_config import DECODERS, attention_spec, feed_forward, sizes, windows
+from archcalc.frontends.hf_config import DECODERS, attention_spec, feed_forward, rotary, sizes, windows
 from archcalc.frontends.transformer_net import AttentionSpec, MLPSpec, MoESpec, Net, attention, mlp, moe, tied_head
 
 DTYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16}
@@ -78,7 +78,7 @@ def _attention(cfg: dict, z: dict, window: int | None, kernel: str) -> Attention
         return attention_spec(cfg, z, window, kernel)
     bias = cfg.get("attention_bias", True) if t == "gpt_neox" else True
     return AttentionSpec(z["a"], z["kv"], z["d"], qkv_bias=bias, out_bias=bias, fused_qkv=t != "bert",
-                         kernel="eager" if t == "bert" else kernel)
+                         kernel="eager" if t == "bert" else kernel, rotary=rotary(cfg, z["d"]))
 
 
 def config_model(cfg: dict, kernel: str = "eager") -> onnx.ModelProto:

@@ -7,7 +7,8 @@ planner finds the layers as units. Attention is eager (the scores a tensor, as t
 ``attn_implementation="eager"`` keeps them) or fused (ONNX's ``Attention``, as flash attention runs
 it: no scores kept). Rotary embeddings and the causal mask hold no parameters and are left out (their
 element-wise cost is small beside the products). A sliding window is written on the attention's
-scores node as metadata (``archcalc.window``): it bounds what the KV cache keeps, not any shape.
+scores node as metadata (``archcalc.window``): it bounds what the KV cache keeps, not any shape;
+so is the rotary table a config implies (``archcalc.rotary``), which a server precomputes.
 A mixture of experts is onnxruntime's ``com.microsoft.MoE`` (gate and up interleaved in one matrix,
 as its CPU kernel runs them), its router a product before it (DeepSeek's score-correction bias, a
 buffer of one number per expert that only steers the choice, is left out).
@@ -22,7 +23,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from archcalc.errors import InputError
-from archcalc.ir import WINDOW_KEY
+from archcalc.ir import ROTARY_KEY, WINDOW_KEY
 
 ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh",
                "gelu_fast": "tanh", "gelu_python": "gelu", "relu": "relu"}
@@ -95,6 +96,15 @@ class AttentionSpec:
     window: int | None = None  # sliding-window attention: each query sees this many keys
     kernel: str = "eager"  # "eager" keeps the scores; "fused" (flash attention) does not
     latent: Latent | None = None
+    rotary: tuple[int, int] | None = None  # (positions, dims) of the rotary table; None: not said
+
+
+def _mark(node: onnx.NodeProto, a: AttentionSpec) -> None:
+    """What the attention's shapes do not say, as node metadata: its window and its rotary table."""
+    if a.window:
+        node.metadata_props.add(key=WINDOW_KEY, value=str(a.window))
+    if a.rotary is not None:
+        node.metadata_props.add(key=ROTARY_KEY, value=f"{a.rotary[0]}x{a.rotary[1]}")
 
 
 def _heads(net: Net, path: str, x: str, heads: int, d: int, name: str) -> str:
@@ -153,8 +163,7 @@ def _eager_core(net: Net, path: str, q: str, k: str, v: str, a: AttentionSpec, h
     scale = f"{path}.scale"
     net.inits.append(helper.make_tensor(scale, net.dtype, [], [1 / math.sqrt(d)]))
     product = net.one(f"{path}/attn", "MatMul", [q, k])
-    if a.window:
-        net.nodes[-1].metadata_props.add(key=WINDOW_KEY, value=str(a.window))
+    _mark(net.nodes[-1], a)
     probs = net.one(f"{path}/attn", "Softmax", [net.one(f"{path}/attn", "Mul", [product, scale])], axis=-1)
     ctx = net.one(f"{path}/attn", "MatMul", [probs, v])  # [b, kv, g, s, dv]
     v_dim = a.head_dim if a.latent is None else a.latent.v_dim
@@ -164,8 +173,7 @@ def _eager_core(net: Net, path: str, q: str, k: str, v: str, a: AttentionSpec, h
 def _fused_core(net: Net, path: str, q: str, k: str, v: str, a: AttentionSpec, heads: int, kv_heads: int) -> str:
     """ONNX Attention (causal): what flash attention computes, the scores never kept."""
     out = net.one(f"{path}/attn", "Attention", [q, k, v], is_causal=1)
-    if a.window:
-        net.nodes[-1].metadata_props.add(key=WINDOW_KEY, value=str(a.window))
+    _mark(net.nodes[-1], a)
     return out
 
 

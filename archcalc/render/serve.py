@@ -9,8 +9,9 @@ from archcalc import units
 from archcalc.render.text import kv_what
 
 
-def render_serve(setup, result, fmt: str) -> str:
-    kv = setup.kv
+def render_serve(result, fmt: str) -> str:
+    """``result`` (a ``ServeResult``) as text or as JSON (docs/json.md, ``archcalc.serve/1``)."""
+    setup, cache, kv = result.setup, result.cache, result.setup.kv
     if fmt == "json":
         return json.dumps({
             "schema": "archcalc.serve/1", "model": setup.source, "gpu": setup.gpu, "capacity": setup.capacity,
@@ -18,10 +19,10 @@ def render_serve(setup, result, fmt: str) -> str:
             "engine": setup.engine if setup.runtime == "vllm" else None,
             "max_num_batched_tokens": setup.batched_tokens, "max_num_seqs": setup.max_seqs,
             "kv_bytes_per_token": kv.bytes_per_token, "kv_dtype": kv.dtype, "terms": result.terms,
-            "available_kv_cache": result.available, "block_size": result.block_size, "page_bytes": result.page,
-            "blocks": result.blocks, "tokens": result.tokens, "blocks_per_sequence": result.blocks_per_sequence,
-            "max_concurrency": result.concurrency, "longest_context": result.longest,
-        }, indent=1) + "\n"
+            "available_kv_cache": cache.available, "block_size": cache.block_size, "page_bytes": cache.page,
+            "blocks": cache.blocks, "tokens": cache.tokens, "blocks_per_sequence": cache.blocks_per_sequence,
+            "max_concurrency": cache.concurrency, "longest_context": cache.longest,
+        } | ({"notes": list(result.notes)} if result.notes else {}), indent=1) + "\n"
     how = f"vLLM {setup.engine}'s accounting" if setup.runtime == "vllm" else "archcalc's own accounting"
     lines = [
         f"serving {setup.source} on {setup.gpu} ({units.nbytes(setup.capacity)})"
@@ -31,18 +32,18 @@ def render_serve(setup, result, fmt: str) -> str:
         "per GPU: " + ", ".join(f"{k} {units.nbytes(v)}" for k, v in result.terms.items())
         + (f" (profile run: {setup.batched_tokens:,} batched tokens over up to {setup.max_seqs:,} sequences)"
            if setup.runtime == "vllm" else f" (prefill of {setup.batched_tokens:,} tokens)"),
-        f"available KV cache memory: {units.nbytes(result.available)}",
-    ]
-    if result.available <= 0 or not result.blocks:
+        f"available KV cache memory: {units.nbytes(cache.available)}",
+    ] + [f"note: {note}" for note in result.notes]
+    if cache.available <= 0 or not cache.blocks:
         lines.append("does NOT fit: nothing is left for the KV cache")
         return "\n".join(lines) + "\n"
     lines += [
-        f"KV cache blocks: {result.blocks:,} of {result.block_size} tokens ({units.nbytes(result.page)} a layer's "
+        f"KV cache blocks: {cache.blocks:,} of {cache.block_size} tokens ({units.nbytes(cache.page)} a layer's "
         "block)",
-        f"KV cache size: {result.tokens:,} tokens",
-        f"maximum concurrency for {setup.context:,} tokens per request: {result.concurrency:.2f}x"
-        f" ({result.blocks_per_sequence:,} blocks a sequence)",
+        f"KV cache size: {cache.tokens:,} tokens",
+        f"maximum concurrency for {setup.context:,} tokens per request: {cache.concurrency:.2f}x"
+        f" ({cache.blocks_per_sequence:,} blocks a sequence)",
     ]
-    if result.longest is not None:
-        lines.append(f"longest context for the sequences given: {result.longest:,} tokens")
+    if cache.longest is not None:
+        lines.append(f"longest context for the sequences given: {cache.longest:,} tokens")
     return "\n".join(lines) + "\n"
