@@ -18,7 +18,6 @@ LONG_FUNCTIONS = {
                                              "decide each other's order",
     ("analysis/memory/liveness.py", "pattern_peak"): "the MemPatternPlanner's best-fit loop, kept whole to read against "
                                             "onnxruntime's source",
-    ("analysis/memory/training.py", "training_memory"): "assembles the record: one line per term",
 }
 
 
