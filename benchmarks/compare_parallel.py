@@ -62,7 +62,8 @@ def stages_as_run(planner: Planner, s: Strategy, split: list[list[str]]) -> list
     out = []
     for k in range(len(split)):
         at = [i for i, o in enumerate(owner) if o == k]
-        out.append(Stage(at[0], at[-1] + 1, range(of[at[0]], of[at[-1]] + 1), in_flight(s, k), k))
+        last = k == len(split) - 1
+        out.append(Stage(at[0], at[-1] + 1, range(of[at[0]], of[at[-1]] + 1), in_flight(s, k), k, last))
     return out
 
 

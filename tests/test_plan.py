@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from plan_models import gpt_layers
@@ -14,6 +15,7 @@ from archcalc.analysis.estimate import analyse
 from archcalc.analysis.gpus import CATALOG, gpu
 from archcalc.analysis.plan.checkpointing import cut_points, sqrt_segments
 from archcalc.analysis.plan.gpu_memory import Strategy, zero1_partition
+from archcalc.analysis.plan.line import Line
 from archcalc.analysis.plan.planner import Planner
 from archcalc.analysis.plan.units import find_units
 from archcalc.api import fit_spec
@@ -141,3 +143,39 @@ def test_a_file_that_fixes_its_batch_is_judged_as_it_is():
     assert planner.largest_micro_batch(Strategy(dp=2), planner.constant + 100) == 0  # the weights alone are 8 KiB
     with pytest.raises(Exception, match="fixes its batch"):
         planner.row(Strategy(dp=2), 1 << 30, global_batch=8)
+
+
+@pytest.mark.parametrize("words, bad", [("dp8 warp9 zero3", "warp9"), ("dp8 zero3 offload=gpu", "offload=gpu"),
+                                        ("dp8 ckpt=some", "ckpt=some"), ("dp8 zero4", "zero4")])
+def test_a_bad_strategy_is_refused_before_any_analysis(monkeypatch, words, bad):
+    def analysed(*args, **kwargs):
+        raise AssertionError("the graph was analysed before its --strategy was read")
+
+    monkeypatch.setattr("archcalc.analysis.plan.planner.analyse", analysed)
+    out = run("torchvision/resnet50", "--gpus", "8", "--strategy", words)
+    assert out.exit_code == 2 and f"'{bad}'" in out.output, out.output
+    assert "dpN" in out.output and "ckpt=none|full|selective|planned" in out.output  # the valid forms
+    assert len(out.output.strip().splitlines()) == 1
+
+
+def test_the_lines_largest_micro_batch_is_the_last_at_or_under_the_cap():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        one = rng.integers(0, 1000, 6)
+        line = Line(one, one + rng.integers(-50, 200, 6))
+        cap, limit = int(rng.integers(0, 3000)), 64
+        want = 0  # counted up, one micro-batch at a time
+        while want < limit and np.all(line.at(want + 1) <= cap):
+            want += 1
+        assert line.largest(cap, limit) == want
+
+
+def test_pipeline_stages_are_balanced_by_the_memory_they_are_judged_on():
+    """Two stages: the cut the planner keeps is, of every cut, the one whose judged peak is least."""
+    planner = Planner(load_graph("torchvision/resnet50"), "adam")
+    s, n = Strategy(dp=4, pp=2, micro_batches=4), len(planner.units)
+    for b in (1, 64, 1024):
+        judged = {c: max(planner.stage_memory(s, b, planner._stage(s, 0, c, 0)).peak,
+                         planner.stage_memory(s, b, planner._stage(s, c, n, 1)).peak) for c in range(1, n)}
+        kept = max(m.peak for m in planner.memory(s, b))
+        assert kept == min(judged.values())

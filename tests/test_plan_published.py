@@ -51,7 +51,7 @@ def test_zero_paper_table1(psi):
     for dp, printed in ZERO_TABLE1[psi].items():
         for stage, want in zip((1, 2, 3), printed):
             s = Strategy(dp=dp, zero=stage, engine="deepspeed")
-            lay = layout(v.shaped, v.trained, planner.units, Stage(0, len(v.results), range(1), 1.0), v.width, dp)
+            lay = layout(v.shaped, v.trained, planner.units, Stage(0, len(v.results), range(1), 1.0), dp, v.float_dtype)
             got = sum(model_states(s, planner.precision, lay).values()) / 1e9
             # At the table's printed precision: within one unit of its last digit (the paper rounds its
             # decimals and truncates its whole numbers: 257.75 is printed 257).
@@ -122,14 +122,11 @@ def test_korthikanti_activations_per_layer(s, h, a, b):
             # which the paper leaves out: two norms a layer.
             stats = layers * 2 * 2 * s * b * 4 // (t if sp else 1)
             for mode in ("none", "selective"):
-                _, saved, _ = view.mode(mode)
-                got = view.at(b, saved)[-1]
+                got = view.account(mode).saved.at(b)[-1]
                 want = layers * korthikanti(s, b, h, a, t, sp, mode) - x // (t if sp else 1) + stats
                 assert got == want, (t, sp, mode)
             # Full recompute: each layer keeps only its input (2sbh, the first one's being the graph
             # input); the layer being differentiated has its own tensors back.
-            _, saved, _ = view.mode("full")
-            _, plain, _ = view.mode("none")
             last = planner.units.units[-1].start
-            full, none = view.at(b, saved), view.at(b, plain)
+            full, none = view.account("full").saved.at(b), view.account("none").saved.at(b)
             assert full[-1] - (none[-1] - none[last - 1]) == (layers - 2) * korthikanti(s, b, h, a, t, sp, "full")

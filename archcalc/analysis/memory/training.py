@@ -5,7 +5,8 @@ transient of the backward pass + the input batch; the peak (``step_peak``) is wh
 most, since gradients are made while saved activations are freed. Saved activations follow each op's rule
 (``Out.saves_*``) and are counted once per storage: an in-place ReLU saves the very buffer its
 conv wrote. Mixed precision keeps low-precision weights, gradients and activations, plus fp32
-master weights and fp32 optimizer state.
+master weights and fp32 optimizer state (the model states are priced in ``model_states``, the one
+arithmetic ``fit`` and every rank of a plan share).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from archcalc.analysis.memory.liveness import RUNTIME_ROLES, input_bytes
+from archcalc.analysis.memory.model_states import DEFAULT_IMPL, model_states, precision, slots, trainable
 from archcalc.analysis.memory.runtimes import Runtime
 from archcalc.analysis.memory.step_peak import (
     DEVICES,
@@ -24,37 +26,8 @@ from archcalc.analysis.memory.step_peak import (
     training_owners,
 )
 from archcalc.analysis.walk.infer import LayerResult
-from archcalc.dtypes import DTYPE_BYTES, FLOAT_DTYPES
 from archcalc.errors import InputError
 from archcalc.ir import Shaped
-
-# Optimizer state slots per parameter (each the size of the parameter), per the PyTorch optimizers.
-OPTIMIZER_SLOTS = {
-    "sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1,
-    "rmsprop": 1, "rmsprop-momentum": 2, "rmsprop-centered": 2, "rmsprop-momentum-centered": 3,
-    "adam": 2, "adamw": 2, "adam-amsgrad": 3, "adamw-amsgrad": 3,
-}
-
-
-# PyTorch's default optimizer implementation on each device: torch.optim.optimizer's
-# _default_to_fused_or_foreach picks foreach only when every parameter is on a device of
-# torch.utils._foreach_utils._get_foreach_kernels_supported_devices() (cuda, xpu, mtia and the
-# private backend in 2.14), so a CPU model steps per tensor (_single_tensor_adam).
-DEFAULT_IMPL = {"cuda": "foreach", "cpu": "single"}
-
-
-def step_temporaries(optimizer: str, impl: str, params_bytes: int, largest_param_bytes: int) -> int:
-    """Bytes an optimizer allocates while stepping, per PyTorch 2.14's torch/optim/adam.py: the
-    multi-tensor form (_multi_tensor_adam, "foreach") makes exp_avg_sq_sqrt = _foreach_sqrt(v), one
-    list the size of all parameters, and divides and adds into it in place; the per-tensor form
-    (_single_tensor_adam, "single") computes denom = (v.sqrt() / bias_correction2_sqrt).add_(eps) one
-    parameter at a time, so v.sqrt() and the quotient coexist: twice the largest parameter (measured
-    on the CPU: VGG-16's step rises by 2 x its 102.8M-element fc6 weight over the gradients). On
-    weight-heavy nets the two differ most: VGG-16's fc6 is 74% of its weights, so "single" needs 1.5x
-    what "foreach" does. SGD, momentum and the others update in place."""
-    if not optimizer.startswith("adam"):
-        return 0
-    return params_bytes if impl == "foreach" else 2 * largest_param_bytes
 
 
 @dataclass(frozen=True)
@@ -104,12 +77,6 @@ class TrainingMemory:
         return self.peak.bytes + self.runtime
 
 
-def slots(optimizer: str) -> int:
-    if optimizer not in OPTIMIZER_SLOTS:
-        raise InputError(f"--optimizer {optimizer}: choose one of {', '.join(OPTIMIZER_SLOTS)}")
-    return OPTIMIZER_SLOTS[optimizer]
-
-
 def saved_by_layer(graph: Shaped, results: list[LayerResult], float_dtype: str | None,
                    device: str = "cuda") -> dict[str, int]:
     """Bytes each layer adds to what backward keeps: the activation storages it is first to save
@@ -145,34 +112,11 @@ def backward_transient(graph: Shaped, results: list[LayerResult], float_dtype: s
     return best, where
 
 
-@dataclass(frozen=True)
-class Trainable:
-    """Which stored tensors train. ``reader``: each trained parameter and the last layer that reads
-    it (its gradient is made at that layer's backward); ``buffers``: stored but not trained."""
-
-    reader: dict[str, int]
-    buffers: dict[str, int]  # each untrained stored tensor and the last layer that reads it
-
-    def grad_at(self, graph: Shaped, width: float) -> dict[int, int]:
-        """Parameter-gradient bytes made at each layer's backward, at ``width`` bytes an element."""
-        out: dict[int, int] = {}
-        for name, i in self.reader.items():
-            out[i] = out.get(i, 0) + int(graph.tensors[name].numel * width)
-        return out
-
-
-def trainable(graph: Shaped, param_roles: dict[int, dict[str, str]]) -> Trainable:
-    reader: dict[str, int] = {}
-    buffers: dict[str, int] = {}
-    for i, mine in param_roles.items():
-        for name, role in mine.items():
-            if role in ("buffer", "quant") or graph.tensors[name].dtype not in FLOAT_DTYPES:
-                buffers[name] = i  # not trained: statistics, scales, and integer (quantized) weights
-            else:
-                reader[name] = i
-    for name in set(buffers) & set(reader):  # read as a weight somewhere: trained
-        del buffers[name]
-    return Trainable(reader, buffers)
+def saved_input_bytes(graph: Shaped, results: list[LayerResult], float_dtype: str | None) -> int:
+    """Bytes of the graph inputs that backward keeps (a first conv's batch)."""
+    owner = training_owners(graph, results, float_dtype)
+    kept = {owner.get(n, n) for n in saved_names(results)} & set(graph.inputs)
+    return sum(graph.tensors[n].nbytes(float_dtype) for n in kept)
 
 
 def training_memory(graph: Shaped, results: list[LayerResult], param_roles: dict[int, dict[str, str]],
@@ -185,42 +129,29 @@ def training_memory(graph: Shaped, results: list[LayerResult], param_roles: dict
     ``runtime``: whose constant the total includes (none when not given)."""
     if device not in DEVICES:
         raise InputError(f"--device {device}: choose one of {', '.join(DEVICES)}")
-    impl = impl or DEFAULT_IMPL[device]
-    k = slots(optimizer)
-    width = DTYPE_BYTES[float_dtype or "float32"]
-    fp32 = DTYPE_BYTES["float32"]
+    prec = precision(float_dtype, mixed, optimizer, impl or DEFAULT_IMPL[device])
     trained = trainable(graph, param_roles)
-    reader, buffers = trained.reader, trained.buffers
-    params = sum(graph.tensors[n].numel for n in reader)
-    grad_at = trained.grad_at(graph, width)
+    states = model_states(graph, trained, prec, float_dtype)
     inputs = input_bytes(graph, float_dtype)
     transient, where = backward_transient(graph, results, float_dtype)
-    weights = int((params + sum(graph.tensors[n].numel for n in buffers)) * width)
-    master = int(params * fp32) if mixed else 0
-    state = int(k * params * (fp32 if mixed else width))
-    largest = max((graph.tensors[n].numel for n in reader), default=0)
-    temps = step_temporaries(optimizer, impl, int(params * (fp32 if mixed else width)),
-                             int(largest * (fp32 if mixed else width)))
-    peak = step_peak(graph, results, float_dtype, weights + master + state + inputs, grad_at,
-                     int(params * width), temps, device)
-    owner = training_owners(graph, results, float_dtype)
-    kept_inputs = {owner.get(n, n) for n in saved_names(results)} & set(graph.inputs)
+    peak = step_peak(graph, results, float_dtype, states.persistent + inputs, trained.grad_at(graph, prec.width),
+                     states.gradients, states.temporaries, device)
     return TrainingMemory(
         optimizer=optimizer,
         device=device,
-        weights=weights,
-        master_weights=master,
-        gradients=int(params * width),
-        optimizer_state=state,
+        weights=states.weights,
+        master_weights=states.master_weights,
+        gradients=states.gradients,
+        optimizer_state=states.optimizer_state,
         saved_activations=sum(saved_by_layer(graph, results, float_dtype, device).values()),
         backward_transient=transient,
         backward_transient_layer=where,
         inputs=inputs,
-        saved_inputs=sum(graph.tensors[n].nbytes(float_dtype) for n in kept_inputs),
-        step_temporaries=temps,
+        saved_inputs=saved_input_bytes(graph, results, float_dtype),
+        step_temporaries=states.temporaries,
         peak=peak,
         # The notes: activations and their gradients, parameters, their gradients and the caches.
-        notes_rule=2 * activation_sum + int(params * width) * (2 + k),
+        notes_rule=2 * activation_sum + states.gradients * (2 + slots(optimizer)),
         runtime=runtime.overhead if runtime else 0,
         runtime_name=runtime.name if runtime else "none",
     )

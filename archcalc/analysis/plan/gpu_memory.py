@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from archcalc.analysis.memory.model_states import Precision, Trainable, training_width
 from archcalc.analysis.memory.step_peak import StepProfile
-from archcalc.analysis.memory.training import Trainable, slots, step_temporaries
 from archcalc.analysis.plan.checkpointing import Segments
 from archcalc.analysis.plan.pipeline import NOT_PIPELINED, Pipelined, Stage
 from archcalc.analysis.plan.units import Units
@@ -34,6 +34,7 @@ from archcalc.ir import Shaped
 SCHEDULES = ("1f1b", "gpipe", "interleaved")
 OFFLOADS = ("none", "optimizer", "params")
 ENGINES = ("pytorch", "deepspeed")
+BALANCES = ("memory", "compute")
 DEEPSPEED_BUCKET = 500_000_000  # elements: DeepSpeed's default reduce_bucket_size
 
 
@@ -66,10 +67,10 @@ class Strategy:
         if min(self.dp, self.tp, self.pp, self.micro_batches, self.chunks) < 1 or self.zero not in (0, 1, 2, 3):
             raise InputError(f"{self.label()}: degrees and micro-batches are at least 1, ZeRO stages 0-3")
         if self.shard is not None and (self.shard < 1 or self.dp % self.shard):
-            raise InputError(f"--strategy hybrid{self.shard}: the shard group must divide the data-parallel "
+            raise InputError(f"{self.label()}: the shard group (hybrid{self.shard}) must divide the data-parallel "
                              f"degree {self.dp}")
         if (self.schedule not in SCHEDULES or self.offload not in OFFLOADS or self.engine not in ENGINES
-                or self.balance not in ("memory", "compute")):
+                or self.balance not in BALANCES):
             raise InputError(f"{self.label()}: schedule one of {', '.join(SCHEDULES)}, offload one of "
                              f"{', '.join(OFFLOADS)}, engine one of {', '.join(ENGINES)}, balance memory or "
                              "compute")
@@ -102,25 +103,6 @@ class Strategy:
         if self.engine != "pytorch":
             parts.append(self.engine)
         return " ".join(parts)
-
-
-@dataclass(frozen=True)
-class Precision:
-    """How the engine stores what it trains: ``width`` bytes for parameters, gradients and
-    activations; with ``mixed``, fp32 master weights and optimizer state beside them."""
-
-    width: int
-    mixed: bool
-    optimizer: str
-    impl: str  # "foreach" or "single" (see training.step_temporaries)
-    # Units FSDP2 gathers ahead of the one running: on CUDA the next unit's all-gather overlaps on its
-    # own stream (the next in forward, the previous in backward); on the CPU, one stream, a unit is
-    # gathered when reached (measured: two units are never gathered at once with gloo).
-    prefetch: int = 1
-
-    @property
-    def state_width(self) -> int:
-        return 4 if self.mixed else self.width
 
 
 def zero1_partition(sizes: list[int], ranks: int) -> list[list[int]]:
@@ -177,11 +159,13 @@ class Layout:
         return nxt, prv, after
 
 
-def layout(shaped: Shaped, trained: Trainable, units: Units, stage: Stage, width: int, group: int) -> Layout:
-    n_units = len(units)
+def layout(shaped: Shaped, trained: Trainable, units: Units, stage: Stage, group: int,
+           float_dtype: str | None) -> Layout:
+    """The trained parameters of ``stage`` (at the training width of ``float_dtype``), sharded over ``group``."""
+    width = training_width(float_dtype)
     of = units.of_layer()
     grad = np.zeros(len(of), dtype=np.int64)
-    unit_params = np.zeros(n_units, dtype=np.int64)
+    unit_params = np.zeros(len(units), dtype=np.int64)
     sizes, shard = [], 0
     for name, i in trained.reader.items():
         if not stage.start <= i < stage.stop:
@@ -191,7 +175,7 @@ def layout(shaped: Shaped, trained: Trainable, units: Units, stage: Stage, width
         unit_params[of[i]] += t.numel * width
         sizes.append(t.numel)
         shard += fsdp_shard(t.shape, group)
-    buffers = sum(shaped.tensors[n].nbytes() for n, i in trained.buffers.items() if stage.start <= i < stage.stop)
+    buffers = trained.buffer_bytes(shaped, float_dtype, stage.start, stage.stop)
     repeated = np.array([u.repeated for u in units.units], dtype=bool)
     return Layout(grad, unit_params, repeated, sizes, shard, max(sizes, default=0), buffers)
 
@@ -243,10 +227,10 @@ def _states(s: Strategy, prec: Precision, lay: Layout, rank: int | None) -> dict
     sharded = s.zero == 3 or (s.zero == 2 and s.engine == "pytorch")  # FSDP2 keeps shards and gathers units
     buckets = _buckets(s, whole)
     out = {
-        "parameters": (_shard(s, lay) if sharded else whole) * prec.width,
-        "master weights": share * 4 * prec.mixed,
-        "optimizer state": slots(prec.optimizer) * share * prec.state_width,
-        "communication buffers": buckets * prec.width,
+        "parameters": prec.parameters(_shard(s, lay) if sharded else whole),
+        "master weights": prec.master_weights(share),
+        "optimizer state": prec.optimizer_state(share),
+        "communication buffers": prec.gradients(buckets),
         "host": 0,
         "share": share,
         "largest": largest,
@@ -261,7 +245,10 @@ def _states(s: Strategy, prec: Precision, lay: Layout, rank: int | None) -> dict
 
 
 def _unit_walk(s: Strategy, lay: Layout, unit: np.ndarray, prefetch: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gathered parameter bytes at each layer's forward and backward under FSDP (ZeRO-2/3)."""
+    """Gathered parameter bytes at each layer's forward and backward under FSDP (ZeRO-2/3), with
+    ``prefetch`` units gathered ahead of the one running: on CUDA the next unit's all-gather overlaps
+    on its own stream (the next in forward, the previous in backward); on the CPU, one stream, a unit
+    is gathered when reached (measured: two units are never gathered at once with gloo)."""
     if s.zero < 2 or (s.zero == 2 and s.engine == "deepspeed"):
         zeros = np.zeros(len(unit), dtype=np.int64)
         return zeros, zeros
@@ -303,7 +290,7 @@ def _param_grads(s: Strategy, lay: Layout, unit: np.ndarray, start: int, stop: i
 
 def final_gradients(s: Strategy, prec: Precision, lay: Layout) -> int:
     """Gradient bytes a rank holds when the optimizer steps: all of them, or its shard (ZeRO-2/3)."""
-    return (sum(lay.sizes) if s.zero < 2 else _shard(s, lay)) * prec.width
+    return prec.gradients(sum(lay.sizes) if s.zero < 2 else _shard(s, lay))
 
 
 def model_states(s: Strategy, prec: Precision, lay: Layout) -> dict[str, int]:
@@ -319,8 +306,9 @@ def model_states(s: Strategy, prec: Precision, lay: Layout) -> dict[str, int]:
 
 def gpu_memory(s: Strategy, prec: Precision, prof: StepProfile, forward: np.ndarray, saved: np.ndarray,
                lay: Layout, units: Units, stage: Stage, inputs: int, rank: int | None = None,
-               pipe: Pipelined = NOT_PIPELINED) -> GPUMemory:
-    """One rank's step under ``s``: ``forward``/``saved`` are the profile's, after checkpointing."""
+               pipe: Pipelined = NOT_PIPELINED, prefetch: int = 1) -> GPUMemory:
+    """One rank's step under ``s``: ``forward``/``saved`` are the profile's, after checkpointing;
+    ``prefetch``: the units FSDP2 gathers ahead of the one running (see ``_unit_walk``)."""
     a, e = stage.start, stage.stop
     states = _states(s, prec, lay, rank)
     share, largest, host = states.pop("share"), states.pop("largest"), states.pop("host")
@@ -329,11 +317,10 @@ def gpu_memory(s: Strategy, prec: Precision, prof: StepProfile, forward: np.ndar
     unit = np.asarray(units.of_layer()[a:e], dtype=np.int64)
     base = int(saved[a - 1]) if a > 0 else 0
     held = int((stage.in_flight - 1) * (int(saved[e - 1]) - base)) if e > a else 0
-    fwd_un, bwd_un = _unit_walk(s, lay, unit, prec.prefetch)
+    fwd_un, bwd_un = _unit_walk(s, lay, unit, prefetch)
     pg = _param_grads(s, lay, unit, a, e)
     grads_final = final_gradients(s, prec, lay)
-    temps = 0 if s.offload != "none" else step_temporaries(prec.optimizer, prec.impl, share * prec.state_width,
-                                                           largest * prec.state_width)
+    temps = 0 if s.offload != "none" else prec.temporaries(share, largest)
     # Every moment of the step: each layer's forward, each layer's backward, the end of the last
     # micro-batch (a pipeline's kept outputs), the optimizer step.
     moments = np.concatenate([persistent + held + (forward[a:e] - base) + fwd_un,

@@ -1,10 +1,20 @@
 """A pipeline stage as PyTorch's ``torch.distributed.pipelining`` runs it: its layers, the micro-
-batches whose saved tensors it holds at once under each schedule, and its communication buffers."""
+batches whose saved tensors it holds at once under each schedule, its communication buffers, and
+where the stages are cut.
+
+Stages are cut by the one function that judges them: ``split`` balances an additive measure exactly
+(each unit's forward FLOPs), and ``rebalance`` then moves the cuts a unit at a time by the judge
+itself, the peak of a stage's rank as ``gpu_memory`` walks it, so that a pipeline is balanced by
+the memory it is judged on, not by an estimate of it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+import numpy as np
 
 
 class Schedule(Protocol):
@@ -25,13 +35,15 @@ class Schedule(Protocol):
 
 @dataclass(frozen=True)
 class Stage:
-    """Layers ``start`` .. ``stop - 1``, units ``units``; ``in_flight`` micro-batches of saved tensors."""
+    """Layers ``start`` .. ``stop - 1``, units ``units``; ``in_flight`` micro-batches of saved tensors;
+    ``index`` its place in the pipeline, ``last`` whether it is the last (the one that keeps outputs)."""
 
     start: int
     stop: int
     units: range
     in_flight: float
     index: int = 0
+    last: bool = True
 
 
 def in_flight(strategy: Schedule, stage: int) -> float:
@@ -65,3 +77,45 @@ class Pipelined:
 
 
 NOT_PIPELINED = Pipelined()  # a stage that is the whole model
+
+
+def split(weights: list[int], p: int) -> list[int]:
+    """Cuts of the units into ``p`` contiguous stages minimising the largest stage's sum of
+    ``weights`` (dynamic programming over the last cut, all candidate runs at once): unit ``k`` of
+    the answer's stages runs from cut ``k`` to cut ``k + 1``."""
+    n = len(weights)
+    cs = np.concatenate([[0], np.cumsum(weights)])
+    run = cs[None, :] - cs[:, None]  # [i, j]: units i .. j - 1
+    below = np.tri(n + 1, k=-1, dtype=bool).T  # i < j
+    best = np.full(n + 1, np.inf)
+    best[0] = 0.0
+    back = np.zeros((p + 1, n + 1), dtype=np.int64)
+    for k in range(1, p + 1):
+        cost = np.where(below, np.maximum(best[:, None], run), np.inf)
+        back[k] = np.argmin(cost, axis=0)
+        best = cost[back[k], np.arange(n + 1)]
+    cuts, j = [n], n
+    for k in range(p, 0, -1):
+        j = int(back[k, j])
+        cuts.append(j)
+    return cuts[::-1]
+
+
+def rebalance(cuts: list[int], peak: Callable[[int, int, int], int]) -> list[int]:
+    """``cuts`` moved until no cut has a better place between its neighbours: ``peak(i, j, k)`` is
+    the judged peak of units i .. j - 1 as stage k. A cut goes where the larger peak of its two
+    stages is least (every place is tried: a stage's peak is not monotone in its units, as the
+    activations received at a boundary differ from cut to cut), and moves only if that peak falls,
+    so the stages' peaks, sorted, fall at every move and the walk ends; a move puts its neighbours'
+    cuts back in question. Two stages: exact."""
+    cuts = list(cuts)
+    todo = list(range(1, len(cuts) - 1))
+    while todo:
+        k = todo.pop(0)
+        a, e = cuts[k - 1], cuts[k + 1]
+        pairs = {c: max(peak(a, c, k - 1), peak(c, e, k)) for c in range(a + 1, e)}
+        best = min(pairs, key=pairs.__getitem__)
+        if pairs[best] < pairs[cuts[k]]:
+            cuts[k] = best
+            todo += [j for j in (k - 1, k + 1) if 0 < j < len(cuts) - 1 and j not in todo]
+    return cuts

@@ -12,29 +12,27 @@ bubble), then the traffic per sample, then the largest micro-batch.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 
-from archcalc.analysis.estimate import analyse
+from archcalc.analysis.estimate import Estimate, analyse
 from archcalc.analysis.memory import runtimes
-from archcalc.analysis.memory.training import DEFAULT_IMPL, slots
+from archcalc.analysis.memory.model_states import DEFAULT_IMPL, precision
+from archcalc.analysis.memory.step_peak import StepProfile
 from archcalc.analysis.plan import checkpointing as ck
-from archcalc.analysis.plan.gpu_memory import (
-    GPUMemory,
-    Layout,
-    Precision,
-    Strategy,
-    gpu_memory,
-    layout,
-)
-from archcalc.analysis.plan.pipeline import Pipelined, Stage, in_flight
+from archcalc.analysis.plan.gpu_memory import GPUMemory, Layout, Strategy, gpu_memory, layout
+from archcalc.analysis.plan.line import Line
+from archcalc.analysis.plan.pipeline import Pipelined, Stage, in_flight, rebalance, split
 from archcalc.analysis.plan.rank_view import RankView, layer_flops, make_view, unit_segments
 from archcalc.analysis.plan.traffic import traffic
 from archcalc.analysis.plan.units import Units, find_units
 from archcalc.analysis.walk.infer import batch_fixed
 from archcalc.conventions import DEFAULT_OPTIMIZER
-from archcalc.dtypes import MIXED
+from archcalc.dtypes import MIXED, PRECISIONS
 from archcalc.errors import InputError
 from archcalc.ir import Graph
 from archcalc.units import MAX_SIZE
@@ -86,9 +84,34 @@ class PlanRow:
         }
 
 
+@dataclass(frozen=True)
+class Key:
+    """One piece of a plan the planner works out once: ``part`` names it ("view", "layout",
+    "account", "stages", "stage"), ``strategy`` is the strategy as far as that part reads it (``reads``), ``b``
+    the micro-batch, ``where`` the stage and the data-parallel rank."""
+
+    part: str
+    strategy: Strategy
+    b: int = 0
+    where: tuple = ()
+
+
+def reads(part: str, s: Strategy) -> Strategy:
+    """What of ``s`` a part depends on: a rank's view its tensor parallelism; the layout of a stage's
+    parameters that and the group they are sharded over; the rank's account that and its
+    checkpointing; stages and their memory all of it."""
+    if part == "view":
+        return Strategy(tp=s.tp, sp=s.sp and s.tp > 1)
+    if part == "layout":
+        return Strategy(tp=s.tp, sp=s.sp and s.tp > 1, dp=s.group)
+    if part == "account":
+        return Strategy(tp=s.tp, sp=s.sp and s.tp > 1, checkpoint=s.checkpoint, segments=s.segments)
+    return s
+
+
 @dataclass
 class Planner:
-    """A graph analysed once (at micro-batches 1 and 2) and judged under any strategy."""
+    """A graph analysed once (at micro-batches 1 and 2, when first asked) and judged under any strategy."""
 
     graph: Graph
     optimizer: str = DEFAULT_OPTIMIZER
@@ -99,51 +122,58 @@ class Planner:
     units_pattern: str | None = None
     dims: dict | None = None
     inputs: dict | None = None
-    # Views, stages, layouts and memories already worked out: a search asks for each many times.
-    _cache: dict = field(default_factory=dict, repr=False)
+    # Views, layouts, stages and their memories already worked out: a search asks for each many times.
+    _cache: dict[Key, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
-        slots(self.optimizer)  # an unknown optimizer is refused before any analysis
-        # A file that fixes its batch is judged as it is: one analysis, a "line" with no slope.
-        self.fixed = batch_fixed(self.graph, self.dims, self.inputs)
-        batches = (None, None) if self.fixed else (1, 2)
-        self.ests = tuple(analyse(self.graph, b, self.dims, self.inputs, self.dtype) for b in batches)
-        self.units: Units = find_units([r.layer for r in self.ests[0].results], self.units_pattern)
-        width = self.view(1, False).width
-        self.precision = Precision(
-            width,
-            self.dtype in MIXED,
-            self.optimizer,
-            DEFAULT_IMPL[self.device],
-            prefetch=1 if self.device == "cuda" else 0,
-        )
+        # Refused before any analysis: an unknown optimizer or runtime.
+        self.precision = precision(PRECISIONS.get(self.dtype or ""), self.dtype in MIXED, self.optimizer,
+                                   DEFAULT_IMPL[self.device])
+        self.prefetch = 1 if self.device == "cuda" else 0  # see gpu_memory's prefetch
         self.constant = runtimes.runtime(self.runtime, self.overhead).overhead
 
-    def view(self, tp: int, sp: bool) -> RankView:
-        key = (tp, sp and tp > 1)
+    @cached_property
+    def fixed(self) -> bool:
+        """A file that fixes its batch is judged as it is: one analysis, a "line" with no slope."""
+        return batch_fixed(self.graph, self.dims, self.inputs)
+
+    @cached_property
+    def ests(self) -> tuple[Estimate, Estimate]:
+        batches = (None, None) if self.fixed else (1, 2)
+        return tuple(analyse(self.graph, b, self.dims, self.inputs, self.dtype) for b in batches)  # type: ignore
+
+    @cached_property
+    def units(self) -> Units:
+        return find_units([r.layer for r in self.ests[0].results], self.units_pattern)
+
+    @cached_property
+    def unit_flops(self) -> list[int]:
+        """Each unit's forward FLOPs per sample."""
+        return [layer_flops(self.ests[0], range(u.start, u.stop)) for u in self.units.units]
+
+    def _memo(self, key: Key, make: Callable[[], Any]) -> Any:
         if key not in self._cache:
-            self._cache[key] = make_view(self.ests, self.units, tp, key[1], self.device)
+            self._cache[key] = make()
         return self._cache[key]
 
-    def stages(self, s: Strategy, b: int) -> list[Stage]:
-        """The pipeline's stages: contiguous runs of units, balanced by each stage's memory."""
-        key = ("stages", s.tp, s.sp, s.checkpoint, s.segments, s.pp, s.schedule, s.chunks, s.micro_batches,
-               s.group, s.balance, b)
-        if key not in self._cache:
-            self._cache[key] = self._stages(s, b)
-        return self._cache[key]
+    def view(self, tp: int, sp: bool) -> RankView:
+        s = reads("view", Strategy(tp=tp, sp=sp))
+        return self._memo(Key("view", s), lambda: make_view(self.ests, self.units, s.tp, s.sp, self.device))
 
     def layout(self, s: Strategy, stage: Stage) -> Layout:
-        """Where the parameters of ``stage`` sit on one rank of ``s`` (computed once per stage)."""
-        key = ("layout", s.tp, s.sp, stage.start, stage.stop, s.group)
-        if key not in self._cache:
+        """Where the parameters of ``stage`` sit on one rank of ``s``."""
+        def make() -> Layout:
             v = self.view(s.tp, s.sp)
-            self._cache[key] = layout(v.shaped, v.trained, self.units, stage, v.width, s.group)
-        return self._cache[key]
+            return layout(v.shaped, v.trained, self.units, stage, s.group, v.float_dtype)
+        return self._memo(Key("layout", reads("layout", s), where=(stage.start, stage.stop)), make)
+
+    def stages(self, s: Strategy, b: int) -> list[Stage]:
+        """The pipeline's stages: contiguous runs of units, cut where the compute is even and then
+        moved by the peak each stage is judged on (``pipeline.rebalance``), or by compute alone."""
+        return self._memo(Key("stages", s, b), lambda: self._stages(s, b))
 
     def _stages(self, s: Strategy, b: int) -> list[Stage]:
-        v = self.view(s.tp, s.sp)
-        n = len(self.units)
+        v, n = self.view(s.tp, s.sp), len(self.units)
         if s.pp == 1:
             return [Stage(0, len(v.results), range(n), 1.0)]
         if s.pp > n:
@@ -151,74 +181,50 @@ class Planner:
                 f"pipeline of {s.pp} stages: {self.graph.name} has {n} units ({self.units.source}); "
                 "use fewer stages or name finer units with --units"
             )
-        _, saved, _ = v.mode(s.checkpoint, s.segments)
-        sv = v.at(b, saved)
-        lay = self.layout(s, Stage(0, len(v.results), range(n), 1.0))
-        per_unit_state = lay.unit_params * (2 + slots(self.optimizer))  # weights, gradients, state, roughly
-        ends = np.array([u.stop - 1 for u in self.units.units])
-        act = np.diff(np.concatenate([[0], sv[ends]]))
-        flight = [in_flight(s, k) for k in range(s.pp)]
-        if s.balance == "compute":  # each stage's forward FLOPs, whatever it holds
-            per_unit_state = np.zeros(n)
-            act = np.array([layer_flops(self.ests[0], range(u.start, u.stop)) for u in self.units.units])
-            flight = [1.0] * s.pp
-        cuts = _balance(per_unit_state, act, flight)
-        out = []
-        for k in range(s.pp):
-            first, last = self.units.units[cuts[k]], self.units.units[cuts[k + 1] - 1]
-            out.append(Stage(first.start, last.stop, range(cuts[k], cuts[k + 1]), in_flight(s, k), k))
-        return out
+        cuts = split(self.unit_flops, s.pp)
+        if s.balance == "memory":
+            cuts = rebalance(cuts, lambda i, j, k: self.stage_memory(s, b, self._stage(s, i, j, k)).peak)
+        return [self._stage(s, i, j, k) for k, (i, j) in enumerate(zip(cuts, cuts[1:]))]
+
+    def _stage(self, s: Strategy, i: int, j: int, k: int) -> Stage:
+        """Units i .. j - 1 as stage ``k`` of ``s``'s pipeline."""
+        first, last = self.units.units[i], self.units.units[j - 1]
+        return Stage(first.start, last.stop, range(i, j), in_flight(s, k), k, last=k == s.pp - 1)
 
     def memory(
         self, s: Strategy, b: int, rank: int | None = None, stages: list[Stage] | None = None
     ) -> list[GPUMemory]:
         """Each pipeline stage's most loaded rank at micro-batch ``b`` (``rank``: that data-parallel
         rank; ``stages``: as given, else balanced at ``b``)."""
-        stages = stages or self.stages(s, b)
-        key = ("memory", s, b, rank, tuple(stages))
-        if key not in self._cache:
-            self._cache[key] = self._memory(s, b, rank, stages)
-        return self._cache[key]
+        return [self.stage_memory(s, b, stage, rank) for stage in stages or self.stages(s, b)]
 
-    def _memory(self, s: Strategy, b: int, rank: int | None, stages: list[Stage]) -> list[GPUMemory]:
+    def stage_memory(self, s: Strategy, b: int, stage: Stage, rank: int | None = None) -> GPUMemory:
+        """The judge: ``stage``'s most loaded rank (or rank ``rank``) at micro-batch ``b``."""
+        return self._memo(Key("stage", s, b, (stage, rank)), lambda: self._stage_memory(s, b, stage, rank))
+
+    def _stage_memory(self, s: Strategy, b: int, stage: Stage, rank: int | None) -> GPUMemory:
         v = self.view(s.tp, s.sp)
-        fw, sv, _ = v.mode(s.checkpoint, s.segments)
-        prof = v.profile(1)
-        prof_b = replace(prof, grads=v.at(b, (v.profile(1).grads, v.profile(2).grads)))
-        out = []
-        for stage in stages:
-            lay = self.layout(s, stage)
-            inputs = v.at(b, (np.int64(v.sides[0].inputs), np.int64(v.sides[1].inputs))) if stage.index == 0 else 0
-            pipe = self._pipelined(s, v, stages, stage, b)
-            out.append(
-                gpu_memory(
-                    s,
-                    self.precision,
-                    prof_b,
-                    v.at(b, fw),
-                    v.at(b, sv),
-                    lay,
-                    self.units,
-                    stage,
-                    int(inputs),
-                    rank,
-                    pipe,
-                )
-            )
-        return out
+        profile, forward, saved = self._account_at(s, b)
+        inputs = int(v.inputs.at(b)) if stage.index == 0 else 0
+        return gpu_memory(s, self.precision, profile, forward, saved, self.layout(s, stage), self.units, stage,
+                          inputs, rank, self._pipelined(s, v, stage, b), self.prefetch)
 
-    def _pipelined(self, s: Strategy, v: RankView, stages: list[Stage], stage: Stage, b: int) -> Pipelined:
+    def _account_at(self, s: Strategy, b: int) -> tuple[StepProfile, np.ndarray, np.ndarray]:
+        """The rank's step profile, and its activations alive in forward and saved for backward
+        under ``s``'s checkpointing, at micro-batch ``b`` (shared by every stage)."""
+        def make() -> tuple[StepProfile, np.ndarray, np.ndarray]:
+            v = self.view(s.tp, s.sp)
+            account = v.account(s.checkpoint, s.segments)
+            return replace(v.sides[0].profile, grads=v.grads.at(b)), account.forward.at(b), account.saved.at(b)
+        return self._memo(Key("account", reads("account", s), b), make)
+
+    def _pipelined(self, s: Strategy, v: RankView, stage: Stage, b: int) -> Pipelined:
         """The stage's receive buffers and, on the last, the outputs PyTorch's pipelining keeps."""
         if s.pp == 1:
             return Pipelined()
-        crossing = v.boundaries(b, [st.start for st in stages[1:]])
-        k = stage.index
-        received = (crossing[k - 1] if k > 0 else 0) + (crossing[k] if k < len(crossing) else 0)
-        outputs = 0
-        if k == len(stages) - 1:
-            per = [sum(sd.shaped.tensors[o].nbytes(v.float_dtype) for o in sd.shaped.outputs) for sd in v.sides]
-            outputs = per[0] + (b - 1) * (per[1] - per[0])
-        return Pipelined(s.micro_batches * received, s.micro_batches * outputs)
+        received = sum(v.boundaries(b, ([stage.start] if stage.index > 0 else []) +
+                                    ([stage.stop] if not stage.last else [])))
+        return Pipelined(s.micro_batches * received, s.micro_batches * int(v.outputs.at(b)) if stage.last else 0)
 
     def largest_micro_batch(self, s: Strategy, capacity: int, limit: int = MAX_SIZE) -> int:
         """The largest micro-batch (at most ``limit``) whose every stage fits ``capacity`` (0: none)."""
@@ -231,16 +237,11 @@ class Planner:
         return best
 
     def _solve(self, s: Strategy, capacity: int, limit: int, stages: list[Stage]) -> int:
-        room = capacity - self.constant
-        best = limit
-        for m1, m2 in zip(self.memory(s, 1, stages=stages), self.memory(s, 2, stages=stages)):
-            slope = m2.moments - m1.moments
-            if np.any((slope <= 0) & (m1.moments > room)):
-                return 0
-            grow = slope > 0
-            if np.any(grow):
-                best = min(best, int(np.min(1 + (room - m1.moments[grow]) // slope[grow])))
-        return max(best, 0)
+        """Every moment of every stage is a line in the micro-batch: the answer is where the first
+        of them crosses the room the runtime's constant leaves."""
+        lines = (Line(m1.moments, m2.moments) for m1, m2 in zip(self.memory(s, 1, stages=stages),
+                                                                  self.memory(s, 2, stages=stages)))
+        return min(line.largest(capacity - self.constant, limit) for line in lines)
 
     def row(self, s: Strategy, capacity: int, global_batch: int | None = None) -> PlanRow:
         """``s`` judged: its largest micro-batch (a divisor of each replica's share of ``global_batch``)."""
@@ -318,7 +319,7 @@ class Planner:
         return max(m.peak for m in self.memory(s, b)) + self.constant <= capacity
 
     def recompute(self, s: Strategy, b: int) -> int:
-        _, _, per_sample = self.view(s.tp, s.sp).mode(s.checkpoint, s.segments)
+        per_sample = self.view(s.tp, s.sp).account(s.checkpoint, s.segments).recompute
         return per_sample * b * s.micro_batches // s.pp
 
     def communication(self, s: Strategy, b: int) -> dict[str, int]:
@@ -330,25 +331,3 @@ def divisors(n: int) -> list[int]:
     """The divisors of ``n``, smallest first."""
     small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
     return sorted(set(small + [n // d for d in small]))
-
-
-def _balance(state: np.ndarray, act: np.ndarray, flight: list[float]) -> list[int]:
-    """Cut units into len(flight) contiguous stages minimising the largest stage's memory: its
-    states plus its saved activations times the micro-batches it holds (dynamic programming over
-    the last cut, all candidate runs at once)."""
-    n, p = len(state), len(flight)
-    cs, ca = np.concatenate([[0], np.cumsum(state)]), np.concatenate([[0], np.cumsum(act)])
-    run_s, run_a = cs[None, :] - cs[:, None], ca[None, :] - ca[:, None]  # [i, j]: units i .. j - 1
-    below = np.tri(n + 1, k=-1, dtype=bool).T  # i < j
-    best = np.full(n + 1, np.inf)
-    best[0] = 0.0
-    back = np.zeros((p + 1, n + 1), dtype=np.int64)
-    for k in range(1, p + 1):
-        cost = np.where(below, np.maximum(best[:, None], run_s + flight[k - 1] * run_a), np.inf)
-        back[k] = np.argmin(cost, axis=0)
-        best = cost[back[k], np.arange(n + 1)]
-    cuts, j = [n], n
-    for k in range(p, 0, -1):
-        j = int(back[k, j])
-        cuts.append(j)
-    return cuts[::-1]

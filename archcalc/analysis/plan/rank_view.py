@@ -1,10 +1,6 @@
 """One rank's step account at any micro-batch: the graph analysed at micro-batches 1 and 2, as one
-tensor-parallel rank holds it, with each checkpointing mode applied.
-
-Every activation of a graph with fixed shapes grows linearly with the batch, so the account at
-micro-batch b is the line through the two analyses (``at``): a plan over many strategies and
-micro-batches analyses the graph twice, not once per point. The line is checked against a direct
-analysis at the answer by the tests, as ``fit`` checks its own.
+tensor-parallel rank holds it, with each checkpointing mode applied. Whatever grows with the
+micro-batch is a ``Line`` through the two analyses (see ``line``).
 """
 
 from __future__ import annotations
@@ -16,13 +12,13 @@ import numpy as np
 
 from archcalc.analysis.estimate import Estimate
 from archcalc.analysis.memory.liveness import input_bytes
+from archcalc.analysis.memory.model_states import Trainable, trainable, training_width
 from archcalc.analysis.memory.step_peak import StepProfile, step_profile, training_owners
-from archcalc.analysis.memory.training import Trainable, trainable
 from archcalc.analysis.patterns import attention_core
 from archcalc.analysis.plan import checkpointing as ck
+from archcalc.analysis.plan.line import Line
 from archcalc.analysis.plan.tensor_parallel import TensorParallel, all_reduce_bytes, find_pairs, rank_view
 from archcalc.analysis.plan.units import Units
-from archcalc.dtypes import DTYPE_BYTES
 from archcalc.errors import InputError
 from archcalc.ir import Shaped
 
@@ -36,6 +32,17 @@ class Side:
     profile: StepProfile
     inputs: int
     tp_bytes: int  # tensor parallelism's all-reduced bytes per micro-batch (0 without it)
+
+
+@dataclass(frozen=True)
+class Account:
+    """What one rank's step keeps under a checkpointing mode: the activations alive at each layer's
+    forward and the saved state still needed at each layer's backward (``StepProfile.forward`` and
+    ``.saved``, after checkpointing), and the forward FLOPs per sample that backward recomputes."""
+
+    forward: Line
+    saved: Line
+    recompute: int
 
 
 @dataclass
@@ -60,7 +67,7 @@ class RankView:
 
     @property
     def width(self) -> int:
-        return int(DTYPE_BYTES[self.float_dtype or "float32"])
+        return training_width(self.float_dtype)
 
     @cached_property
     def trained(self) -> Trainable:
@@ -85,63 +92,69 @@ class RankView:
                 )
             shaped, results = view
         roles = est.param_roles
-        grad_at = trainable(shaped, roles).grad_at(shaped, DTYPE_BYTES[est.float_dtype or "float32"])
+        grad_at = trainable(shaped, roles).grad_at(shaped, training_width(est.float_dtype))
         profile = step_profile(shaped, results, est.float_dtype, grad_at, self.device)
         tp_bytes = (
             all_reduce_bytes(est.graph, est.results, self.pairs, self.tp, est.float_dtype) if self.tp > 1 else 0
         )
         return Side(shaped, results, profile, input_bytes(shaped, est.float_dtype), tp_bytes)
 
-    def profile(self, b: int) -> StepProfile:
-        return self.sides[0].profile if b == 1 else self.sides[1].profile
-
-    def at(self, b: int, arrays: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        """The line through micro-batch 1's and 2's ``arrays``, at ``b``."""
-        one, two = arrays
-        return np.asarray(one + (b - 1) * (two - one))
+    @cached_property
+    def grads(self) -> Line:
+        """Activation gradients alive at each layer's backward (``StepProfile.grads``)."""
+        return Line.through(self.sides, lambda side: side.profile.grads)
 
     @cached_property
-    def _crossing(self) -> tuple[np.ndarray, np.ndarray]:
-        return tuple(
-            ck.crossing_bytes(side.shaped, side.results, self.float_dtype)  # type: ignore[return-value]
-            for side in self.sides
-        )
+    def inputs(self) -> Line:
+        """Bytes of the graph's inputs."""
+        return Line.through(self.sides, lambda side: side.inputs)
+
+    @cached_property
+    def tp_bytes(self) -> Line:
+        """Tensor parallelism's all-reduced bytes per micro-batch."""
+        return Line.through(self.sides, lambda side: side.tp_bytes)
+
+    @cached_property
+    def outputs(self) -> Line:
+        """Bytes of the graph's outputs (what a pipeline's last stage keeps of each micro-batch)."""
+        return Line.through(self.sides, lambda side: sum(side.shaped.tensors[o].nbytes(self.float_dtype)
+                                                         for o in side.shaped.outputs))
+
+    @cached_property
+    def _crossing(self) -> Line:
+        return Line.through(self.sides, lambda sd: ck.crossing_bytes(sd.shaped, sd.results, self.float_dtype))
 
     def boundaries(self, b: int, starts: list[int]) -> list[int]:
         """Bytes of the activations crossing into each position in ``starts``, at micro-batch ``b``."""
-        one, two = self._crossing
-        return [int(one[s] + (b - 1) * (two[s] - one[s])) for s in starts]
+        crossing = self._crossing.at(b)
+        return [int(crossing[s]) for s in starts]
 
     def runs(self, b: int) -> ck.Runs:
         """The checkpoint planner's account at micro-batch ``b`` (see ``checkpointing.Runs``)."""
         cuts = self._cuts
-        n = len(cuts) - 1
-        sides = []
-        for side, est in zip(self.sides, self.ests):
-            p = side.profile
-            at = np.searchsorted(cuts, np.arange(len(p.names)), "right") - 1  # each layer's interval
-            dropped = np.zeros((n + 1, n + 1))
-            np.add.at(dropped, (at, at), p.extra.astype(np.float64))
-            for storage, layers in p.savers.items():
-                dropped[at[layers[0]], at[layers[-1]]] += p.storages[storage][1]
-            # runs i .. j-1 free the storages whose savers all lie in them: first interval >= i, last < j
-            freed = np.cumsum(np.cumsum(dropped[::-1], axis=0)[::-1], axis=1)
-            full = np.zeros((n + 1, n + 1))
-            full[:, 1:] = freed[:, :-1]
-            held = [int(p.saved_first[a:e].sum()) for a, e in zip(cuts, cuts[1:])]
-            flops = [layer_flops(est, range(a, e)) // self.tp for a, e in zip(cuts, cuts[1:])]
-            sides.append((full, held, flops, int(p.saved[-1]) if len(p.saved) else 0))
-        (d1, h1, f1, t1), (d2, h2, f2, t2) = sides
+        tables = [self._runs_table(side, est) for side, est in zip(self.sides, self.ests)]
+        freed, held, flops, total = (Line(one, two) for one, two in zip(*tables))
         inputs = self.boundaries(b, cuts[:-1])
-        return ck.Runs(
-            d1 + (b - 1) * (d2 - d1),
-            [x + (b - 1) * (y - x) for x, y in zip(h1, h2)],
-            inputs,
-            self._shared(inputs),
-            [b * x for x in f1],
-            t1 + (b - 1) * (t2 - t1),
-            cuts,
-        )
+        return ck.Runs(freed.at(b), held.at(b), inputs, self._shared(inputs), [b * x for x in flops.one],
+                       total.at(b), cuts)
+
+    def _runs_table(self, side: Side, est: Estimate) -> tuple[np.ndarray, list[int], list[int], int]:
+        """One analysis' bytes each run of intervals frees when checkpointed, each interval's saved
+        bytes and FLOPs, and the saved total."""
+        cuts, p = self._cuts, side.profile
+        n = len(cuts) - 1
+        at = np.searchsorted(cuts, np.arange(len(p.names)), "right") - 1  # each layer's interval
+        dropped = np.zeros((n + 1, n + 1))
+        np.add.at(dropped, (at, at), p.extra.astype(np.float64))
+        for storage, layers in p.savers.items():
+            dropped[at[layers[0]], at[layers[-1]]] += p.storages[storage][1]
+        # runs i .. j-1 free the storages whose savers all lie in them: first interval >= i, last < j
+        freed = np.cumsum(np.cumsum(dropped[::-1], axis=0)[::-1], axis=1)
+        full = np.zeros((n + 1, n + 1))
+        full[:, 1:] = freed[:, :-1]
+        held = [int(p.saved_first[a:e].sum()) for a, e in zip(cuts, cuts[1:])]
+        flops = [layer_flops(est, range(a, e)) // self.tp for a, e in zip(cuts, cuts[1:])]
+        return full, held, flops, int(p.saved[-1]) if len(p.saved) else 0
 
     @cached_property
     def _cuts(self) -> list[int]:
@@ -159,47 +172,43 @@ class RankView:
             out.append(x if mine else 0)
         return out
 
-    def mode(
-        self, checkpoint: str, segments: ck.Segments | None = None
-    ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], int]:
-        """(forward at 1 and 2, saved at 1 and 2, recompute FLOPs per sample) under ``checkpoint``
-        ("planned": the runs ``segments`` names are checkpointed)."""
+    def account(self, checkpoint: str, segments: ck.Segments | None = None) -> Account:
+        """The step's account under ``checkpoint`` ("planned": the runs ``segments`` names are
+        checkpointed)."""
         key = (checkpoint, segments)
         if key not in self._modes:
-            self._modes[key] = self._mode(checkpoint, segments)
+            self._modes[key] = self._account(checkpoint, segments)
         return self._modes[key]
 
-    def _mode(self, checkpoint: str, segments: ck.Segments | None):
-        fw, sv, flops = [], [], 0
-        for side, est in zip(self.sides, self.ests):
-            p, results = side.profile, side.results
-            if checkpoint == "none":
-                f, s = p.forward, p.saved
-            elif checkpoint in ("full", "planned"):
-                seg = unit_segments(self.units) if checkpoint == "full" else segments
-                if seg is None:
-                    raise InputError("ckpt=planned: the plan chooses its segments (Planner.row); none given")
-                owner = training_owners(side.shaped, results, est.float_dtype)
-                f, s = ck.recomputed(p, seg, ck.kept_inputs(side.shaped, results, seg, p, owner, est.float_dtype))
-                flops = layer_flops(
-                    est,
-                    [
-                        i
-                        for k, c in enumerate(seg.checkpointed)
-                        if c
-                        for i in range(seg.bounds[k], seg.bounds[k + 1])
-                    ],
-                )
-            elif checkpoint == "selective":
-                drop, tensors, layers = attention_core(side.shaped, results)
-                owner = training_owners(side.shaped, results, est.float_dtype)
-                f, s = ck.selective(p, drop, tensors, owner)
-                flops = layer_flops(est, sorted(layers))
-            else:
-                raise InputError(f"--strategy ckpt={checkpoint}: choose one of {', '.join(ck.MODES)}")
-            fw.append(f)
-            sv.append(s)
-        return (fw[0], fw[1]), (sv[0], sv[1]), flops // max(self.tp, 1)
+    def _account(self, checkpoint: str, segments: ck.Segments | None) -> Account:
+        if checkpoint not in ck.MODES:
+            raise InputError(f"ckpt={checkpoint}: choose one of {', '.join(ck.MODES)}")
+        if checkpoint == "none":
+            return Account(Line.through(self.sides, lambda side: side.profile.forward),
+                           Line.through(self.sides, lambda side: side.profile.saved), 0)
+        if checkpoint == "selective":
+            kept = [self._selective(side) for side in self.sides]
+            layers = sorted(attention_core(self.sides[1].shaped, self.sides[1].results)[2])
+        else:
+            seg = unit_segments(self.units) if checkpoint == "full" else segments
+            if seg is None:
+                raise InputError("ckpt=planned: the plan chooses its segments (Planner.row); none given")
+            kept = [self._recomputed(side, seg) for side in self.sides]
+            bounds = zip(seg.bounds, seg.bounds[1:])
+            layers = [i for (a, e), c in zip(bounds, seg.checkpointed) if c for i in range(a, e)]
+        (f1, s1), (f2, s2) = kept
+        # Per sample, from the second analysis (the first's, where the file fixes its batch).
+        return Account(Line(f1, f2), Line(s1, s2), layer_flops(self.ests[1], layers) // max(self.tp, 1))
+
+    def _recomputed(self, side: Side, seg: ck.Segments) -> tuple[np.ndarray, np.ndarray]:
+        owner = training_owners(side.shaped, side.results, self.float_dtype)
+        kept = ck.kept_inputs(side.shaped, side.results, seg, side.profile, owner, self.float_dtype)
+        return ck.recomputed(side.profile, seg, kept)
+
+    def _selective(self, side: Side) -> tuple[np.ndarray, np.ndarray]:
+        drop, tensors, _ = attention_core(side.shaped, side.results)
+        owner = training_owners(side.shaped, side.results, self.float_dtype)
+        return ck.selective(side.profile, drop, tensors, owner)
 
 
 def unit_segments(units: Units) -> ck.Segments:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from archcalc.analysis.patterns import attention_core
 from archcalc.analysis.plan.checkpointing import MODES
-from archcalc.analysis.plan.gpu_memory import SCHEDULES, Strategy
+from archcalc.analysis.plan.gpu_memory import BALANCES, ENGINES, OFFLOADS, SCHEDULES, Strategy
 from archcalc.analysis.plan.planner import Planner, PlanRow, divisors
 from archcalc.errors import ArchcalcError, InputError
 
@@ -80,33 +80,39 @@ def rank_key(row: PlanRow) -> tuple:
 
 
 WORD = re.compile(r"(dp|tp|pp|zero|hybrid|micro|x)(\d+)$")
+NAMED = {"ckpt": MODES, "checkpoint": MODES, "offload": OFFLOADS, "engine": ENGINES, "balance": BALANCES}
+FIELDS = {"hybrid": "shard", "micro": "micro_batches", "x": "chunks", "ckpt": "checkpoint"}
+FORMS = (f"dpN tpN ppN zeroN (ZeRO stage 0-3) hybridN (shard group) microN xN (interleaved chunks), sp, "
+         f"{'|'.join(SCHEDULES)}, "
+         + ", ".join(f"{k}={'|'.join(v)}" for k, v in NAMED.items() if k != "checkpoint"))
+
+
+def _word(word: str) -> tuple[str, object] | None:
+    """The field and value one word of a strategy sets (None: not a word of one)."""
+    m = WORD.match(word)
+    if m:
+        name, n = m.group(1), int(m.group(2))
+        ok = n <= 3 if name == "zero" else n >= 1
+        return (FIELDS.get(name, name), n) if ok else None
+    if word == "sp":
+        return "sp", True
+    if word in SCHEDULES:
+        return "schedule", word
+    key, _, value = word.partition("=")
+    return (FIELDS.get(key, key), value) if value in NAMED.get(key, ()) else None
 
 
 def parse_strategy(text: str, gpus: int) -> Strategy:
     """``dp8 zero3``, ``tp2 sp pp4 1f1b micro16 ckpt=full``, ``dp4 zero3 offload=optimizer``: the
-    degrees given (the data-parallel one, if left out, is what the GPUs leave)."""
+    degrees given (the data-parallel one, if left out, is what the GPUs leave). Read and checked
+    word by word before any analysis."""
     kw: dict = {}
     for word in text.replace(",", " ").split():
-        m = WORD.match(word)
-        key, _, value = word.partition("=")
-        if m:
-            name, n = m.group(1), int(m.group(2))
-            kw[{"hybrid": "shard", "micro": "micro_batches", "x": "chunks"}.get(name, name)] = n
-        elif word == "sp":
-            kw["sp"] = True
-        elif word in SCHEDULES:
-            kw["schedule"] = word
-        elif key in ("ckpt", "checkpoint") and value in MODES:
-            kw["checkpoint"] = value
-        elif key == "offload" and value:
-            kw["offload"] = value
-        elif key in ("engine", "balance") and value:
-            kw[key] = value
-        else:
-            raise InputError(
-                f"--strategy {text!r}: cannot read '{word}'; write e.g. 'dp8 zero3 ckpt=full', "
-                "'tp2 sp pp4 1f1b micro16', 'dp16 zero3 hybrid8 offload=optimizer'"
-            )
+        field = _word(word)
+        if field is None:
+            raise InputError(f"--strategy {text!r}: cannot read '{word}'; its words are {FORMS} "
+                             "(e.g. 'dp8 zero3 ckpt=full', 'tp2 sp pp4 1f1b micro16')")
+        kw[field[0]] = field[1]
     tp, pp = kw.get("tp", 1), kw.get("pp", 1)
     kw.setdefault("dp", max(gpus // (tp * pp), 1))
     if kw["dp"] * tp * pp != gpus:
@@ -138,6 +144,7 @@ def plan_result(
     micro_batches: int | None = None,
     strategy: str | None = None,
 ) -> PlanResult:
+    chosen = parse_strategy(strategy, gpus) if strategy else None  # before the graph is analysed
     per_node = gpus // nodes
     meta = {
         "gpus": gpus,
@@ -154,8 +161,8 @@ def plan_result(
         "units": {"source": planner.units.source, "names": [u.name for u in planner.units.units]},
     }
     planner.check_global_batch(global_batch)
-    if strategy:
-        s = parse_strategy(strategy, gpus)
+    if chosen:
+        s = chosen
         if micro_batches and s.pp == 1:
             s = replace(s, micro_batches=micro_batches)
         return PlanResult([planner.row(s, capacity, global_batch)], meta, planner.constant, judged=True)

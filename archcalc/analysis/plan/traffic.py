@@ -39,8 +39,7 @@ def traffic(s: Strategy, v: RankView, stages: list[Stage], layouts: list[Layout]
         out["all-reduce"] += ring(replicas, params // g, all_reduce=True)  # hybrid: across the replicas
     if s.tp > 1:
         share = (stages[0].stop - stages[0].start) / max(len(v.results), 1)
-        tp_bytes = v.sides[0].tp_bytes + (b - 1) * (v.sides[1].tp_bytes - v.sides[0].tp_bytes)
-        out["all-reduce"] += int(tp_bytes * m * share)
+        out["all-reduce"] += int(v.tp_bytes.at(b) * m * share)
     if s.pp > 1:
         per = max(v.boundaries(b, [st.start for st in stages[1:]]), default=0)
         out["point-to-point"] += 2 * m * per  # the activation forward, its gradient back
