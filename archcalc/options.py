@@ -4,6 +4,7 @@ a user gives, and how errors reach the terminal (one ``error:`` line, exit code 
 from __future__ import annotations
 
 import functools
+import math
 import sys
 
 import click
@@ -141,6 +142,16 @@ def optimizer_option(default: str | None):
                                "adam, adamw, adam-amsgrad ...")
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange, refusing NaN (which passes every comparison it makes) and infinities."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 def serve_options(fn):
     """The options of ``fit --mode serve``: the context, the parallelism and the runtime's settings."""
     fn = click.option("--context", type=click.IntRange(min=1, max=MAX_SIZE), default=None,
@@ -157,7 +168,7 @@ def serve_options(fn):
     fn = click.option("--engine", type=click.Choice(["v1", "v0"]), default="v1", show_default=True,
                       help="Serve: vLLM's engine (V0: vLLM up to 0.7; its profile run and block count "
                            "differ).")(fn)
-    fn = click.option("--gpu-memory-utilization", "utilization", type=click.FloatRange(0, 1, min_open=True),
+    fn = click.option("--gpu-memory-utilization", "utilization", type=FiniteFloatRange(0, 1, min_open=True),
                       default=None, help="Serve: vLLM's share of the GPU [default: 0.9; plain: 1].")(fn)
     fn = click.option("--block-size", type=click.IntRange(min=1, max=1 << 20), default=None,
                       help="Serve: tokens a KV block holds [default: 16; 64 for latent attention on Hopper].")(fn)

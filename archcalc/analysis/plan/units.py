@@ -80,11 +80,18 @@ def _module_keys(layers: list[Layer]) -> tuple[list[str | None], str]:
 
 
 def _regex_keys(layers: list[Layer], pattern: str) -> list[str | None]:
+    # A user's pattern runs in RE2, which matches in time linear in the name whatever the pattern
+    # (Python's backtracking engine takes forever on '(([a-z]+)+)+Q'); it has no backreferences.
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # its own stderr lines would break the one-line error
     try:
-        rx = re.compile(pattern)
-    except re.error as exc:
+        rx = re2.compile(pattern, options)
+    except re2.error as exc:
+        why = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
         raise InputError(
-            f"--units {pattern!r}: not a regular expression ({exc}); e.g. --units '/layers\\.\\d+/'"
+            f"--units {pattern!r}: not a regular expression RE2 reads ({why}); e.g. --units '/layers\\.\\d+/'"
         ) from None
     keys: list[str | None] = []
     for layer in layers:
