@@ -1,7 +1,9 @@
 """The long fuzz run: tests/fuzzing.py's generators for many cases (100,000 by default), totals per
 kind, and each failure's command line. The same oracle as tests/test_fuzz.py: no traceback, no
 hang, no negative or non-finite number, every error naming its file or flag.
-Usage: python benchmarks/fuzz.py [--cases 100000] [--seed 0] [--json out.json]"""
+``--surface new`` runs tests/fuzz_surfaces.py's generators instead: configs, transformer designs, control
+flow, plan strategies and serve options.
+Usage: python benchmarks/fuzz.py [--cases 100000] [--seed 0] [--surface onnx|new] [--json out.json]"""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import fuzz_surfaces  # noqa: E402
 import fuzzing  # noqa: E402
 
 
@@ -20,9 +23,10 @@ def main() -> int:
     ap.add_argument("--cases", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--surface", choices=["onnx", "new"], default="onnx")
     args = ap.parse_args()
     start = time.perf_counter()
-    result = fuzzing.fuzz(args.cases, args.seed)
+    result = (fuzz_surfaces if args.surface == "new" else fuzzing).fuzz(args.cases, args.seed)
     counts = result.pop("cases")
     seconds = time.perf_counter() - start
     for kind, n in counts.items():
