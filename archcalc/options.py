@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import sys
 
 import click
@@ -182,6 +183,20 @@ def serve_options(fn):
     return fn
 
 
+INTERNAL_ERROR = 3  # exit codes: 0 a result (fits), 1 does not fit, 2 bad input, 3 archcalc's bug
+
+
+def _crash_site(exc: BaseException) -> str:
+    """The exception and the innermost frame it came from, on one line."""
+    import traceback
+
+    from archcalc.units import printable
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    at = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
+    return printable(f"{type(exc).__name__}: {str(exc)[:160]}{at}")
+
+
 class OneLineErrors(click.Group):
     """click's own usage errors as one ``error:`` line too (the flag is the place), and an interrupt
     as "interrupted" with exit code 130."""
@@ -203,6 +218,12 @@ class OneLineErrors(click.Group):
         except click.exceptions.Abort:
             click.echo("error: interrupted: nothing half-written was left behind", err=True)
             sys.exit(130)
+        except Exception as exc:  # not the input's fault: archcalc's own bug, said so, with a code of its own
+            if os.environ.get("ARCHCALC_STRICT"):
+                raise  # the tests want the traceback itself
+            click.echo(f"error: a bug in archcalc, not in your input ({_crash_site(exc)}): please report it "
+                       "with this command line", err=True)
+            sys.exit(INTERNAL_ERROR)
         if not standalone_mode:
             return code
         sys.exit(code if isinstance(code, int) else 0)
