@@ -117,3 +117,26 @@ def test_a_budget_serves_too(tmp_path):
     card = GPU("budget", "24GiB", 24 * GiB, 0, "--memory", None, 24 * GiB)
     result = serve(_config(tmp_path, MISTRAL_7B), card, 4096, runtime="plain")
     assert result.cache.blocks > 0 and result.terms["weights"] == 7_241_732_096 * 2
+
+
+def test_a_model_larger_than_the_gpu_is_a_shortfall_never_a_negative_size(tmp_path):
+    """Llama-3.1-405B in bf16 (published config: hidden 16384, 126 layers, 128 heads, 8 KV heads, FFN 53248,
+    vocabulary 128256) on one A100-80GB: its 811 GB of weights leave nothing; the deficit is said as one."""
+    import json
+
+    from click.testing import CliRunner
+
+    from archcalc.cli import main
+
+    cfg = {"model_type": "llama", "hidden_size": 16384, "intermediate_size": 53248, "num_attention_heads": 128,
+           "num_key_value_heads": 8, "num_hidden_layers": 126, "vocab_size": 128256, "torch_dtype": "bfloat16",
+           "max_position_embeddings": 131072, "tie_word_embeddings": False}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    args = ["fit", str(path), "--mode", "serve", "--gpu", "A100-80GB", "--context", "4096"]
+    out = json.loads(CliRunner().invoke(main, [*args, "--format", "json"]).output)
+    weights = 405_853_388_800 * 2  # Meta's published parameter count, at two bytes each
+    assert out["available_kv_cache"] == 0 and out["shortfall"] > weights - 80e9
+    text = CliRunner().invoke(main, args)
+    assert text.exit_code == 1 and "available KV cache memory: none" in text.output and "-" not in text.output.split(
+        "available KV cache memory")[1].split("\n")[0]

@@ -19,7 +19,8 @@ def render_serve(result, fmt: str) -> str:
             "engine": setup.engine if setup.runtime == "vllm" else None,
             "max_num_batched_tokens": setup.batched_tokens, "max_num_seqs": setup.max_seqs,
             "kv_bytes_per_token": kv.bytes_per_token, "kv_dtype": kv.dtype, "terms": result.terms,
-            "available_kv_cache": cache.available, "block_size": cache.block_size, "page_bytes": cache.page,
+            "available_kv_cache": max(0, cache.available), "shortfall": max(0, -cache.available),
+            "block_size": cache.block_size, "page_bytes": cache.page,
             "blocks": cache.blocks, "tokens": cache.tokens, "blocks_per_sequence": cache.blocks_per_sequence,
             "max_concurrency": cache.concurrency, "longest_context": cache.longest,
         } | ({"notes": list(result.notes)} if result.notes else {}), indent=1) + "\n"
@@ -32,7 +33,9 @@ def render_serve(result, fmt: str) -> str:
         "per GPU: " + ", ".join(f"{k} {units.nbytes(v)}" for k, v in result.terms.items())
         + (f" (profile run: {setup.batched_tokens:,} batched tokens over up to {setup.max_seqs:,} sequences)"
            if setup.runtime == "vllm" else f" (prefill of {setup.batched_tokens:,} tokens)"),
-        f"available KV cache memory: {units.nbytes(cache.available)}",
+        f"available KV cache memory: {units.nbytes(cache.available)}" if cache.available >= 0 else
+        f"available KV cache memory: none (the terms above need {units.nbytes(-cache.available)} more than the "
+        "GPU's usable memory)",
     ] + [f"note: {note}" for note in result.notes]
     if cache.available <= 0 or not cache.blocks:
         lines.append("does NOT fit: nothing is left for the KV cache")
