@@ -21,7 +21,7 @@ from pathlib import Path
 from archcalc.errors import InputError
 
 MAX_CONFIG_BYTES = 16 << 20  # a config.json is a few kilobytes; id2label tables make some 100 KiB
-MAX_LAYERS = 2048
+MAX_LAYERS = 1024  # the deepest published decoder has 126 layers; 1,000 analyse in seconds
 MAX_WIDTH = 1 << 20  # hidden, intermediate and head widths
 MAX_HEADS = 1 << 14
 MAX_VOCAB = 1 << 23

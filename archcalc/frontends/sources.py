@@ -6,7 +6,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from archcalc.errors import InputError
+from archcalc.errors import DSLError, InputError
 from archcalc.frontends.paths import file_status
 from archcalc.ir import Graph
 
@@ -45,11 +45,12 @@ def _design_text(path: Path) -> str:
     data = path.read_bytes()
     try:
         return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
+    except UnicodeDecodeError as exc:  # shown like any design error: the line, a caret under the byte
         line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise InputError(f"{path}:{line}:{column}: byte 0x{data[exc.start]:02x} is not UTF-8: save the design "
-                         "as UTF-8", file=str(path)) from None
+        start = data.rfind(b"\n", 0, exc.start) + 1
+        column = len(data[start:exc.start].decode("utf-8", errors="backslashreplace")) + 1
+        raise DSLError(str(path), data.decode("utf-8", errors="backslashreplace"), line, column,
+                       f"byte 0x{data[exc.start]:02x} is not UTF-8: save the design as UTF-8") from None
 
 
 def file_status_quiet(source: str) -> str:

@@ -1,5 +1,6 @@
-"""Malformed control flow (held-out fuzz classes): an If with no condition, an empty or many-valued
-condition, a body that reads a name nothing defines -- each one line naming the file and node, exit 2."""
+"""Malformed input found by held-out fuzz runs, one class per test: control flow (an If with no
+condition, an empty or many-valued condition, a body that reads a name nothing defines) and a design
+that is not UTF-8 -- each one line naming the file and the place, exit 2."""
 
 from __future__ import annotations
 
@@ -51,3 +52,12 @@ def test_a_body_reads_the_enclosing_graphs_names(tmp_path):
     onnx.save(_model(np.array(True)), str(path))
     result = CliRunner().invoke(main, ["estimate", str(path)])
     assert result.exit_code == 0, result.output
+
+
+def test_a_design_that_is_not_utf8_shows_its_line_and_a_caret(tmp_path):
+    path = tmp_path / "bad.arch"
+    path.write_bytes(b"INPUT[32x32x3] -> CONV3-8 \xff -> FC-10\n")
+    result = CliRunner().invoke(main, ["estimate", str(path)])
+    lines = result.output.rstrip("\n").split("\n")
+    assert result.exit_code == 2 and lines[0] == f"error: {path}:1:27: byte 0xff is not UTF-8: save the design as UTF-8"
+    assert lines[2].index("^") == lines[1].index("\\xff")
