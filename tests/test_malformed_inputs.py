@@ -61,3 +61,22 @@ def test_a_design_that_is_not_utf8_shows_its_line_and_a_caret(tmp_path):
     lines = result.output.rstrip("\n").split("\n")
     assert result.exit_code == 2 and lines[0] == f"error: {path}:1:27: byte 0xff is not UTF-8: save the design as UTF-8"
     assert lines[2].index("^") == lines[1].index("\\xff")
+
+
+@pytest.mark.parametrize("trips,cond", [(np.zeros([0], np.int64), None), (np.array(3, np.int64), np.zeros([0], bool)),
+                                        (np.array([3, 4], np.int64), None)])
+def test_a_loop_whose_trip_count_or_condition_is_not_one_value(tmp_path, trips, cond):
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cin"], ["cout"]), helper.make_node("Relu", ["s"], ["s2"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cin", TensorProto.BOOL, []), helper.make_tensor_value_info("s", F, None)],
+        [helper.make_tensor_value_info("cout", TensorProto.BOOL, []), helper.make_tensor_value_info("s2", F, None)])
+    inits = [numpy_helper.from_array(trips, "n")] + ([numpy_helper.from_array(cond, "c")] if cond is not None else [])
+    node = helper.make_node("Loop", ["n", "c" if cond is not None else "", "x"], ["y"], name="repeat", body=body)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", F, [1, 4])],
+                              [helper.make_tensor_value_info("y", F, None)], inits)
+    path = tmp_path / "loop.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+    result = CliRunner().invoke(main, ["estimate", str(path)])
+    text = result.output.strip()
+    assert result.exit_code == 2 and text.count("\n") == 0 and "'repeat'" in text and "values; Loop's is one" in text

@@ -97,9 +97,7 @@ def _if(node: Node, results, strict, walk, declare) -> None:
     cond = node.graph.tensors[node.layer.inputs[0]]
     branches = {key: _body(node, key) for key in ("then_branch", "else_branch")}
     if cond.value is not None and not cond.bound:
-        if np.asarray(cond.value).size != 1:
-            raise node.error(f"its condition holds {np.asarray(cond.value).size} values; If's is one boolean")
-        key = "then_branch" if bool(np.asarray(cond.value).reshape(-1)[0]) else "else_branch"
+        key = "then_branch" if _scalar(node, cond.value, "condition") else "else_branch"
         taken = branches[key]
         other = branches["else_branch" if key == "then_branch" else "then_branch"]
         results.append(stored_only(node, other, declare))  # never runs, but the file holds its weights
@@ -130,6 +128,14 @@ def _if(node: Node, results, strict, walk, declare) -> None:
             for a, b in zip(branches[heavier].outputs, branches[lighter].outputs)]
     differ = _cost(walked[heavier]) != _cost(walked[lighter]) or any(v.bound for v in outs)
     _exit(node, results, outs, bound=differ)
+
+
+def _scalar(node: Node, value, what: str):
+    """The one value a control-flow input holds (an If's condition, a Loop's trip count or condition)."""
+    flat = np.asarray(value).reshape(-1)
+    if flat.size != 1:
+        raise node.error(f"its {what} holds {flat.size} values; {node.layer.op_type}'s is one")
+    return flat[0]
 
 
 def _union(a: Value, b: Value) -> Value:
@@ -206,10 +212,10 @@ def _trips(node: Node) -> tuple[int, bool]:
         raise node.error(f"its trip count is not a constant (no M, or M computed from data), so how often "
                          f"its body runs cannot be known before running: give it with --dim {symbol}=N",
                          DataDependentShape)
-    trips = max(int(np.asarray(m).reshape(-1)[0]), 0) if m is not None else node.graph.symbols[symbol]
+    trips = max(int(_scalar(node, m, "trip count")), 0) if m is not None else node.graph.symbols[symbol]
     cond = node.value(1) if node.has(1) else np.array(True)
     body = _body(node, "body")
-    ends_early = cond is None or not bool(np.asarray(cond).reshape(-1)[0]) or _condition_varies(node, body)
+    ends_early = cond is None or not bool(_scalar(node, cond, "condition")) or _condition_varies(node, body)
     return trips, ends_early or node.graph.tensors[layer.inputs[0]].bound
 
 
@@ -220,7 +226,8 @@ def _condition_varies(node: Node, body: Graph) -> bool:
     if out == body.inputs[1]:
         return False
     t = node.graph.tensors.get(out)
-    return not (t is not None and t.value is not None and bool(np.asarray(t.value).reshape(-1)[0]))
+    known = t is not None and t.value is not None and np.asarray(t.value).size == 1
+    return not (known and bool(np.asarray(t.value).reshape(-1)[0]))
 
 
 def _state(values: list[Value]) -> list[tuple]:
