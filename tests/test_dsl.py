@@ -89,7 +89,7 @@ def test_one_7x7_against_three_3x3():
     assert sum(r.op_type == "Relu" for r in three.layers_list) == 3  # two more non-linearities than one
 
 
-# Run only with `pytest -m slow`: 5 to 40 s each on this project's 2-core machine (gpt2-124m's run
+# Run only with `pytest -m slow`: 4 to 40 s each on this project's 2-core machine (gpt2-124m's run
 # holds 10 GB: every output of 1,024 tokens exposed at once). Their layer kinds run by default, in the
 # other designs and in the two designs below, GPT-2's and BERT's layers at toy sizes.
 SLOW_DESIGNS = {"vgg11", "vgg19", "alexnet-torchvision", "zfnet", "gpt2-124m", "bert-base"}
