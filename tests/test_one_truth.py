@@ -63,7 +63,7 @@ def test_shared_weights_are_told_apart_by_their_values(tmp_model):
     """A random matrix read twice is one parameter used twice (tied); a zero vector read twice is
     what an exporter makes of two equal zero biases (merged). Values from the file itself."""
     rng = np.random.default_rng(0)
-    path = tmp_model(_shared_model(rng.standard_normal((100, 8)).astype(np.float32), np.zeros(8, np.float32)))
+    path = tmp_model(_shared_model(rng.standard_normal((100, 8), np.float32), np.zeros(8, np.float32)))
     est = archcalc.estimate(path)
     assert {w.name: w.kind for w in est.totals.shared} == {"bias": "merged", "table": "tied"}
     assert est.totals.params == 100 * 8 + 8

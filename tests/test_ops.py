@@ -36,7 +36,7 @@ def node_model(op, inputs, attrs=None, opset=17, n_out=1):
 
 def ort_shapes(model):
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = {i.name: np.random.rand(*i.shape).astype(np.float32) for i in sess.get_inputs()}
+    feeds = {i.name: np.random.default_rng(0).random(i.shape, np.float32) for i in sess.get_inputs()}
     return [list(v.shape) for v in sess.run(None, feeds)]
 
 

@@ -62,13 +62,13 @@ def check_against_onnxruntime(model, feeds, tmp_path, **kw):
 def test_recurrent_shapes_and_closed_form_macs(op, gates, direction, tmp_path):
     seq, batch, inp, hidden = 7, 3, 5, 6
     dirs = 2 if direction == "bidirectional" else 1
-    inits = [numpy_helper.from_array(RNG.standard_normal((dirs, gates * hidden, inp)).astype(np.float32), "W"),
-             numpy_helper.from_array(RNG.standard_normal((dirs, gates * hidden, hidden)).astype(np.float32), "R"),
-             numpy_helper.from_array(RNG.standard_normal((dirs, 2 * gates * hidden)).astype(np.float32), "B")]
+    inits = [numpy_helper.from_array(RNG.standard_normal((dirs, gates * hidden, inp), np.float32), "W"),
+             numpy_helper.from_array(RNG.standard_normal((dirs, gates * hidden, hidden), np.float32), "R"),
+             numpy_helper.from_array(RNG.standard_normal((dirs, 2 * gates * hidden), np.float32), "B")]
     outs = ["Y", "Y_h", "Y_c"] if op == "LSTM" else ["Y", "Y_h"]
     node = helper.make_node(op, ["x", "W", "R", "B"], outs, hidden_size=hidden, direction=direction, name="rnn")
     model = make([node], [vi("x", [seq, batch, inp])], outs, inits)
-    est = check_against_onnxruntime(model, {"x": RNG.standard_normal((seq, batch, inp)).astype(np.float32)}, tmp_path)
+    est = check_against_onnxruntime(model, {"x": RNG.standard_normal((seq, batch, inp), np.float32)}, tmp_path)
     row = next(r for r in est.layers_list if r.name == "rnn")
     assert row.macs == dirs * seq * batch * gates * hidden * (inp + hidden)
     assert est.totals.params == dirs * gates * hidden * (inp + hidden + 2)
@@ -77,14 +77,14 @@ def test_recurrent_shapes_and_closed_form_macs(op, gates, direction, tmp_path):
 def test_lstm_weights_in_constant_nodes_sliced_at_load_time_count(tmp_path):
     """silero-vad's OpenVINO export: W, R and B are Constant nodes sliced before the LSTM."""
     hidden, inp = 4, 3
-    w = RNG.standard_normal((1, 8 * hidden, inp)).astype(np.float32)  # two layers' W, the first used
+    w = RNG.standard_normal((1, 8 * hidden, inp), np.float32)  # two layers' W, the first used
     nodes = [helper.make_node("Constant", [], ["Wall"], value=numpy_helper.from_array(w)),
              helper.make_node("Constant", [], ["s"], value=numpy_helper.from_array(np.array([0], np.int64))),
              helper.make_node("Constant", [], ["e"], value=numpy_helper.from_array(np.array([4 * hidden], np.int64))),
              helper.make_node("Constant", [], ["a"], value=numpy_helper.from_array(np.array([1], np.int64))),
              helper.make_node("Slice", ["Wall", "s", "e", "a"], ["W"]),
              helper.make_node("Constant", [], ["R"], value=numpy_helper.from_array(
-                 RNG.standard_normal((1, 4 * hidden, hidden)).astype(np.float32))),
+                 RNG.standard_normal((1, 4 * hidden, hidden), np.float32))),
              helper.make_node("LSTM", ["x", "W", "R"], ["Y"], hidden_size=hidden)]
     model = make(nodes, [vi("x", [2, 1, inp])], ["Y"])
     est = check_against_onnxruntime(model, {"x": np.ones((2, 1, inp), np.float32)}, tmp_path)
@@ -94,7 +94,7 @@ def test_lstm_weights_in_constant_nodes_sliced_at_load_time_count(tmp_path):
 # --- control flow ---------------------------------------------------------------------------------
 
 def _branch(name, op, weight_shape):
-    w = numpy_helper.from_array(RNG.standard_normal(weight_shape).astype(np.float32), f"{name}_w")
+    w = numpy_helper.from_array(RNG.standard_normal(weight_shape, np.float32), f"{name}_w")
     return helper.make_graph([helper.make_node(op, ["x", f"{name}_w"], [f"{name}_y"])], name, [],
                              [vi(f"{name}_y", None)], [w])
 
@@ -135,7 +135,7 @@ def test_loop_costs_its_body_per_iteration_and_stacks_scan_outputs(tmp_path):
         "body", [vi("i", [], I64), vi("cond_in", [], TensorProto.BOOL), vi("h_in", None)],
         [onnx.ValueInfoProto(name=n) for n in ("cond_out", "h_out", "scan")])
     inits = [numpy_helper.from_array(np.array(5, np.int64), "M"), numpy_helper.from_array(np.array(True), "go"),
-             numpy_helper.from_array((RNG.standard_normal((4, 4)) / 4).astype(np.float32), "w")]
+             numpy_helper.from_array(RNG.standard_normal((4, 4), np.float32) / 4, "w")]
     model = make([helper.make_node("Loop", ["M", "go", "h0"], ["h", "scans"], body=body)], [vi("h0", [2, 4])],
                  ["h", "scans"], inits)
     est = check_against_onnxruntime(model, {"h0": np.ones((2, 4), np.float32)}, tmp_path)
@@ -212,8 +212,8 @@ def test_nonzero_and_nms_give_bounds_that_hold_and_propagate(tmp_path):
              numpy_helper.from_array(np.array([-1], np.int64), "flat")]
     model = make(nodes, [vi("mask", [4, 5], TensorProto.BOOL), vi("boxes", [1, 10, 4]), vi("scores", [1, 2, 10])],
                  ["idx_t", "n", "picked_scores"], inits)
-    boxes = np.sort(RNG.random((1, 10, 4)).astype(np.float32), axis=-1)
-    feeds = {"mask": RNG.random((4, 5)) > 0.5, "boxes": boxes, "scores": RNG.random((1, 2, 10)).astype(np.float32)}
+    boxes = np.sort(RNG.random((1, 10, 4), np.float32), axis=-1)
+    feeds = {"mask": RNG.random((4, 5)) > 0.5, "boxes": boxes, "scores": RNG.random((1, 2, 10), np.float32)}
     est = check_against_onnxruntime(model, feeds, tmp_path)
     assert est.graph.tensors["idx"].shape == (2, 20) and est.graph.tensors["idx"].bound
     assert est.graph.tensors["sel"].shape == (1 * 2 * 3, 3)  # batches x classes x max boxes per class
@@ -233,8 +233,8 @@ def test_a_reshape_to_a_shape_computed_from_data_is_unknown_and_only_its_readers
 # --- quantized models -----------------------------------------------------------------------------
 
 def _float_model(tmp_path):
-    w1 = RNG.standard_normal((8, 3, 3, 3)).astype(np.float32)
-    w2 = RNG.standard_normal((8 * 6 * 6, 10)).astype(np.float32)
+    w1 = RNG.standard_normal((8, 3, 3, 3), np.float32)
+    w2 = RNG.standard_normal((8 * 6 * 6, 10), np.float32)
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
              helper.make_node("Flatten", ["r"], ["f"]), helper.make_node("MatMul", ["f", "w2"], ["y"])]
     inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(np.zeros(8, np.float32), "b1"),
@@ -284,7 +284,7 @@ def test_static_qdq_quantization_prices_weights_at_their_true_bytes(tmp_path):
 
     class Data(CalibrationDataReader):
         def __init__(self):
-            self.left = [{"x": RNG.random((1, 3, 8, 8)).astype(np.float32)} for _ in range(2)]
+            self.left = [{"x": RNG.random((1, 3, 8, 8), np.float32)} for _ in range(2)]
 
         def get_next(self):
             return self.left.pop() if self.left else None
@@ -314,13 +314,13 @@ def test_fused_transformer_ops_against_onnxruntime(tmp_path):
         helper.make_node("MultiHeadAttention", ["mm", "mm", "mm"], ["mha"], domain="com.microsoft", num_heads=heads),
         helper.make_node("BiasGelu", ["mha", "bias"], ["y"], domain="com.microsoft"),
     ]
-    inits = [numpy_helper.from_array(RNG.standard_normal((d, 3 * d)).astype(np.float32), "wqkv"),
+    inits = [numpy_helper.from_array(RNG.standard_normal((d, 3 * d), np.float32), "wqkv"),
              numpy_helper.from_array(np.zeros(3 * d, np.float32), "bqkv"),
              numpy_helper.from_array(np.ones(d, np.float32), "g"), numpy_helper.from_array(np.zeros(d, np.float32), "beta"),
              numpy_helper.from_array(np.zeros(d, np.float32), "bias"),
-             numpy_helper.from_array(RNG.standard_normal((d, d)).astype(np.float32), "w")]
+             numpy_helper.from_array(RNG.standard_normal((d, d), np.float32), "w")]
     model = make(nodes, [vi("x", [b, s, d])], ["y"], inits, extra_opsets=["com.microsoft"])
-    est = check_against_onnxruntime(model, {"x": RNG.standard_normal((b, s, d)).astype(np.float32)}, tmp_path)
+    est = check_against_onnxruntime(model, {"x": RNG.standard_normal((b, s, d), np.float32)}, tmp_path)
     rows = {r.op_type: r for r in est.layers_list}
     head = d // heads
     assert rows["Attention"].macs == b * s * d * 3 * d + 2 * b * heads * s * s * head
@@ -352,7 +352,7 @@ def test_scikit_learn_style_pipeline_against_onnxruntime(tmp_path):
                                                          for o in ("label", "maps", "tl", "tp")])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ml, 3)],
                               ir_version=9)
-    est = check_against_onnxruntime(model, {"x": RNG.random((5, 4)).astype(np.float32)}, tmp_path)
+    est = check_against_onnxruntime(model, {"x": RNG.random((5, 4), np.float32)}, tmp_path)
     rows = {r.op_type: r for r in est.layers_list}
     assert rows["LinearClassifier"].macs == 5 * 4 * 3
     assert rows["TreeEnsembleClassifier"].flops == 5 * (2 + 1 * 2)  # depth 2, one tree, 2 classes
@@ -366,13 +366,13 @@ def test_qoperator_quantization_against_onnxruntime(tmp_path):
 
     class Data(CalibrationDataReader):
         def __init__(self):
-            self.left = [{"x": RNG.random((1, 3, 8, 8)).astype(np.float32)} for _ in range(2)]
+            self.left = [{"x": RNG.random((1, 3, 8, 8), np.float32)} for _ in range(2)]
 
         def get_next(self):
             return self.left.pop() if self.left else None
 
-    w = numpy_helper.from_array(RNG.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
-    m = numpy_helper.from_array(RNG.standard_normal((8, 5)).astype(np.float32), "m")
+    w = numpy_helper.from_array(RNG.standard_normal((4, 3, 3, 3), np.float32), "w")
+    m = numpy_helper.from_array(RNG.standard_normal((8, 5), np.float32), "m")
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Add", ["c", "c"], ["a"]),
              helper.make_node("Sigmoid", ["a"], ["s"]), helper.make_node("Concat", ["s", "c"], ["cat"], axis=1),
              helper.make_node("GlobalAveragePool", ["cat"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),

@@ -26,7 +26,10 @@ def _initializer(name: str, shape, rng) -> onnx.TensorProto:
         data = np.full(shape, _IDENTITY_BN[suffix], np.float32)
     else:
         fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-        data = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        # Drawn as float32 and scaled in place: a float64 draw, scaled and cast, holds 20 bytes an element
+        # at its peak where this holds 4 (vgg16's fc6, 103M weights: 1.7 to 3.9 s of CPU against 1.0 s).
+        data = rng.standard_normal(shape, dtype=np.float32)
+        data *= np.float32(np.sqrt(2.0 / fan_in))
     return numpy_helper.from_array(data, name)
 
 
