@@ -222,10 +222,16 @@ def judge(args: list[str], place: str) -> str | None:
     return f"negative or non-finite numbers: {bad[:5]}" if bad else None
 
 
-def _signed_field_ok(data: dict) -> bool:
-    """A fit verdict's headroom is negative where the model does not fit: that sign is the answer."""
-    return data.get("schema") == "archcalc.fit/1" and all(
-        v >= 0 for vd in data["verdicts"] for k, v in vd.items() if k != "headroom" and isinstance(v, int | float))
+SIGNED = "headroom"  # a verdict's bytes left: negative where it does not fit, and that sign is the answer
+
+
+def _signed_field_ok(data) -> bool:
+    """Every negative number is a verdict's headroom (fit's verdicts, plan's rows)."""
+    if isinstance(data, dict):
+        return all((k == SIGNED and isinstance(v, int | float)) or _signed_field_ok(v) for k, v in data.items())
+    if isinstance(data, list):
+        return all(_signed_field_ok(v) for v in data)
+    return not (isinstance(data, int | float) and not isinstance(data, bool) and data < 0)
 
 
 def output_case(rng: random.Random, folder: Path) -> tuple[list[str], str]:

@@ -18,6 +18,7 @@ the layers between units, stay gathered through both).
 from __future__ import annotations
 
 import functools
+import heapq
 import math
 from dataclasses import dataclass
 
@@ -64,14 +65,15 @@ class Strategy:
     balance: str = "memory"  # a pipeline's stages balanced by "memory" (the most loaded GPU) or "compute"
 
     def __post_init__(self):
+        said = f"--strategy '{self.label()}'"  # only a user's strategy can fail these: the search's never do
         if min(self.dp, self.tp, self.pp, self.micro_batches, self.chunks) < 1 or self.zero not in (0, 1, 2, 3):
-            raise InputError(f"{self.label()}: degrees and micro-batches are at least 1, ZeRO stages 0-3")
+            raise InputError(f"{said}: degrees and micro-batches are at least 1, ZeRO stages 0-3")
         if self.shard is not None and (self.shard < 1 or self.dp % self.shard):
-            raise InputError(f"{self.label()}: the shard group (hybrid{self.shard}) must divide the data-parallel "
+            raise InputError(f"{said}: the shard group (hybrid{self.shard}) must divide the data-parallel "
                              f"degree {self.dp}")
         if (self.schedule not in SCHEDULES or self.offload not in OFFLOADS or self.engine not in ENGINES
                 or self.balance not in BALANCES):
-            raise InputError(f"{self.label()}: schedule one of {', '.join(SCHEDULES)}, offload one of "
+            raise InputError(f"{said}: schedule one of {', '.join(SCHEDULES)}, offload one of "
                              f"{', '.join(OFFLOADS)}, engine one of {', '.join(ENGINES)}, balance memory or "
                              "compute")
 
@@ -107,19 +109,23 @@ class Strategy:
 
 def zero1_partition(sizes: list[int], ranks: int) -> list[list[int]]:
     """The parameters (their sizes) ``ZeroRedundancyOptimizer`` gives each rank: sorted largest first,
-    each to the rank with the fewest elements so far (torch/distributed/optim/zero_redundancy_optimizer.py,
-    _partition_parameters)."""
-    return [list(r) for r in _partition(tuple(sizes), ranks)]
+    each to the rank with the fewest elements so far, the lowest on a tie
+    (torch/distributed/optim/zero_redundancy_optimizer.py, _partition_parameters)."""
+    given = _partition(tuple(sizes), ranks)
+    return [list(r) for r in given] + [[] for _ in range(ranks - len(given))]
 
 
 @functools.lru_cache(maxsize=256)
 def _partition(sizes: tuple[int, ...], ranks: int) -> tuple[tuple[int, ...], ...]:
-    held = [0] * ranks
-    given: list[list[int]] = [[] for _ in range(ranks)]
+    """The ranks that receive any parameter, in rank order: only the first ``len(sizes)`` can (an empty
+    rank among them always ties lowest), so the work follows the parameters, not a rank count in the
+    hundreds of thousands."""
+    heap = [(0, r) for r in range(min(ranks, len(sizes)))]  # (elements held, rank): pops fewest, then lowest
+    given: list[list[int]] = [[] for _ in heap]
     for size in sorted(sizes, reverse=True):
-        r = held.index(min(held))
-        held[r] += size
+        held, r = heapq.heappop(heap)
         given[r].append(size)
+        heapq.heappush(heap, (held + size, r))
     return tuple(tuple(g) for g in given)
 
 
@@ -206,8 +212,9 @@ def _share(s: Strategy, lay: Layout, rank: int | None) -> tuple[int, int]:
     if s.zero == 0:
         return sum(lay.sizes), lay.largest
     if s.zero == 1 and s.engine == "pytorch":
-        given = zero1_partition(lay.sizes, s.group)
-        mine = given[rank % s.group] if rank is not None else max(given, key=sum)
+        given = _partition(tuple(lay.sizes), s.group)  # the ranks past these hold nothing
+        at = rank % s.group if rank is not None else None
+        mine = max(given, key=sum, default=()) if at is None else given[at] if at < len(given) else ()
         return sum(mine), max(mine, default=0)
     return _shard(s, lay), -(-lay.largest // s.group)
 

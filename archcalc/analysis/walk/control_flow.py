@@ -226,8 +226,8 @@ def _condition_varies(node: Node, body: Graph) -> bool:
     if out == body.inputs[1]:
         return False
     t = node.graph.tensors.get(out)
-    known = t is not None and t.value is not None and np.asarray(t.value).size == 1
-    return not (known and bool(np.asarray(t.value).reshape(-1)[0]))
+    value = np.asarray(t.value).reshape(-1) if t is not None and t.value is not None else np.empty(0)
+    return not (value.size == 1 and bool(value[0]))
 
 
 def _state(values: list[Value]) -> list[tuple]:
