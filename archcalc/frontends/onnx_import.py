@@ -20,7 +20,7 @@ from archcalc.errors import InputError
 from archcalc.frontends.onnx_check import check_model
 from archcalc.frontends.onnx_helpers import attribute_value, to_array
 from archcalc.frontends.onnx_reader import read_structure, read_tensor
-from archcalc.frontends.paths import regular_file
+from archcalc.frontends.paths import not_onnx, regular_file
 from archcalc.ir import Graph, Layer, Role, Shape, Tensor
 from archcalc.onnx_proto import (
     AttributeProto,
@@ -56,12 +56,18 @@ def load_model(source: str | os.PathLike | ModelProto, skipped: dict[str, tuple[
             raise InputError(f"{path}: its subgraphs (If, Loop and Scan bodies) nest deeper than protobuf's "
                              "parser reads (100 levels of messages, about 30 bodies inside each other): "
                              "archcalc cannot read it; flatten the control flow") from None
-        raise InputError(f"{path}: not a valid ONNX model ({exc}): {CORRUPT}") from None
+        raise _unreadable(path, f"not a valid ONNX model ({exc}): {CORRUPT}") from None
     except (RuntimeError, ValueError) as exc:
-        raise InputError(f"{path}: not a valid ONNX model ({exc}): {CORRUPT}") from None
+        raise _unreadable(path, f"not a valid ONNX model ({exc}): {CORRUPT}") from None
     if model.ir_version == 0 or not model.HasField("graph"):
-        raise InputError(f"{path}: not an ONNX model (no ir_version or graph): re-export it")
+        raise _unreadable(path, "not an ONNX model (no ir_version or graph): re-export it")
     return model
+
+
+def _unreadable(path: Path, problem: str) -> InputError:
+    """The error for a file that does not read as ONNX: what it is instead, where its bytes or its
+    name tell (a design, another format's checkpoint), else ``problem``."""
+    return InputError(not_onnx(path) or f"{path}: {problem}")
 
 
 def _value_info_tensor(vi: ValueInfoProto, role: Role) -> Tensor:

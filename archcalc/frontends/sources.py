@@ -35,6 +35,9 @@ def resolve(source: str | os.PathLike) -> Path:
     zoo = zoo_models()
     if str(source) in zoo:
         return zoo[str(source)]
+    if is_design_text(source):  # where a file is needed (validate runs one): designs are exported first
+        raise InputError(f"{source}: design text, not a model file: this command runs ONNX; export the design "
+                         f"first (archcalc export \"{source}\" -o design.onnx)")
     raise InputError(f"{source}: no such file or zoo model: check the path, or list the zoo with "
                      "'archcalc zoo'")
 
