@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import os
 import sys
-import tempfile
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -32,6 +31,8 @@ def cache_file(grammar: str) -> Path:
 
 def _save(parser: lark.Lark, path: Path) -> None:
     """Write the tables to ``path`` through a temporary file renamed over it; a failure leaves none."""
+    import tempfile  # only when the tables are written: most runs read them
+
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
