@@ -34,7 +34,7 @@ MIXED = frozenset({"mixed", "mixed-bf16"})
 def dtype_name(elem_type: int) -> str | None:
     """The IR's dtype name for an ONNX ``TensorProto.DataType`` value ("undefined" for 0), or None
     for a number that names no type."""
-    from onnx import TensorProto
+    from archcalc.onnx_proto import TensorProto  # the enum, without onnx's import cost
 
     if elem_type not in TensorProto.DataType.values():
         return None

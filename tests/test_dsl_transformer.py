@@ -13,7 +13,8 @@ import archcalc
 from archcalc.analysis.estimate import analyse
 from archcalc.cli import main
 from archcalc.errors import DSLError
-from archcalc.frontends.dsl.build import _Build, _parser, build
+from archcalc.frontends.dsl.build import _Build, build
+from archcalc.frontends.dsl.parser import parser
 from archcalc.frontends.dsl.transformer import design_model
 from archcalc.frontends.transformer_net import with_random_weights
 from archcalc.measure.validate import check_shapes, feeds
@@ -48,7 +49,7 @@ SMALL = [
 
 
 def _model(text: str):
-    return design_model(_Build("<design>", text), _parser().parse(text).children[0])
+    return design_model(_Build("<design>", text), parser().parse(text).children[0])
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))

@@ -42,10 +42,11 @@ def test_directory(tmp_path):
 
 
 def test_not_onnx(tmp_path):
+    """Design text under another suffix is told for what it is (issue 21, item 8)."""
     path = tmp_path / "notes.onnx"
     path.write_text("INPUT[224x224x3] -> CONV3-64 -> POOL2\n" * 20)
     text = one_line_error(*run(path))
-    assert str(path) in text and "not" in text and "re-export" in text
+    assert str(path) in text and "a design, not an ONNX model" in text and "notes.arch" in text
 
 
 def test_truncated_protobuf(tmp_path):

@@ -6,12 +6,11 @@ paths, so the planner finds each layer as a unit.
 
 from __future__ import annotations
 
-import onnx
-from onnx import TensorProto, helper
-
 from archcalc.errors import InputError
 from archcalc.frontends.hf_config import DECODERS, attention_spec, feed_forward, rotary, sizes, windows
+from archcalc.frontends.onnx_helpers import make_tensor, make_tensor_value_info
 from archcalc.frontends.transformer_net import AttentionSpec, MLPSpec, MoESpec, Net, attention, mlp, moe, tied_head
+from archcalc.onnx_proto import ModelProto, TensorProto
 
 DTYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16}
 TIED = {"gemma": True, "gemma2": True, "gemma3_text": True, "gpt2": True}  # else untied unless the config says
@@ -81,7 +80,7 @@ def _attention(cfg: dict, z: dict, window: int | None, kernel: str) -> Attention
                          kernel="eager" if t == "bert" else kernel, rotary=rotary(cfg, z["d"]))
 
 
-def config_model(cfg: dict, kernel: str = "eager") -> onnx.ModelProto:
+def config_model(cfg: dict, kernel: str = "eager") -> ModelProto:
     """The ONNX model ``cfg`` (a read config) describes; input ``input_ids`` [batch, sequence].
     ``kernel``: the decoders' attention, eager (scores kept) or fused (flash attention)."""
     name = cfg.get("torch_dtype") or cfg.get("dtype") or "float32"
@@ -107,8 +106,8 @@ def config_model(cfg: dict, kernel: str = "eager") -> onnx.ModelProto:
         final = {"gpt2": "/transformer/ln_f", "gpt_neox": "/gpt_neox/final_layer_norm"}.get(t, "/model/norm")
         x = net.norm(final, x, z["h"], t in DECODERS)
         outputs = [(_head(net, cfg, z, x, table, shape), ["batch", "sequence", z["vocab"]])]
-    return net.model(t, [helper.make_tensor_value_info(ids, TensorProto.INT64, ["batch", "sequence"])],
-                     [helper.make_tensor_value_info(o, net.dtype, dims) for o, dims in outputs])
+    return net.model(t, [make_tensor_value_info(ids, TensorProto.INT64, ["batch", "sequence"])],
+                     [make_tensor_value_info(o, net.dtype, dims) for o, dims in outputs])
 
 
 def _positions(net: Net, cfg: dict, z: dict, shape: str, x: str) -> str:
@@ -125,7 +124,7 @@ def _positions(net: Net, cfg: dict, z: dict, shape: str, x: str) -> str:
     if gpt2:
         return x
     types = net.w(f"{path}/token_type_embeddings.weight", [cfg.get("type_vocab_size", 2), z["h"]])
-    zeros = net.one(path, "ConstantOfShape", [shape], value=helper.make_tensor("v", TensorProto.INT64, [1], [0]))
+    zeros = net.one(path, "ConstantOfShape", [shape], value=make_tensor("v", TensorProto.INT64, [1], [0]))
     x = net.one(path, "Add", [x, net.one(path, "Gather", [types, zeros])])
     return net.norm(f"{path}/LayerNorm", x, z["h"], False)
 

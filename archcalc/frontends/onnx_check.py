@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import math
 
-import onnx
-from onnx import AttributeProto, TensorProto, helper
-
 from archcalc.dtypes import DTYPE_BYTES, dtype_name
 from archcalc.errors import InputError
+from archcalc.frontends.onnx_helpers import storage_field
+from archcalc.onnx_proto import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto
 
 # No real tensor holds more: 2^48 elements are 1 PiB of bytes. Larger counts are corrupt dims.
 MAX_ELEMENTS = 1 << 48
@@ -67,7 +66,7 @@ def check_tensor(source: str, t: TensorProto, what: str, raw_bytes: int | None =
         raise InputError(f"{source}: {what} holds {raw:,} bytes of raw data, but its dims {list(t.dims)} of "
                          f"{dtype} need {need:,}: {REEXPORT}")
     if raw_bytes is None and not t.raw_data:  # values kept whole: the typed field must hold them all
-        field = helper.tensor_dtype_to_field(t.data_type)
+        field = storage_field(t.data_type)
         per_value = 2 if dtype.startswith("complex") else DTYPE_BYTES[dtype] if DTYPE_BYTES[dtype] < 1 else 1
         held, want = len(getattr(t, field)), math.ceil(count * per_value)
         if held != want:
@@ -75,7 +74,7 @@ def check_tensor(source: str, t: TensorProto, what: str, raw_bytes: int | None =
                              f"{dtype} need {want:,}: {REEXPORT}")
 
 
-def _value_info(source: str, vi: onnx.ValueInfoProto, kind: str) -> None:
+def _value_info(source: str, vi: ValueInfoProto, kind: str) -> None:
     if vi.type.HasField("tensor_type"):
         _elem_type(source, f"{kind} '{vi.name}'", vi.type.tensor_type.elem_type)
         if len(vi.type.tensor_type.shape.dim) > MAX_RANK:
@@ -87,7 +86,7 @@ def _value_info(source: str, vi: onnx.ValueInfoProto, kind: str) -> None:
                          "archcalc sizes tensors only (sequences, maps and optionals are not supported)")
 
 
-def _attributes(source: str, node: onnx.NodeProto, where: str) -> None:
+def _attributes(source: str, node: NodeProto, where: str) -> None:
     for a in node.attribute:
         if a.type == AttributeProto.UNDEFINED:
             raise InputError(f"{source}: {where} attribute '{a.name}' has no type (UNDEFINED): {REEXPORT}")
@@ -104,7 +103,7 @@ def _attributes(source: str, node: onnx.NodeProto, where: str) -> None:
                 _attributes(source, sub, f"node '{sub.name or sub.op_type}' (inside {where.split(' (')[0]})")
 
 
-def _constant(source: str, node: onnx.NodeProto, where: str) -> None:
+def _constant(source: str, node: NodeProto, where: str) -> None:
     if len(node.output) != 1 or not node.output[0]:
         raise InputError(f"{source}: {where} has {len(node.output)} outputs; a Constant has exactly one: "
                          f"{REEXPORT}")
@@ -123,7 +122,7 @@ def _constant(source: str, node: onnx.NodeProto, where: str) -> None:
                          f"{kinds.Name(CONSTANT_VALUES[a.name])}: {REEXPORT}")
 
 
-def _names(source: str, g: onnx.GraphProto) -> None:
+def _names(source: str, g: GraphProto) -> None:
     inputs = [vi.name for vi in g.input]
     dupes = sorted({n for n in inputs if inputs.count(n) > 1})
     if dupes:
@@ -144,7 +143,7 @@ def _names(source: str, g: onnx.GraphProto) -> None:
             raise InputError(f"{source}: graph output '{vi.name}' is written by no node: {REEXPORT}")
 
 
-def _utf8_names(source: str, g: onnx.GraphProto) -> None:
+def _utf8_names(source: str, g: GraphProto) -> None:
     """protobuf hands back a name that is not UTF-8 as bytes: such a file is corrupt."""
     def bad(*names) -> bool:
         return any(isinstance(n, bytes) for n in names)
@@ -160,7 +159,7 @@ def _utf8_names(source: str, g: onnx.GraphProto) -> None:
                              f"{REEXPORT}")
 
 
-def check_model(model: onnx.ModelProto, source: str, raw_lengths: dict[str, int] | None = None) -> None:
+def check_model(model: ModelProto, source: str, raw_lengths: dict[str, int] | None = None) -> None:
     """Raise an InputError for the first structural problem of ``model``'s main graph.
     ``raw_lengths``: the raw data lengths of initializers whose bytes the reader skipped."""
     g = model.graph

@@ -13,28 +13,37 @@ import os
 from pathlib import Path
 
 import numpy as np
-import onnx
 from google.protobuf.message import DecodeError
-from onnx import TensorProto, helper, numpy_helper
 
 from archcalc.dtypes import WEIGHT_DTYPES, onnx_dtype
 from archcalc.errors import InputError
 from archcalc.frontends.onnx_check import check_model
+from archcalc.frontends.onnx_helpers import attribute_value, to_array
 from archcalc.frontends.onnx_reader import read_structure, read_tensor
-from archcalc.frontends.paths import regular_file
+from archcalc.frontends.paths import not_onnx, regular_file
 from archcalc.ir import Graph, Layer, Role, Shape, Tensor
+from archcalc.onnx_proto import (
+    AttributeProto,
+    GraphProto,
+    ModelProto,
+    NodeProto,
+    TensorProto,
+    ValueInfoProto,
+    infer_shapes,
+)
 
 # Tensors up to this many elements have their values read: enough for every shape and index
 # constant an exporter writes, far too few for any real weight.
 SMALL_VALUE_LIMIT = 64
+CORRUPT = "the file is truncated, corrupt or not ONNX; re-export it"
 
 
-def load_model(source: str | os.PathLike | onnx.ModelProto, skipped: dict[str, tuple[int, int]] | None = None,
-               raw: dict[str, int] | None = None) -> onnx.ModelProto:
+def load_model(source: str | os.PathLike | ModelProto, skipped: dict[str, tuple[int, int]] | None = None,
+               raw: dict[str, int] | None = None) -> ModelProto:
     """Parse an ONNX file's structure (no weight bytes); every failure is a one-line InputError.
     ``skipped`` receives where each initializer whose bytes were not read lies in the file, ``raw``
     the length of its raw data."""
-    if isinstance(source, onnx.ModelProto):
+    if isinstance(source, ModelProto):
         return source
     path = regular_file(source)
     try:
@@ -47,19 +56,21 @@ def load_model(source: str | os.PathLike | onnx.ModelProto, skipped: dict[str, t
             raise InputError(f"{path}: its subgraphs (If, Loop and Scan bodies) nest deeper than protobuf's "
                              "parser reads (100 levels of messages, about 30 bodies inside each other): "
                              "archcalc cannot read it; flatten the control flow") from None
-        raise InputError(f"{path}: not a valid ONNX model ({exc}): the file is truncated, corrupt or not ONNX; "
-                         "re-export it") from None
+        raise _unreadable(path, f"not a valid ONNX model ({exc}): {CORRUPT}") from None
     except (RuntimeError, ValueError) as exc:
-        raise InputError(
-            f"{path}: not a valid ONNX model ({exc}): the file is truncated, corrupt or not ONNX; "
-            "re-export it"
-        ) from None
+        raise _unreadable(path, f"not a valid ONNX model ({exc}): {CORRUPT}") from None
     if model.ir_version == 0 or not model.HasField("graph"):
-        raise InputError(f"{path}: not an ONNX model (no ir_version or graph): re-export it")
+        raise _unreadable(path, "not an ONNX model (no ir_version or graph): re-export it")
     return model
 
 
-def _value_info_tensor(vi: onnx.ValueInfoProto, role: Role) -> Tensor:
+def _unreadable(path: Path, problem: str) -> InputError:
+    """The error for a file that does not read as ONNX: what it is instead, where its bytes or its
+    name tell (a design, another format's checkpoint), else ``problem``."""
+    return InputError(not_onnx(path) or f"{path}: {problem}")
+
+
+def _value_info_tensor(vi: ValueInfoProto, role: Role) -> Tensor:
     tt = vi.type.tensor_type
     if not vi.type.HasField("tensor_type"):
         raise InputError(f"graph input '{vi.name}' is not a tensor (sequences and maps are not supported)")
@@ -76,24 +87,24 @@ def _value_info_tensor(vi: onnx.ValueInfoProto, role: Role) -> Tensor:
     return Tensor(vi.name, shape, onnx_dtype(tt.elem_type), role)
 
 
-def _initializer_tensor(init: onnx.TensorProto) -> Tensor:
+def _initializer_tensor(init: TensorProto) -> Tensor:
     shape = tuple(int(d) for d in init.dims)
     tensor = Tensor(init.name, shape, onnx_dtype(init.data_type), Role.WEIGHT)
     external = init.data_location == TensorProto.EXTERNAL
     if not external and math.prod(shape) <= SMALL_VALUE_LIMIT:
-        tensor.value = numpy_helper.to_array(init)
+        tensor.value = to_array(init)
     return tensor
 
 
-def _attr_value(attr: onnx.AttributeProto):
-    if attr.type == onnx.AttributeProto.TENSOR:
+def _attr_value(attr: AttributeProto):
+    if attr.type == AttributeProto.TENSOR:
         t = attr.t
         small = t.data_location != TensorProto.EXTERNAL and math.prod(t.dims) <= 1 << 16
         # A Constant node holding a real weight is described like an initializer: dims, no bytes.
-        return numpy_helper.to_array(t) if small else _initializer_tensor(t)
-    if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
-        return helper.get_attribute_value(attr)  # kept as protobuf for onnx's fallback inference
-    value = helper.get_attribute_value(attr)
+        return to_array(t) if small else _initializer_tensor(t)
+    if attr.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
+        return attribute_value(attr)  # kept as protobuf for onnx's fallback inference
+    value = attribute_value(attr)
     if isinstance(value, bytes):
         return value.decode()
     if isinstance(value, list) and value and isinstance(value[0], bytes):
@@ -101,7 +112,7 @@ def _attr_value(attr: onnx.AttributeProto):
     return value
 
 
-def _constant_tensor(node: onnx.NodeProto) -> Tensor:
+def _constant_tensor(node: NodeProto) -> Tensor:
     """A Constant node's output as a tensor: its value if small, else dims like an initializer.
 
     A Constant is a stored tensor like an initializer (paddle2onnx writes every weight as one), so
@@ -116,14 +127,14 @@ def _constant_tensor(node: onnx.NodeProto) -> Tensor:
     key = next(iter(attrs))
     array = np.asarray(value, dtype={"value_float": np.float32, "value_floats": np.float32,
                                      "value_int": np.int64, "value_ints": np.int64}.get(key))
-    tensor_attr = next((a for a in node.attribute if a.type == onnx.AttributeProto.TENSOR), None)
+    tensor_attr = next((a for a in node.attribute if a.type == AttributeProto.TENSOR), None)
     dtype = onnx_dtype(tensor_attr.t.data_type) if tensor_attr is not None else \
         "string" if array.dtype.kind in "US" else str(array.dtype)
     role = Role.WEIGHT if dtype in WEIGHT_DTYPES and array.size else Role.CONSTANT
     return Tensor(name, tuple(array.shape), dtype, role, array)
 
 
-def _layers(graph: onnx.GraphProto, tensors: dict[str, Tensor], source: str, opset: int) -> list[Layer]:
+def _layers(graph: GraphProto, tensors: dict[str, Tensor], source: str, opset: int) -> list[Layer]:
     """The graph's nodes as layers; Constant nodes become constant tensors instead."""
     layers, seen = [], set()
     for i, node in enumerate(graph.node):
@@ -142,13 +153,13 @@ def _layers(graph: onnx.GraphProto, tensors: dict[str, Tensor], source: str, ops
             attrs={a.name: _attr_value(a) for a in node.attribute},
             domain="" if node.domain == "ai.onnx" else node.domain,
             subgraphs={a.name: _subgraph(a.g, f"{source}: node '{name}' ({node.op_type}) {a.name}", opset)
-                       for a in node.attribute if a.type == onnx.AttributeProto.GRAPH},
+                       for a in node.attribute if a.type == AttributeProto.GRAPH},
             meta={p.key: p.value for p in node.metadata_props},
         ))
     return layers
 
 
-def _subgraph(g: onnx.GraphProto, source: str, opset: int) -> Graph:
+def _subgraph(g: GraphProto, source: str, opset: int) -> Graph:
     """A control-flow body as a graph: its inputs (a Loop's iteration number, condition and state)
     take their shapes from the enclosing node when analysed; names it reads but does not define are
     the enclosing graph's."""
@@ -185,7 +196,7 @@ def _execution_order(layers: list[Layer], known: set[str], source: str) -> list[
         raise InputError(f"{source}: the graph has a cycle: it is not a valid ONNX graph") from None
 
 
-def to_ir(model: onnx.ModelProto, source: str = "<model>") -> Graph:
+def to_ir(model: ModelProto, source: str = "<model>") -> Graph:
     """Build the IR of ``model``'s main graph. Shapes of non-inputs are left for inference."""
     g = model.graph
     tensors: dict[str, Tensor] = {}
@@ -215,11 +226,12 @@ def to_ir(model: onnx.ModelProto, source: str = "<model>") -> Graph:
     )
 
 
-def static_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
+def static_shapes(model: ModelProto) -> dict[str, tuple]:
     """Each tensor's shape as onnx's inference knows it before running (what onnxruntime's planner
-    sees): dims are ints or the model's named symbols; unknown and generated (unk__) dims are None."""
+    sees): dims are ints or the model's named symbols; unknown and generated (unk__) dims are None.
+    onnx's C++ inference runs without the onnx package's import (see archcalc.onnx_proto)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = infer_shapes(model)
     except Exception:  # then nothing is known statically, which is safe
         return {}
     out = {}
@@ -232,31 +244,31 @@ def static_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
     return out
 
 
-def stored_value(model: onnx.ModelProto, path: Path | None, skipped: dict[str, tuple[int, int]],
+def stored_value(model: ModelProto, path: Path | None, skipped: dict[str, tuple[int, int]],
                  name: str) -> np.ndarray | None:
     """One initializer's values: read from the file where the import skipped them, None where they
     lie in external data (never opened) or cannot be decoded."""
     try:
-        tensor: onnx.TensorProto | None
+        tensor: TensorProto | None
         if name in skipped and path is not None:
             tensor = read_tensor(path, skipped[name])
         else:
             tensor = next((t for t in model.graph.initializer if t.name == name), None)
         if tensor is None or tensor.data_location == TensorProto.EXTERNAL:
             return None
-        return numpy_helper.to_array(tensor)
+        return to_array(tensor)
     except Exception:  # an undecodable tensor: its values are unknown, said as such
         return None
 
 
-def import_onnx(source: str | os.PathLike | onnx.ModelProto, label: str | None = None) -> Graph:
+def import_onnx(source: str | os.PathLike | ModelProto, label: str | None = None) -> Graph:
     """Read ``source`` (a path or a ModelProto; ``label``: what errors call it) into the IR."""
-    label = label or ("<ModelProto>" if isinstance(source, onnx.ModelProto) else str(source))
+    label = label or ("<ModelProto>" if isinstance(source, ModelProto) else str(source))
     skipped: dict[str, tuple[int, int]] = {}
     raw: dict[str, int] = {}
     model = load_model(source, skipped, raw)
     check_model(model, label, raw)
     graph = to_ir(model, label)
-    path = None if isinstance(source, onnx.ModelProto) else Path(source)
+    path = None if isinstance(source, ModelProto) else Path(source)
     graph.stored_value = functools.partial(stored_value, model, path, skipped)
     return graph

@@ -15,7 +15,7 @@ import math
 import os
 from pathlib import Path
 
-import onnx
+from archcalc.onnx_proto import ModelProto, TensorProto
 
 # Field numbers from onnx.proto.
 MODEL_GRAPH = 7
@@ -147,7 +147,7 @@ def _light_graph(buf, start: int, end: int, keep_values_upto: int, skipped: dict
 
 
 def read_structure(path: Path, keep_values_upto: int, skipped: dict[str, tuple[int, int]] | None = None,
-                   raw: dict[str, int] | None = None) -> onnx.ModelProto:
+                   raw: dict[str, int] | None = None) -> ModelProto:
     """The model at ``path`` with the data of every initializer over ``keep_values_upto`` elements
     left out; ``skipped`` receives where each left-out initializer lies in the file (for
     ``read_tensor``), ``raw`` the length of its raw data. Raises WireError (or protobuf's
@@ -166,15 +166,15 @@ def read_structure(path: Path, keep_values_upto: int, skipped: dict[str, tuple[i
                 out.append(_submessage(number, _light_graph(buf, s, stop, keep_values_upto, skipped, raw)))
             else:
                 out.append(bytes(buf[k:stop]))
-    model = onnx.ModelProto()
+    model = ModelProto()
     model.ParseFromString(b"".join(out))
     return model
 
 
-def read_tensor(path: Path, place: tuple[int, int]) -> onnx.TensorProto:
+def read_tensor(path: Path, place: tuple[int, int]) -> TensorProto:
     """The whole initializer at ``place`` (as ``read_structure`` noted it), data included."""
     start, end = place
     with open(path, "rb") as f:
-        tensor = onnx.TensorProto()
+        tensor = TensorProto()
         tensor.ParseFromString(os.pread(f.fileno(), end - start, start))
     return tensor

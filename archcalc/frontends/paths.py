@@ -35,3 +35,39 @@ def regular_file(path: str | os.PathLike) -> Path:
     if file_status(path) == "missing":
         raise InputError(f"{path}: no such file: check the path, or name a zoo model (archcalc zoo)")
     return Path(path)
+
+
+# Files users give in place of an ONNX model, told by their first bytes: (offset, magic, what it is).
+# GGUF: llama.cpp's docs/gguf.md; HDF5: its format spec's signature; TFLite: the flatbuffer file
+# identifier "TFL3" after the root offset; zip: PyTorch's torch.save (and .npz, .keras).
+MAGICS = ((0, b"GGUF", "a GGUF file"), (0, b"\x89HDF\r\n\x1a\n", "an HDF5 file (Keras)"),
+          (4, b"TFL3", "a TensorFlow Lite model"), (0, b"PK\x03\x04", "a zip archive (a PyTorch checkpoint?)"))
+NOT_ONNX = "archcalc reads ONNX, designs and config.json; export the model to ONNX or give its config.json"
+
+
+def _safetensors(head: bytes, size: int) -> bool:
+    """safetensors' layout: a little-endian u64 header length, then that many bytes of JSON."""
+    return len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8
+
+
+def not_onnx(path: Path) -> str | None:
+    """Why the file at ``path``, which did not read as ONNX, is something else, with what to run
+    instead (one line, naming the file); None when nothing tells what it is."""
+    try:
+        with open(path, "rb") as f:
+            head, size = f.read(4096), os.fstat(f.fileno()).st_size  # a design's comments come first
+    except OSError:
+        return None
+    what = next((w for at, magic, w in MAGICS if head[at:at + len(magic)] == magic), None)
+    if what is None and _safetensors(head, size):
+        what = "a safetensors checkpoint"
+    if what is not None:
+        return f"{path}: {what}, not an ONNX model: {NOT_ONNX}"
+    if path.suffix == ".arch":
+        return (f"{path}: a design, not an ONNX model: this command runs ONNX; export the design first "
+                f"(archcalc export {path} -o {path.stem}.onnx)")
+    if b"INPUT[" in head or b"TOKENS[" in head:
+        return f"{path}: a design, not an ONNX model: designs are read from .arch files: name it {path.stem}.arch"
+    if head.lstrip()[:1] == b"{":
+        return f"{path}: a JSON file, not an ONNX model: this command runs ONNX; export the model to ONNX"
+    return None

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from archcalc.errors import DSLError, InputError
 from archcalc.frontends.paths import file_status
-from archcalc.ir import Graph
+
+if TYPE_CHECKING:  # the IR brings numpy: listing the zoo needs neither
+    from archcalc.ir import Graph
 
 ZOO_SUFFIXES = (".onnx", ".arch")
 
@@ -35,6 +38,9 @@ def resolve(source: str | os.PathLike) -> Path:
     zoo = zoo_models()
     if str(source) in zoo:
         return zoo[str(source)]
+    if is_design_text(source):  # where a file is needed (validate runs one): designs are exported first
+        raise InputError(f"{source}: design text, not a model file: this command runs ONNX; export the design "
+                         f"first (archcalc export \"{source}\" -o design.onnx)")
     raise InputError(f"{source}: no such file or zoo model: check the path, or list the zoo with "
                      "'archcalc zoo'")
 
@@ -68,27 +74,26 @@ def is_design_text(source) -> bool:
 
 
 def load_graph(source) -> Graph:
-    """The IR of ``source``: a path (.onnx or .arch), a zoo name, design text, or an ``onnx.ModelProto``."""
-    from archcalc.frontends.onnx_import import import_onnx
-
-    if not isinstance(source, (str, os.PathLike)):
-        return import_onnx(source)
+    """The IR of ``source``: a path (.onnx or .arch), a zoo name, design text, or an ``onnx.ModelProto``.
+    Each front end is imported when its kind of source comes: a CNN design needs no ONNX messages."""
     if is_design_text(source):
         from archcalc.frontends.dsl.build import build
 
         return build(str(source), "<inline>")
-    path = resolve(source)
-    if path.suffix == ".arch":
+    path = resolve(source) if isinstance(source, (str, os.PathLike)) else None
+    if path is not None and path.suffix == ".arch":
         from archcalc.frontends.dsl.build import build
 
         text = _design_text(path)
         return build(text, str(path))
-    if path.suffix == ".json":
+    from archcalc.frontends.onnx_import import import_onnx
+
+    if path is not None and path.suffix == ".json":
         from archcalc.frontends.hf_config import read_config
         from archcalc.frontends.hf_layers import config_model
 
         return import_onnx(config_model(read_config(path)), label=str(path))
-    return import_onnx(path)
+    return import_onnx(source if path is None else path)
 
 
 def serving_graph(source) -> tuple[Graph, dict | None]:

@@ -19,11 +19,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import onnx
-from onnx import TensorProto, helper
-
 from archcalc.errors import InputError
+from archcalc.frontends.onnx_helpers import make_model, make_node, make_opsetid, make_tensor
 from archcalc.ir import ROTARY_KEY, WINDOW_KEY
+from archcalc.onnx_proto import ModelProto, NodeProto, TensorProto
 
 ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh",
                "gelu_fast": "tanh", "gelu_python": "gelu", "relu": "relu"}
@@ -34,8 +33,8 @@ class Net:
 
     def __init__(self, dtype: int):
         self.dtype, self.count = dtype, 0
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
+        self.nodes: list[NodeProto] = []
+        self.inits: list[TensorProto] = []
 
     def w(self, name: str, dims: list[int]) -> str:
         t = TensorProto(name=name, data_type=self.dtype, dims=dims, data_location=TensorProto.EXTERNAL)
@@ -44,13 +43,13 @@ class Net:
         return name
 
     def const(self, name: str, values: list[int]) -> str:
-        self.inits.append(helper.make_tensor(name, TensorProto.INT64, [len(values)], values))
+        self.inits.append(make_tensor(name, TensorProto.INT64, [len(values)], values))
         return name
 
     def op(self, path: str, op: str, ins: list[str], outputs: int = 1, domain: str = "", **attrs) -> list[str]:
         self.count += 1
         outs = [f"{path}/{op}_{self.count}_{k}" for k in range(outputs)]
-        self.nodes.append(helper.make_node(op, ins, outs, name=f"{path}/{op}", domain=domain or None, **attrs))
+        self.nodes.append(make_node(op, ins, outs, name=f"{path}/{op}", domain=domain or None, **attrs))
         return outs
 
     def one(self, path: str, op: str, ins: list[str], **attrs) -> str:
@@ -66,11 +65,10 @@ class Net:
         ins = [x, self.w(f"{path}.weight", [h])] + ([self.w(f"{path}.bias", [h])] if bias else [])
         return self.one(path, "LayerNormalization", ins, axis=axis)
 
-    def model(self, name: str, inputs: list, outputs: list) -> onnx.ModelProto:
-        graph = helper.make_graph(self.nodes, name, inputs, outputs, self.inits)
+    def model(self, name: str, inputs: list, outputs: list) -> ModelProto:
         # IR 10 and opset 23 (RMSNormalization, Attention): what onnxruntime 1.23 loads.
-        return helper.make_model(graph, ir_version=10, opset_imports=[
-            helper.make_opsetid("", 23), helper.make_opsetid("com.microsoft", 1)])
+        return make_model(self.nodes, name, inputs, outputs, self.inits, ir_version=10, opsets=[
+            make_opsetid("", 23), make_opsetid("com.microsoft", 1)])
 
 
 @dataclass(frozen=True)
@@ -99,7 +97,7 @@ class AttentionSpec:
     rotary: tuple[int, int] | None = None  # (positions, dims) of the rotary table; None: not said
 
 
-def _mark(node: onnx.NodeProto, a: AttentionSpec) -> None:
+def _mark(node: NodeProto, a: AttentionSpec) -> None:
     """What the attention's shapes do not say, as node metadata: its window and its rotary table."""
     if a.window:
         node.metadata_props.add(key=WINDOW_KEY, value=str(a.window))
@@ -161,7 +159,7 @@ def _eager_core(net: Net, path: str, q: str, k: str, v: str, a: AttentionSpec, h
     k = net.one(f"{path}/k", "Unsqueeze", [net.one(f"{path}/k", "Transpose", [k], perm=[0, 1, 3, 2]), axis])
     v = net.one(f"{path}/v", "Unsqueeze", [v, axis])
     scale = f"{path}.scale"
-    net.inits.append(helper.make_tensor(scale, net.dtype, [], [1 / math.sqrt(d)]))
+    net.inits.append(make_tensor(scale, net.dtype, [], [1 / math.sqrt(d)]))
     product = net.one(f"{path}/attn", "MatMul", [q, k])
     _mark(net.nodes[-1], a)
     probs = net.one(f"{path}/attn", "Softmax", [net.one(f"{path}/attn", "Mul", [product, scale])], axis=-1)
@@ -280,13 +278,14 @@ def moe(net: Net, path: str, x: str, h: int, m: MoESpec, shared_name: str = "sha
     return net.one(path, "Reshape", [routed, shape])
 
 
-def with_random_weights(model: onnx.ModelProto, seed: int = 0, scale: float = 0.02) -> onnx.ModelProto:
+def with_random_weights(model: ModelProto, seed: int = 0, scale: float = 0.02) -> ModelProto:
     """A copy of a ``Net`` model whose declared weights hold values, so onnxruntime runs it: small
     random matrices, norm scales of 1 (the only 1-D ``.weight``), biases of 0. Its outputs mean nothing.
     Node names repeated within a module (two Reshapes in one path) get ``_2``, ``_3``: onnxruntime
     wants them unique."""
     import numpy as np
-    from onnx import numpy_helper
+    import onnx  # only to run a design: its weights through onnx's own helpers
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(seed)
     out = onnx.ModelProto()
@@ -296,12 +295,13 @@ def with_random_weights(model: onnx.ModelProto, seed: int = 0, scale: float = 0.
             continue
         dims, dtype = list(t.dims), helper.tensor_dtype_to_np_dtype(t.data_type)
         if t.name.endswith(".bias"):
-            data = np.zeros(dims)
+            data = np.zeros(dims, dtype)
         elif t.name.endswith(".weight") and len(dims) == 1:
-            data = np.ones(dims)
-        else:
-            data = rng.standard_normal(dims) * scale
-        out.graph.initializer[i].CopyFrom(numpy_helper.from_array(data.astype(dtype), t.name))
+            data = np.ones(dims, dtype)
+        else:  # drawn as float32 and scaled in place: a float64 draw doubles the peak of a large design
+            data = rng.standard_normal(dims, np.float32)
+            data *= np.float32(scale)
+        out.graph.initializer[i].CopyFrom(numpy_helper.from_array(data.astype(dtype, copy=False), t.name))
     seen: dict[str, int] = {}
     for node in out.graph.node:
         seen[node.name] = seen.get(node.name, 0) + 1

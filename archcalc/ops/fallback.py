@@ -1,29 +1,36 @@
 """For ops without a rule: onnx's own shape inference (and reference evaluator, for folding).
 
 Each call builds a one-node model whose inputs carry the concrete shapes found so far and, where
-known, their values, so onnx's data propagation sees what archcalc sees.
+known, their values, so onnx's data propagation sees what archcalc sees. onnx is imported here, by
+the functions that use it, and only then: a model whose ops all have rules never pays for it.
 """
 
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from archcalc.dtypes import onnx_dtype
 from archcalc.errors import UnsupportedOpError
 from archcalc.ir import Tensor
 from archcalc.ops.registry import Node, Out
 
+if TYPE_CHECKING:
+    import onnx
+
 
 def _enum(dtype: str) -> int:
+    from onnx import TensorProto
+
     name = {"float32": "FLOAT", "float64": "DOUBLE"}.get(dtype, dtype.upper())
     return TensorProto.DataType.Value(name)
 
 
 def _attribute(name: str, value) -> onnx.AttributeProto:
+    from onnx import helper, numpy_helper
+
     if isinstance(value, np.ndarray):
         return helper.make_attribute(name, numpy_helper.from_array(value))
     if isinstance(value, Tensor):
@@ -32,6 +39,9 @@ def _attribute(name: str, value) -> onnx.AttributeProto:
 
 
 def _one_node_model(node: Node) -> onnx.ModelProto:
+    import onnx
+    from onnx import helper, numpy_helper
+
     layer = node.layer
     proto = helper.make_node(layer.op_type, layer.inputs, layer.outputs, domain=layer.domain or None)
     proto.attribute.extend(_attribute(k, v) for k, v in layer.attrs.items())
@@ -51,6 +61,8 @@ def _one_node_model(node: Node) -> onnx.ModelProto:
 
 def infer_node(node: Node) -> Out:
     """Output shapes and dtypes from ``onnx.shape_inference``; no cost (reported as no rule)."""
+    import onnx.shape_inference
+
     layer = node.layer
     what = f"{layer.domain + '.' if layer.domain else ''}{layer.op_type}"
     try:
@@ -91,6 +103,8 @@ def evaluate_node(node: Node) -> list[np.ndarray | None] | None:
 
 def _python_types(kind: int) -> tuple[type, ...] | None:
     """What archcalc holds for an attribute of ONNX type ``kind`` (see the importer's _attr_value)."""
+    import onnx
+
     A = onnx.AttributeProto
     held: dict[int, tuple[type, ...]] = {
         A.INT: (int,), A.FLOAT: (float, int), A.STRING: (str,), A.INTS: (list,), A.FLOATS: (list,),
@@ -102,6 +116,8 @@ def attribute_mismatch(node: Node) -> str | None:
     """Why the node's attributes do not fit its op's schema (a type onnx's spec does not give that
     attribute), or None. Asked only after a rule failed, so the schema registry's start-up (a third
     of a second) is never paid on a well-formed model."""
+    import onnx.defs
+
     layer = node.layer
     try:
         schema = onnx.defs.get_schema(layer.op_type, node.opset, layer.domain or "")

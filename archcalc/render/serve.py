@@ -13,17 +13,7 @@ def render_serve(result, fmt: str) -> str:
     """``result`` (a ``ServeResult``) as text or as JSON (docs/json.md, ``archcalc.serve/1``)."""
     setup, cache, kv = result.setup, result.cache, result.setup.kv
     if fmt == "json":
-        return json.dumps({
-            "schema": "archcalc.serve/1", "model": setup.source, "gpu": setup.gpu, "capacity": setup.capacity,
-            "context": setup.context, "tensor_parallel": setup.tp, "runtime": setup.runtime,
-            "engine": setup.engine if setup.runtime == "vllm" else None,
-            "max_num_batched_tokens": setup.batched_tokens, "max_num_seqs": setup.max_seqs,
-            "kv_bytes_per_token": kv.bytes_per_token, "kv_dtype": kv.dtype, "terms": result.terms,
-            "available_kv_cache": max(0, cache.available), "shortfall": max(0, -cache.available),
-            "block_size": cache.block_size, "page_bytes": cache.page,
-            "blocks": cache.blocks, "tokens": cache.tokens, "blocks_per_sequence": cache.blocks_per_sequence,
-            "max_concurrency": cache.concurrency, "longest_context": cache.longest,
-        } | ({"notes": list(result.notes)} if result.notes else {}), indent=1) + "\n"
+        return _json(result)
     how = f"vLLM {setup.engine}'s accounting" if setup.runtime == "vllm" else "archcalc's own accounting"
     lines = [
         f"serving {setup.source} on {setup.gpu} ({units.nbytes(setup.capacity)})"
@@ -50,3 +40,19 @@ def render_serve(result, fmt: str) -> str:
     if cache.longest is not None:
         lines.append(f"longest context for the sequences given: {cache.longest:,} tokens")
     return "\n".join(lines) + "\n"
+
+
+def _json(result) -> str:
+    """The JSON contract (docs/json.md, ``archcalc.serve/1``): no size negative, a shortfall apart."""
+    setup, cache, kv = result.setup, result.cache, result.setup.kv
+    return json.dumps({
+        "schema": "archcalc.serve/1", "model": setup.source, "gpu": setup.gpu, "capacity": setup.capacity,
+        "context": setup.context, "tensor_parallel": setup.tp, "runtime": setup.runtime,
+        "engine": setup.engine if setup.runtime == "vllm" else None,
+        "max_num_batched_tokens": setup.batched_tokens, "max_num_seqs": setup.max_seqs,
+        "kv_bytes_per_token": kv.bytes_per_token, "kv_dtype": kv.dtype, "terms": result.terms,
+        "available_kv_cache": max(0, cache.available), "shortfall": max(0, -cache.available),
+        "block_size": cache.block_size, "page_bytes": cache.page,
+        "blocks": cache.blocks, "tokens": cache.tokens, "blocks_per_sequence": cache.blocks_per_sequence,
+        "max_concurrency": cache.concurrency, "longest_context": cache.longest,
+    } | ({"notes": list(result.notes)} if result.notes else {}), indent=1) + "\n"

@@ -15,15 +15,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 
-from lark import Lark, Token, Tree
+from lark import Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from archcalc.errors import DSLError
+from archcalc.frontends.dsl.parser import parser
 from archcalc.frontends.dsl.tokens import LayerToken, TokenError, parse_token
-from archcalc.frontends.dsl.transformer import build_transformer, misplaced
 from archcalc.ir import Graph, Layer, Role, Tensor
 from archcalc.ops.window import effective_window, positions, slack
 from archcalc.units import hwc
@@ -36,12 +34,6 @@ OPSET = 20  # Gelu needs 20
 # levels; these stop a typo (or a bomb) from building for ever.
 MAX_LAYERS = 100_000
 MAX_DEPTH = 100
-
-
-@cache
-def _parser() -> Lark:
-    grammar = resources.files("archcalc.frontends.dsl").joinpath("grammar.lark").read_text()
-    return Lark(grammar, parser="lalr", propagate_positions=True)
 
 
 @dataclass(frozen=True)
@@ -198,6 +190,8 @@ class _Build:
 
     def network(self, st: Tree) -> Graph:
         if st.data == "tokens_network":  # TOKENS[S] -> ...: lowered through ONNX (dsl/transformer.py)
+            from archcalc.frontends.dsl.transformer import build_transformer  # ONNX's messages: CNNs need none
+
             return build_transformer(self, st)
         dims_tok, body = st.children
         dims = [int(x) for x in str(dims_tok).split("x")]
@@ -267,6 +261,8 @@ class _Build:
             return self.call(tree, cur, env)
         if kind == "seq":
             return self.seq(tree, cur, env)
+        from archcalc.frontends.dsl.transformer import misplaced
+
         raise self.fail(tree, misplaced(tree) if kind == "misplaced_input" else f"unexpected {kind}")
 
     def _int(self, count, env) -> int:
@@ -372,7 +368,7 @@ def build(text: str, source: str = "<design>") -> Graph:
     """The IR of design ``text``; every failure is a DSLError with ``source:line:col`` and a caret."""
     text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark some editors write
     try:
-        tree = _parser().parse(text)
+        tree = parser().parse(text)
     except UnexpectedInput as exc:
         raise DSLError(source, text, exc.line if exc.line > 0 else 1, exc.column if exc.column > 0 else 1,
                        _syntax_message(exc)) from None

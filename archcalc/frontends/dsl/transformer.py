@@ -21,11 +21,10 @@ import functools
 import re
 from dataclasses import dataclass, field
 
-import onnx
 from lark import Tree
-from onnx import TensorProto, helper
 
 from archcalc.frontends.dsl.tokens import TRANSFORMER_KINDS, TokenError
+from archcalc.frontends.onnx_helpers import make_tensor, make_tensor_value_info
 from archcalc.frontends.onnx_import import import_onnx
 from archcalc.frontends.transformer_net import (
     AttentionSpec,
@@ -39,6 +38,7 @@ from archcalc.frontends.transformer_net import (
     with_random_weights,
 )
 from archcalc.ir import Graph
+from archcalc.onnx_proto import ModelProto, TensorProto
 from archcalc.units import MAX_SIZE
 
 BRANCHES = {"ATTN", "MLP", "SWIGLU", "GEGLU", "MOE"}
@@ -250,7 +250,7 @@ class Lowering:
         if term.opt("types"):  # BERT's token types, every token of type 0
             types = net.w("/model/token_type_embeddings.weight", [term.opt("types"), self.h])
             zeros = net.one("/embed", "ConstantOfShape", [self.shape],
-                            value=helper.make_tensor("v", TensorProto.INT64, [1], [0]))
+                            value=make_tensor("v", TensorProto.INT64, [1], [0]))
             x = net.one("/embed", "Add", [x, net.one("/embed", "Gather", [types, zeros])])
         return x
 
@@ -299,13 +299,13 @@ class Lowering:
                                      "of its own")
         return tied_head(net, x, self.h, vocab, str(self.table), self.shape)
 
-    def model(self, out: str) -> onnx.ModelProto:
+    def model(self, out: str) -> ModelProto:
         width = self.h if self.end is None or self.end.kind == "POOLER" else \
             (self.end.numbers[0] if self.end.numbers else self.vocab)
         length = 1 if self.end is not None and self.end.kind == "POOLER" else self.seq_len
-        ids = helper.make_tensor_value_info(_INPUT, TensorProto.INT64, ["batch", self.seq_len])
+        ids = make_tensor_value_info(_INPUT, TensorProto.INT64, ["batch", self.seq_len])
         return self.net.model("transformer-design", [ids], [
-            helper.make_tensor_value_info(out, self.net.dtype, ["batch", length, width])])
+            make_tensor_value_info(out, self.net.dtype, ["batch", length, width])])
 
 
 def misplaced(tree: Tree) -> str:
@@ -314,7 +314,7 @@ def misplaced(tree: Tree) -> str:
            "not stand in its middle"
 
 
-def design_model(b, st: Tree) -> onnx.ModelProto:
+def design_model(b, st: Tree) -> ModelProto:
     """The ONNX model (weights declared, not stored) of the ``tokens_network`` statement ``st``."""
     dims, body = st.children
     if "x" in str(dims) or int(str(dims)) < 1 or int(str(dims)) > MAX_SIZE:
