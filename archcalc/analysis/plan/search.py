@@ -107,6 +107,9 @@ def parse_strategy(text: str, gpus: int) -> Strategy:
     degrees given (the data-parallel one, if left out, is what the GPUs leave). Read and checked
     word by word before any analysis."""
     kw: dict = {}
+    if not text.strip():
+        raise InputError(f"--strategy {text!r}: empty; name one, e.g. 'dp8 zero3 ckpt=full', or leave it out to "
+                         "search them all")
     for word in text.replace(",", " ").split():
         field = _word(word)
         if field is None:
@@ -121,7 +124,21 @@ def parse_strategy(text: str, gpus: int) -> Strategy:
         )
     if pp > 1:
         kw.setdefault("micro_batches", 2 * pp)
+    _no_effect(text, kw, tp, pp)
     return Strategy(**kw)
+
+
+def _no_effect(text: str, kw: dict, tp: int, pp: int) -> None:
+    """Words that would change nothing, or name what no engine runs, are refused rather than ignored."""
+    if kw.get("sp") and tp == 1:
+        raise InputError(f"--strategy {text!r}: sp splits the sequence over tensor-parallel ranks (Megatron-LM "
+                         "--sequence-parallel); give tpN with N > 1, or drop sp")
+    if kw.get("offload") == "params" and kw.get("zero", 0) < 3:
+        raise InputError(f"--strategy {text!r}: offload=params moves sharded parameters to the host, which only "
+                         "ZeRO-3 / FSDP full sharding has; add zero3, or use offload=optimizer")
+    if (kw.get("chunks", 1) > 1 or kw.get("schedule") == "interleaved") and pp == 1:
+        raise InputError(f"--strategy {text!r}: interleaved chunks are pipeline stages' virtual stages; give ppN "
+                         "with N > 1")
 
 
 @dataclass(frozen=True)
@@ -144,7 +161,7 @@ def plan_result(
     micro_batches: int | None = None,
     strategy: str | None = None,
 ) -> PlanResult:
-    chosen = parse_strategy(strategy, gpus) if strategy else None  # before the graph is analysed
+    chosen = parse_strategy(strategy, gpus) if strategy is not None else None  # before the graph is analysed
     per_node = gpus // nodes
     meta = {
         "gpus": gpus,
@@ -162,6 +179,11 @@ def plan_result(
     }
     planner.check_global_batch(global_batch)
     if chosen:
+        units = len(planner.units.units)
+        if chosen.pp * chosen.chunks > units:
+            raise InputError(f"--strategy {strategy!r}: pp{chosen.pp} x {chosen.chunks} chunks needs "
+                             f"{chosen.pp * chosen.chunks} units to place, and the model has {units}: fewer "
+                             "stages or chunks")
         s = chosen
         if micro_batches and s.pp == 1:
             s = replace(s, micro_batches=micro_batches)

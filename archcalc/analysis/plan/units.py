@@ -80,6 +80,8 @@ def _module_keys(layers: list[Layer]) -> tuple[list[str | None], str]:
 
 
 def _regex_keys(layers: list[Layer], pattern: str) -> list[str | None]:
+    if not pattern.strip():
+        raise InputError("--units '': empty; give a pattern a module path matches, e.g. --units '/layers\\.\\d+/'")
     # A user's pattern runs in RE2, which matches in time linear in the name whatever the pattern
     # (Python's backtracking engine takes forever on '(([a-z]+)+)+Q'); it has no backreferences.
     import re2
@@ -107,7 +109,7 @@ def _regex_keys(layers: list[Layer], pattern: str) -> list[str | None]:
 
 def find_units(layers: list[Layer], pattern: str | None = None) -> Units:
     """The units of ``layers`` (the executed layers, as the analysis' results list them)."""
-    if pattern:
+    if pattern is not None:
         keys, source = _regex_keys(layers, pattern), f"--units {pattern}"
     else:
         keys, source = _module_keys(layers)

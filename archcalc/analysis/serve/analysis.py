@@ -80,11 +80,28 @@ def serve(graph: Graph, gpu: GPU, context: int, *, dims: dict[str, int] | None =
     else:
         terms, sizes, notes = _vllm(est, engine, tokens, min(seqs, tokens), tp, non_torch)
         heads = sizes.attentions[0].heads
+    _tp_divides(graph.source, tp, heads, sizes, kv.latent)
     cache = kv_capacity(kv, sum(terms.values()), gpu.capacity, context=context, tp=tp, kv_heads=heads,
                         block_size=block_size or vllm.block_size(gpu, kv), engine=engine, batched_tokens=tokens,
                         utilization=vllm.UTILIZATION[runtime] if utilization is None else utilization,
                         sequences=sequences)
     return ServeResult(setup, terms, cache, sizes, notes)
+
+
+def _tp_divides(source: str, tp: int, kv_heads: int, sizes: DecoderSizes | None, latent: bool) -> None:
+    """vLLM's own checks on the split: the query heads divide over the ranks, and the KV heads do, or
+    each is replicated over a whole number of ranks (vllm/config ``verify_with_parallel_config``;
+    ``QKVParallelLinear``)."""
+    if tp == 1:
+        return
+    for a in sizes.attentions if sizes and not latent else ():
+        heads = a.out // a.head_dim if a.head_dim else 0
+        if heads and heads % tp:
+            raise InputError(f"{source}: --tp {tp}: its {heads} attention heads do not divide over {tp} ranks; "
+                             f"choose a --tp that divides {heads}")
+    if kv_heads and not latent and (kv_heads % tp if kv_heads >= tp else tp % kv_heads):
+        raise InputError(f"{source}: --tp {tp}: its {kv_heads} key/value heads neither divide over {tp} ranks nor "
+                         "replicate evenly on them; choose a --tp that divides, or is a multiple of, the KV heads")
 
 
 def _check(kv_dtype: str, runtime: str, engine: str) -> None:

@@ -1,0 +1,47 @@
+"""Options that would change nothing, or ask for what no engine runs, are refused with one line that
+names the option and the fix -- never accepted and silently ignored."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT
+
+from archcalc.cli import main
+
+DESIGN = "TOKENS[64] -> EMBED-1000x64 -> [LN -> ATTN-4h -> LN -> MLP-256]*4 -> LN -> LMHEAD-1000"
+LLAMA = ROOT / "tests" / "fixtures" / "hf_configs" / "llama.json"  # 8 heads, 2 KV heads
+
+
+def refused(args, *needles):
+    result = CliRunner().invoke(main, args)
+    text = result.output.strip()
+    assert result.exit_code == 2 and text.count("\n") == 0 and text.startswith("error: "), text
+    for needle in needles:
+        assert needle in text, text
+
+
+@pytest.mark.parametrize("strategy,needle", [
+    ("", "empty"), ("   ", "empty"), ("dp8 sp", "tpN"), ("dp8 offload=params", "zero3"),
+    ("dp8 interleaved", "ppN"), ("dp4 pp2 interleaved x1000000", "units"), ("dp1 hybrid3", "--strategy"),
+])
+def test_a_strategy_that_would_change_nothing(strategy, needle):
+    refused(["plan", DESIGN, "--gpu", "H100-80GB", "--gpus", "8" if "dp1" not in strategy else "1",
+             "--strategy", strategy], "--strategy", needle)
+
+
+def test_an_empty_units_pattern():
+    refused(["plan", DESIGN, "--gpu", "H100-80GB", "--gpus", "8", "--units", ""], "--units", "empty")
+
+
+@pytest.mark.parametrize("tp,needle", [(3, "8 attention heads"), (16, "8 attention heads")])
+def test_a_tensor_parallel_degree_the_heads_do_not_split_over(tp, needle):
+    """vLLM refuses these at start-up (num_attention_heads % tensor_parallel_size)."""
+    refused(["fit", str(LLAMA), "--mode", "serve", "--gpu", "A100-80GB", "--context", "1024", "--tp", str(tp)],
+            f"--tp {tp}", needle)
+
+
+def test_a_tensor_parallel_degree_that_divides_is_served():
+    result = CliRunner().invoke(main, ["fit", str(LLAMA), "--mode", "serve", "--gpu", "A100-80GB", "--context",
+                                       "1024", "--tp", "4"])
+    assert result.exit_code == 0, result.output
