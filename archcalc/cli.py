@@ -210,20 +210,20 @@ def export(design, output, seed):
 @click.option("--batch", type=click.IntRange(min=1, max=MAX_SIZE), default=None, help="Batch size [default: 1].")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table",
               show_default=True)
+@click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE",
+              help="Bind a named symbolic dim of the models (e.g. --dim sequence=128).")
 @click.option("-o", "--output", default=None, type=click.Path(file_okay=False),
               help="Also write compare.md and compare.html into this folder.")
 @fail_cleanly
-def compare(models, batch, fmt, output):
+def compare(models, batch, dims, fmt, output):
     """Put models or designs side by side: parameters, MACs, activations, peak, receptive field.
 
     Example: archcalc compare "INPUT[56x56x64] -> CONV7-64" "INPUT[56x56x64] -> [CONV3-64 -> RELU]*3"
     """
-
-
     from archcalc.api import estimate as run
     from archcalc.render.text import render_compare
 
-    ests = [(m, run(m, batch=batch)) for m in models]
+    ests = [(m, run(m, batch=batch, dims=pairs(dims, "--dim", int) or None)) for m in models]
     written = []
     if output:  # written before anything is printed: an unwritable folder is the only output
         from archcalc.render.files import write_compare
