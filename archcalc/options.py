@@ -158,7 +158,8 @@ def serve_options(fn):
     fn = click.option("--context", type=click.IntRange(min=1, max=MAX_SIZE), default=None,
                       help="Serve: tokens per sequence (vLLM's max_model_len).")(fn)
     fn = click.option("--sequences", type=click.IntRange(min=1, max=MAX_SIZE), default=None,
-                      help="Serve: this many sequences at once; find the longest context each may have (with --context).")(fn)
+                      help="Serve: this many sequences at once; find the longest context each may have "
+                           "(with --context).")(fn)
     fn = click.option("--tp", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
                       help="Serve: tensor-parallel GPUs (each holds its share of weights and KV heads).")(fn)
     fn = click.option("--kv-dtype", default="auto", show_default=True,

@@ -131,8 +131,8 @@ def parse_strategy(text: str, gpus: int) -> Strategy:
 def _no_effect(text: str, kw: dict, tp: int, pp: int) -> None:
     """Words that would change nothing, or name what no engine runs, are refused rather than ignored."""
     if kw.get("sp") and tp == 1:
-        raise InputError(f"--strategy {text!r}: sp splits the sequence over tensor-parallel ranks (Megatron-LM "
-                         "--sequence-parallel); give tpN with N > 1, or drop sp")
+        raise InputError(f"--strategy {text!r}: sp splits the sequence over tensor-parallel ranks (Megatron-LM's "
+                         "sequence parallelism); give tpN with N > 1, or drop sp")
     if kw.get("offload") == "params" and kw.get("zero", 0) < 3:
         raise InputError(f"--strategy {text!r}: offload=params moves sharded parameters to the host, which only "
                          "ZeRO-3 / FSDP full sharding has; add zero3, or use offload=optimizer")
