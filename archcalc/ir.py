@@ -198,6 +198,8 @@ class Shaped:
     tensors: dict[str, Value]
     executed: list[Layer] | None = None
     symbols: dict[str, int] = field(default_factory=dict)  # given sizes of run-time counts (--dim)
+    # What analyses derive from this walk, computed once (see analysis.walk.results.derived).
+    derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # a copy starts afresh
 
     @property
     def name(self) -> str:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 from archcalc.analysis.memory.runtimes import Runtime
 from archcalc.analysis.walk.infer import LayerResult
+from archcalc.analysis.walk.results import derived, last_readers
 from archcalc.dtypes import DTYPE_BYTES
 from archcalc.ir import Role, Shaped
 
@@ -46,14 +47,12 @@ def input_bytes(graph: Shaped, float_dtype: str | None = None) -> int:
 
 
 def _last_uses(graph: Shaped, results: list[LayerResult]) -> dict[str, int]:
-    last = {}
-    for i, res in enumerate(results):
-        if not res.folded:
-            for name in res.layer.inputs:
-                last[name] = i
-    for name in graph.outputs:
-        last[name] = len(results) - 1
-    return last
+    """Each tensor's last use: its last reader, and for a graph output the end (the caller keeps it)."""
+
+    def make() -> dict[str, int]:
+        return {**last_readers(graph, results), **dict.fromkeys(graph.outputs, len(results) - 1)}
+
+    return derived(graph, results, "last uses", make)
 
 
 def buffer_owners(graph: Shaped, results: list[LayerResult], inplace: bool = True,

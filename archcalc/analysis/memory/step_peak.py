@@ -16,6 +16,7 @@ import numpy as np
 
 from archcalc.analysis.memory.liveness import RUNTIME_ROLES, buffer_owners, buffers
 from archcalc.analysis.walk.infer import LayerResult
+from archcalc.analysis.walk.results import derived, last_readers
 from archcalc.ir import Shaped
 
 
@@ -40,7 +41,8 @@ def saved_names(results: list[LayerResult]) -> frozenset[str]:
 def training_owners(graph: Shaped, results: list[LayerResult], float_dtype: str | None) -> dict[str, str]:
     """Buffer owners in training: in place only where the overwritten tensor is not saved for backward
     (a ReLU after BatchNorm shares its buffer; a ReLU6, which keeps its input, cannot)."""
-    return buffer_owners(graph, results, inplace=True, float_dtype=float_dtype, keep=saved_names(results))
+    return derived(graph, results, ("training owners", float_dtype), lambda: buffer_owners(
+        graph, results, inplace=True, float_dtype=float_dtype, keep=saved_names(results)))
 
 
 DEVICES = ("cuda", "cpu")
@@ -79,11 +81,7 @@ def _saved_storages(graph, results, owner, float_dtype, device) -> tuple[dict[st
 
 def _gradient_spans(graph, results, float_dtype) -> list[tuple[int, int, int]]:
     """(producer, last reader, bytes) of every activation gradient; views' gradients are views."""
-    last: dict[str, int] = {}
-    for i, res in enumerate(results):
-        if not res.folded:
-            for name in res.layer.inputs:
-                last[name] = i
+    last = last_readers(graph, results)
     spans = []
     for i, res in enumerate(results):
         if res.folded or res.out.alias:

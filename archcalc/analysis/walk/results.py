@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from archcalc.ir import Layer
+from archcalc.ir import Layer, Shaped
 from archcalc.ops import Out
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -26,3 +30,31 @@ class LayerResult:
     status: str = "exact"
     reason: str = ""
     repeat: int = 1
+
+
+def derived(shaped: Shaped, results: list[LayerResult], key: Hashable, make: Callable[[], T]) -> T:
+    """What an analysis derives from a walk -- each tensor's last reader, training's buffer owners --
+    made once and kept on the shaped graph beside the results list it was made from: the same key for
+    another list of the same graph (onnxruntime's schedule reorders the walk) is made afresh. What is
+    kept is shared: callers read it and never change it."""
+    made = shaped.derived.setdefault(key, [])
+    for source, value in made:
+        if source is results:
+            return value
+    value = make()
+    made.append((results, value))
+    return value
+
+
+def last_readers(shaped: Shaped, results: list[LayerResult]) -> dict[str, int]:
+    """Each tensor's last reader among the layers that ran (folded shape arithmetic reads nothing)."""
+
+    def make() -> dict[str, int]:
+        last: dict[str, int] = {}
+        for i, res in enumerate(results):
+            if not res.folded:
+                for name in res.layer.inputs:
+                    last[name] = i
+        return last
+
+    return derived(shaped, results, "last readers", make)
