@@ -171,16 +171,4 @@ WEIGHTS = {"config": 40, "design": 20, "control": 10, "plan": 15, "serve": 15}
 
 def fuzz(cases: int, seed: int) -> dict[str, list]:
     """``cases`` cases, kinds drawn by WEIGHTS; each kind's failures (command line, problem)."""
-    import tempfile
-
-    rng = random.Random(seed)
-    failures: dict[str, list] = {k: [] for k in KINDS}
-    counts = dict.fromkeys(KINDS, 0)
-    with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(cases):
-            kind = rng.choices(list(WEIGHTS), weights=list(WEIGHTS.values()))[0]
-            counts[kind] += 1
-            args, problem = run_case(kind, rng, Path(tmp))
-            if problem:
-                failures[kind].append((args, problem))
-    return {"cases": counts, **failures}
+    return fuzzing.fuzz(cases, seed, WEIGHTS, run_case)

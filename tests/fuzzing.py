@@ -330,16 +330,18 @@ KINDS = ("bytes", "model", "design", "cli", "output", "interrupt")
 WEIGHTS = {"bytes": 30, "model": 30, "design": 30, "cli": 20, "output": 1, "interrupt": 1}
 
 
-def fuzz(cases: int, seed: int) -> dict[str, list]:
-    """``cases`` cases, kinds drawn by WEIGHTS; each kind's failures (command line, problem)."""
+def fuzz(cases: int, seed: int, weights: dict[str, int] | None = None, run=None) -> dict[str, list]:
+    """``cases`` cases, kinds drawn by ``weights`` (WEIGHTS) and made and judged by ``run``
+    (``run_case``); each kind's failures (command line, problem). tests/fuzz_surfaces.py passes its own."""
+    weights, run = weights or WEIGHTS, run or run_case
     rng = random.Random(seed)
-    failures: dict[str, list] = {k: [] for k in KINDS}
-    counts = dict.fromkeys(KINDS, 0)
+    failures: dict[str, list] = {k: [] for k in weights}
+    counts = dict.fromkeys(weights, 0)
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(cases):
-            kind = rng.choices(list(WEIGHTS), weights=list(WEIGHTS.values()))[0]
+            kind = rng.choices(list(weights), weights=list(weights.values()))[0]
             counts[kind] += 1
-            args, problem = run_case(kind, rng, Path(tmp))
+            args, problem = run(kind, rng, Path(tmp))
             if problem:
                 failures[kind].append((args, problem))
     return {"cases": counts, **failures}
