@@ -134,13 +134,8 @@ def _share(s: Strategy, lay: Layout, rank: int | None) -> tuple[Batch, Batch]:
     if s.zero == 0:
         return lay.elements, lay.largest
     if s.zero == 1 and s.engine == "pytorch":
-        mine = [g[rank % s.group] if rank is not None else max(g, key=sum) for g in lay.zero1(s.group)]
-        return _column([sum(m) for m in mine]), _column([max(m, default=0) for m in mine])
+        return lay.zero1(s.group, rank)
     return _shard(s, lay), -(-lay.largest // s.group)
-
-
-def _column(values: list[int]) -> Batch:
-    return np.array(values, dtype=np.int64)
 
 
 def _buckets(s: Strategy, whole: Batch) -> Batch | int:
@@ -183,14 +178,14 @@ def _unit_walk(s: Strategy, lay: Layout, prefetch: int) -> tuple[Batch, Batch]:
     if s.zero < 2 or (s.zero == 2 and s.engine == "deepspeed"):
         zeros = np.zeros(len(lay.unit), dtype=np.int64)
         return zeros, zeros
+    # What is gathered is the same at every layer of a unit: worked out per unit, then spread.
     rep, u_bytes = lay.repeated, np.where(lay.repeated, lay.unit_params, 0)
-    root = lay.unit_params[:, ~rep].sum(axis=1).take(lay.flat[1])  # the root's own parameters: gathered throughout
+    root = lay.unit_params[:, ~rep].sum(axis=1, keepdims=True)  # the root's own parameters: gathered throughout
     if s.zero == 2:  # reshard_after_forward=False: gathered from a unit's forward to its backward
-        so_far = lay.per_unit(np.cumsum(u_bytes, axis=1))
-        return root + so_far, root + so_far
+        so_far = lay.per_unit(root + np.cumsum(u_bytes, axis=1))
+        return so_far, so_far
     nxt, prv, _ = lay.neighbours
-    mine = lay.per_unit(u_bytes)
-    return root + mine + lay.per_unit(nxt) * prefetch, root + mine + lay.per_unit(prv) * prefetch
+    return lay.per_unit(root + u_bytes + nxt * prefetch), lay.per_unit(root + u_bytes + prv * prefetch)
 
 
 def _param_grads(s: Strategy, lay: Layout) -> Batch:
@@ -204,12 +199,11 @@ def _param_grads(s: Strategy, lay: Layout) -> Batch:
     made = lay.made() if s.micro_batches == 1 else lay.gradients.take(stage)
     if s.zero < 2:
         return made
-    p = lay.params
-    rep, root_made = lay.at(p.in_repeated), lay.made(ROOT)
-    mine = np.where(rep, lay.at(p.unit_made), 0)  # its unit's made so far
+    root_made, mine = lay.made(ROOT), lay.at(lay.params.unit_made)  # mine: its unit's made so far
     # Reduce-scatter input alive: the next repeated unit's (reduced just before, in backward order);
     # at a unit's first layer, its own copy instead.
-    held = np.where(lay.at(p.unit_first) & rep, lay.at(p.unit_bytes), lay.per_unit(lay.neighbours[2]))
+    own = lay.at(lay.params.unit_first)
+    held = np.where(own >= 0, own, lay.per_unit(lay.neighbours[2]))
     return root_made + mine + held + (made - root_made - mine) // s.group
 
 

@@ -64,35 +64,31 @@ class Params:
     unit_stop: np.ndarray  # [unit]: the layer past its last
     unit_of: np.ndarray  # [layer]: its unit
     repeated: np.ndarray  # [unit]: an FSDP unit of its own (else the root's)
-    # ZeroRedundancyOptimizer's partition of the parameters of layers i .. j - 1 over n ranks, by (i, j, n).
+    # ZeroRedundancyOptimizer's share of a rank, by (first layer, past the last, ranks, rank).
     _zero1: dict = field(default_factory=dict, compare=False, repr=False)
 
     @functools.cached_property
-    def in_repeated(self) -> np.ndarray:
-        """[layer]: its unit is repeated."""
-        return self.repeated[self.unit_of]
+    def unit_made(self) -> np.ndarray:
+        """[layer]: gradient bytes its repeated unit makes at it and after it (0 in the root's layers)."""
+        made = self.sums[GRAD][self.unit_stop[self.unit_of]] - self.sums[GRAD][:-1]
+        return np.where(self.repeated[self.unit_of], made, 0)
 
     @functools.cached_property
     def unit_first(self) -> np.ndarray:
-        """[layer]: it is its unit's first."""
-        return self.unit_start[self.unit_of] == np.arange(len(self.unit_of))
+        """[layer]: the gradient bytes of its repeated unit if it is the unit's first layer, else -1."""
+        first = (self.unit_start[self.unit_of] == np.arange(len(self.unit_of))) & self.repeated[self.unit_of]
+        unit_bytes = self.sums[GRAD][self.unit_stop] - self.sums[GRAD][self.unit_start]
+        return np.where(first, unit_bytes[self.unit_of], -1)
 
-    @functools.cached_property
-    def unit_bytes(self) -> np.ndarray:
-        """[layer]: gradient bytes of its unit's parameters."""
-        return (self.sums[GRAD][self.unit_stop] - self.sums[GRAD][self.unit_start])[self.unit_of]
-
-    @functools.cached_property
-    def unit_made(self) -> np.ndarray:
-        """[layer]: gradient bytes its unit makes at it and after it."""
-        return self.sums[GRAD][self.unit_stop[self.unit_of]] - self.sums[GRAD][:-1]
-
-    def zero1(self, start: int, stop: int, ranks: int) -> list[list[int]]:
-        """``zero1_partition`` of the parameters of layers ``start`` .. ``stop - 1``."""
-        key = (start, stop, ranks)
+    def zero1(self, start: int, stop: int, ranks: int, rank: int | None) -> tuple[int, int]:
+        """Under ``zero1_partition`` of the parameters of layers ``start`` .. ``stop - 1``, the elements
+        of rank ``rank``'s share (the most loaded rank's, if None) and its largest parameter's."""
+        key = (start, stop, ranks, rank)
         if key not in self._zero1:
             i, j = np.searchsorted(self.at, [start, stop])
-            self._zero1[key] = zero1_partition(self.sizes[i:j].tolist(), ranks)
+            given = zero1_partition(self.sizes[i:j].tolist(), ranks)
+            mine = given[rank % ranks] if rank is not None else max(given, key=sum)
+            self._zero1[key] = sum(mine), max(mine, default=0)
         return self._zero1[key]
 
 
@@ -178,9 +174,10 @@ class Layout:
     def _stage_unit(self) -> np.ndarray:
         return self.flat[1] * len(self.repeated) + self.unit
 
-    def zero1(self, ranks: int) -> list[list[list[int]]]:
-        """Per stage: ``zero1_partition`` of its parameters over ``ranks``."""
-        return [self.params.zero1(a, e, ranks) for a, e in zip(self.start.tolist(), self.stop.tolist())]
+    def zero1(self, ranks: int, rank: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """[stage]: ``Params.zero1`` of each stage: the elements of a rank's share, and its largest."""
+        shares = [self.params.zero1(a, e, ranks, rank) for a, e in zip(self.start.tolist(), self.stop.tolist())]
+        return np.array([x for x, _ in shares], dtype=np.int64), np.array([y for _, y in shares], dtype=np.int64)
 
     @functools.cached_property
     def neighbours(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -64,6 +64,11 @@ class Stages:
     def __len__(self) -> int:
         return len(self.start)
 
+    def rows(self, which: np.ndarray) -> Stages:
+        """The stages ``which`` picks."""
+        return Stages(self.start[which], self.stop[which], self.in_flight[which], self.index[which],
+                      self.last[which])
+
 
 def in_flight(strategy: Schedule, stage: int) -> float:
     """Micro-batches whose saved tensors a stage holds at once. 1F1B: the pp - stage warm-up forwards

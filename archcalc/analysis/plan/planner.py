@@ -330,6 +330,11 @@ def divisors(n: int) -> list[int]:
     return sorted(set(small + [n // d for d in small]))
 
 
+# Layers judged in one array expression at most: past it numpy's arrays (8 bytes a layer) outgrow
+# what the C allocator keeps for reuse (its mmap threshold, 128 KiB), and each is mapped afresh.
+BATCH = 16384
+
+
 @dataclass(frozen=True)
 class Judge:
     """The judge of ``s``'s stages at one micro-batch: what it reads that is the same for every stage
@@ -351,12 +356,20 @@ class Judge:
                           *self._around(st), rank=rank, prefetch=self.prefetch)
 
     def peaks(self, places: list[tuple[int, int, int]]) -> np.ndarray:
-        """The peak ``memory`` finds for each of ``places`` (i, j, k: units i .. j - 1 as stage k)."""
+        """The peak ``memory`` finds for each of ``places`` (i, j, k: units i .. j - 1 as stage k), in
+        batches of at most ``BATCH`` layers in all."""
         s, p = self.s, self.params
         i, j, k = np.array(places, dtype=np.int64).T
         st = Stages(p.unit_start[i], p.unit_stop[j - 1], self._in_flight[k], k, k == s.pp - 1)
-        return peaks(s, self.precision, *self.account, Layout(p, st.start, st.stop), st, *self._around(st),
-                     prefetch=self.prefetch)
+        ends = np.cumsum(st.stop - st.start) // BATCH
+        if not ends[-1]:
+            return self._peaks(st)
+        cuts = np.flatnonzero(np.diff(ends)) + 1
+        return np.concatenate([self._peaks(st.rows(part)) for part in np.split(np.arange(len(i)), cuts)])
+
+    def _peaks(self, st: Stages) -> np.ndarray:
+        return peaks(self.s, self.precision, *self.account, Layout(self.params, st.start, st.stop), st,
+                     *self._around(st), prefetch=self.prefetch)
 
     @cached_property
     def _in_flight(self) -> np.ndarray:
