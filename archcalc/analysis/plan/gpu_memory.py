@@ -13,6 +13,10 @@ are a second copy of the gradients, as ``gradient_as_bucket_view=False`` leaves 
 rank holding least), FSDP2's ``fully_shard`` (ZeRO-3 with ``reshard_after_forward=True``, ZeRO-2
 with False: each unit stays gathered from its forward to its backward; the root's own parameters,
 the layers between units, stay gathered through both).
+
+One formula prices any number of stages at once (``walk``: a pipeline's stages, or every candidate
+place of a cut while the stages are balanced), each stage's layers in turn in one flat array; one
+stage is a batch of one.
 """
 
 from __future__ import annotations

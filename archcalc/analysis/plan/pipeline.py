@@ -96,7 +96,7 @@ class Pipelined:
     and the chunks still there while the optimizer steps (``clear_runtime_states`` frees them at the
     next step's start)."""
 
-    receive: np.ndarray  # bytes, a column: one a stage
+    receive: np.ndarray  # bytes, one a stage
     outputs: np.ndarray
 
 

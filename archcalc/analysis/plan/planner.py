@@ -87,9 +87,9 @@ class PlanRow:
 
 @dataclass(frozen=True)
 class Key:
-    """One piece of a plan the planner works out once: ``part`` names it ("view", "layout",
-    "account", "stages", "stage"), ``strategy`` is the strategy as far as that part reads it (``reads``), ``b``
-    the micro-batch, ``where`` the stage and the data-parallel rank."""
+    """One piece of a plan the planner works out once: ``part`` names it ("view", "params", "layout",
+    "account", "judge", "stages", "memory"), ``strategy`` is the strategy as far as that part reads it
+    (``reads``), ``b`` the micro-batch, ``where`` the stages and the data-parallel rank."""
 
     part: str
     strategy: Strategy
