@@ -9,7 +9,8 @@ from plan_models import one_matrix
 
 from archcalc.analysis.estimate import analyse
 from archcalc.analysis.memory.model_states import OPTIMIZER_SLOTS
-from archcalc.analysis.plan.gpu_memory import Strategy, layout, model_states
+from archcalc.analysis.plan.gpu_memory import Strategy, model_states
+from archcalc.analysis.plan.params import layout
 from archcalc.analysis.plan.pipeline import Stage
 from archcalc.analysis.plan.planner import Planner
 from archcalc.api import fit_spec

@@ -8,7 +8,8 @@ import pytest
 from plan_models import gpt_layers, one_matrix
 
 from archcalc.analysis.plan import deepspeed as deepspeed_compat
-from archcalc.analysis.plan.gpu_memory import Strategy, layout, model_states
+from archcalc.analysis.plan.gpu_memory import Strategy, model_states
+from archcalc.analysis.plan.params import layout
 from archcalc.analysis.plan.pipeline import Stage
 from archcalc.analysis.plan.planner import Planner
 from archcalc.frontends.onnx_import import import_onnx

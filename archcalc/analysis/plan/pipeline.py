@@ -10,7 +10,7 @@ the memory it is judged on, not by an estimate of it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -46,6 +46,30 @@ class Stage:
     last: bool = True
 
 
+@dataclass(frozen=True)
+class Stages:
+    """Stages as arrays, an element each (``Stage``'s fields): what ``gpu_memory`` prices at once."""
+
+    start: np.ndarray
+    stop: np.ndarray
+    in_flight: np.ndarray
+    index: np.ndarray
+    last: np.ndarray
+
+    @staticmethod
+    def of(stages: Sequence[Stage]) -> Stages:
+        fields = ("start", "stop", "in_flight", "index", "last")
+        return Stages(*(np.array([getattr(st, f) for st in stages]) for f in fields))
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def rows(self, which: np.ndarray) -> Stages:
+        """The stages ``which`` picks."""
+        return Stages(self.start[which], self.stop[which], self.in_flight[which], self.index[which],
+                      self.last[which])
+
+
 def in_flight(strategy: Schedule, stage: int) -> float:
     """Micro-batches whose saved tensors a stage holds at once. 1F1B: the pp - stage warm-up forwards
     (Narayanan et al. 2021); GPipe: all of them; interleaved (Megatron-LM's warm-up count, in units of
@@ -72,11 +96,8 @@ class Pipelined:
     and the chunks still there while the optimizer steps (``clear_runtime_states`` frees them at the
     next step's start)."""
 
-    receive: int = 0
-    outputs: int = 0
-
-
-NOT_PIPELINED = Pipelined()  # a stage that is the whole model
+    receive: np.ndarray  # bytes, one a stage
+    outputs: np.ndarray
 
 
 def split(weights: list[int], p: int) -> list[int]:
@@ -101,21 +122,32 @@ def split(weights: list[int], p: int) -> list[int]:
     return cuts[::-1]
 
 
-def rebalance(cuts: list[int], peak: Callable[[int, int, int], int]) -> list[int]:
-    """``cuts`` moved until no cut has a better place between its neighbours: ``peak(i, j, k)`` is
-    the judged peak of units i .. j - 1 as stage k. A cut goes where the larger peak of its two
+def rebalance(cuts: list[int], peaks: Callable[[list[tuple[int, int, int]]], np.ndarray]) -> list[int]:
+    """``cuts`` moved until no cut has a better place between its neighbours: ``peaks`` judges stages
+    (i, j, k), units i .. j - 1 as stage k, many at once. A cut goes where the larger peak of its two
     stages is least (every place is tried: a stage's peak is not monotone in its units, as the
-    activations received at a boundary differ from cut to cut), and moves only if that peak falls,
-    so the stages' peaks, sorted, fall at every move and the walk ends; a move puts its neighbours'
-    cuts back in question. Two stages: exact."""
+    activations received at a boundary differ from cut to cut; the first such place on a tie), and
+    moves only if that peak falls, so the stages' peaks, sorted, fall at every move and the walk ends;
+    a move puts its neighbours' cuts back in question. Two stages: exact. A stage's peak is the same
+    whenever it is asked, so when a cut's places are not judged yet, those of every cut still in
+    question are judged with them: fewer, larger batches, and the same walk."""
     cuts = list(cuts)
     todo = list(range(1, len(cuts) - 1))
+    judged: dict[tuple[int, int, int], int] = {}
+
+    def sides(k: int) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        a, e = cuts[k - 1], cuts[k + 1]
+        return [(a, c, k - 1) for c in range(a + 1, e)], [(c, e, k) for c in range(a + 1, e)]
+
     while todo:
         k = todo.pop(0)
-        a, e = cuts[k - 1], cuts[k + 1]
-        pairs = {c: max(peak(a, c, k - 1), peak(c, e, k)) for c in range(a + 1, e)}
-        best = min(pairs, key=pairs.__getitem__)
-        if pairs[best] < pairs[cuts[k]]:
-            cuts[k] = best
+        left, right = sides(k)
+        if any(p not in judged for p in left + right):
+            want = list(dict.fromkeys(p for j in [k, *todo] for side in sides(j) for p in side if p not in judged))
+            judged.update(zip(want, peaks(want).tolist()))
+        pairs = [max(judged[p], judged[q]) for p, q in zip(left, right)]
+        best = pairs.index(min(pairs))
+        if pairs[best] < pairs[cuts[k] - cuts[k - 1] - 1]:
+            cuts[k] = cuts[k - 1] + 1 + best
             todo += [j for j in (k - 1, k + 1) if 0 < j < len(cuts) - 1 and j not in todo]
     return cuts

@@ -21,12 +21,13 @@ import numpy as np
 
 from archcalc.analysis.estimate import Estimate, analyse
 from archcalc.analysis.memory import runtimes
-from archcalc.analysis.memory.model_states import DEFAULT_IMPL, precision
+from archcalc.analysis.memory.model_states import DEFAULT_IMPL, Precision, precision
 from archcalc.analysis.memory.step_peak import StepProfile
 from archcalc.analysis.plan import checkpointing as ck
-from archcalc.analysis.plan.gpu_memory import GPUMemory, Layout, Strategy, gpu_memory, layout
+from archcalc.analysis.plan.gpu_memory import GPUMemory, Strategy, gpu_memory, peaks
 from archcalc.analysis.plan.line import Line
-from archcalc.analysis.plan.pipeline import Pipelined, Stage, in_flight, rebalance, split
+from archcalc.analysis.plan.params import Layout, Params, params
+from archcalc.analysis.plan.pipeline import Pipelined, Stage, Stages, in_flight, rebalance, split
 from archcalc.analysis.plan.rank_view import RankView, layer_flops, make_view, unit_segments
 from archcalc.analysis.plan.traffic import traffic
 from archcalc.analysis.plan.units import Units, find_units
@@ -86,9 +87,9 @@ class PlanRow:
 
 @dataclass(frozen=True)
 class Key:
-    """One piece of a plan the planner works out once: ``part`` names it ("view", "layout",
-    "account", "stages", "stage"), ``strategy`` is the strategy as far as that part reads it (``reads``), ``b``
-    the micro-batch, ``where`` the stage and the data-parallel rank."""
+    """One piece of a plan the planner works out once: ``part`` names it ("view", "params", "layout",
+    "account", "judge", "stages", "memory"), ``strategy`` is the strategy as far as that part reads it
+    (``reads``), ``b`` the micro-batch, ``where`` the stages and the data-parallel rank."""
 
     part: str
     strategy: Strategy
@@ -107,6 +108,9 @@ def reads(part: str, s: Strategy) -> Strategy:
     if part == "account":
         return Strategy(tp=s.tp, sp=s.sp and s.tp > 1, checkpoint=s.checkpoint, segments=s.segments)
     return s
+
+
+MAX_UNITS = 512  # FSDP wraps, checkpoints and stages: decoders have up to ~130, CNNs ~50
 
 
 @dataclass
@@ -144,7 +148,11 @@ class Planner:
 
     @cached_property
     def units(self) -> Units:
-        return find_units([r.layer for r in self.ests[0].results], self.units_pattern)
+        units = find_units([r.layer for r in self.ests[0].results], self.units_pattern)
+        if len(units.units) > MAX_UNITS:  # stage cuts are weighed between units: the search grows with them
+            raise InputError(f"{self.graph.source}: {len(units.units):,} units ({units.source}), and archcalc "
+                             f"plans up to {MAX_UNITS}: name coarser ones with --units REGEX (blocks grouped)")
+        return units
 
     @cached_property
     def unit_flops(self) -> list[int]:
@@ -160,12 +168,17 @@ class Planner:
         s = reads("view", Strategy(tp=tp, sp=sp))
         return self._memo(Key("view", s), lambda: make_view(self.ests, self.units, s.tp, s.sp, self.device))
 
+    def params(self, s: Strategy) -> Params:
+        """The trained parameters of one rank of ``s``, layer by layer (what a stage's layout is cut from)."""
+        def make() -> Params:
+            v = self.view(s.tp, s.sp)
+            return params(v.shaped, v.trained, self.units, s.group, v.float_dtype)
+        return self._memo(Key("params", reads("layout", s)), make)
+
     def layout(self, s: Strategy, stage: Stage) -> Layout:
         """Where the parameters of ``stage`` sit on one rank of ``s``."""
-        def make() -> Layout:
-            v = self.view(s.tp, s.sp)
-            return layout(v.shaped, v.trained, self.units, stage, s.group, v.float_dtype)
-        return self._memo(Key("layout", reads("layout", s), where=(stage.start, stage.stop)), make)
+        key = Key("layout", reads("layout", s), where=(stage.start, stage.stop))
+        return self._memo(key, lambda: Layout(self.params(s), np.array([stage.start]), np.array([stage.stop])))
 
     def stages(self, s: Strategy, b: int) -> list[Stage]:
         """The pipeline's stages: contiguous runs of units, cut where the compute is even and then
@@ -183,7 +196,7 @@ class Planner:
             )
         cuts = split(self.unit_flops, s.pp)
         if s.balance == "memory":
-            cuts = rebalance(cuts, lambda i, j, k: self.stage_memory(s, b, self._stage(s, i, j, k)).peak)
+            cuts = rebalance(cuts, self.judge(s, b).peaks)
         return [self._stage(s, i, j, k) for k, (i, j) in enumerate(zip(cuts, cuts[1:]))]
 
     def _stage(self, s: Strategy, i: int, j: int, k: int) -> Stage:
@@ -195,19 +208,18 @@ class Planner:
         self, s: Strategy, b: int, rank: int | None = None, stages: list[Stage] | None = None
     ) -> list[GPUMemory]:
         """Each pipeline stage's most loaded rank at micro-batch ``b`` (``rank``: that data-parallel
-        rank; ``stages``: as given, else balanced at ``b``)."""
-        return [self.stage_memory(s, b, stage, rank) for stage in stages or self.stages(s, b)]
+        rank; ``stages``: as given, else balanced at ``b``), all stages in one walk."""
+        stages = stages or self.stages(s, b)
+        key = Key("memory", s, b, (tuple(stages), rank))
+        return self._memo(key, lambda: self.judge(s, b).memory(Stages.of(stages), rank))
 
-    def stage_memory(self, s: Strategy, b: int, stage: Stage, rank: int | None = None) -> GPUMemory:
-        """The judge: ``stage``'s most loaded rank (or rank ``rank``) at micro-batch ``b``."""
-        return self._memo(Key("stage", s, b, (stage, rank)), lambda: self._stage_memory(s, b, stage, rank))
-
-    def _stage_memory(self, s: Strategy, b: int, stage: Stage, rank: int | None) -> GPUMemory:
-        v = self.view(s.tp, s.sp)
-        profile, forward, saved = self._account_at(s, b)
-        inputs = int(v.inputs.at(b)) if stage.index == 0 else 0
-        return gpu_memory(s, self.precision, profile, forward, saved, self.layout(s, stage), self.units, stage,
-                          inputs, rank, self._pipelined(s, v, stage, b), self.prefetch)
+    def judge(self, s: Strategy, b: int) -> Judge:
+        """What judging ``s``'s stages at micro-batch ``b`` reads, worked out once for all of them."""
+        def make() -> Judge:
+            v = self.view(s.tp, s.sp)
+            return Judge(s, self.precision, self._account_at(s, b), self.params(s), int(v.inputs.at(b)),
+                         v.crossing(b), int(v.outputs.at(b)), self.prefetch)
+        return self._memo(Key("judge", s, b), make)
 
     def _account_at(self, s: Strategy, b: int) -> tuple[StepProfile, np.ndarray, np.ndarray]:
         """The rank's step profile, and its activations alive in forward and saved for backward
@@ -217,14 +229,6 @@ class Planner:
             account = v.account(s.checkpoint, s.segments)
             return replace(v.sides[0].profile, grads=v.grads.at(b)), account.forward.at(b), account.saved.at(b)
         return self._memo(Key("account", reads("account", s), b), make)
-
-    def _pipelined(self, s: Strategy, v: RankView, stage: Stage, b: int) -> Pipelined:
-        """The stage's receive buffers and, on the last, the outputs PyTorch's pipelining keeps."""
-        if s.pp == 1:
-            return Pipelined()
-        received = sum(v.boundaries(b, ([stage.start] if stage.index > 0 else []) +
-                                    ([stage.stop] if not stage.last else [])))
-        return Pipelined(s.micro_batches * received, s.micro_batches * int(v.outputs.at(b)) if stage.last else 0)
 
     def largest_micro_batch(self, s: Strategy, capacity: int, limit: int = MAX_SIZE) -> int:
         """The largest micro-batch (at most ``limit``) whose every stage fits ``capacity`` (0: none)."""
@@ -331,3 +335,61 @@ def divisors(n: int) -> list[int]:
     """The divisors of ``n``, smallest first."""
     small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
     return sorted(set(small + [n // d for d in small]))
+
+
+# Layers judged in one array expression at most: past it numpy's arrays (8 bytes a layer) outgrow
+# what the C allocator keeps for reuse (its mmap threshold, 128 KiB), and each is mapped afresh.
+BATCH = 16384
+
+
+@dataclass(frozen=True)
+class Judge:
+    """The judge of ``s``'s stages at one micro-batch: what it reads that is the same for every stage
+    (the rank's account, its parameters, the bytes of the graph's inputs and outputs and of the
+    activations crossing each position), and any number of stages judged at once (``gpu_memory``)."""
+
+    s: Strategy
+    precision: Precision
+    account: tuple[StepProfile, np.ndarray, np.ndarray]
+    params: Params
+    inputs: int
+    crossing: np.ndarray
+    outputs: int
+    prefetch: int
+
+    def memory(self, st: Stages, rank: int | None = None) -> list[GPUMemory]:
+        """Each stage's most loaded rank (or rank ``rank``)."""
+        return gpu_memory(self.s, self.precision, *self.account, Layout(self.params, st.start, st.stop), st,
+                          *self._around(st), rank=rank, prefetch=self.prefetch)
+
+    def peaks(self, places: list[tuple[int, int, int]]) -> np.ndarray:
+        """The peak ``memory`` finds for each of ``places`` (i, j, k: units i .. j - 1 as stage k), in
+        batches of at most ``BATCH`` layers in all."""
+        s, p = self.s, self.params
+        i, j, k = np.array(places, dtype=np.int64).T
+        st = Stages(p.unit_start[i], p.unit_stop[j - 1], self._in_flight[k], k, k == s.pp - 1)
+        ends = np.cumsum(st.stop - st.start) // BATCH
+        if not ends[-1]:
+            return self._peaks(st)
+        cuts = np.flatnonzero(np.diff(ends)) + 1
+        return np.concatenate([self._peaks(st.rows(part)) for part in np.split(np.arange(len(i)), cuts)])
+
+    def _peaks(self, st: Stages) -> np.ndarray:
+        return peaks(self.s, self.precision, *self.account, Layout(self.params, st.start, st.stop), st,
+                     *self._around(st), prefetch=self.prefetch)
+
+    @cached_property
+    def _in_flight(self) -> np.ndarray:
+        return np.array([in_flight(self.s, k) for k in range(self.s.pp)])
+
+    def _around(self, st: Stages) -> tuple[np.ndarray, Pipelined]:
+        """Each stage's inputs (the graph's, on the first) and what pipelining adds to it: a receive
+        buffer per micro-batch for the activations crossing its start and its stop, and on the last
+        the outputs PyTorch's pipelining keeps."""
+        m, zero = self.s.micro_batches, np.zeros_like(st.start)
+        inputs = np.where(st.index == 0, self.inputs, 0)
+        if self.s.pp == 1:
+            return inputs, Pipelined(zero, zero)
+        into = np.where(st.index > 0, self.crossing.take(st.start), 0)
+        out_of = np.where(st.last, 0, self.crossing.take(st.stop))
+        return inputs, Pipelined(m * (into + out_of), m * self.outputs * st.last)

@@ -126,8 +126,12 @@ class RankView:
 
     def boundaries(self, b: int, starts: list[int]) -> list[int]:
         """Bytes of the activations crossing into each position in ``starts``, at micro-batch ``b``."""
-        crossing = self._crossing.at(b)
+        crossing = self.crossing(b)
         return [int(crossing[s]) for s in starts]
+
+    def crossing(self, b: int) -> np.ndarray:
+        """Bytes of the activations crossing into every position, at micro-batch ``b``."""
+        return self._crossing.at(b)
 
     def runs(self, b: int) -> ck.Runs:
         """The checkpoint planner's account at micro-batch ``b`` (see ``checkpointing.Runs``)."""

@@ -25,8 +25,7 @@ def traffic(s: Strategy, v: RankView, stages: list[Stage], layouts: list[Layout]
     their parameters' ``layouts``."""
     w, m = v.width, s.micro_batches
     out = {"all-reduce": 0, "all-gather": 0, "reduce-scatter": 0, "broadcast": 0, "point-to-point": 0}
-    lay = max(layouts, key=lambda lay: sum(lay.sizes))
-    params = sum(lay.sizes) * w
+    params = max(int(lay.elements.sum()) for lay in layouts) * w  # the stage with the most
     g, replicas = s.group, s.dp // s.group
     if s.zero < 2:
         out["all-reduce"] += ring(s.dp, params, all_reduce=True)

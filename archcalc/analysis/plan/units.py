@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
+
 from archcalc.errors import InputError
 from archcalc.ir import Layer
 
@@ -51,6 +53,11 @@ class Units:
     def of_layer(self) -> list[int]:
         """The unit index of every layer."""
         return self._of_layer
+
+    @cached_property
+    def unit_index(self) -> np.ndarray:
+        """The unit index of every layer, as an array."""
+        return np.array(self._of_layer, dtype=np.int64)
 
 
 def _path(layer: Layer) -> list[str]:
