@@ -122,7 +122,7 @@ def report_data(model, batch=None, dims=None, inputs=None, with_validation=False
         try:
             fits = fit_table(graph, [gpu(n) for n in REPORT_GPUS], REPORT_OPTIMIZER, dims, inputs, estimates)
             sweep = batch_sweep(graph, list(REPORT_BATCHES), REPORT_OPTIMIZER, dims, inputs, estimates)
-            planner = Planner(graph, REPORT_OPTIMIZER, dims=dims, inputs=inputs)
+            planner = Planner(graph, REPORT_OPTIMIZER, dims=dims, inputs=inputs, estimates=estimates)
             plan, no_fit = plan_result(planner, card.capacity, count, 1), ""
         except InputError as exc:  # a fixed batch: no largest batch to solve for
             fits, sweep, plan, no_fit = [], {}, None, str(exc)

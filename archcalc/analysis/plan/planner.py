@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from archcalc.analysis.estimate import Estimate, analyse
+from archcalc.analysis.estimate import Estimate, Estimates, analyse
 from archcalc.analysis.memory import runtimes
 from archcalc.analysis.memory.model_states import DEFAULT_IMPL, Precision, precision
 from archcalc.analysis.memory.step_peak import StepProfile
@@ -126,6 +126,7 @@ class Planner:
     units_pattern: str | None = None
     dims: dict | None = None
     inputs: dict | None = None
+    estimates: Estimates | None = None  # analyses another question of the same binding made (a report's fit)
     # Views, layouts, stages and their memories already worked out: a search asks for each many times.
     _cache: dict[Key, Any] = field(default_factory=dict, repr=False)
 
@@ -144,6 +145,10 @@ class Planner:
     @cached_property
     def ests(self) -> tuple[Estimate, Estimate]:
         batches = (None, None) if self.fixed else (1, 2)
+        shared = self.estimates
+        if shared is not None and shared.graph is self.graph and (shared.dims, shared.inputs, shared.dtype) == (
+                self.dims, self.inputs, self.dtype):
+            return tuple(shared.at(b) for b in batches)  # type: ignore
         return tuple(analyse(self.graph, b, self.dims, self.inputs, self.dtype) for b in batches)  # type: ignore
 
     @cached_property
