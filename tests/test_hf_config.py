@@ -116,3 +116,23 @@ def test_kv_cache_of_exports_equals_their_configs():
     assert gpt2.bytes_per_token == 2 * 12 * 768 * 4
     llama = archcalc.estimate(ROOT / "tests/fixtures/fused/llama_o1.onnx", dims={"sequence": 8}).kv_cache()
     assert llama.bytes_per_token == 2 * 2 * 2 * 16 * 4  # 2 layers, k and v, 2 kv heads of 16, fp32
+
+
+def test_a_config_exports_a_model_onnxruntime_runs(tmp_path):
+    """`archcalc export config.json` (was a KeyError): the model runs in onnxruntime, logits over the config's
+    vocabulary."""
+    import json
+
+    import numpy as np
+    import onnxruntime as ort
+    from click.testing import CliRunner
+
+    from archcalc.cli import main
+
+    config = ROOT / "tests" / "fixtures" / "hf_configs" / "llama.json"
+    out = tmp_path / "llama.onnx"
+    result = CliRunner().invoke(main, ["export", str(config), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input_ids": np.zeros((1, 8), np.int64)})[0]
+    assert logits.shape == (1, 8, json.loads(config.read_text())["vocab_size"])

@@ -89,10 +89,16 @@ def load_graph(source) -> Graph:
     from archcalc.frontends.onnx_import import import_onnx
 
     if path is not None and path.suffix == ".json":
+        import functools
+
         from archcalc.frontends.hf_config import read_config
         from archcalc.frontends.hf_layers import config_model
+        from archcalc.frontends.transformer_net import with_random_weights
 
-        return import_onnx(config_model(read_config(path)), label=str(path))
+        model = config_model(read_config(path))
+        graph = import_onnx(model, label=str(path))
+        graph.runnable = functools.partial(with_random_weights, model)  # `archcalc export`, as for designs
+        return graph
     return import_onnx(source if path is None else path)
 
 
