@@ -153,11 +153,8 @@ class Planner:
 
     @cached_property
     def units(self) -> Units:
-        units = find_units([r.layer for r in self.ests[0].results], self.units_pattern)
-        if len(units.units) > MAX_UNITS:  # stage cuts are weighed between units: the search grows with them
-            raise InputError(f"{self.graph.source}: {len(units.units):,} units ({units.source}), and archcalc "
-                             f"plans up to {MAX_UNITS}: name coarser ones with --units REGEX (blocks grouped)")
-        return units
+        layers = [r.layer for r in self.ests[0].results]
+        return find_units(layers, self.units_pattern, MAX_UNITS, self.graph.source)
 
     @cached_property
     def unit_flops(self) -> list[int]:

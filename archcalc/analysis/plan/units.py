@@ -114,8 +114,19 @@ def _regex_keys(layers: list[Layer], pattern: str) -> list[str | None]:
     return keys
 
 
-def find_units(layers: list[Layer], pattern: str | None = None) -> Units:
-    """The units of ``layers`` (the executed layers, as the analysis' results list them)."""
+def find_units(layers: list[Layer], pattern: str | None = None, most: int | None = None,
+               source: str = "") -> Units:
+    """The units of ``layers`` (the executed layers, as the analysis' results list them); more than
+    ``most`` is an error about ``source`` (the planner weighs stage cuts between units: its search
+    grows with them)."""
+    units = _find_units(layers, pattern)
+    if most is not None and len(units.units) > most:
+        raise InputError(f"{source}: {len(units.units):,} units ({units.source}), and archcalc plans up to "
+                         f"{most}: name coarser ones with --units REGEX (blocks grouped)")
+    return units
+
+
+def _find_units(layers: list[Layer], pattern: str | None) -> Units:
     if pattern is not None:
         keys, source = _regex_keys(layers, pattern), f"--units {pattern}"
     else:
