@@ -114,13 +114,12 @@ def _plan_summary(d: ReportData) -> list[dict]:
 
 def _training_section(est: Estimate) -> tuple[Section, dict]:
     training = {opt: est.training_memory(opt) for opt in OPTIMIZERS}
-    terms = [("weights", "weights"), ("gradients", "gradients"), ("optimizer state", "optimizer_state"),
-             ("saved activations", "saved_activations"), ("backward transient", "backward_transient"),
-             ("inputs", "inputs"), ("optimizer temporaries", "step_temporaries"), ("runtime", "runtime"),
-             ("total: step peak + runtime", "total"), ("all terms at once (upper bound)", "terms_sum"),
-             ("the notes' rule", "notes_rule")]
-    table = (["term", *OPTIMIZERS], [[label, *(units.nbytes(getattr(tm, key)) for tm in training.values())]
-                                     for label, key in terms])
+    totals = [("total: step peak + runtime", "total"), ("all terms at once (upper bound)", "terms_sum"),
+              ("the notes' rule", "notes_rule")]
+    rows = [[name, *(units.nbytes(tm.terms()[name]) for tm in training.values())]
+            for name in next(iter(training.values())).terms()]
+    rows += [[label, *(units.nbytes(getattr(tm, key)) for tm in training.values())] for label, key in totals]
+    table = (["term", *OPTIMIZERS], rows)
     return Section("Training memory, one step", table=table), training
 
 

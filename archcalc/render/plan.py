@@ -6,23 +6,38 @@ from __future__ import annotations
 import json
 
 from archcalc import units
+from archcalc.analysis.memory.terms import (
+    ACTIVATION_GRADIENTS,
+    ACTIVATIONS,
+    BUFFERS,
+    COMMUNICATION_BUFFERS,
+    GATHERED_PARAMETERS,
+    GRADIENTS,
+    IN_FLIGHT,
+    INPUTS,
+    MASTER_WEIGHTS,
+    OPTIMIZER_STATE,
+    OPTIMIZER_TEMPORARIES,
+    PARAMETERS,
+    SAVED_ACTIVATIONS,
+)
 from archcalc.analysis.plan.planner import PlanRow
 
-# The terms shown as columns, each the sum of these GPUMemory terms at the peak.
+# The columns (headers as printed), each the sum of these terms (analysis.memory.terms) at the peak.
 COLUMNS = {
-    "params": ("parameters", "buffers"),
-    "grads": ("gradients",),
-    "optim": ("optimizer state", "master weights"),
+    "params": (PARAMETERS, BUFFERS),
+    "grads": (GRADIENTS,),
+    "optim": (OPTIMIZER_STATE, MASTER_WEIGHTS),
     "activations": (
-        "saved activations",
-        "activations",
-        "activation gradients",
-        "in-flight micro-batches",
-        "inputs",
-        "optimizer temporaries",
+        SAVED_ACTIVATIONS,
+        ACTIVATIONS,
+        ACTIVATION_GRADIENTS,
+        IN_FLIGHT,
+        INPUTS,
+        OPTIMIZER_TEMPORARIES,
     ),
-    "gathered": ("gathered parameters",),
-    "buffers": ("communication buffers",),
+    "gathered": (GATHERED_PARAMETERS,),
+    "buffers": (COMMUNICATION_BUFFERS,),
 }
 
 

@@ -48,14 +48,15 @@ def memory_lines(view: MemoryView) -> list[tuple[str, str]]:
     ]
     if tm is not None:
         lines += [
-            ("train: weights", b(tm.weights + tm.master_weights)
-             + (f" (incl. fp32 master {b(tm.master_weights)})" if tm.master_weights else "")),
+            ("train: parameters", b(tm.weights - tm.buffers)
+             + (f" and buffers {b(tm.buffers)}" if tm.buffers else "")),
+            ("train: master weights", b(tm.master_weights) + (" (fp32 copies)" if tm.master_weights else "")),
             ("train: gradients", b(tm.gradients)),
-            ("train: optimizer", f"{b(tm.optimizer_state)} ({tm.optimizer})"),
-            ("train: saved", f"{b(tm.saved_activations)} (activations kept for backward)"),
-            ("train: transient", f"{b(tm.backward_transient)} at {tm.backward_transient_layer}"),
+            ("train: optimizer state", f"{b(tm.optimizer_state)} ({tm.optimizer})"),
+            ("train: saved activations", f"{b(tm.saved_activations)} (kept for backward)"),
+            ("train: activation gradients", f"{b(tm.backward_transient)} at {tm.backward_transient_layer}"),
             ("train: inputs", b(tm.inputs)),
-            ("train: step temps", f"{b(tm.step_temporaries)} (optimizer temporaries)"),
+            ("train: optimizer temporaries", b(tm.step_temporaries)),
             ("train: runtime", f"{b(tm.runtime)} ({tm.runtime_name})"),
             ("train: total", f"{b(tm.total)}: the step's peak {b(tm.peak.bytes)} in the {tm.peak.phase}"
                              + (f" at {tm.peak.layer}" if tm.peak.layer else "") + " + runtime"),

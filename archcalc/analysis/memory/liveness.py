@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from archcalc.analysis.memory import terms
 from archcalc.analysis.memory.runtimes import Runtime
 from archcalc.analysis.walk.infer import LayerResult
 from archcalc.analysis.walk.results import derived, last_readers
@@ -343,11 +344,12 @@ class InferenceMemory:
 
     def terms(self) -> dict[str, int]:
         """The terms ``total`` adds up, by name (bytes)."""
-        terms = {"weights": self.weights, "inputs": self.inputs, "activation peak": self.activations_held,
-                 "workspace": self.workspace, "runtime": self.runtime}
+        out = {terms.WEIGHTS: self.weights, terms.INPUTS: self.inputs,
+               terms.ACTIVATION_PEAK: self.activations_held, terms.WORKSPACE: self.workspace,
+               terms.RUNTIME: self.runtime}
         if self.load_peak > self.steady:
-            terms["load transient"] = self.load_peak - self.steady
-        return {k: v for k, v in terms.items() if v or k != "workspace"}
+            out[terms.LOAD_TRANSIENT] = self.load_peak - self.steady
+        return {k: v for k, v in out.items() if v or k != terms.WORKSPACE}
 
 
 def inference_memory(graph: Shaped, results: list[LayerResult], weights: int, activation_sum: int,

@@ -153,14 +153,19 @@ def trainable(graph: Shaped, param_roles: dict[int, dict[str, str]]) -> Trainabl
 
 @dataclass(frozen=True)
 class ModelStates:
-    """One GPU's model states, in bytes: ``weights`` are the trained parameters and the stored
-    tensors beside them; the optimizer's ``temporaries`` exist only while it steps."""
+    """One GPU's model states, in bytes: the trained ``parameters`` and the stored ``buffers`` beside
+    them (together the ``weights``); the optimizer's ``temporaries`` exist only while it steps."""
 
-    weights: int
+    parameters: int
+    buffers: int
     master_weights: int
     gradients: int
     optimizer_state: int
     temporaries: int
+
+    @property
+    def weights(self) -> int:
+        return self.parameters + self.buffers
 
     @property
     def persistent(self) -> int:
@@ -171,5 +176,5 @@ class ModelStates:
 def model_states(graph: Shaped, trained: Trainable, prec: Precision, float_dtype: str | None) -> ModelStates:
     """The whole model's states on one GPU (a plan prices a rank's share with ``prec`` alike)."""
     n = trained.elements(graph)
-    return ModelStates(prec.parameters(n) + trained.buffer_bytes(graph, float_dtype), prec.master_weights(n),
+    return ModelStates(prec.parameters(n), trained.buffer_bytes(graph, float_dtype), prec.master_weights(n),
                        prec.gradients(n), prec.optimizer_state(n), prec.temporaries(n, trained.largest(graph)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from archcalc.analysis.memory import terms
 from archcalc.analysis.memory.liveness import RUNTIME_ROLES, input_bytes
 from archcalc.analysis.memory.model_states import DEFAULT_IMPL, model_states, precision, slots, trainable
 from archcalc.analysis.memory.runtimes import Runtime
@@ -37,7 +38,7 @@ class TrainingMemory:
 
     optimizer: str
     device: str  # whose PyTorch defaults: "cuda" or "cpu"
-    weights: int
+    weights: int  # parameters and buffers (terms.WEIGHTS)
     master_weights: int  # fp32 copies under mixed precision, else 0
     gradients: int
     optimizer_state: int
@@ -53,13 +54,15 @@ class TrainingMemory:
     notes_rule: int  # the CS231n notes' rule of thumb, for comparison
     runtime: int = 0  # the runtime's own constant (CUDA context, library workspaces)
     runtime_name: str = "none"
+    buffers: int = 0  # of ``weights``, the stored tensors not trained
 
     def terms(self) -> dict[str, int]:
         """Every term by name (bytes), the runtime's constant included."""
-        return {"weights": self.weights + self.master_weights, "gradients": self.gradients,
-                "optimizer state": self.optimizer_state, "saved activations": self.saved_activations,
-                "backward transient": self.backward_transient, "inputs": self.inputs,
-                "optimizer temporaries": self.step_temporaries, "runtime": self.runtime}
+        return {terms.PARAMETERS: self.weights - self.buffers, terms.BUFFERS: self.buffers,
+                terms.MASTER_WEIGHTS: self.master_weights, terms.GRADIENTS: self.gradients,
+                terms.OPTIMIZER_STATE: self.optimizer_state, terms.SAVED_ACTIVATIONS: self.saved_activations,
+                terms.ACTIVATION_GRADIENTS: self.backward_transient, terms.INPUTS: self.inputs,
+                terms.OPTIMIZER_TEMPORARIES: self.step_temporaries, terms.RUNTIME: self.runtime}
 
     def to_dict(self) -> dict:
         """Every term, the peak and the totals as plain data (the JSON contract's ``memory.training``)."""
@@ -154,4 +157,5 @@ def training_memory(graph: Shaped, results: list[LayerResult], param_roles: dict
         notes_rule=2 * activation_sum + states.gradients * (2 + slots(optimizer)),
         runtime=runtime.overhead if runtime else 0,
         runtime_name=runtime.name if runtime else "none",
+        buffers=states.buffers,
     )

@@ -28,6 +28,23 @@ import numpy as np
 
 from archcalc.analysis.memory.model_states import Precision
 from archcalc.analysis.memory.step_peak import StepProfile
+from archcalc.analysis.memory.terms import (
+    ACTIVATION_GRADIENTS,
+    ACTIVATIONS,
+    BUFFERS,
+    COMMUNICATION_BUFFERS,
+    GATHERED_PARAMETERS,
+    GRADIENTS,
+    IN_FLIGHT,
+    INPUTS,
+    KEPT_OUTPUTS,
+    MASTER_WEIGHTS,
+    OPTIMIZER_STATE,
+    OPTIMIZER_TEMPORARIES,
+    PARAMETERS,
+    PIPELINE_BUFFERS,
+    SAVED_ACTIVATIONS,
+)
 from archcalc.analysis.plan.checkpointing import Segments
 from archcalc.analysis.plan.params import ROOT, Layout
 from archcalc.analysis.plan.pipeline import Pipelined, Stages
@@ -158,20 +175,20 @@ def _states(s: Strategy, prec: Precision, lay: Layout, rank: int | None) -> dict
     sharded = s.zero == 3 or (s.zero == 2 and s.engine == "pytorch")  # FSDP2 keeps shards and gathers units
     buckets = _buckets(s, whole)
     out = {
-        "parameters": prec.parameters(_shard(s, lay) if sharded else whole),
-        "master weights": prec.master_weights(share),
-        "optimizer state": prec.optimizer_state(share),
-        "communication buffers": prec.gradients(buckets),
+        PARAMETERS: prec.parameters(_shard(s, lay) if sharded else whole),
+        MASTER_WEIGHTS: prec.master_weights(share),
+        OPTIMIZER_STATE: prec.optimizer_state(share),
+        COMMUNICATION_BUFFERS: prec.gradients(buckets),
         "host": 0,
         "share": share,
         "largest": largest,
     }
     if s.offload != "none":
-        out["host"] = out.pop("master weights") + out.pop("optimizer state")
-        out["master weights"] = out["optimizer state"] = 0
+        out["host"] = out.pop(MASTER_WEIGHTS) + out.pop(OPTIMIZER_STATE)
+        out[MASTER_WEIGHTS] = out[OPTIMIZER_STATE] = 0
     if s.offload == "params" and s.zero == 3:
-        out["host"] += out["parameters"]
-        out["parameters"] = 0
+        out["host"] += out[PARAMETERS]
+        out[PARAMETERS] = 0
     return out
 
 
@@ -224,9 +241,9 @@ def model_states(s: Strategy, prec: Precision, lay: Layout) -> dict[str, int]:
     first stage of ``lay``)."""
     st = _states(s, prec, lay, None)
     out = {
-        "parameters": st["parameters"],
-        "gradients": final_gradients(s, prec, lay),
-        "optimizer state": st["master weights"] + st["optimizer state"],
+        PARAMETERS: st[PARAMETERS],
+        GRADIENTS: final_gradients(s, prec, lay),
+        OPTIMIZER_STATE: st[MASTER_WEIGHTS] + st[OPTIMIZER_STATE],
     }
     return {k: int(np.ravel(v)[0]) for k, v in out.items()}
 
@@ -260,7 +277,7 @@ def walk(s: Strategy, prec: Precision, prof: StepProfile, forward: np.ndarray, s
     layer, stage, _ = lay.flat
     states = _states(s, prec, lay, rank)
     share, largest, host = states.pop("share"), states.pop("largest"), states.pop("host")
-    states |= {"inputs": inputs, "buffers": lay.buffers, "pipeline buffers": pipe.receive}
+    states |= {INPUTS: inputs, BUFFERS: lay.buffers, PIPELINE_BUFFERS: pipe.receive}
     persistent = sum(states.values())
     base = np.where(a > 0, saved[np.maximum(a - 1, 0)], 0)
     held = _truncated((stages.in_flight - 1) * (saved[e - 1] - base))
@@ -311,20 +328,20 @@ def _read(step: Step, r: int, o: int, a: int, e: int, prof: StepProfile, forward
     n = e - a
     moments = np.concatenate([step.forward[o:o + n], step.backward[o:o + n], [at(step.end), at(step.optimizer)]])
     k, base = int(np.argmax(moments)), at(step.base)
-    terms = {name: at(v) for name, v in step.states.items()} | {"in-flight micro-batches": at(step.held)}
+    terms = {name: at(v) for name, v in step.states.items()} | {IN_FLIGHT: at(step.held)}
     if k < n:
         phase = "forward"
-        terms |= {"activations": int(forward[a + k] - base), "gathered parameters": int(step.fwd_un[o + k])}
+        terms |= {ACTIVATIONS: int(forward[a + k] - base), GATHERED_PARAMETERS: int(step.fwd_un[o + k])}
     elif k < 2 * n:
         phase, j = "backward", k - n
-        terms |= {"saved activations": int(saved[a + j] - base), "activation gradients": int(prof.grads[a + j]),
-                  "gradients": int(step.pg[o + j]), "gathered parameters": int(step.bwd_un[o + j])}
+        terms |= {SAVED_ACTIVATIONS: int(saved[a + j] - base), ACTIVATION_GRADIENTS: int(prof.grads[a + j]),
+                  GRADIENTS: int(step.pg[o + j]), GATHERED_PARAMETERS: int(step.bwd_un[o + j])}
     elif k == 2 * n:
         phase = "end of step"
-        terms |= {"gradients": at(step.grads_final), "kept outputs": 2 * at(pipe.outputs)}
+        terms |= {GRADIENTS: at(step.grads_final), KEPT_OUTPUTS: 2 * at(pipe.outputs)}
     else:
         phase = "optimizer step"
-        terms |= {"gradients": at(step.grads_final), "kept outputs": at(pipe.outputs),
-                  "optimizer temporaries": at(step.temps)}
+        terms |= {GRADIENTS: at(step.grads_final), KEPT_OUTPUTS: at(pipe.outputs),
+                  OPTIMIZER_TEMPORARIES: at(step.temps)}
     layer = prof.names[a + k % n] if k < 2 * n else ""
     return GPUMemory(terms, int(moments[k]), phase, layer, at(step.host), moments)

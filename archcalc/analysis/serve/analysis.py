@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from archcalc.analysis.estimate import Estimate, analyse
 from archcalc.analysis.gpus import GPU
 from archcalc.analysis.kv_cache import KVCache
+from archcalc.analysis.memory import terms
 from archcalc.analysis.memory.runtimes import runtime as runtime_named
 from archcalc.analysis.patterns import NORMS
 from archcalc.analysis.serve import vllm
@@ -75,17 +76,17 @@ def serve(graph: Graph, gpu: GPU, context: int, *, dims: dict[str, int] | None =
                          "memory is for decoders")
     setup = ServeSetup(graph.source, gpu.name, gpu.capacity, context, tp, runtime, engine, tokens, seqs, kv)
     if runtime == "plain":
-        terms, sizes, notes = _plain(est, tp, non_torch), None, ()
+        held, sizes, notes = _plain(est, tp, non_torch), None, ()
         heads = kv_heads(est.graph, est.results, 1) if tp > 1 else 0
     else:
-        terms, sizes, notes = _vllm(est, engine, tokens, min(seqs, tokens), tp, non_torch)
+        held, sizes, notes = _vllm(est, engine, tokens, min(seqs, tokens), tp, non_torch)
         heads = sizes.attentions[0].heads
     _tp_divides(graph.source, tp, heads, sizes, kv.latent)
-    cache = kv_capacity(kv, sum(terms.values()), gpu.capacity, context=context, tp=tp, kv_heads=heads,
+    cache = kv_capacity(kv, sum(held.values()), gpu.capacity, context=context, tp=tp, kv_heads=heads,
                         block_size=block_size or vllm.block_size(gpu, kv), engine=engine, batched_tokens=tokens,
                         utilization=vllm.UTILIZATION[runtime] if utilization is None else utilization,
                         sequences=sequences)
-    return ServeResult(setup, terms, cache, sizes, notes)
+    return ServeResult(setup, held, cache, sizes, notes)
 
 
 def _tp_divides(source: str, tp: int, kv_heads: int, sizes: DecoderSizes | None, latent: bool) -> None:
@@ -130,8 +131,8 @@ def rank_weights(est: Estimate, tp: int) -> int:
 
 
 def _plain(est: Estimate, tp: int, non_torch: int | None) -> dict[str, int]:
-    return {"weights": rank_weights(est, tp), "activation peak": est.peak_activation_bytes,
-            "non-torch": runtime_named("pytorch-cuda", non_torch).overhead}
+    return {terms.WEIGHTS: rank_weights(est, tp), terms.ACTIVATION_PEAK: est.peak_activation_bytes,
+            terms.NON_TORCH: runtime_named("pytorch-cuda", non_torch).overhead}
 
 
 def _vllm(est: Estimate, engine: str, tokens: int, seqs: int, tp: int, non_torch: int | None):
@@ -143,7 +144,7 @@ def _vllm(est: Estimate, engine: str, tokens: int, seqs: int, tp: int, non_torch
                          "--serve-runtime plain")
     notes = () if sizes.rotary_bytes is not None else (
         "the rotary cos/sin table vLLM keeps beside the weights is not in this graph: not counted",)
-    terms = {"weights": rank_weights(est, tp) + (sizes.rotary_bytes or 0),
-             "activation peak": vllm.profile_peak(sizes, tokens, seqs, tp, engine),
-             "non-torch": vllm.NON_TORCH[engine] if non_torch is None else non_torch}
-    return terms, sizes, notes
+    held = {terms.WEIGHTS: rank_weights(est, tp) + (sizes.rotary_bytes or 0),
+            terms.ACTIVATION_PEAK: vllm.profile_peak(sizes, tokens, seqs, tp, engine),
+            terms.NON_TORCH: vllm.NON_TORCH[engine] if non_torch is None else non_torch}
+    return held, sizes, notes
