@@ -111,6 +111,7 @@ def report_data(model, batch=None, dims=None, inputs=None, with_validation=False
     from archcalc.analysis.gpus import gpu
     from archcalc.analysis.plan.planner import Planner
     from archcalc.analysis.plan.search import plan_result
+    from archcalc.analysis.walk.infer import batch_fixed
     from archcalc.errors import InputError
     from archcalc.render.files import ReportData
 
@@ -118,7 +119,8 @@ def report_data(model, batch=None, dims=None, inputs=None, with_validation=False
     card, count = gpu(REPORT_CLUSTER[0]), REPORT_CLUSTER[1]
     with _collector_paused():
         estimates = Estimates(graph, dims, inputs)  # one analysis per batch for every GPU and mode
-        est = estimates.at(batch) if batch else analyse(graph, batch, dims, inputs)
+        # Unbatched, a graph whose batch is free is analysed at 1, which the fit table reads too.
+        est = estimates.at(batch or (None if batch_fixed(graph, dims, inputs) else 1))
         try:
             fits = fit_table(graph, [gpu(n) for n in REPORT_GPUS], REPORT_OPTIMIZER, dims, inputs, estimates)
             sweep = batch_sweep(graph, list(REPORT_BATCHES), REPORT_OPTIMIZER, dims, inputs, estimates)
