@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from archcalc.analysis.memory import terms
 from archcalc.analysis.memory.runtimes import Runtime
 from archcalc.analysis.walk.infer import LayerResult
-from archcalc.analysis.walk.results import derived, last_readers
+from archcalc.analysis.walk.results import derived, last_readers, ran
 from archcalc.dtypes import DTYPE_BYTES
 from archcalc.ir import Role, Shaped
 
@@ -74,9 +74,8 @@ def buffer_owners(graph: Shaped, results: list[LayerResult], inplace: bool = Tru
     end: dict[str, int] = {}  # owner -> last layer that reads any tensor in its buffer
     free = _FreeList(graph, reuse or {})  # dead buffers, the most recently freed first
     kept: set[str] = set()  # buffers that hold a tensor in ``keep``
-    for i, res in enumerate(results):
-        if res.folded:
-            continue
+    for i in ran(graph, results):
+        res = results[i]
         for j, name in enumerate(res.layer.outputs):
             t = graph.tensors.get(name) if name else None
             if t is None or t.role not in RUNTIME_ROLES:
@@ -179,9 +178,8 @@ def buffers(graph: Shaped, results: list[LayerResult], float_dtype: str | None =
     last = _last_uses(graph, results)
     span: dict[str, list[int]] = {}
     size: dict[str, int] = {}
-    for i, res in enumerate(results):
-        if res.folded:
-            continue
+    for i in ran(graph, results):
+        res = results[i]
         for k in range(res.out.function_temporaries):  # allocated before the output, freed after
             temp = f"{res.layer.outputs[0]}#{k}"
             span[temp], size[temp] = [i, i], graph.tensors[res.layer.outputs[0]].nbytes(float_dtype)
@@ -283,8 +281,8 @@ def _best_fit(live: list[tuple[int, int, str]], block: int, size: int) -> int:
 def workspace_bytes(graph: Shaped, results: list[LayerResult], float_dtype: str | None = None) -> tuple[int, str]:
     """The largest per-op scratch buffer (max, not sum: one op runs at a time) and its layer."""
     best, where = 0, ""
-    for res in results:
-        if res.folded or not res.out.workspace:
+    for res in (results[i] for i in ran(graph, results)):
+        if not res.out.workspace:
             continue
         dtype = float_dtype or graph.tensors[res.layer.inputs[0]].dtype
         size = int(res.out.workspace * DTYPE_BYTES[dtype])

@@ -16,7 +16,7 @@ import numpy as np
 
 from archcalc.analysis.memory.liveness import RUNTIME_ROLES, buffer_owners, buffers
 from archcalc.analysis.walk.infer import LayerResult
-from archcalc.analysis.walk.results import derived, last_readers
+from archcalc.analysis.walk.results import derived, last_readers, ran
 from archcalc.ir import Shaped
 
 
@@ -66,9 +66,8 @@ def _saved_storages(graph, results, owner, float_dtype, device) -> tuple[dict[st
     """Saved storage -> the layers that save it, in order; and each layer's own saved extra bytes."""
     savers: dict[str, list[int]] = {}
     extra = [0] * len(results)
-    for i, res in enumerate(results):
-        if res.folded:
-            continue
+    for i in ran(graph, results):
+        res = results[i]
         for name in saved_tensors(res):
             t = graph.tensors.get(name) if name else None
             if t is not None and t.role in RUNTIME_ROLES and owner.get(name, name) not in graph.inputs:
@@ -83,8 +82,9 @@ def _gradient_spans(graph, results, float_dtype) -> list[tuple[int, int, int]]:
     """(producer, last reader, bytes) of every activation gradient; views' gradients are views."""
     last = last_readers(graph, results)
     spans = []
-    for i, res in enumerate(results):
-        if res.folded or res.out.alias:
+    for i in ran(graph, results):
+        res = results[i]
+        if res.out.alias:
             continue
         for name in res.layer.outputs:
             t = graph.tensors.get(name) if name else None

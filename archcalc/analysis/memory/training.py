@@ -27,6 +27,7 @@ from archcalc.analysis.memory.step_peak import (
     training_owners,
 )
 from archcalc.analysis.walk.infer import LayerResult
+from archcalc.analysis.walk.results import ran
 from archcalc.errors import InputError
 from archcalc.ir import Shaped
 
@@ -87,9 +88,7 @@ def saved_by_layer(graph: Shaped, results: list[LayerResult], float_dtype: str |
     owner = training_owners(graph, results, float_dtype)
     seen: set[str] = set()
     per_layer = {}
-    for res in results:
-        if res.folded:
-            continue
+    for res in (results[i] for i in ran(graph, results)):
         size = saved_extra_bytes(graph, res, float_dtype, device)
         for name in saved_tensors(res):
             t = graph.tensors.get(name) if name else None
@@ -104,9 +103,7 @@ def saved_by_layer(graph: Shaped, results: list[LayerResult], float_dtype: str |
 def backward_transient(graph: Shaped, results: list[LayerResult], float_dtype: str | None) -> tuple[int, str]:
     """The largest gradient pair alive at once: a layer's output gradients and its input gradients."""
     best, where = 0, ""
-    for res in results:
-        if res.folded:
-            continue
+    for res in (results[i] for i in ran(graph, results)):
         grads = [graph.tensors[n] for n in [*res.layer.inputs, *res.layer.outputs]
                  if n and graph.tensors[n].role in RUNTIME_ROLES]
         size = sum(t.nbytes(float_dtype) for t in grads)

@@ -51,10 +51,14 @@ def last_readers(shaped: Shaped, results: list[LayerResult]) -> dict[str, int]:
 
     def make() -> dict[str, int]:
         last: dict[str, int] = {}
-        for i, res in enumerate(results):
-            if not res.folded:
-                for name in res.layer.inputs:
-                    last[name] = i
+        for i in ran(shaped, results):
+            for name in results[i].layer.inputs:
+                last[name] = i
         return last
 
     return derived(shaped, results, "last readers", make)
+
+
+def ran(shaped: Shaped, results: list[LayerResult]) -> list[int]:
+    """The positions of the layers that run, in order: every one but folded shape arithmetic."""
+    return derived(shaped, results, "ran", lambda: [i for i, res in enumerate(results) if not res.folded])
