@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from archcalc.analysis.walk.results import LayerResult
-from archcalc.ir import Role, Shaped
+from archcalc.ir import Layer, Role, Shaped
 
 # Products of an activation with a weight matrix (and their fused and quantized forms).
 WEIGHTED_PRODUCTS = frozenset(
@@ -35,6 +35,11 @@ SPLITS = VIEWS | {"Split", "Slice"}
 FUSED_ATTENTION = frozenset({"Attention"})  # ONNX's attention op: Q, K, V in, keys on axis 2 (4-D) or 1 (3-D)
 CORE_CHAIN = frozenset({"Dropout", "Cast", "Where", "Identity"})  # between a softmax and its product
 SCALES = frozenset({"Div", "Mul", "Add", "Where", "Cast", "Sub", "Tanh"})  # scores to softmax (Tanh: a soft cap)
+
+
+def is_product(layer: Layer) -> bool:
+    """A matrix product of one of the kinds that multiply by a weight (by op, or by domain and op)."""
+    return layer.op_type in WEIGHTED_PRODUCTS or f"{layer.domain}.{layer.op_type}" in WEIGHTED_PRODUCTS
 
 
 def attention_core(shaped: Shaped, results: list[LayerResult]) -> tuple[np.ndarray, set[str], set[int]]:

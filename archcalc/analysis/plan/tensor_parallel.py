@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from archcalc.analysis.patterns import NORM_STARTS, WEIGHTED_PRODUCTS
+from archcalc.analysis.patterns import NORM_STARTS, is_product
 from archcalc.analysis.plan.units import Units
 from archcalc.analysis.walk.infer import LayerResult
 from archcalc.ir import Role, Shaped
@@ -43,8 +43,7 @@ class TensorParallel:
 
 def _weighted_product(res: LayerResult, roles: dict[str, str], shaped: Shaped) -> str | None:
     """The 2-D weight a matrix product multiplies by, if it is one."""
-    qualified = f"{res.layer.domain}.{res.layer.op_type}"
-    if res.layer.op_type not in WEIGHTED_PRODUCTS and qualified not in WEIGHTED_PRODUCTS:
+    if not is_product(res.layer):
         return None
     return next(
         (n for n in res.layer.inputs if roles.get(n) == "weight" and len(shaped.tensors[n].shape) == 2), None

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from archcalc.analysis.kv_cache import Site, attentions
-from archcalc.analysis.patterns import VIEWS, WEIGHTED_PRODUCTS
+from archcalc.analysis.patterns import VIEWS, is_product
 from archcalc.analysis.walk.results import LayerResult
 from archcalc.dtypes import DTYPE_BYTES
 from archcalc.errors import InputError
@@ -109,8 +109,7 @@ class _Reader:
 
     def weighted(self, at: int) -> bool:
         layer = self.results[at].layer
-        return (layer.op_type in WEIGHTED_PRODUCTS or f"{layer.domain}.{layer.op_type}" in WEIGHTED_PRODUCTS) and \
-            any(self._is(n, Role.WEIGHT) for n in layer.inputs[1:3] if n)
+        return is_product(layer) and any(self._is(n, Role.WEIGHT) for n in layer.inputs[1:3] if n)
 
     def _is(self, name: str, role: Role) -> bool:
         """``name`` is, or views (an exporter's transposed weight), a tensor of ``role``."""
