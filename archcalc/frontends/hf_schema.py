@@ -132,7 +132,9 @@ def check(cfg: object, path: Path, where: str = "") -> dict:
         _field(cfg, key, rule, path, where)
     for key in ACTIVATION_FIELDS:
         _field(cfg, key, _one_of(_activations()), path, where)
-    return cfg
+    # A declared field set to null means the family's default, as transformers reads it: dropped, so
+    # the builders' defaults apply (`"hidden_act": null` is silu, `"partial_rotary_factor": null` 1.0).
+    return {k: v for k, v in cfg.items() if not (v is None and (k in FIELDS or k in ACTIVATION_FIELDS))}
 
 
 def _field(cfg: dict, key: str, rule: Rule, path: Path, where: str) -> None:

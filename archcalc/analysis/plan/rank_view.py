@@ -87,8 +87,8 @@ class RankView:
             view = rank_view(shaped, est.results, self.pairs, self.units, self.tp, self.sp)
             if view is None:
                 raise InputError(
-                    f"tensor parallel {self.tp}: the split tensors of {shaped.name} do not divide "
-                    f"by {self.tp} (heads, hidden units); choose a degree that divides them"
+                    f"{shaped.source}: --strategy tp{self.tp}: the split tensors of {shaped.name} do not "
+                    f"divide by {self.tp} (heads, hidden units); choose a degree that divides them"
                 )
             shaped, results = view
         roles = est.param_roles
