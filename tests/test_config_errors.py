@@ -93,3 +93,14 @@ def test_a_byte_order_mark_is_read_as_in_designs(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(LLAMA).encode())
     code, text = run(path)
     assert code == 0, text
+
+
+@pytest.mark.parametrize("field", ["hidden_act", "partial_rotary_factor", "rotary_pct", "torch_dtype", "head_dim"])
+def test_a_null_field_is_the_familys_default(tmp_path, field):
+    """transformers reads a null field as its default; so does archcalc (a null hidden_act crashed the builder)."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**LLAMA, field: None}))
+    result = CliRunner().invoke(main, ["estimate", str(path), "--dim", "sequence=16", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    served = CliRunner().invoke(main, ["fit", str(path), "--mode", "serve", "--gpu", "A100-80GB", "--context", "16"])
+    assert served.exit_code == 0, served.output

@@ -24,10 +24,11 @@ def refused(args, *needles):
 @pytest.mark.parametrize("strategy,needle", [
     ("", "empty"), ("   ", "empty"), ("dp8 sp", "tpN"), ("dp8 offload=params", "zero3"),
     ("dp8 interleaved", "ppN"), ("dp4 pp2 interleaved x1000000", "units"), ("dp1 hybrid3", "--strategy"),
+    ("dp2 tp3", "divide"),
 ])
 def test_a_strategy_that_would_change_nothing(strategy, needle):
-    refused(["plan", DESIGN, "--gpu", "H100-80GB", "--gpus", "8" if "dp1" not in strategy else "1",
-             "--strategy", strategy], "--strategy", needle)
+    gpus = {"dp1 hybrid3": "1", "dp2 tp3": "6"}.get(strategy, "8")
+    refused(["plan", DESIGN, "--gpu", "H100-80GB", "--gpus", gpus, "--strategy", strategy], "--strategy", needle)
 
 
 def test_an_empty_units_pattern():
