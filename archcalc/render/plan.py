@@ -6,38 +6,24 @@ from __future__ import annotations
 import json
 
 from archcalc import units
-from archcalc.analysis.memory.terms import (
-    ACTIVATION_GRADIENTS,
-    ACTIVATIONS,
-    BUFFERS,
-    COMMUNICATION_BUFFERS,
-    GATHERED_PARAMETERS,
-    GRADIENTS,
-    IN_FLIGHT,
-    INPUTS,
-    MASTER_WEIGHTS,
-    OPTIMIZER_STATE,
-    OPTIMIZER_TEMPORARIES,
-    PARAMETERS,
-    SAVED_ACTIVATIONS,
-)
+from archcalc.analysis.memory import terms
 from archcalc.analysis.plan.planner import PlanRow
 
 # The columns (headers as printed), each the sum of these terms (analysis.memory.terms) at the peak.
 COLUMNS = {
-    "params": (PARAMETERS, BUFFERS),
-    "grads": (GRADIENTS,),
-    "optim": (OPTIMIZER_STATE, MASTER_WEIGHTS),
+    "params": (terms.PARAMETERS, terms.BUFFERS),
+    "grads": (terms.GRADIENTS,),
+    "optim": (terms.OPTIMIZER_STATE, terms.MASTER_WEIGHTS),
     "activations": (
-        SAVED_ACTIVATIONS,
-        ACTIVATIONS,
-        ACTIVATION_GRADIENTS,
-        IN_FLIGHT,
-        INPUTS,
-        OPTIMIZER_TEMPORARIES,
+        terms.SAVED_ACTIVATIONS,
+        terms.ACTIVATIONS,
+        terms.ACTIVATION_GRADIENTS,
+        terms.IN_FLIGHT,
+        terms.INPUTS,
+        terms.OPTIMIZER_TEMPORARIES,
     ),
-    "gathered": (GATHERED_PARAMETERS,),
-    "buffers": (COMMUNICATION_BUFFERS,),
+    "gathered": (terms.GATHERED_PARAMETERS,),
+    "buffers": (terms.COMMUNICATION_BUFFERS,),
 }
 
 
@@ -94,7 +80,7 @@ def render_plan(rows: list[PlanRow], header: str, constant: int, fmt: str, meta:
 def render_verdict(row: PlanRow, header: str, constant: int) -> str:
     word = "fits" if row.fits else "does NOT fit"
     t = row.memory.terms
-    terms = ", ".join(f"{k} {units.nbytes(v)}" for k, v in t.items() if v)
+    listed = ", ".join(f"{k} {units.nbytes(v)}" for k, v in t.items() if v)
     comm = ", ".join(f"{k} {units.nbytes(v)}" for k, v in row.communication.items() if v) or "none"
     mb = (
         f"largest micro-batch {row.micro_batch}, {row.accumulation} per step"
@@ -104,7 +90,7 @@ def render_verdict(row: PlanRow, header: str, constant: int) -> str:
     return (
         f"{header}\n{row.strategy.label()}: {word}: {mb}\n"
         f"per GPU at the peak ({row.memory.phase}{', ' + row.memory.layer if row.memory.layer else ''}): "
-        f"{units.nbytes(row.total)} = {terms}, runtime {units.nbytes(constant)}\n"
+        f"{units.nbytes(row.total)} = {listed}, runtime {units.nbytes(constant)}\n"
         + (f"on the host (offloaded): {units.nbytes(row.memory.offloaded)}\n" if row.memory.offloaded else "")
         + f"recompute per step: {row.recompute_flops / 1e12:.3f} TFLOP per GPU; sent per GPU per step: {comm}\n"
     )
