@@ -155,6 +155,6 @@ def serve(source, gpu, context: int, *, dims: dict[str, int] | None = None, **ho
     from archcalc.analysis.serve.analysis import serve as run
     from archcalc.frontends.sources import serving_graph
 
-    graph, _ = serving_graph(source)
+    graph = serving_graph(source)
     with _collector_paused():
         return run(graph, gpu, context, dims=dims, **how)

@@ -76,5 +76,5 @@ def test_eager_and_fused_attention_keep_the_same_cache(name):
     from archcalc.frontends.sources import serving_graph
 
     eager = archcalc.estimate(EXPORTS / f"{name}.config.json", dims={"sequence": 8}).kv_cache()
-    graph, _ = serving_graph(EXPORTS / f"{name}.config.json")
+    graph = serving_graph(EXPORTS / f"{name}.config.json")
     assert analyse(graph, 1, {"sequence": 8}).kv_cache() == eager

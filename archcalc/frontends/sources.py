@@ -102,9 +102,9 @@ def load_graph(source) -> Graph:
     return import_onnx(source if path is None else path)
 
 
-def serving_graph(source) -> tuple[Graph, dict | None]:
-    """``source`` as a server runs it, and its config when it is one: a config's attention fused
-    (flash attention keeps no scores), as vLLM and every serving engine run it."""
+def serving_graph(source) -> Graph:
+    """``source`` as a server runs it: a config's attention fused (flash attention keeps no scores),
+    as vLLM and every serving engine run it; the sizes serving needs are read from the graph."""
     from archcalc.frontends.hf_config import is_config, read_config
     from archcalc.frontends.onnx_import import import_onnx
 
@@ -113,6 +113,5 @@ def serving_graph(source) -> tuple[Graph, dict | None]:
         if is_config(path):
             from archcalc.frontends.hf_layers import config_model
 
-            cfg = read_config(path)
-            return import_onnx(config_model(cfg, kernel="fused"), label=str(path)), cfg
-    return load_graph(source), None
+            return import_onnx(config_model(read_config(path), kernel="fused"), label=str(path))
+    return load_graph(source)
