@@ -25,8 +25,25 @@ def _figure(width=10, height=4.2):
 def _png(fig) -> bytes:
     out = io.BytesIO()
     fig.tight_layout()
+    # tight_layout leaves a placeholder layout engine behind, for which savefig draws the whole figure
+    # once more before the real draw (matplotlib/backend_bases.py, print_figure: "trigger a draw ...
+    # to make sure CL works"); the placeholder lays nothing out, so dropping it changes no pixel.
+    fig.set_layout_engine(None)
     fig.savefig(out, format="png", metadata={"Software": None})
     return out.getvalue()
+
+
+def _bars(ax, heights: list[float], color: str) -> None:
+    """Vertical bars 0.8 wide at 0, 1, 2, ..., as ``ax.bar`` draws them but as one collection: bar
+    makes a Rectangle artist per bar, each laid out, limit-updated and drawn on its own (two thirds of
+    a 175-layer figure's time); the polygons, colour and snapping are the same, and so are the pixels."""
+    from matplotlib.collections import PolyCollection
+
+    outlines = [[(i - 0.4, 0), (i - 0.4, h), (i + 0.4, h), (i + 0.4, 0)] for i, h in enumerate(heights)]
+    bars = PolyCollection(outlines, facecolors=color, edgecolors="none", linewidths=0)
+    bars.sticky_edges.y.append(0)  # as bar's: the axis starts at the bars' foot, with no margin below
+    ax.add_collection(bars, autolim=True)
+    ax.autoscale_view()
 
 
 def per_layer(names: list[str], activations: list[int], params: list[int], title: str) -> bytes:
@@ -35,10 +52,10 @@ def per_layer(names: list[str], activations: list[int], params: list[int], title
     fig.clf()
     top, bottom = fig.subplots(2, 1, sharex=True)
     x = range(len(names))
-    top.bar(x, [a / MiB for a in activations], color="#3b7dd8")
+    _bars(top, [a / MiB for a in activations], "#3b7dd8")
     top.set_ylabel("activations (MiB)")
     top.set_title(f"{title}: activation memory and parameters per layer")
-    bottom.bar(x, [p / 1e6 for p in params], color="#d8823b")
+    _bars(bottom, [p / 1e6 for p in params], "#d8823b")
     bottom.set_ylabel("parameters (millions)")
     bottom.set_xlabel("layer, in execution order")
     step = max(1, len(names) // 24)
