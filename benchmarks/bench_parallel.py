@@ -48,7 +48,7 @@ from torch import nn
 RESULTS = Path(__file__).resolve().parent / "results"  # the measurements, committed
 SCRATCH = Path(tempfile.gettempdir()) / "archcalc-bench-parallel"  # exports and probes, not committed
 MODELS = ("cnn", "transformer")
-STRATEGIES = ("ddp", "zero1", "fsdp2_reshard", "fsdp2_noreshard", "ckpt", "pp_1f1b", "tp")
+STRATEGIES = ("ddp", "zero1", "fsdp2_reshard", "fsdp2_noreshard", "ckpt", "pp_1f1b", "pp_1f1b_ckpt", "tp")
 WORLDS = (2, 4)
 # Rank 0 of larger jobs, alone in one process on the fake process group (`fake`): the strategies whose
 # rank 0 is a rank like any other (no pipeline, whose stages differ, no checkpointed DDP, as DDP's).
@@ -300,23 +300,30 @@ setup_fsdp2_noreshard = functools.partial(_setup_fsdp2, reshard=False)
 
 def setup_ckpt(name: str, rank: int, world: int) -> Run:
     """DDP with every block's forward run under torch.utils.checkpoint (non-reentrant)."""
-    from torch.utils.checkpoint import checkpoint
-
     model = build_model(name)
-    for b in blocks(model):
-        b.forward = functools.partial(checkpoint, b.forward, use_reentrant=False)
+    _checkpoint_blocks(model)
     ddp, kwargs = _ddp(model)
     opt, x = _adam(ddp.parameters()), make_batch(name, BATCH, 1000 + rank)
     info = {**_whole(model), "ddp_kwargs": kwargs, "checkpoint": "each block, use_reentrant=False"}
     return Run(ddp, opt, _data_step(ddp, opt, x), [x], list(model.parameters()), info)
 
 
-def setup_pp_1f1b(name: str, rank: int, world: int) -> Run:
+def _checkpoint_blocks(model: nn.Module) -> None:
+    """Every block's forward run under torch.utils.checkpoint (non-reentrant)."""
+    from torch.utils.checkpoint import checkpoint
+
+    for b in blocks(model):
+        b.forward = functools.partial(checkpoint, b.forward, use_reentrant=False)
+
+
+def setup_pp_1f1b(name: str, rank: int, world: int, checkpointed: bool = False) -> Run:
     """One stage per rank, Schedule1F1B over 8 micro-batches of 4; the first stage holds the global
-    batch, the last a dummy target (loss_of ignores it)."""
+    batch, the last a dummy target (loss_of ignores it); ``checkpointed``: every block recomputed."""
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B
 
     model = build_model(name)
+    if checkpointed:
+        _checkpoint_blocks(model)
     units = pipeline_units(name, world)[rank]
     if name == "cnn":
         stage_mod = nn.Sequential(OrderedDict((u, getattr(model, u)) for u in units))
@@ -340,7 +347,7 @@ def setup_pp_1f1b(name: str, rank: int, world: int) -> Run:
 
     info = {**_whole(model), "stage_units": units, "all_stage_units": pipeline_units(name, world),
             "schedule": "Schedule1F1B", "micro_batches": MICRO_BATCHES, "micro_batch": MICRO_BATCH,
-            "global_batch": batch}
+            "global_batch": batch, **({"checkpoint": "each block, use_reentrant=False"} if checkpointed else {})}
     inputs = [t for t in (x, target) if t is not None]
     return Run(stage_mod, opt, step, inputs, list(stage_mod.parameters()), info)
 
@@ -374,7 +381,8 @@ def setup_tp(name: str, rank: int, world: int) -> Run:
 
 SETUPS: dict[str, Callable[[str, int, int], Run]] = {
     "single": setup_single, "ddp": setup_ddp, "zero1": setup_zero1, "fsdp2_reshard": setup_fsdp2_reshard,
-    "fsdp2_noreshard": setup_fsdp2_noreshard, "ckpt": setup_ckpt, "pp_1f1b": setup_pp_1f1b, "tp": setup_tp,
+    "fsdp2_noreshard": setup_fsdp2_noreshard, "ckpt": setup_ckpt, "pp_1f1b": setup_pp_1f1b,
+    "pp_1f1b_ckpt": functools.partial(setup_pp_1f1b, checkpointed=True), "tp": setup_tp,
 }
 
 

@@ -35,6 +35,7 @@ STRATEGIES = {
     "fsdp2_noreshard": lambda w: Strategy(dp=w, zero=2),
     "ckpt": lambda w: Strategy(dp=w, checkpoint="full"),
     "pp_1f1b": lambda w: Strategy(pp=w, micro_batches=MICRO_BATCHES),
+    "pp_1f1b_ckpt": lambda w: Strategy(pp=w, micro_batches=MICRO_BATCHES, checkpoint="full"),
     "tp": lambda w: Strategy(tp=w),
 }
 

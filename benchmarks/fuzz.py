@@ -3,7 +3,8 @@ kind, and each failure's command line. The same oracle as tests/test_fuzz.py: no
 hang, no negative or non-finite number, every error naming its file or flag.
 ``--surface new`` runs tests/fuzz_surfaces.py's generators instead: configs, transformer designs, control
 flow, plan strategies and serve options.
-Usage: python benchmarks/fuzz.py [--cases 100000] [--seed 0] [--surface onnx|new] [--json out.json]"""
+Usage: python benchmarks/fuzz.py [--cases 100000] [--seed 0] [--surface onnx|new] [--kinds plan,serve]
+[--json out.json]"""
 
 from __future__ import annotations
 
@@ -24,9 +25,18 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
     ap.add_argument("--surface", choices=["onnx", "new"], default="onnx")
+    ap.add_argument("--kinds", default=",".join(fuzz_surfaces.KINDS),
+                    help=f"with --surface new: which of {', '.join(fuzz_surfaces.KINDS)} (one per process, "
+                         "for 20,000 of each on as many cores)")
     args = ap.parse_args()
+    kinds = tuple(k for k in args.kinds.split(",") if k)
+    if not kinds or set(kinds) - set(fuzz_surfaces.KINDS):
+        ap.error(f"--kinds {args.kinds!r}: name some of {', '.join(fuzz_surfaces.KINDS)}")
     start = time.perf_counter()
-    result = (fuzz_surfaces if args.surface == "new" else fuzzing).fuzz(args.cases, args.seed)
+    if args.surface == "new":
+        result = fuzz_surfaces.fuzz(args.cases, args.seed, kinds)
+    else:
+        result = fuzzing.fuzz(args.cases, args.seed)
     counts = result.pop("cases")
     seconds = time.perf_counter() - start
     for kind, n in counts.items():

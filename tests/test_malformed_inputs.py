@@ -80,3 +80,37 @@ def test_a_loop_whose_trip_count_or_condition_is_not_one_value(tmp_path, trips, 
     result = CliRunner().invoke(main, ["estimate", str(path)])
     text = result.output.strip()
     assert result.exit_code == 2 and text.count("\n") == 0 and "'repeat'" in text and "values; Loop's is one" in text
+
+
+def test_a_gather_past_its_table_is_refused_as_onnxruntime_refuses_it(tmp_path):
+    """Known indices outside the table (a constant, or positions folded from the sequence): the spec's
+    bounds, which onnxruntime enforces at run time; archcalc says so before pricing it."""
+    import onnxruntime as ort
+
+    table = numpy_helper.from_array(np.ones((8, 4), np.float32), "table")
+    idx = numpy_helper.from_array(np.arange(10, dtype=np.int64), "idx")
+    node = helper.make_node("Gather", ["table", "idx"], ["y"], name="lookup")
+    graph = helper.make_graph([node], "g", [], [helper.make_tensor_value_info("y", F, [10, 4])], [table, idx])
+    path = tmp_path / "past.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path)
+    with pytest.raises(Exception, match="(?i)out of bounds|indices"):
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {})
+    result = CliRunner().invoke(main, ["estimate", str(path)])
+    text = result.output.strip()
+    assert result.exit_code == 2 and text.count("\n") == 0, text
+    assert "'lookup'" in text and "reads index 9 of 'table', whose axis 0 has 8 entries" in text, text
+
+
+def test_a_sequence_past_a_configs_learned_positions_is_refused(tmp_path):
+    """GPT-2's 128 learned positions (the fixture's n_positions) cannot embed a 129th token, as
+    transformers' own model fails on one (an index error in the position embedding)."""
+    from conftest import ROOT
+
+    config = ROOT / "tests" / "fixtures" / "hf_configs" / "gpt2.json"
+    ok = CliRunner().invoke(main, ["estimate", str(config), "--dim", "sequence=128"])
+    past = CliRunner().invoke(main, ["estimate", str(config), "--dim", "sequence=129"])
+    assert ok.exit_code == 0 and past.exit_code == 2, past.output
+    assert past.output.startswith(f"error: {config}: ") and "wpe.weight', whose axis 0 has 128 entries" in past.output
+    served = [CliRunner().invoke(main, ["fit", str(config), "--mode", "serve", "--gpu", "L4", "--context", str(n)])
+              for n in (128, 129)]
+    assert [r.exit_code for r in served] == [0, 2] and "context of at most 128" in served[1].output

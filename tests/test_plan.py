@@ -195,3 +195,28 @@ def test_stages_judged_at_once_are_each_judged_alone(words):
     for b in (1, 3):
         alone = [planner.memory(s, b, stages=[planner._stage(s, *p)])[0].peak for p in places]
         assert planner.judge(s, b).peaks(places).tolist() == alone
+
+
+@pytest.mark.parametrize("checkpoint", ["full", "selective", "planned"])
+def test_every_term_of_a_pipelined_checkpointed_stage_is_a_size(checkpoint):
+    """A stage stands on what the stages before it keep at rest, not on the recomputed tensors of
+    their last checkpointed run (once a negative "saved activations" on a later stage; against
+    PyTorch's pipeline with checkpointed blocks, benchmarks/compare_parallel.py's pp_1f1b_ckpt)."""
+    design = "TOKENS[64] -> EMBED-1000x64 -> [LN -> ATTN-4h -> LN -> MLP-256]*4 -> LN -> LMHEAD-1000"
+    planner = Planner(load_graph(design), "adam")
+    for words, batch in (("dp2 zero2 tp2+sp pp2", 2), ("pp4 gpipe", 2), ("pp2 interleavedx2", 4), ("pp2", 64)):
+        for ckpt in (checkpoint, "none"):
+            row = planner.row(parse_strategy(f"{words} ckpt {ckpt}", 8), gpu("H100-80GB").capacity, batch)
+            assert row.fits and min(row.memory.terms.values()) >= 0, (words, ckpt, row.memory.terms)
+
+
+def test_a_printed_row_reads_back_as_its_strategy():
+    """Every strategy `plan` prints, pasted into --strategy, is the same strategy."""
+    design = "TOKENS[64] -> EMBED-1000x64 -> [LN -> ATTN-4h -> LN -> MLP-256]*4 -> LN -> LMHEAD-1000"
+    out = CliRunner().invoke(main, ["plan", design, "--gpu", "A100-40GB", "--gpus", "8", "--format", "json"])
+    labels = [row["strategy"] for row in json.loads(out.output)["rows"]]
+    assert any("+sp" in label for label in labels) and any("ckpt" in label for label in labels)
+    labels += ["dp2 zero3 tp2+sp pp2 interleavedx2 ckpt selective offload params balance compute deepspeed",
+               "dp4 zero1 pp2 gpipe offload optimizer", "dp4 zero3 hybrid2 tp2"]
+    for label in labels:
+        assert parse_strategy(label, 8).label() == label

@@ -210,10 +210,25 @@ def gather(n: Node) -> Out:
     data, idx = n.shape(0), n.shape(1)
     axis = n.axis(n.attr("axis", 0), len(data))
     out = (*data[:axis], *idx, *data[axis + 1:])
+    _indices_inside(n, axis, data[axis])
     # Gather from a float table is an embedding lookup: the table is a parameter.
     res = _shaped(n, out, lambda d, i: np.take(d, i, axis=axis))
     res.params = {0: "weight"}
     return res
+
+
+def _indices_inside(n: Node, axis: int, size: int) -> None:
+    """Indices known before running (constants, or folded from the inputs' dims: the positions 0 ..
+    sequence - 1 a learned position table is read at) must lie in [-size, size), as the spec and every
+    runtime require; past the table is a model that cannot run, not one to price."""
+    idx = n.graph.tensors[n.layer.inputs[1]].value
+    if idx is None or not idx.size:
+        return
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < -size or hi >= size:
+        raise n.error(f"reads index {hi if hi >= size else lo} of '{n.layer.inputs[0]}', whose axis {axis} has "
+                      f"{size} entries (indices {lo}..{hi}): a table of positions shorter than the sequence? "
+                      f"give dims that keep the indices inside it (a sequence or context of at most {size})")
 
 
 @rule("GatherElements")

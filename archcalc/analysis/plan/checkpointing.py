@@ -104,12 +104,21 @@ def kept_inputs(
     return out
 
 
-def recomputed(profile: StepProfile, seg: Segments, inputs: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(forward, saved) of the profile with ``seg``'s checkpointed runs keeping only their inputs
-    (``inputs[k]``: the bytes run k keeps, see ``kept_inputs``) until their own backward recomputes
-    them. A storage a stored layer also saves stays (at its first saver, as before). While a run
-    runs (forward, or recomputed for its backward) its input is one of its own tensors, as the
-    profile has it: the input it keeps is counted from the next run on."""
+def at_rest(saved: np.ndarray) -> np.ndarray:
+    """The saved bytes before each layer and after the last (n + 1 entries) when the running sum
+    ``saved`` never drops: no run recomputed, each layer adds to what the ones before it keep."""
+    return np.concatenate([np.zeros(1, dtype=saved.dtype), saved])
+
+
+def recomputed(profile: StepProfile, seg: Segments, inputs: list[int]) -> tuple[np.ndarray, ...]:
+    """(forward, saved, rest) of the profile with ``seg``'s checkpointed runs keeping only their
+    inputs (``inputs[k]``: the bytes run k keeps, see ``kept_inputs``) until their own backward
+    recomputes them. A storage a stored layer also saves stays (at its first saver, as before). While
+    a run runs (forward, or recomputed for its backward) its input is one of its own tensors, as the
+    profile has it: the input it keeps is counted from the next run on. So ``saved`` rises and falls
+    within a checkpointed run; ``rest`` (n + 1 entries, as ``at_rest``) is what the layers before
+    each position leave kept once their runs are over -- the base a pipeline stage starting there
+    stands on, and what a micro-batch in flight holds of a stage."""
     n = len(profile.names)
     run = np.zeros(n, dtype=np.int64)
     for k in range(len(seg.checkpointed)):
@@ -124,19 +133,21 @@ def recomputed(profile: StepProfile, seg: Segments, inputs: list[int]) -> tuple[
     before = np.where(starts > 0, ck_cum[np.maximum(starts - 1, 0)], 0)
     kept = np.array([x if c else 0 for x, c in zip(inputs, seg.checkpointed)], dtype=np.int64)
     kept_before = np.concatenate([[0], np.cumsum(kept)])[run]  # inputs of checkpointed runs before this one
-    return profile.forward - ck_cum + kept_before, profile.saved - before + kept_before
+    rest = at_rest(profile.saved - ck_cum + kept_before + kept[run])
+    return profile.forward - ck_cum + kept_before, profile.saved - before + kept_before, rest
 
 
 def selective(
     profile: StepProfile, drop_extra: np.ndarray, tensors: set[str], owner: dict[str, str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """(forward, saved) with the attention core not kept: its storages and dropout masks recomputed."""
+) -> tuple[np.ndarray, ...]:
+    """(forward, saved, rest) with the attention core not kept: its storages and dropout masks
+    recomputed (within a layer, so the running sum never drops)."""
     drop = np.where(drop_extra, profile.extra, 0).astype(np.int64)
     for storage in {owner.get(name, name) for name in tensors} & set(profile.storages):
         i, size = profile.storages[storage]
         drop[i] += size
     gone = np.cumsum(drop)
-    return profile.forward - gone, profile.saved - gone
+    return profile.forward - gone, profile.saved - gone, at_rest(profile.saved - gone)
 
 
 def cut_points(shaped: Shaped, results: list[LayerResult]) -> list[int]:

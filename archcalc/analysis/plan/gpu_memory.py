@@ -267,20 +267,22 @@ class Step:
     temps: Batch | int
 
 
-def walk(s: Strategy, prec: Precision, prof: StepProfile, forward: np.ndarray, saved: np.ndarray, lay: Layout,
-         stages: Stages, inputs: Batch, pipe: Pipelined, rank: int | None, prefetch: int) -> Step:
+def walk(s: Strategy, prec: Precision, prof: StepProfile, forward: np.ndarray, saved: np.ndarray, rest: np.ndarray,
+         lay: Layout, stages: Stages, inputs: Batch, pipe: Pipelined, rank: int | None, prefetch: int) -> Step:
     """One rank's step under ``s`` for each of ``stages`` (``lay``'s; ``inputs`` and ``pipe`` one a
-    stage): ``forward``/``saved`` are the profile's, after checkpointing; ``prefetch``: the units FSDP2
-    gathers ahead of the one running (see ``_unit_walk``). Every moment of every stage, as one array
-    expression."""
+    stage): ``forward``/``saved``/``rest`` are the profile's, after checkpointing (``Account``);
+    ``prefetch``: the units FSDP2 gathers ahead of the one running (see ``_unit_walk``). Every moment
+    of every stage, as one array expression. A stage stands on what the layers before it keep at
+    rest, not on the saved state at their last backward moment (a checkpointed run's recomputed
+    tensors, which no stage after it holds)."""
     a, e = stages.start, stages.stop
     layer, stage, _ = lay.flat
     states = _states(s, prec, lay, rank)
     share, largest, host = states.pop("share"), states.pop("largest"), states.pop("host")
     states |= {INPUTS: inputs, BUFFERS: lay.buffers, PIPELINE_BUFFERS: pipe.receive}
     persistent = sum(states.values())
-    base = np.where(a > 0, saved[np.maximum(a - 1, 0)], 0)
-    held = _truncated((stages.in_flight - 1) * (saved[e - 1] - base))
+    base = rest[a]
+    held = _truncated((stages.in_flight - 1) * (rest[e] - base))
     fwd_un, bwd_un = _unit_walk(s, lay, prefetch)
     pg = _param_grads(s, lay)
     grads_final = final_gradients(s, prec, lay)
@@ -299,21 +301,22 @@ def _truncated(x: np.ndarray) -> np.ndarray:
     return x.astype(np.int64) if x.dtype != object else np.vectorize(int, otypes=[object])(x)
 
 
-def peaks(s: Strategy, prec: Precision, prof: StepProfile, forward: np.ndarray, saved: np.ndarray, lay: Layout,
-          stages: Stages, inputs: Batch, pipe: Pipelined, prefetch: int) -> np.ndarray:
+def peaks(s: Strategy, prec: Precision, prof: StepProfile, forward: np.ndarray, saved: np.ndarray,
+          rest: np.ndarray, lay: Layout, stages: Stages, inputs: Batch, pipe: Pipelined,
+          prefetch: int) -> np.ndarray:
     """The peak of each of ``stages``' most loaded rank: the largest of its moments in ``walk``."""
-    step = walk(s, prec, prof, forward, saved, lay, stages, inputs, pipe, None, prefetch)
+    step = walk(s, prec, prof, forward, saved, rest, lay, stages, inputs, pipe, None, prefetch)
     begin = lay.flat[2][:-1]
     most = np.maximum(np.maximum.reduceat(step.forward, begin), np.maximum.reduceat(step.backward, begin))
     return np.maximum(most, np.maximum(step.end, step.optimizer))
 
 
 def gpu_memory(s: Strategy, prec: Precision, prof: StepProfile, forward: np.ndarray, saved: np.ndarray,
-               lay: Layout, stages: Stages, inputs: Batch, pipe: Pipelined, rank: int | None = None,
-               prefetch: int = 1) -> list[GPUMemory]:
+               rest: np.ndarray, lay: Layout, stages: Stages, inputs: Batch, pipe: Pipelined,
+               rank: int | None = None, prefetch: int = 1) -> list[GPUMemory]:
     """Each of ``stages``' rank (its most loaded, or ``rank``) under ``s`` (see ``walk``), with its
     terms at its peak."""
-    step = walk(s, prec, prof, forward, saved, lay, stages, inputs, pipe, rank, prefetch)
+    step = walk(s, prec, prof, forward, saved, rest, lay, stages, inputs, pipe, rank, prefetch)
     return [_read(step, r, lay.flat[2][r], int(stages.start[r]), int(stages.stop[r]), prof, forward, saved, pipe)
             for r in range(len(stages))]
 

@@ -223,13 +223,14 @@ class Planner:
                          v.crossing(b), int(v.outputs.at(b)), self.prefetch)
         return self._memo(Key("judge", s, b), make)
 
-    def _account_at(self, s: Strategy, b: int) -> tuple[StepProfile, np.ndarray, np.ndarray]:
-        """The rank's step profile, and its activations alive in forward and saved for backward
-        under ``s``'s checkpointing, at micro-batch ``b`` (shared by every stage)."""
-        def make() -> tuple[StepProfile, np.ndarray, np.ndarray]:
+    def _account_at(self, s: Strategy, b: int) -> tuple[StepProfile, np.ndarray, np.ndarray, np.ndarray]:
+        """The rank's step profile, and its activations alive in forward, saved for backward and
+        saved at rest under ``s``'s checkpointing (``Account``), at micro-batch ``b`` (shared by
+        every stage)."""
+        def make() -> tuple[StepProfile, np.ndarray, np.ndarray, np.ndarray]:
             v = self.view(s.tp, s.sp)
-            account = v.account(s.checkpoint, s.segments)
-            return replace(v.sides[0].profile, grads=v.grads.at(b)), account.forward.at(b), account.saved.at(b)
+            a = v.account(s.checkpoint, s.segments)
+            return replace(v.sides[0].profile, grads=v.grads.at(b)), a.forward.at(b), a.saved.at(b), a.rest.at(b)
         return self._memo(Key("account", reads("account", s), b), make)
 
     def largest_micro_batch(self, s: Strategy, capacity: int, limit: int = MAX_SIZE) -> int:
@@ -352,7 +353,7 @@ class Judge:
 
     s: Strategy
     precision: Precision
-    account: tuple[StepProfile, np.ndarray, np.ndarray]
+    account: tuple[StepProfile, np.ndarray, np.ndarray, np.ndarray]
     params: Params
     inputs: int
     crossing: np.ndarray

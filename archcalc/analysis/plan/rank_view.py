@@ -38,10 +38,13 @@ class Side:
 class Account:
     """What one rank's step keeps under a checkpointing mode: the activations alive at each layer's
     forward and the saved state still needed at each layer's backward (``StepProfile.forward`` and
-    ``.saved``, after checkpointing), and the forward FLOPs per sample that backward recomputes."""
+    ``.saved``, after checkpointing), the saved state at rest before each layer and after the last
+    (``checkpointing.recomputed``'s ``rest``), and the forward FLOPs per sample that backward
+    recomputes."""
 
     forward: Line
     saved: Line
+    rest: Line
     recompute: int
 
 
@@ -189,7 +192,8 @@ class RankView:
             raise InputError(f"ckpt={checkpoint}: choose one of {', '.join(ck.MODES)}")
         if checkpoint == "none":
             return Account(Line.through(self.sides, lambda side: side.profile.forward),
-                           Line.through(self.sides, lambda side: side.profile.saved), 0)
+                           Line.through(self.sides, lambda side: side.profile.saved),
+                           Line.through(self.sides, lambda side: ck.at_rest(side.profile.saved)), 0)
         if checkpoint == "selective":
             kept = [self._selective(side) for side in self.sides]
             layers = sorted(attention_core(self.sides[1].shaped, self.sides[1].results)[2])
@@ -200,16 +204,17 @@ class RankView:
             kept = [self._recomputed(side, seg) for side in self.sides]
             bounds = zip(seg.bounds, seg.bounds[1:])
             layers = [i for (a, e), c in zip(bounds, seg.checkpointed) if c for i in range(a, e)]
-        (f1, s1), (f2, s2) = kept
+        (f1, s1, r1), (f2, s2, r2) = kept
         # Per sample, from the second analysis (the first's, where the file fixes its batch).
-        return Account(Line(f1, f2), Line(s1, s2), layer_flops(self.ests[1], layers) // max(self.tp, 1))
+        recompute = layer_flops(self.ests[1], layers) // max(self.tp, 1)
+        return Account(Line(f1, f2), Line(s1, s2), Line(r1, r2), recompute)
 
-    def _recomputed(self, side: Side, seg: ck.Segments) -> tuple[np.ndarray, np.ndarray]:
+    def _recomputed(self, side: Side, seg: ck.Segments) -> tuple[np.ndarray, ...]:
         owner = training_owners(side.shaped, side.results, self.float_dtype)
         kept = ck.kept_inputs(side.shaped, side.results, seg, side.profile, owner, self.float_dtype)
         return ck.recomputed(side.profile, seg, kept)
 
-    def _selective(self, side: Side) -> tuple[np.ndarray, np.ndarray]:
+    def _selective(self, side: Side) -> tuple[np.ndarray, ...]:
         drop, tensors, _ = attention_core(side.shaped, side.results)
         owner = training_owners(side.shaped, side.results, self.float_dtype)
         return ck.selective(side.profile, drop, tensors, owner)

@@ -102,6 +102,19 @@ def _word(word: str) -> tuple[str, object] | None:
     return (FIELDS.get(key, key), value) if value in NAMED.get(key, ()) else None
 
 
+# The forms ``Strategy.label`` prints (``tp2+sp``, ``interleavedx2``, ``ckpt full``, ``deepspeed``), so
+# a row of ``archcalc plan`` pasted into --strategy reads as the row.
+LABEL_FORMS = [(re.compile(r"\+sp\b"), " sp"), (re.compile(r"\binterleavedx(\d+)\b"), r"interleaved x\1"),
+               (re.compile(r"\b(ckpt|offload|balance) (\w+)"), r"\1=\2"),
+               (re.compile(r"(?<![=\w])(deepspeed|pytorch)\b"), r"engine=\1")]
+
+
+def _words(text: str) -> list[str]:
+    for form, words in LABEL_FORMS:
+        text = form.sub(words, text)
+    return text.replace(",", " ").split()
+
+
 def parse_strategy(text: str, gpus: int) -> Strategy:
     """``dp8 zero3``, ``tp2 sp pp4 1f1b micro16 ckpt=full``, ``dp4 zero3 offload=optimizer``: the
     degrees given (the data-parallel one, if left out, is what the GPUs leave). Read and checked
@@ -110,7 +123,7 @@ def parse_strategy(text: str, gpus: int) -> Strategy:
     if not text.strip():
         raise InputError(f"--strategy {text!r}: empty; name one, e.g. 'dp8 zero3 ckpt=full', or leave it out to "
                          "search them all")
-    for word in text.replace(",", " ").split():
+    for word in _words(text):
         field = _word(word)
         if field is None:
             raise InputError(f"--strategy {text!r}: cannot read '{word}'; its words are {FORMS} "

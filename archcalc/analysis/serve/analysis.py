@@ -69,7 +69,7 @@ def serve(graph: Graph, gpu: GPU, context: int, *, dims: dict[str, int] | None =
     _check(kv_dtype, runtime, engine)
     default_tokens, default_seqs = vllm.default_budget(engine, gpu, context)
     tokens, seqs = batched_tokens or default_tokens, max_seqs or default_seqs
-    est = analyse(graph, 1, _binding(graph, dims, tokens))
+    est = analyse(graph, *_binding(graph, dims, tokens, context))
     kv = est.kv_cache(vllm.KV_CACHE_DTYPES[kv_dtype])
     if kv is None:
         raise InputError(f"{graph.source}: no attention layers found, so no KV cache to size: serving "
@@ -114,11 +114,16 @@ def _check(kv_dtype: str, runtime: str, engine: str) -> None:
         raise InputError(f"--engine {engine}: choose {' or '.join(vllm.ENGINES)}")
 
 
-def _binding(graph: Graph, dims: dict[str, int] | None, tokens: int) -> dict[str, int] | None:
-    """The user's dims, and the prefill budget as ``sequence`` where the graph has that dim."""
+def _binding(graph: Graph, dims: dict[str, int] | None, tokens: int, context: int) -> tuple[int, dict | None]:
+    """(batch, dims): the user's dims, and the prefill budget where the graph has a ``sequence`` dim,
+    as sequences of at most ``context`` tokens: the requests a server runs are no longer than its
+    max_model_len (vLLM's profile run spreads its tokens over many short ones, vllm/v1/worker/
+    gpu_model_runner.py ``_dummy_run``), and no longer than a learned position table."""
     named = {d for n in graph.inputs for d in (graph.tensors[n].shape or ()) if isinstance(d, str)}
-    bound = ({"sequence": tokens} if "sequence" in named else {}) | (dims or {})
-    return bound or None
+    if "sequence" not in named:
+        return 1, dims or None
+    length = min(tokens, context)
+    return tokens // length, {"sequence": length} | (dims or {})
 
 
 def rank_weights(est: Estimate, tp: int) -> int:
@@ -137,7 +142,7 @@ def _plain(est: Estimate, tp: int, non_torch: int | None) -> dict[str, int]:
 
 def _vllm(est: Estimate, engine: str, tokens: int, seqs: int, tp: int, non_torch: int | None):
     """vLLM's terms, the sizes they were read from, and what the graph did not say."""
-    sizes = decoder_sizes(est.graph, est.results, 1)
+    sizes = decoder_sizes(est.graph, est.results, est.batch)
     if sizes.vocab is None:
         raise InputError(f"{est.graph.source}: no LM head found (no product writes an output as wide as the "
                          "token embedding): vLLM's profile run samples a decoder's logits; use "
