@@ -113,4 +113,4 @@ def test_a_sequence_past_a_configs_learned_positions_is_refused(tmp_path):
     assert past.output.startswith(f"error: {config}: ") and "wpe.weight', whose axis 0 has 128 entries" in past.output
     served = [CliRunner().invoke(main, ["fit", str(config), "--mode", "serve", "--gpu", "L4", "--context", str(n)])
               for n in (128, 129)]
-    assert [r.exit_code for r in served] == [0, 2] and "context of at most 128" in served[1].output
+    assert [r.exit_code for r in served] == [0, 2] and "--context N, N at most 128" in served[1].output

@@ -100,8 +100,15 @@ def test_to_array_of_strings_and_types_numpy_lacks():
     strings = helper.make_tensor("s", TensorProto.STRING, [2], ["a", "é"])
     np.testing.assert_array_equal(ours.to_array(strings), numpy_helper.to_array(strings))
     assert ours.to_array(strings).dtype == object
-    bf16 = helper.make_tensor("b", TensorProto.BFLOAT16, [2], [1.0, -2.0])  # handed to onnx's own
-    assert ours.to_array(bf16).dtype == numpy_helper.to_array(bf16).dtype
+    values = [1 / math.sqrt(d) for d in range(1, 513)] + [9.343749724943226, -3.0e38, 0.0, -0.0, 65280.0]
+    for raw in (False, True):  # read widened to float32, the same numbers as onnx's ml_dtypes array
+        bf16 = helper.make_tensor("b", TensorProto.BFLOAT16, [len(values)], values, raw=False)
+        if raw:
+            bf16 = helper.make_tensor("b", TensorProto.BFLOAT16, [len(values)],
+                                      numpy_helper.to_array(bf16).tobytes(), raw=True)
+        mine, theirs = ours.to_array(bf16), numpy_helper.to_array(bf16)
+        assert mine.dtype == np.float32 and mine.shape == theirs.shape
+        np.testing.assert_array_equal(mine, theirs.astype(np.float32))
 
 
 def test_attribute_values_match_onnx():

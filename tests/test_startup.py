@@ -43,6 +43,15 @@ def test_no_heavy_import(case):
     assert imported(COMMANDS[case]) & HEAVY == set()
 
 
+def test_a_bfloat16_config_imports_no_onnx(tmp_path):
+    """A bf16 config's model is all bfloat16 constants, read without onnx's ml_dtypes."""
+    import json
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**json.loads(CONFIG.read_text()), "torch_dtype": "bfloat16"}))
+    assert imported(["estimate", str(config), "--dim", "sequence=128"]) & HEAVY == set()
+
+
 def test_an_op_without_a_rule_still_gets_onnx(tmp_path):
     """The check above could pass by never asking onnx: an op with no rule must still reach it."""
     from onnx import TensorProto, helper, save

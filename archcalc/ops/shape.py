@@ -228,7 +228,7 @@ def _indices_inside(n: Node, axis: int, size: int) -> None:
     if lo < -size or hi >= size:
         raise n.error(f"reads index {hi if hi >= size else lo} of '{n.layer.inputs[0]}', whose axis {axis} has "
                       f"{size} entries (indices {lo}..{hi}): a table of positions shorter than the sequence? "
-                      f"give dims that keep the indices inside it (a sequence or context of at most {size})")
+                      f"keep the indices inside it (--dim sequence=N or --context N, N at most {size})")
 
 
 @rule("GatherElements")

@@ -17,6 +17,7 @@ on the largest recomputed segment).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,9 +72,8 @@ def crossing_tensors(shaped: Shaped, results: list[LayerResult], positions: list
     want = sorted(set(positions))
     out: dict[int, list[str]] = {p: [] for p in want}
     for name, i, last in _spans(shaped, results):
-        for p in want:
-            if i < p <= last:
-                out[p].append(name)
+        for p in want[bisect.bisect_right(want, i):bisect.bisect_right(want, last)]:  # i < p <= last
+            out[p].append(name)
     return [out[p] for p in positions]
 
 

@@ -107,6 +107,7 @@ class Layout:
     params: Params
     start: np.ndarray  # [stage]
     stop: np.ndarray  # [stage]
+    keep: np.ndarray | None = None  # [layer]: the layers walked (``peak_layers``); None: all
 
     @property
     def repeated(self) -> np.ndarray:
@@ -114,12 +115,18 @@ class Layout:
 
     @functools.cached_property
     def flat(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every stage's layers in turn: each entry's layer and stage, and where each stage's entries
-        begin (and, last, where they all end)."""
-        lengths = self.stop - self.start
+        """Every stage's layers in turn (those ``keep`` names): each entry's layer and stage, and where
+        each stage's entries begin (and, last, where they all end)."""
+        if self.keep is None:
+            first, lengths, layers = self.start, self.stop - self.start, None
+        else:
+            layers = np.flatnonzero(self.keep)
+            first = np.searchsorted(layers, self.start)
+            lengths = np.searchsorted(layers, self.stop) - first
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         stage = np.repeat(np.arange(len(lengths)), lengths)
-        return np.arange(offsets[-1]) + (self.start - offsets[:-1])[stage], stage, offsets
+        at = np.arange(offsets[-1]) + (first - offsets[:-1])[stage]
+        return (at if layers is None else layers.take(at)), stage, offsets
 
     @functools.cached_property
     def unit(self) -> np.ndarray:

@@ -11,7 +11,7 @@ the memory it is judged on, not by an estimate of it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -122,32 +122,71 @@ def split(weights: list[int], p: int) -> list[int]:
     return cuts[::-1]
 
 
+# A cut with more places than this between its neighbours is placed coarse to fine (``rebalance``);
+# each coarse pass judges about FAN places.
+EXHAUSTIVE, FAN = 48, 16
+
+
 def rebalance(cuts: list[int], peaks: Callable[[list[tuple[int, int, int]]], np.ndarray]) -> list[int]:
     """``cuts`` moved until no cut has a better place between its neighbours: ``peaks`` judges stages
     (i, j, k), units i .. j - 1 as stage k, many at once. A cut goes where the larger peak of its two
-    stages is least (every place is tried: a stage's peak is not monotone in its units, as the
-    activations received at a boundary differ from cut to cut; the first such place on a tie), and
-    moves only if that peak falls, so the stages' peaks, sorted, fall at every move and the walk ends;
-    a move puts its neighbours' cuts back in question. Two stages: exact. A stage's peak is the same
-    whenever it is asked, so when a cut's places are not judged yet, those of every cut still in
-    question are judged with them: fewer, larger batches, and the same walk."""
-    cuts = list(cuts)
-    todo = list(range(1, len(cuts) - 1))
-    judged: dict[tuple[int, int, int], int] = {}
+    stages is least (the first such place on a tie), and moves only if that peak falls, so the
+    stages' peaks, sorted, fall at every move and the walk ends; a move puts its neighbours' cuts back
+    in question. Every place is tried where there are at most EXHAUSTIVE (a stage's peak is not
+    monotone in its units, as the activations received at a boundary differ from cut to cut; two
+    stages of such a model: exact). Beyond, every stride-th place (about FAN of them), then the
+    places within a stride of the best of those, finer and finer: a cut costs a few dozen judged
+    places whatever the depth, where a 500-layer model's pipeline would judge 500 a cut, each a
+    stage of hundreds of layers."""
+    return _Walk(list(cuts), peaks).run()
 
-    def sides(k: int) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
-        a, e = cuts[k - 1], cuts[k + 1]
-        return [(a, c, k - 1) for c in range(a + 1, e)], [(c, e, k) for c in range(a + 1, e)]
 
-    while todo:
-        k = todo.pop(0)
-        left, right = sides(k)
-        if any(p not in judged for p in left + right):
-            want = list(dict.fromkeys(p for j in [k, *todo] for side in sides(j) for p in side if p not in judged))
-            judged.update(zip(want, peaks(want).tolist()))
-        pairs = [max(judged[p], judged[q]) for p, q in zip(left, right)]
-        best = pairs.index(min(pairs))
-        if pairs[best] < pairs[cuts[k] - cuts[k - 1] - 1]:
-            cuts[k] = cuts[k - 1] + 1 + best
-            todo += [j for j in (k - 1, k + 1) if 0 < j < len(cuts) - 1 and j not in todo]
-    return cuts
+@dataclass
+class _Walk:
+    """``rebalance``'s walk: the cuts, the cuts still in question, and every stage judged so far (a
+    stage's peak is the same whenever it is asked)."""
+
+    cuts: list[int]
+    peaks: Callable[[list[tuple[int, int, int]]], np.ndarray]
+    judged: dict[tuple[int, int, int], int] = field(default_factory=dict)
+
+    def run(self) -> list[int]:
+        cuts = self.cuts
+        self.todo = list(range(1, len(cuts) - 1))
+        while self.todo:
+            k = self.todo.pop(0)
+            best = self._place(k)
+            if self._larger(k, best) < self._larger(k, cuts[k]):
+                cuts[k] = best
+                self.todo += [j for j in (k - 1, k + 1) if 0 < j < len(cuts) - 1 and j not in self.todo]
+        return cuts
+
+    def _sides(self, k: int, c: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        return (self.cuts[k - 1], c, k - 1), (c, self.cuts[k + 1], k)
+
+    def _larger(self, k: int, c: int) -> int:
+        return max(self.judged[p] for p in self._sides(k, c))
+
+    def _places(self, k: int, lo: int, hi: int) -> tuple[int, list[int]]:
+        stride = 1 if hi - lo <= EXHAUSTIVE else -(-(hi - lo) // FAN)
+        return stride, sorted({*range(lo, hi, stride), self.cuts[k]})
+
+    def _best_of(self, k: int, at: list[int]) -> int:
+        if any(p not in self.judged for c in at for p in self._sides(k, c)):
+            # judged with the first places of every cut still in question: fewer, larger batches
+            ahead = [(j, self._places(j, self.cuts[j - 1] + 1, self.cuts[j + 1])[1]) for j in self.todo]
+            want = dict.fromkeys(p for j, cs in [(k, at), *ahead] for c in cs for p in self._sides(j, c)
+                                 if p not in self.judged)
+            self.judged.update(zip(want, self.peaks(list(want)).tolist()))
+        worst = [self._larger(k, c) for c in at]
+        return at[worst.index(min(worst))]
+
+    def _place(self, k: int) -> int:
+        """Cut ``k``'s best place between its neighbours, coarse to fine."""
+        lo, hi = self.cuts[k - 1] + 1, self.cuts[k + 1]
+        while True:
+            stride, at = self._places(k, lo, hi)
+            best = self._best_of(k, at)
+            if stride == 1:
+                return best
+            lo, hi = max(lo, best - stride + 1), min(hi, best + stride)

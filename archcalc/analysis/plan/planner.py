@@ -21,13 +21,14 @@ import numpy as np
 
 from archcalc.analysis.estimate import Estimate, Estimates, analyse
 from archcalc.analysis.memory import runtimes
-from archcalc.analysis.memory.model_states import DEFAULT_IMPL, Precision, precision
+from archcalc.analysis.memory.model_states import DEFAULT_IMPL, precision
 from archcalc.analysis.memory.step_peak import StepProfile
 from archcalc.analysis.plan import checkpointing as ck
-from archcalc.analysis.plan.gpu_memory import GPUMemory, Strategy, gpu_memory, peaks
+from archcalc.analysis.plan.gpu_memory import GPUMemory, Strategy
+from archcalc.analysis.plan.judge import Judge
 from archcalc.analysis.plan.line import Line
 from archcalc.analysis.plan.params import Layout, Params, params
-from archcalc.analysis.plan.pipeline import Pipelined, Stage, Stages, in_flight, rebalance, split
+from archcalc.analysis.plan.pipeline import Stage, Stages, in_flight, rebalance, split
 from archcalc.analysis.plan.rank_view import RankView, layer_flops, make_view, unit_segments
 from archcalc.analysis.plan.traffic import traffic
 from archcalc.analysis.plan.units import Units, find_units
@@ -88,7 +89,7 @@ class PlanRow:
 @dataclass(frozen=True)
 class Key:
     """One piece of a plan the planner works out once: ``part`` names it ("view", "params", "layout",
-    "account", "judge", "stages", "memory"), ``strategy`` is the strategy as far as that part reads it
+    "account", "judge", "split", "stages", "memory"), ``strategy`` is the strategy as far as that part reads it
     (``reads``), ``b`` the micro-batch, ``where`` the stages and the data-parallel rank."""
 
     part: str
@@ -196,7 +197,7 @@ class Planner:
                 f"pipeline of {s.pp} stages: {self.graph.name} has {n} units ({self.units.source}); "
                 "use fewer stages or name finer units with --units"
             )
-        cuts = split(self.unit_flops, s.pp)
+        cuts = self._memo(Key("split", Strategy(pp=s.pp)), lambda: split(self.unit_flops, s.pp))
         if s.balance == "memory":
             cuts = rebalance(cuts, self.judge(s, b).peaks)
         return [self._stage(s, i, j, k) for k, (i, j) in enumerate(zip(cuts, cuts[1:]))]
@@ -338,61 +339,3 @@ def divisors(n: int) -> list[int]:
     """The divisors of ``n``, smallest first."""
     small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
     return sorted(set(small + [n // d for d in small]))
-
-
-# Layers judged in one array expression at most: past it numpy's arrays (8 bytes a layer) outgrow
-# what the C allocator keeps for reuse (its mmap threshold, 128 KiB), and each is mapped afresh.
-BATCH = 16384
-
-
-@dataclass(frozen=True)
-class Judge:
-    """The judge of ``s``'s stages at one micro-batch: what it reads that is the same for every stage
-    (the rank's account, its parameters, the bytes of the graph's inputs and outputs and of the
-    activations crossing each position), and any number of stages judged at once (``gpu_memory``)."""
-
-    s: Strategy
-    precision: Precision
-    account: tuple[StepProfile, np.ndarray, np.ndarray, np.ndarray]
-    params: Params
-    inputs: int
-    crossing: np.ndarray
-    outputs: int
-    prefetch: int
-
-    def memory(self, st: Stages, rank: int | None = None) -> list[GPUMemory]:
-        """Each stage's most loaded rank (or rank ``rank``)."""
-        return gpu_memory(self.s, self.precision, *self.account, Layout(self.params, st.start, st.stop), st,
-                          *self._around(st), rank=rank, prefetch=self.prefetch)
-
-    def peaks(self, places: list[tuple[int, int, int]]) -> np.ndarray:
-        """The peak ``memory`` finds for each of ``places`` (i, j, k: units i .. j - 1 as stage k), in
-        batches of at most ``BATCH`` layers in all."""
-        s, p = self.s, self.params
-        i, j, k = np.array(places, dtype=np.int64).T
-        st = Stages(p.unit_start[i], p.unit_stop[j - 1], self._in_flight[k], k, k == s.pp - 1)
-        ends = np.cumsum(st.stop - st.start) // BATCH
-        if not ends[-1]:
-            return self._peaks(st)
-        cuts = np.flatnonzero(np.diff(ends)) + 1
-        return np.concatenate([self._peaks(st.rows(part)) for part in np.split(np.arange(len(i)), cuts)])
-
-    def _peaks(self, st: Stages) -> np.ndarray:
-        return peaks(self.s, self.precision, *self.account, Layout(self.params, st.start, st.stop), st,
-                     *self._around(st), prefetch=self.prefetch)
-
-    @cached_property
-    def _in_flight(self) -> np.ndarray:
-        return np.array([in_flight(self.s, k) for k in range(self.s.pp)])
-
-    def _around(self, st: Stages) -> tuple[np.ndarray, Pipelined]:
-        """Each stage's inputs (the graph's, on the first) and what pipelining adds to it: a receive
-        buffer per micro-batch for the activations crossing its start and its stop, and on the last
-        the outputs PyTorch's pipelining keeps."""
-        m, zero = self.s.micro_batches, np.zeros_like(st.start)
-        inputs = np.where(st.index == 0, self.inputs, 0)
-        if self.s.pp == 1:
-            return inputs, Pipelined(zero, zero)
-        into = np.where(st.index > 0, self.crossing.take(st.start), 0)
-        out_of = np.where(st.last, 0, self.crossing.take(st.stop))
-        return inputs, Pipelined(m * (into + out_of), m * self.outputs * st.last)

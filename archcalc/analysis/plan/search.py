@@ -52,6 +52,13 @@ def _splits(planner: Planner, tp: int) -> bool:
         return False
 
 
+# Strategies x layers a search judges at most: each strategy's micro-batch solve walks every layer a
+# few times and its pipeline balancing many candidate stages, about 12 us a layer on this project's
+# 2-core machine: Llama-3.1-405B's 3,910 layers under the 495 strategies of 2,048 GPUs in nodes of 8
+# is 1.9 million, 16 s; a 190-layer decoder's 5,894 under 501 (4,096 GPUs) 3.0 million, 34 s.
+SEARCH_BUDGET = 3_000_000
+
+
 def search(
     planner: Planner,
     gpus: int,
@@ -60,8 +67,15 @@ def search(
     global_batch: int | None,
     micro_batches: int | None = None,
 ) -> list[PlanRow]:
+    found = list(candidates(planner, gpus, per_node, micro_batches))
+    layers = len(planner.ests[0].results)
+    if len(found) * layers > SEARCH_BUDGET:
+        raise InputError(
+            f"{planner.graph.source}: {len(found)} strategies for {gpus} GPUs, each judged over {layers:,} "
+            "layers, is past what a search does in a minute; give the one to judge with --strategy (e.g. "
+            f"'{found[-1].label()}'), search fewer --gpus, or give --nodes (tensor parallelism stays in a node)")
     rows = []
-    for s in candidates(planner, gpus, per_node, micro_batches):
+    for s in found:
         try:
             rows.append(planner.row(s, capacity, global_batch))
         except InputError:

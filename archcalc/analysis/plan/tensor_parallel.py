@@ -57,8 +57,11 @@ def find_pairs(
         i for i, r in enumerate(results) if not r.folded and _weighted_product(r, roles.get(i, {}), shaped)
     }
     column, row, split, weights = set(), set(), set(), set()
+    fertile, to_output = _reaching(shaped, results, weighted)
     for i in sorted(weighted):
-        reached, passed = _walk(shaped, results, i, weighted)
+        if not any(o in fertile for o in results[i].layer.outputs):
+            continue  # its walk reaches no product (a row-parallel product's, along the residual stream)
+        reached, passed = _walk(shaped, results, i, weighted, to_output)
         if reached:
             column.add(i)
             row |= reached
@@ -78,7 +81,33 @@ def find_pairs(
     )
 
 
-def _walk(shaped: Shaped, results: list[LayerResult], start: int, weighted: set[int]) -> tuple[set[int], set[str]]:
+def _onward(res: LayerResult, j: int, weighted: set[int]) -> bool:
+    """Whether the walk goes on through layer ``j``: not a weighted product, a norm's start or folded."""
+    return j not in weighted and res.layer.op_type not in NORM_STARTS and not res.folded
+
+
+def _reaching(shaped: Shaped, results: list[LayerResult], weighted: set[int]) -> tuple[set[str], set[str]]:
+    """The activations from which ``_walk`` would reach a weighted product or the model's output, and
+    those from which it would reach the output. Found once, backwards over the execution order, so
+    that no walk follows the residual stream to the end of the model (a row-parallel product's walk
+    reaches neither, or the output: finding the pairs was quadratic in the depth)."""
+    fertile: set[str] = set()
+    to_output: set[str] = set()
+    for res in reversed(results):
+        for name in res.layer.outputs:
+            if not name or shaped.tensors[name].role not in (Role.ACTIVATION, Role.OUTPUT):
+                continue
+            onward = [results[j].layer.outputs for j in shaped.consumers(name) if _onward(results[j], j, weighted)]
+            if name in shaped.outputs or any(o in to_output for outs in onward for o in outs):
+                to_output.add(name)
+            if name in to_output or any(o in fertile for outs in onward for o in outs) or any(
+                    j in weighted for j in shaped.consumers(name)):
+                fertile.add(name)
+    return fertile, to_output
+
+
+def _walk(shaped: Shaped, results: list[LayerResult], start: int, weighted: set[int],
+          to_output: set[str]) -> tuple[set[int], set[str]]:
     """From a product's outputs forward to the weighted products they reach before a norm."""
     reached: set[int] = set()
     passed: set[str] = set()
@@ -87,15 +116,14 @@ def _walk(shaped: Shaped, results: list[LayerResult], start: int, weighted: set[
         name = todo.pop()
         if name in passed or shaped.tensors[name].role not in (Role.ACTIVATION, Role.OUTPUT):
             continue
-        if name in shaped.outputs:
+        if name in to_output:
             return set(), set()  # reaches the model's output (an LM head): not a pair
         passed.add(name)
         for j in shaped.consumers(name):
-            res = results[j]
             if j in weighted:
                 reached.add(j)
-            elif res.layer.op_type not in NORM_STARTS and not res.folded:
-                todo.extend(o for o in res.layer.outputs if o)
+            elif _onward(results[j], j, weighted):
+                todo.extend(o for o in results[j].layer.outputs if o)
     return (reached, passed) if reached else (set(), set())
 
 
