@@ -235,3 +235,23 @@ def test_a_search_past_its_budget_is_refused_before_it_starts():
     assert time.perf_counter() - start < 30
     one = CliRunner().invoke(main, [*args, "--strategy", "dp512 zero3 tp8 sp"])
     assert one.exit_code in (0, 1) and "dp512 zero3 tp8+sp" in one.output, one.output
+
+
+@pytest.mark.parametrize("model,gpus,nodes,global_batch", [
+    ("gpt2-124m", 8, 1, None), ("gpt2-124m", 4, 1, 24), ("torchvision/resnet50", 16, 2, 512),
+    ("llama-2-7b", 16, 2, 512)])
+def test_one_verdict_per_strategy(model, gpus, nodes, global_batch):
+    """A row fits exactly when its memory is within the card, and the same strategy judged alone
+    (--strategy, from the row's label) is the same row: once a pipeline row read "no" at 8 GiB of
+    80, shown at one micro-batch count and judged at another."""
+    from archcalc.analysis.plan.search import plan_result
+
+    planner = Planner(load_graph(model), "adam", dtype="mixed")
+    capacity = gpu("H100-80GB").capacity
+    rows = plan_result(planner, capacity, gpus, nodes, global_batch).rows
+    assert model != "llama-2-7b" or sum(not r.fits for r in rows) >= 3
+    for row in rows:
+        assert row.fits == (row.total <= capacity), (row.strategy.label(), row.total)
+        alone = plan_result(planner, capacity, gpus, nodes, global_batch, strategy=row.strategy.label()).rows[0]
+        assert (alone.fits, alone.total, alone.micro_batch, alone.accumulation) == (
+            row.fits, row.total, row.micro_batch, row.accumulation), row.strategy.label()

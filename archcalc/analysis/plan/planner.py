@@ -264,7 +264,9 @@ class Planner:
         if s.checkpoint == "planned" and s.segments is None:
             s = self.planned(s, capacity, share)
         b = self._micro_batch(s, capacity, share)
-        m = share // b if share and b else s.micro_batches
+        # The memory shown is the one judged: at the micro-batch found, or (none fits) at micro-batch
+        # 1 -- with a global batch, its whole share then accumulated as that many micro-batches.
+        m = share // max(b, 1) if share else s.micro_batches
         s = replace(s, micro_batches=m)
         mem = max(self.memory(s, max(b, 1)), key=lambda g: g.peak)
         recompute = self.recompute(s, max(b, 1))
