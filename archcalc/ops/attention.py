@@ -43,8 +43,13 @@ def attention(n: Node) -> Out:
     shapes: list[tuple[int, ...]] = [y, (batch, kv_heads, total, head), (batch, kv_heads, total, v_head),
               (batch, q_heads, queries, total)][: n.n_outputs]
     macs, flops = scores(batch, q_heads, queries, total, head, v_head)
+    # Trained as flash attention is (PyTorch's _scaled_dot_product_flash_attention, and
+    # FlashAttention-2's ctx.save_for_backward): Q, K, V, the output, and the softmax's log-sum-exp,
+    # one float32 a query row a head -- never the scores. Checked against PyTorch's saved tensors
+    # (tests/test_attention_saved.py).
+    lse = 4 * batch * q_heads * queries
     return Out(shapes, macs=macs, flops=flops + (math.prod(shapes[-1]) if n.has(3) else 0),
-               saves_inputs=(0, 1, 2))
+               saves_inputs=(0, 1, 2), saves_outputs=(0,), saves_extra_bytes=lse)
 
 
 @rule("RotaryEmbedding", "com.microsoft.RotaryEmbedding")
