@@ -255,3 +255,15 @@ def test_one_verdict_per_strategy(model, gpus, nodes, global_batch):
         alone = plan_result(planner, capacity, gpus, nodes, global_batch, strategy=row.strategy.label()).rows[0]
         assert (alone.fits, alone.total, alone.micro_batch, alone.accumulation) == (
             row.fits, row.total, row.micro_batch, row.accumulation), row.strategy.label()
+
+
+def test_a_no_says_where_and_by_how_much():
+    """Llama-2-7B (published config) alone on a 40 GB card: the verdict names the overshoot (the
+    total less the card), the phase and the largest term; the JSON row carries the shortfall."""
+    args = ["plan", "llama-2-7b", "--gpu", "A100-40GB", "--gpus", "1", "--strategy", "dp1"]
+    text = CliRunner().invoke(main, args)
+    row = json.loads(CliRunner().invoke(main, [*args, "--format", "json"]).output)["rows"][0]
+    assert text.exit_code == 1 and not row["fits"] and row["shortfall"] == row["total"] - row["capacity"] > 0
+    largest = max(row["terms"], key=row["terms"].get)
+    verdict = text.output.splitlines()[1]
+    assert f"the largest term {largest}" in verdict and f"at the {row['phase']}" in verdict and " over; " in verdict

@@ -85,7 +85,8 @@ def render_verdict(row: PlanRow, header: str, constant: int) -> str:
     mb = (
         f"largest micro-batch {row.micro_batch}, {row.accumulation} per step"
         if row.fits
-        else f"not even micro-batch 1: {units.nbytes(row.total)} of {units.nbytes(row.capacity)}"
+        else f"not even micro-batch 1: {units.nbytes(row.total)} of {units.nbytes(row.capacity)}, "
+             f"{units.nbytes(row.total - row.capacity)} over; {_where(row)}"
     )
     return (
         f"{header}\n{row.strategy.label()}: {word}: {mb}\n"
@@ -94,6 +95,13 @@ def render_verdict(row: PlanRow, header: str, constant: int) -> str:
         + (f"on the host (offloaded): {units.nbytes(row.memory.offloaded)}\n" if row.memory.offloaded else "")
         + f"recompute per step: {row.recompute_flops / 1e12:.3f} TFLOP per GPU; sent per GPU per step: {comm}\n"
     )
+
+
+def _where(row: PlanRow) -> str:
+    """Which rank broke the budget, when, and with what: its stage, its phase, its largest term."""
+    term, size = max(row.memory.terms.items(), key=lambda kv: kv[1])
+    stage = f"on stage {row.stage + 1} of {row.strategy.pp}, " if row.strategy.pp > 1 else ""
+    return f"{stage}at the {row.memory.phase}, the largest term {term} {units.nbytes(size)}"
 
 
 NEAREST = 5  # rows that do not fit, shown after those that do

@@ -53,6 +53,7 @@ class PlanRow:
     # Compute added, as a share of the step's: recompute FLOPs over the step's (forward and backward,
     # three forwards), plus a pipeline's bubble, (p - 1) / (m x chunks) of it (Narayanan et al. 2021).
     overhead: float = 0.0
+    stage: int = 0  # the pipeline stage whose rank is ``memory`` (the most loaded)
 
     @property
     def fits(self) -> bool:
@@ -72,6 +73,8 @@ class PlanRow:
             "checkpoint": s.checkpoint,
             "offload": s.offload,
             "fits": self.fits,
+            "shortfall": max(self.total - self.capacity, 0),
+            "stage": self.stage,
             "micro_batch": self.micro_batch,
             "accumulation": self.accumulation,
             "total": self.total,
@@ -268,7 +271,7 @@ class Planner:
         # 1 -- with a global batch, its whole share then accumulated as that many micro-batches.
         m = share // max(b, 1) if share else s.micro_batches
         s = replace(s, micro_batches=m)
-        mem = max(self.memory(s, max(b, 1)), key=lambda g: g.peak)
+        stage, mem = max(enumerate(self.memory(s, max(b, 1))), key=lambda g: g[1].peak)
         recompute = self.recompute(s, max(b, 1))
         step = 3 * self.ests[0].totals.flops * max(b, 1) * m / (s.tp * s.pp)  # forward + backward, per GPU
         bubble = (s.pp - 1) / (m * s.chunks) if s.pp > 1 else 0.0
@@ -282,6 +285,7 @@ class Planner:
             recompute,
             self.communication(s, max(b, 1)),
             recompute / step + bubble if step else bubble,
+            stage,
         )
 
     def check_global_batch(self, global_batch: int | None) -> None:
