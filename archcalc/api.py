@@ -16,23 +16,26 @@ from archcalc.frontends.sources import load_graph
 
 def estimate(source, batch: int | None = None, dims: dict[str, int] | None = None,
              inputs: dict[str, str | tuple[int, ...]] | None = None, dtype: str | None = None,
-             strict: bool = False) -> Estimate:
+             strict: bool = False, attention: str | None = None) -> Estimate:
     """Estimate a model: a path (.onnx, .arch), an ``onnx.ModelProto``, design text, or a zoo name.
 
     ``batch`` binds each input's symbolic first dim (default 1); ``dims`` binds named symbolic dims;
     ``inputs`` sets whole input shapes (``{"x": "1x3x224x224"}``); ``dtype`` (fp32, fp16, bf16,
     int8, mixed) re-prices floating-point tensors. A node that cannot be sized before running makes
-    what depends on it unknown (``Totals.unknown``); ``strict`` makes it an error.
+    what depends on it unknown (``Totals.unknown``); ``strict`` makes it an error. ``attention``:
+    a config's attention kernel (``sources.KERNELS``).
     """
     with _collector_paused():
-        return analyse(load_graph(source), batch, dims, inputs, dtype, strict)
+        return analyse(load_graph(source, attention), batch, dims, inputs, dtype, strict)
 
 
 def fit_spec(source, capacity: int, mode: str = "inference", optimizer: str = DEFAULT_OPTIMIZER,
              dtype: str | None = None, runtime: str = "pytorch-cuda", overhead: int | None = None, dims=None,
-             inputs=None) -> FitSpec:
-    """What ``fit`` judges: ``source`` loaded once, run as ``mode`` against ``capacity`` bytes."""
-    return FitSpec(load_graph(source), capacity, mode, optimizer, dtype, runtime, overhead, dims, inputs)
+             inputs=None, attention: str | None = None) -> FitSpec:
+    """What ``fit`` judges: ``source`` loaded once (a config with the ``attention`` kernel), run as
+    ``mode`` against ``capacity`` bytes."""
+    return FitSpec(load_graph(source, attention), capacity, mode, optimizer, dtype, runtime, overhead, dims,
+                   inputs)
 
 
 def fit(source, capacity: int, batch: int | None = None, **how) -> Verdict | None:
@@ -46,15 +49,17 @@ def fit(source, capacity: int, batch: int | None = None, **how) -> Verdict | Non
 def plan(source, capacity: int, gpus: int = 8, nodes: int = 1, *, global_batch: int | None = None,
          micro_batches: int | None = None, strategy: str | None = None, units: str | None = None, dims=None,
          inputs=None, dtype: str | None = None, optimizer: str = DEFAULT_OPTIMIZER, device: str = "cuda",
-         runtime: str = "pytorch-cuda", overhead: int | None = None):
+         runtime: str = "pytorch-cuda", overhead: int | None = None, attention: str | None = None):
     """The multi-GPU strategies that make ``source``'s training step fit ``capacity`` bytes per GPU on
     ``gpus`` GPUs over ``nodes`` nodes, ranked (a ``PlanResult``); ``strategy`` ('dp8 zero3
-    ckpt=full') judges that one alone; ``units``: a regex naming the units (see analysis.partition)."""
+    ckpt=full') judges that one alone; ``units``: a regex naming the units (see analysis.partition);
+    ``attention``: a config's attention kernel."""
     from archcalc.analysis.plan.planner import Planner
     from archcalc.analysis.plan.search import plan_result
 
     with _collector_paused():
-        planner = Planner(load_graph(source), optimizer, dtype, device, runtime, overhead, units, dims, inputs)
+        planner = Planner(load_graph(source, attention), optimizer, dtype, device, runtime, overhead, units, dims,
+                          inputs)
         return plan_result(planner, capacity, gpus, nodes, global_batch, micro_batches, strategy)
 
 

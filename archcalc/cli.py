@@ -15,6 +15,7 @@ from archcalc.analysis.memory.runtimes import RUNTIMES
 from archcalc.conventions import DEFAULT_OPTIMIZER
 from archcalc.options import (
     OneLineErrors,
+    attention_option,
     batches,
     budget,
     dtype_option,
@@ -66,9 +67,10 @@ def main():
                    "their totals count.")
 @click.option("--strict", is_flag=True,
               help="A node whose shapes cannot be known before running is an error, not shown as unknown.")
+@attention_option
 @fail_cleanly
 def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer, runtime_name, runtime_overhead,
-             workspace, device, view, strict):
+             workspace, device, view, strict, attention):
     """Per-layer shapes, parameters, MACs and activation memory of MODEL, then the totals.
 
     MODEL is an .onnx file, an .arch design, a zoo name (see `archcalc zoo`) or design text.
@@ -84,7 +86,7 @@ def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer,
                    mode is None, "--mode inference or --mode train")
     refuse_unused({"--mode": mode, "--top": top}, view == "notes", "the layers view (the notes' table is whole)")
     result = run(model, batch=batch, dims=pairs(dims, "--dim", int), inputs=pairs(inputs, "--input"),
-                 dtype=dtype, strict=strict)
+                 dtype=dtype, strict=strict, attention=attention)
     if view == "notes":
         from archcalc.render.notes import render_notes
 
@@ -112,9 +114,10 @@ def estimate(model, batch, dims, inputs, dtype, fmt, top, sort, mode, optimizer,
 @memory_options("pytorch-cuda")
 @serve_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@attention_option
 @fail_cleanly
 def fit(model, gpu_name, memory_size, mode, batch, sweep, dims, inputs, dtype, optimizer, runtime_name,
-        runtime_overhead, fmt, **serving):
+        runtime_overhead, fmt, attention, **serving):
     """Does MODEL fit a GPU (or a budget), and up to what batch? Exit 0: fits, 1: does not, 2: error.
     With --mode serve: how many sequences of --context tokens its KV cache holds.
 
@@ -131,14 +134,15 @@ def fit(model, gpu_name, memory_size, mode, batch, sweep, dims, inputs, dtype, o
     if mode == "serve":
         _serve(model, card or _budget_gpu(memory_size, capacity), fmt, {
             "--batch": batch, "--sweep": sweep, "--input": inputs or None, "--dtype": dtype,
-            "--optimizer": optimizer, "--runtime-overhead": runtime_overhead}, dims, **serving)
+            "--optimizer": optimizer, "--runtime-overhead": runtime_overhead,
+            "--attention": attention}, dims, **serving)  # a server runs its own fused kernels
     refuse_unused({f"--{k.replace('_', '-')}": v for k, v in serving.items()
                    if v not in (None, 1, "auto", "vllm", "v1")}, True, "--mode serve")
     refuse_unused({"--optimizer": optimizer}, mode != "train", "--mode train")
     refuse_unused({"--batch": batch}, bool(sweep), "a single batch (--sweep names its own)")
     overhead = size(runtime_overhead, "--runtime-overhead")
     spec = fit_spec(model, capacity, mode, optimizer or DEFAULT_OPTIMIZER, dtype, runtime_name, overhead,
-                    pairs(dims, "--dim", int), pairs(inputs, "--input"))
+                    pairs(dims, "--dim", int), pairs(inputs, "--input"), attention)
     if sweep or batch:
         verdicts = [spec.verdict(b) for b in (batches(sweep) if sweep else [batch])]
         click.echo(render_fit(spec, card, verdicts, None, fmt, sweep=bool(sweep)), nl=False)
@@ -291,9 +295,10 @@ def report(models, output, zoo, batch, dims, inputs, with_validation, quiet):
 @click.option("--runtime", "runtime_name", type=click.Choice(list(RUNTIMES)), default="pytorch-cuda",
               show_default=True, help="Whose constant each GPU adds.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@attention_option
 @fail_cleanly
 def plan(model, gpu_name, memory_size, gpus, nodes, global_batch, micro_batches, strategy, units_pattern, top,
-         deepspeed_estimators, dims, inputs, dtype, optimizer, device, runtime_name, fmt):
+         deepspeed_estimators, dims, inputs, dtype, optimizer, device, runtime_name, fmt, attention):
     """Which multi-GPU strategies make MODEL's training step fit, ranked, with per-GPU memory by term.
 
     Example: archcalc plan model.onnx --gpu H100-80GB --gpus 16 --nodes 2 --dtype mixed --global-batch 512
@@ -307,7 +312,7 @@ def plan(model, gpu_name, memory_size, gpus, nodes, global_batch, micro_batches,
     result = run(model, capacity, gpus, nodes, global_batch=global_batch, micro_batches=micro_batches,
                  strategy=strategy, units=units_pattern, dims=pairs(dims, "--dim", int),
                  inputs=pairs(inputs, "--input"), dtype=dtype, optimizer=optimizer, device=device,
-                 runtime=runtime_name)
+                 runtime=runtime_name, attention=attention)
     click.echo(render_plan_result(result, card, top, fmt), nl=False)
     if deepspeed_estimators:
         from archcalc.render.plan import render_deepspeed

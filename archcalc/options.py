@@ -107,6 +107,18 @@ def dtype_option(fn):
                              "weights and optimizer state [default: as in the model].")(fn)
 
 
+ATTENTION = ("eager", "sdpa", "flash")
+
+
+def attention_option(fn):
+    """--attention: the kernel a config's attention is trained and run with."""
+    return click.option("--attention", type=click.Choice(ATTENTION), default=None,
+                        help="A config's attention kernel: eager keeps the scores and probabilities for "
+                             "backward (transformers' attn_implementation=\"eager\"); sdpa and flash keep the "
+                             "output and a log-sum-exp per row (PyTorch's flash kernel, FlashAttention-2) "
+                             "[default: eager]. A design says /fused per ATTN; an ONNX file runs as exported.")(fn)
+
+
 def shape_options(fn):
     """--dim and --input: how symbolic dims get their values (--batch is each command's own)."""
     fn = click.option("--input", "inputs", multiple=True, metavar="NAME=1x3x224x224",

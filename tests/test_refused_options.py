@@ -46,3 +46,15 @@ def test_a_tensor_parallel_degree_that_divides_is_served():
     result = CliRunner().invoke(main, ["fit", str(LLAMA), "--mode", "serve", "--gpu", "A100-80GB", "--context",
                                        "1024", "--tp", "4"])
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("model", ["vgg16", "resnet50"])
+def test_attention_is_a_configs_choice(model):
+    """A design says its kernel per ATTN (/fused) and an ONNX file runs what it exports: --attention,
+    which chooses what a config leaves open, is refused for them, as it is for serving."""
+    out = CliRunner().invoke(main, ["estimate", model, "--attention", "sdpa"])
+    assert out.exit_code == 2 and "is not a config.json" in out.output and "/fused" in out.output
+    config = str(ROOT / "tests" / "fixtures" / "hf_configs" / "llama.json")
+    served = CliRunner().invoke(main, ["fit", config, "--mode", "serve", "--gpu", "L4", "--context", "64",
+                                       "--attention", "eager"])
+    assert served.exit_code == 2 and "--attention" in served.output

@@ -73,19 +73,29 @@ def is_design_text(source) -> bool:
         file_status_quiet(source) == "missing"
 
 
-def load_graph(source) -> Graph:
-    """The IR of ``source``: a path (.onnx or .arch), a zoo name, design text, or an ``onnx.ModelProto``.
-    Each front end is imported when its kind of source comes: a CNN design needs no ONNX messages."""
+# A config's attention kernels (``--attention``), as the graph builds them: eager keeps the scores;
+# sdpa and flash are ONNX's fused Attention, priced as PyTorch's flash kernel.
+KERNELS = {"eager": "eager", "sdpa": "fused", "flash": "fused"}
+
+
+def load_graph(source, attention: str | None = None) -> Graph:
+    """The IR of ``source``: a path (.onnx or .arch), a zoo name, design text, or an ``onnx.ModelProto``;
+    ``attention`` (a ``KERNELS`` key) chooses a config's attention kernel, which no other source has
+    to choose. Each front end is imported when its kind of source comes: a CNN design needs no ONNX
+    messages."""
+    if attention is not None and attention not in KERNELS:
+        raise InputError(f"--attention {attention}: choose one of {', '.join(KERNELS)}")
     if is_design_text(source):
         from archcalc.frontends.dsl.build import build
 
+        _no_kernel(attention, "<inline>")
         return build(str(source), "<inline>")
     path = resolve(source) if isinstance(source, (str, os.PathLike)) else None
     if path is not None and path.suffix == ".arch":
         from archcalc.frontends.dsl.build import build
 
-        text = _design_text(path)
-        return build(text, str(path))
+        _no_kernel(attention, path)
+        return build(_design_text(path), str(path))
     from archcalc.frontends.onnx_import import import_onnx
 
     if path is not None and path.suffix == ".json":
@@ -95,11 +105,19 @@ def load_graph(source) -> Graph:
         from archcalc.frontends.hf_layers import config_model
         from archcalc.frontends.transformer_net import with_random_weights
 
-        model = config_model(read_config(path))
+        model = config_model(read_config(path), kernel=KERNELS[attention or "eager"])
         graph = import_onnx(model, label=str(path))
         graph.runnable = functools.partial(with_random_weights, model)  # `archcalc export`, as for designs
         return graph
+    _no_kernel(attention, path or "the model")
     return import_onnx(source if path is None else path)
+
+
+def _no_kernel(attention: str | None, where) -> None:
+    """--attention chooses what a config leaves open; a design and an ONNX file have chosen."""
+    if attention is not None:
+        raise InputError(f"--attention {attention}: {where} is not a config.json; a design says its kernel per "
+                         "ATTN (/fused), an ONNX file runs the attention it exports")
 
 
 def serving_graph(source) -> Graph:
