@@ -20,6 +20,7 @@ from archcalc.analysis.plan.params import GRAD, ROOT, Params
 # Slack, in bytes, for what is rounded per stage: the sharded share of the gradients made so far
 # (integer division by the group), priced here in floating point.
 ROUNDING = 2.0
+EXACT = 1 << 52  # sizes from here on are not all exact in float64: every layer is walked
 
 
 def peak_layers(zero: int, micro_batches: int, group: int, prof: StepProfile, forward: np.ndarray,
@@ -29,7 +30,8 @@ def peak_layers(zero: int, micro_batches: int, group: int, prof: StepProfile, fo
     account holds sizes past float64's exact integers). Also each unit's first layer (the
     reduce-scatter buffer FSDP2 keeps differs there) and the one with its largest parameter (the
     stage's largest, which the optimizer's temporaries read)."""
-    if forward.dtype == object or saved.dtype == object:
+    if forward.dtype == object or saved.dtype == object or max(abs(forward).max(initial=0),
+                                                                abs(saved).max(initial=0)) >= EXACT:
         return None
     start = params.unit_start
     keep = _unit_best(forward.astype(np.float64), start, params.unit_of, 0.0)
