@@ -107,12 +107,11 @@ def dtype_option(fn):
                              "weights and optimizer state [default: as in the model].")(fn)
 
 
-ATTENTION = ("eager", "sdpa", "flash")
-
-
 def attention_option(fn):
-    """--attention: the kernel a config's attention is trained and run with."""
-    return click.option("--attention", type=click.Choice(ATTENTION), default=None,
+    """--attention: the kernel a config's attention is trained and run with (``sources.KERNELS``)."""
+    from archcalc.frontends.sources import KERNELS
+
+    return click.option("--attention", type=click.Choice(list(KERNELS)), default=None,
                         help="A config's attention kernel: eager keeps the scores and probabilities for "
                              "backward (transformers' attn_implementation=\"eager\"); sdpa and flash keep the "
                              "output and a log-sum-exp per row (PyTorch's flash kernel, FlashAttention-2) "

@@ -164,6 +164,11 @@ class Node:
         self.read_values.add(i)
         return self._inputs[i].value if self.has(i) else None  # type: ignore[union-attr]
 
+    def checked_value(self, i: int) -> np.ndarray | None:
+        """Input ``i``'s value when known, read only to check it: unlike ``value``, the output's shape
+        is not made to depend on it."""
+        return self._inputs[i].value if self.has(i) else None  # type: ignore[union-attr]
+
     def values(self) -> list[np.ndarray | None] | None:
         """Every given input's value, or None when any is unknown (the node cannot fold)."""
         vals = [t.value if t is not None else None for t in self._inputs]

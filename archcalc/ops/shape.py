@@ -221,7 +221,7 @@ def _indices_inside(n: Node, axis: int, size: int) -> None:
     """Indices known before running (constants, or folded from the inputs' dims: the positions 0 ..
     sequence - 1 a learned position table is read at) must lie in [-size, size), as the spec and every
     runtime require; past the table is a model that cannot run, not one to price."""
-    idx = n.graph.tensors[n.layer.inputs[1]].value
+    idx = n.checked_value(1)
     if idx is None or not idx.size:
         return
     lo, hi = int(idx.min()), int(idx.max())

@@ -210,7 +210,7 @@ def _unit_walk(s: Strategy, lay: Layout, prefetch: int) -> tuple[Batch, Batch]:
     return lay.per_unit(root + u_bytes + nxt * prefetch), lay.per_unit(root + u_bytes + prv * prefetch)
 
 
-def _param_grads(s: Strategy, lay: Layout) -> Batch:
+def param_grads(s: Strategy, lay: Layout) -> Batch:
     """Parameter-gradient bytes alive at each layer's backward: all made so far (DDP, ZeRO-1); under
     FSDP2, the current unit's and the root's whole, the rest as their shards, and the reduce-scatter
     buffer: a unit's gradients copied in when its backward ends, that copy kept through the next
@@ -284,7 +284,7 @@ def walk(s: Strategy, prec: Precision, prof: StepProfile, forward: np.ndarray, s
     base = rest[a]
     held = _truncated((stages.in_flight - 1) * (rest[e] - base))
     fwd_un, bwd_un = _unit_walk(s, lay, prefetch)
-    pg = _param_grads(s, lay)
+    pg = param_grads(s, lay)
     grads_final = final_gradients(s, prec, lay)
     temps = 0 if s.offload != "none" else prec.temporaries(share, largest)
     # Every moment of the step: each layer's forward, each layer's backward, the end of the last

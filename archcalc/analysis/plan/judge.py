@@ -63,8 +63,8 @@ class Judge:
 
     @cached_property
     def _keep(self) -> np.ndarray | None:
-        s, (prof, forward, saved, _) = self.s, self.account
-        return peak_layers(s.zero, s.micro_batches, s.group, prof, forward, saved, self.params)
+        prof, forward, saved, _ = self.account
+        return peak_layers(self.s, prof, forward, saved, self.params)
 
     @cached_property
     def _walked(self) -> np.ndarray:

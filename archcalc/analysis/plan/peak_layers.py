@@ -15,42 +15,37 @@ from __future__ import annotations
 import numpy as np
 
 from archcalc.analysis.memory.step_peak import StepProfile
-from archcalc.analysis.plan.params import GRAD, ROOT, Params
+from archcalc.analysis.plan.gpu_memory import Strategy, param_grads
+from archcalc.analysis.plan.params import Layout, Params
 
 # Slack, in bytes, for what is rounded per stage: the sharded share of the gradients made so far
-# (integer division by the group), priced here in floating point.
-ROUNDING = 2.0
+# (integer division by the group), which differs by less than a byte from stage to stage.
+ROUNDING = 2
 EXACT = 1 << 52  # sizes from here on are not all exact in float64: every layer is walked
 
 
-def peak_layers(zero: int, micro_batches: int, group: int, prof: StepProfile, forward: np.ndarray,
-                saved: np.ndarray, params: Params) -> np.ndarray | None:
-    """[layer]: whether the layer can hold its unit's largest moment in some stage, under ZeRO stage
-    ``zero`` with ``micro_batches`` a step over ``group`` ranks (None: every layer, where the
-    account holds sizes past float64's exact integers). Also each unit's first layer (the
-    reduce-scatter buffer FSDP2 keeps differs there) and the one with its largest parameter (the
-    stage's largest, which the optimizer's temporaries read)."""
+def peak_layers(s: Strategy, prof: StepProfile, forward: np.ndarray, saved: np.ndarray,
+                params: Params) -> np.ndarray | None:
+    """[layer]: whether the layer can hold its unit's largest moment in some stage under ``s`` (None:
+    every layer, where the account holds sizes past float64's exact integers). Also each unit's
+    first layer (the reduce-scatter buffer FSDP2 keeps differs there) and the one with its largest
+    parameter (the stage's largest, which the optimizer's temporaries read)."""
     if forward.dtype == object or saved.dtype == object or max(abs(forward).max(initial=0),
                                                                 abs(saved).max(initial=0)) >= EXACT:
         return None
     start = params.unit_start
-    keep = _unit_best(forward.astype(np.float64), start, params.unit_of, 0.0)
-    keep |= _unit_best(params.largest.astype(np.float64), start, params.unit_of, 0.0)
+    keep = _unit_best(forward, start, params.unit_of, 0)
+    keep |= _unit_best(params.largest, start, params.unit_of, 0)
     keep[start] = True
-    # The layer's own part of a backward moment: its saved state, its activation gradients and,
-    # within its stage, the parameter gradients made at it and after it (gpu_memory._param_grads).
-    prefix = params.sums[GRAD][:-1].astype(np.float64)
-    made = -prefix if micro_batches == 1 else np.zeros_like(prefix)
-    own = saved.astype(np.float64) + prof.grads.astype(np.float64)
-    if zero >= 2:
-        root, mine = params.sums[ROOT][:-1].astype(np.float64), params.unit_made.astype(np.float64)
-        own += -root + mine + (made + root - mine) / group
-    else:
-        own += made
-    backward = np.where(prof.active, own, -np.inf)
+    # The layer's own part of a backward moment: its saved state, its activation gradients and the
+    # parameter gradients alive at it -- gpu_memory's own, priced as if the whole graph were one
+    # stage: within a unit, another stage changes them by a constant and the rounding.
+    whole = Layout(params, np.array([0]), np.array([len(params.grad)]))
+    own = saved + prof.grads + param_grads(s, whole)
+    backward = np.where(prof.active, own, np.iinfo(np.int64).min // 2)  # no backward: never the largest
     return keep | (_unit_best(backward, start, params.unit_of, ROUNDING) & prof.active)
 
 
-def _unit_best(values: np.ndarray, start: np.ndarray, unit_of: np.ndarray, slack: float) -> np.ndarray:
+def _unit_best(values: np.ndarray, start: np.ndarray, unit_of: np.ndarray, slack: int) -> np.ndarray:
     """[layer]: whether its value is within ``slack`` of the largest in its unit."""
     return values >= np.maximum.reduceat(values, start)[unit_of] - slack
