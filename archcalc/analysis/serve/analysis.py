@@ -122,8 +122,8 @@ def _binding(graph: Graph, dims: dict[str, int] | None, tokens: int, context: in
     named = {d for n in graph.inputs for d in (graph.tensors[n].shape or ()) if isinstance(d, str)}
     if "sequence" not in named:
         return 1, dims or None
-    length = min(tokens, context)
-    return tokens // length, {"sequence": length} | (dims or {})
+    length = (dims or {}).get("sequence", min(tokens, context))  # a request's length the user bound, else this
+    return max(tokens // length, 1), {"sequence": length} | (dims or {})
 
 
 def rank_weights(est: Estimate, tp: int) -> int:
