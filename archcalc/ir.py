@@ -103,6 +103,9 @@ WINDOW_KEY = "archcalc.window"
 # Layer.meta's key for an attention's rotary embedding, "POSITIONSxDIMS": the cos/sin table a server
 # precomputes for that many positions (0 dims: positions not rotary).
 ROTARY_KEY = "archcalc.rotary"
+# Layer.meta's key on the layer that makes a language model's logits: the loss a training step takes
+# over them ("cross_entropy"; see archcalc.analysis.memory.loss).
+LOSS_KEY = "archcalc.loss"
 
 
 def layer_index(layers: list[Layer]) -> tuple[dict[str, int], dict[str, list[int]]]:

@@ -115,7 +115,8 @@ def attention_option(fn):
                         help="A config's attention kernel: eager keeps the scores and probabilities for "
                              "backward (transformers' attn_implementation=\"eager\"); sdpa and flash keep the "
                              "output and a log-sum-exp per row (PyTorch's flash kernel, FlashAttention-2) "
-                             "[default: eager]. A design says /fused per ATTN; an ONNX file runs as exported.")(fn)
+                             "[default: sdpa, as transformers runs a model]. A design says /fused per ATTN; "
+                             "an ONNX file runs as exported.")(fn)
 
 
 def shape_options(fn):

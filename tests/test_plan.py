@@ -156,7 +156,7 @@ def test_a_bad_strategy_is_refused_before_any_analysis(monkeypatch, words, bad):
     monkeypatch.setattr("archcalc.analysis.plan.planner.analyse", analysed)
     out = run("torchvision/resnet50", "--gpus", "8", "--strategy", words)
     assert out.exit_code == 2 and f"'{bad}'" in out.output, out.output
-    assert "dpN" in out.output and "ckpt=none|full|selective|planned" in out.output  # the valid forms
+    assert "dpN" in out.output and "ckpt=none|full|selective|op|planned|everyN" in out.output  # the valid forms
     assert len(out.output.strip().splitlines()) == 1
 
 

@@ -131,3 +131,42 @@ def test_korthikanti_activations_per_layer(s, h, a, b):
             last = planner.units.units[-1].start
             full, none = view.account("full").saved.at(b), view.account("none").saved.at(b)
             assert full[-1] - (none[-1] - none[last - 1]) == (layers - 2) * korthikanti(s, b, h, a, t, sp, "full")
+
+
+# torchtitan's published runs (docs/performance.md, 2024; its train_configs of the time give the
+# sequence: 4096 for Llama 2, 8192 for Llama 3): FSDP2 over 64 A100-80GB (Llama 2 and 3) or 128 H100
+# of 94 GB (Llama 3.1 405B), bf16 mixed precision, SDPA, the loss over fp32 logits. "selective op" is
+# ckpt=op, "selective layer" ckpt=every2 (selective_ac_option = "2"). Each: (config, card or budget,
+# GPUs, strategy, local batch, ran). An OOM row ran out of memory at that local batch.
+TORCHTITAN_RUNS = [
+    ("llama2_13b", "A100-80GB", 64, "dp64 zero3", 2, True),
+    ("llama2_13b", "A100-80GB", 64, "dp64 zero3 ckpt=every2", 2, True),
+    ("llama2_13b", "A100-80GB", 64, "dp64 zero3 ckpt=op", 2, True),
+    ("llama2_70b", "A100-80GB", 64, "dp64 zero3 ckpt=every2", 2, False),
+    ("llama2_70b", "A100-80GB", 64, "dp64 zero3 ckpt=op", 2, False),
+    ("llama2_70b", "A100-80GB", 64, "dp64 zero3 ckpt=op", 1, True),
+    ("llama2_70b", "A100-80GB", 64, "dp64 zero3 ckpt=full", 2, True),
+    ("llama3_8b", "A100-80GB", 64, "dp64 zero3 ckpt=every2", 1, True),
+    ("llama3_8b", "A100-80GB", 64, "dp64 zero3 ckpt=op", 1, True),
+    ("llama3_70b", "A100-80GB", 64, "dp64 zero3 ckpt=full", 1, True),
+    ("llama31_405b", "94GB", 128, "dp128 zero3 ckpt=full", 2, False),  # "we do see OOM for 1D parallelism"
+    ("llama31_405b", "94GB", 128, "dp16 zero3 tp8 sp ckpt=full", 2, True),
+]
+
+
+@pytest.mark.parametrize("config, card, gpus, strategy, local, ran", TORCHTITAN_RUNS)
+def test_torchtitan_published_runs_fit_as_they_ran(config, card, gpus, strategy, local, ran):
+    from pathlib import Path
+
+    from archcalc.analysis.gpus import gpu
+    from archcalc.analysis.plan.search import plan_result
+    from archcalc.frontends.sources import load_graph
+    from archcalc.units import parse_bytes
+
+    path = Path(__file__).parent / "fixtures" / "published" / f"{config}.json"
+    sequence = 4096 if config.startswith("llama2") else 8192
+    planner = Planner(load_graph(str(path)), dtype="mixed-bf16", dims={"sequence": sequence})
+    capacity = parse_bytes(card) if card[0].isdigit() else gpu(card).capacity
+    dp = int(strategy.split()[0][2:])
+    row = plan_result(planner, capacity, gpus, gpus // 8, global_batch=local * dp, strategy=strategy).rows[0]
+    assert (row.fits and row.micro_batch == local) == ran, (row.total / 2**30, row.micro_batch)

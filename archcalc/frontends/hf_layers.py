@@ -133,5 +133,7 @@ def _head(net: Net, cfg: dict, z: dict, x: str, table: str, shape: str) -> str:
     """The LM head: its own matrix, or (tied) the embedding table read transposed."""
     t = cfg["model_type"]
     if not cfg.get("tie_word_embeddings", TIED.get(t, False)):
-        return net.linear("/gpt_neox/embed_out" if t == "gpt_neox" else "/lm_head", x, z["h"], z["vocab"], False)
-    return tied_head(net, x, z["h"], z["vocab"], table, shape)
+        head = net.linear("/gpt_neox/embed_out" if t == "gpt_neox" else "/lm_head", x, z["h"], z["vocab"], False)
+    else:
+        head = tied_head(net, x, z["h"], z["vocab"], table, shape)
+    return net.trained_on(head)

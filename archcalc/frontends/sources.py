@@ -74,8 +74,12 @@ def is_design_text(source) -> bool:
 
 
 # A config's attention kernels (``--attention``), as the graph builds them: eager keeps the scores;
-# sdpa and flash are ONNX's fused Attention, priced as PyTorch's flash kernel.
+# sdpa and flash are ONNX's fused Attention, priced as PyTorch's flash kernel. A config is read as
+# transformers runs it, and transformers' default is sdpa (PreTrainedModel._check_and_adjust_attn_implementation
+# picks it wherever torch has it), as is every engine that trains from one (torchtitan, Megatron-LM's
+# fused kernels).
 KERNELS = {"eager": "eager", "sdpa": "fused", "flash": "fused"}
+DEFAULT_KERNEL = "sdpa"
 
 
 def load_graph(source, attention: str | None = None) -> Graph:
@@ -105,7 +109,7 @@ def load_graph(source, attention: str | None = None) -> Graph:
         from archcalc.frontends.hf_layers import config_model
         from archcalc.frontends.transformer_net import with_random_weights
 
-        model = config_model(read_config(path), kernel=KERNELS[attention or "eager"])
+        model = config_model(read_config(path), kernel=KERNELS[attention or DEFAULT_KERNEL])
         graph = import_onnx(model, label=str(path))
         graph.runnable = functools.partial(with_random_weights, model)  # `archcalc export`, as for designs
         return graph

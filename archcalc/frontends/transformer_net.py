@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from archcalc.errors import InputError
 from archcalc.frontends.onnx_helpers import make_model, make_node, make_opsetid, make_tensor
-from archcalc.ir import ROTARY_KEY, WINDOW_KEY
+from archcalc.ir import LOSS_KEY, ROTARY_KEY, WINDOW_KEY
 from archcalc.onnx_proto import ModelProto, NodeProto, TensorProto
 
 ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh",
@@ -58,6 +58,13 @@ class Net:
     def linear(self, path: str, x: str, din: int, dout: int, bias: bool) -> str:
         y = self.one(path, "MatMul", [x, self.w(f"{path}.weight", [din, dout])])
         return self.one(path, "Add", [y, self.w(f"{path}.bias", [dout])]) if bias else y
+
+    def trained_on(self, logits: str) -> str:
+        """Marks the node making ``logits`` as a language model's head: a training step takes the
+        token-level cross-entropy over its output (see archcalc.analysis.memory.loss)."""
+        node = next(n for n in reversed(self.nodes) if logits in n.output)
+        node.metadata_props.add(key=LOSS_KEY, value="cross_entropy")
+        return logits
 
     def norm(self, path: str, x: str, h: int, rms: bool, axis: int = -1, bias: bool = True) -> str:
         if rms:
@@ -134,6 +141,15 @@ def attention(net: Net, path: str, x: str, h: int, a: AttentionSpec, names: tupl
         if a.qk_norm:  # over each head: normalized as [b, s, heads, d]
             q = _normed_heads(net, f"{path}/q_norm", q, heads, d)
             k = _normed_heads(net, f"{path}/k_norm", k, kv_heads, d)
+        if a.kernel == "fused":
+            # The fused kernels read Q, K, V as [b, s, heads x d] views and write the output as
+            # (b, s, heads, d), returned transposed (PyTorch's flash and memory-efficient SDPA,
+            # FlashAttention-2): transformers' transpose(1, 2).contiguous() then copies nothing and the
+            # output projection reads the kernel's own output (tests/test_attention_kernels.py).
+            out = net.one(f"{path}/attn", "Attention", [q, k, v], is_causal=1, q_num_heads=heads,
+                          kv_num_heads=kv_heads)
+            _mark(net.nodes[-1], a)
+            return net.linear(f"{path}/{names[0] if names else 'o_proj'}", out, heads * v_dim, h, a.out_bias)
         q, k, v = (_heads(net, path, t, n, d, name) for t, n, name in ((q, heads, "q"), (k, kv_heads, "k"),
                                                                         (v, kv_heads, "v")))
     ctx = (_fused_core if a.kernel == "fused" else _eager_core)(net, path, q, k, v, a, heads, kv_heads)

@@ -57,6 +57,7 @@ def memory_lines(view: MemoryView) -> list[tuple[str, str]]:
             ("train: activation gradients", f"{b(tm.backward_transient)} at {tm.backward_transient_layer}"),
             ("train: inputs", b(tm.inputs)),
             ("train: optimizer temporaries", b(tm.step_temporaries)),
+            *([("train: loss", f"{b(tm.loss)} (cross-entropy over float32 logits)")] if tm.loss else []),
             ("train: runtime", f"{b(tm.runtime)} ({tm.runtime_name})"),
             ("train: total", f"{b(tm.total)}: the step's peak {b(tm.peak.bytes)} in the {tm.peak.phase}"
                              + (f" at {tm.peak.layer}" if tm.peak.layer else "") + " + runtime"),

@@ -11,10 +11,12 @@ gradients at once, plus the optimizer's own temporaries. The step's peak is the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from archcalc.analysis.memory.liveness import RUNTIME_ROLES, buffer_owners, buffers
+from archcalc.analysis.memory.loss import loss_moments
 from archcalc.analysis.walk.infer import LayerResult
 from archcalc.analysis.walk.results import derived, last_readers, ran
 from archcalc.ir import Shaped
@@ -102,7 +104,9 @@ class StepProfile:
     ``forward[i]``: activations alive while layer i runs forward (saved storages made so far included);
     ``saved[i]``: saved state still needed when layer i is differentiated; ``grads[i]``: activation
     gradients alive then; ``param_grads[i]``: parameter-gradient bytes made at layer i's backward;
-    ``saved_first[i]``: saved bytes layer i is the first to keep (``saved`` is their running sum)."""
+    ``saved_first[i]``: saved bytes layer i is the first to keep (``saved`` is their running sum);
+    ``loss[i]``: what the loss taken over layer i's output adds to its forward moment (in ``forward``;
+    see ``memory.loss``)."""
 
     names: list[str]
     forward: np.ndarray
@@ -114,6 +118,7 @@ class StepProfile:
     storages: dict[str, tuple[int, int]]  # each saved storage: (the first layer to keep it, its bytes)
     extra: np.ndarray  # each layer's own saved bytes beyond its inputs and outputs (a dropout's mask)
     savers: dict[str, tuple[int, ...]]  # each saved storage: every layer that keeps it
+    loss: np.ndarray
 
     def backward_param_grads(self) -> np.ndarray:
         """Parameter-gradient bytes alive at each layer's backward: made there or later in the order."""
@@ -134,6 +139,12 @@ class StepProfile:
         return best
 
 
+def _exact(*sums: int) -> Any:
+    """Exact integers: int64 while every sum fits in it (any model at a batch a GPU holds); Python's
+    own integers beyond (the batch search reaches 2**40), where int64 would wrap round silently."""
+    return np.int64 if 2 * sum(sums) < 2**62 else object
+
+
 def step_profile(graph: Shaped, results: list[LayerResult], float_dtype: str | None, grad_at: dict[int, int],
                  device: str = "cuda") -> StepProfile:
     """The step's per-layer account. ``grad_at``: parameter-gradient bytes allocated at each layer's
@@ -144,10 +155,9 @@ def step_profile(graph: Shaped, results: list[LayerResult], float_dtype: str | N
     saved_first = {st: layers[0] for st, layers in savers.items()}
     bufs = buffers(graph, results, float_dtype, owner=owner)
     spans = _gradient_spans(graph, results, float_dtype)
-    # Exact integers: int64 while every sum fits in it (any model at a batch a GPU holds); Python's
-    # own integers beyond (the batch search reaches 2**40), where int64 would wrap round silently.
-    bound = sum(b.nbytes for b in bufs) + sum(x for _, _, x in spans) + sum(extra) + sum(grad_at.values())
-    dtype = np.int64 if 2 * bound < 2**62 else object
+    losses = loss_moments(graph, results, float_dtype)
+    dtype = _exact(sum(b.nbytes for b in bufs), sum(x for _, _, x in spans), sum(extra), sum(grad_at.values()),
+                   sum(losses.values()))
 
     fwd = np.zeros(n + 1, dtype=dtype)
     for b in bufs:
@@ -155,7 +165,10 @@ def step_profile(graph: Shaped, results: list[LayerResult], float_dtype: str | N
         fwd[b.start] += b.nbytes
         fwd[end + 1] -= b.nbytes
     own = np.asarray(extra, dtype=dtype)
-    forward = np.cumsum(fwd[:n]) + np.cumsum(own)
+    loss = np.zeros(n, dtype=dtype)
+    for i, size in losses.items():
+        loss[i] += size
+    forward = np.cumsum(fwd[:n]) + np.cumsum(own) + loss
 
     first = own.copy()  # bytes of saved state first kept at layer i
     for storage, i in saved_first.items():
@@ -170,7 +183,7 @@ def step_profile(graph: Shaped, results: list[LayerResult], float_dtype: str | N
     storages = {name: (i, graph.tensors[name].nbytes(float_dtype)) for name, i in saved_first.items()}
     return StepProfile([r.layer.name for r in results], forward, np.cumsum(first), np.cumsum(grads[:n]),
                        param_grads, first, np.array([not r.folded for r in results], dtype=bool), storages, own,
-                       {st: tuple(layers) for st, layers in savers.items()})
+                       {st: tuple(layers) for st, layers in savers.items()}, loss)
 
 
 def step_peak(graph: Shaped, results: list[LayerResult], float_dtype: str | None, persistent: int,

@@ -27,4 +27,5 @@ COMMUNICATION_BUFFERS = "communication buffers"  # gradient buckets, reduce-scat
 GATHERED_PARAMETERS = "gathered parameters"  # FSDP's units gathered whole around their compute
 PIPELINE_BUFFERS = "pipeline buffers"  # a stage's receive buffers
 IN_FLIGHT = "in-flight micro-batches"  # saved activations of the micro-batches a stage holds
+LOSS = "loss"  # the cross-entropy's float32 copies of the logits at the head (see memory.loss)
 KEPT_OUTPUTS = "kept outputs"  # the last stage's outputs kept until the step merges them

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 from archcalc.analysis.memory import terms
 from archcalc.analysis.memory.liveness import RUNTIME_ROLES, input_bytes
+from archcalc.analysis.memory.loss import loss_moments
 from archcalc.analysis.memory.model_states import DEFAULT_IMPL, model_states, precision, slots, trainable
 from archcalc.analysis.memory.runtimes import Runtime
 from archcalc.analysis.memory.step_peak import (
@@ -56,6 +57,7 @@ class TrainingMemory:
     runtime: int = 0  # the runtime's own constant (CUDA context, library workspaces)
     runtime_name: str = "none"
     buffers: int = 0  # of ``weights``, the stored tensors not trained
+    loss: int = 0  # the loss's float32 copies of the logits at its largest moment (``memory.loss``)
 
     def terms(self) -> dict[str, int]:
         """Every term by name (bytes), the runtime's constant included."""
@@ -63,7 +65,8 @@ class TrainingMemory:
                 terms.MASTER_WEIGHTS: self.master_weights, terms.GRADIENTS: self.gradients,
                 terms.OPTIMIZER_STATE: self.optimizer_state, terms.SAVED_ACTIVATIONS: self.saved_activations,
                 terms.ACTIVATION_GRADIENTS: self.backward_transient, terms.INPUTS: self.inputs,
-                terms.OPTIMIZER_TEMPORARIES: self.step_temporaries, terms.RUNTIME: self.runtime}
+                terms.OPTIMIZER_TEMPORARIES: self.step_temporaries, terms.LOSS: self.loss,
+                terms.RUNTIME: self.runtime}
 
     def to_dict(self) -> dict:
         """Every term, the peak and the totals as plain data (the JSON contract's ``memory.training``)."""
@@ -155,4 +158,5 @@ def training_memory(graph: Shaped, results: list[LayerResult], param_roles: dict
         runtime=runtime.overhead if runtime else 0,
         runtime_name=runtime.name if runtime else "none",
         buffers=states.buffers,
+        loss=sum(loss_moments(graph, results, float_dtype).values()),
     )

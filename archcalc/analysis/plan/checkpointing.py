@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -28,7 +29,14 @@ from archcalc.analysis.memory.step_peak import StepProfile
 from archcalc.analysis.walk.infer import LayerResult
 from archcalc.ir import Role, Shaped
 
-MODES = ("none", "full", "selective", "planned")  # planned: segments chosen under a budget
+# full: every repeated unit; selective: attention's core (Megatron-LM); op: torchtitan's per-op policy;
+# everyN: every Nth repeated unit (torchtitan's per-layer option); planned: segments chosen under a budget
+MODES = ("none", "full", "selective", "op", "planned")
+EVERY = re.compile(r"every([1-9]\d*)$")
+
+
+def known_mode(mode: str) -> bool:
+    return mode in MODES or EVERY.match(mode) is not None
 
 
 @dataclass(frozen=True)
@@ -84,16 +92,20 @@ def kept_inputs(
     profile: StepProfile,
     owner: dict[str, str],
     float_dtype: str | None,
+    also: list[set[str]] | None = None,
 ) -> list[int]:
-    """The bytes each checkpointed run keeps for its recomputation: the activations crossing into it,
-    less those a stored layer saves anyway (the same storage, kept once)."""
+    """The bytes each checkpointed run keeps for its recomputation: the activations crossing into it
+    and the storages ``also[k]`` names (a selective policy's), less those a stored layer saves anyway
+    (the same storage, kept once)."""
     bounds = list(seg.bounds[:-1])
     stored = np.zeros(len(results) + 1, dtype=bool)
     for k, c in enumerate(seg.checkpointed):
         stored[seg.bounds[k] : seg.bounds[k + 1]] = not c
     out = []
     for k, names in enumerate(crossing_tensors(shaped, results, bounds)):
-        storages = {owner.get(n, n) for n in names} if seg.checkpointed[k] else set()
+        storages = set()
+        if seg.checkpointed[k]:
+            storages = {owner.get(n, n) for n in names} | (also[k] if also else set())
         out.append(
             sum(
                 shaped.tensors[st].nbytes(float_dtype)
@@ -102,6 +114,48 @@ def kept_inputs(
             )
         )
     return out
+
+
+# torchtitan's selective op policy (torchtitan/distributed/activation_checkpoint.py, SelectiveAC):
+# inside each checkpointed block the outputs of compute-intensive ops are kept
+# (torch._functorch.partitioners.get_default_op_list().compute_intensive_ops -- mm, bmm, addmm,
+# convolution -- and the SDPA kernels, whose whole output tuple is kept: the output and the
+# log-sum-exp), except every second matmul by a weight (mm/linear, counted per block invocation from
+# 1: the 2nd, 4th, ... recomputed); the rest is recomputed at the block's backward.
+KEPT_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Attention")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a selective policy keeps of each run: output storages, extra bytes (an attention's
+    log-sum-exp), and the layers it does not recompute."""
+
+    storages: list[set[str]]
+    extra: list[int]
+    kept_layers: frozenset[int]
+
+
+def op_policy(shaped: Shaped, results: list[LayerResult], seg: Segments, owner: dict[str, str]) -> Policy:
+    """torchtitan's op policy (``KEPT_OPS``) over ``seg``'s checkpointed runs."""
+    storages: list[set[str]] = []
+    extra, kept = [], set()
+    for k, c in enumerate(seg.checkpointed):
+        names, size, matmuls = set(), 0, 0
+        for i in range(seg.bounds[k], seg.bounds[k + 1]) if c else ():
+            res = results[i]
+            if res.folded or res.layer.op_type not in KEPT_OPS or not res.layer.outputs[0]:
+                continue
+            by_weight = any(shaped.tensors[n].role == Role.WEIGHT for n in res.layer.inputs if n in shaped.tensors)
+            if res.layer.op_type in ("MatMul", "Gemm") and by_weight:  # mm / linear, not bmm
+                matmuls += 1
+                if matmuls % 2 == 0:
+                    continue
+            names.add(owner.get(res.layer.outputs[0], res.layer.outputs[0]))
+            size += res.out.saves_extra_bytes if res.layer.op_type == "Attention" else 0
+            kept.add(i)
+        storages.append(names)
+        extra.append(size)
+    return Policy(storages, extra, frozenset(kept))
 
 
 def at_rest(saved: np.ndarray) -> np.ndarray:

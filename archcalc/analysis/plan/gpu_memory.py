@@ -38,6 +38,7 @@ from archcalc.analysis.memory.terms import (
     IN_FLIGHT,
     INPUTS,
     KEPT_OUTPUTS,
+    LOSS,
     MASTER_WEIGHTS,
     OPTIMIZER_STATE,
     OPTIMIZER_TEMPORARIES,
@@ -334,7 +335,9 @@ def _read(step: Step, r: int, o: int, a: int, e: int, prof: StepProfile, forward
     terms = {name: at(v) for name, v in step.states.items()} | {IN_FLIGHT: at(step.held)}
     if k < n:
         phase = "forward"
-        terms |= {ACTIVATIONS: int(forward[a + k] - base), GATHERED_PARAMETERS: int(step.fwd_un[o + k])}
+        loss = int(prof.loss[a + k])
+        terms |= {ACTIVATIONS: int(forward[a + k] - base) - loss, GATHERED_PARAMETERS: int(step.fwd_un[o + k])}
+        terms |= {LOSS: loss} if loss else {}
     elif k < 2 * n:
         phase, j = "backward", k - n
         terms |= {SAVED_ACTIVATIONS: int(saved[a + j] - base), ACTIVATION_GRADIENTS: int(prof.grads[a + j]),

@@ -234,7 +234,8 @@ class Planner:
         def make() -> tuple[StepProfile, np.ndarray, np.ndarray, np.ndarray]:
             v = self.view(s.tp, s.sp)
             a = v.account(s.checkpoint, s.segments)
-            return replace(v.sides[0].profile, grads=v.grads.at(b)), a.forward.at(b), a.saved.at(b), a.rest.at(b)
+            prof = replace(v.sides[0].profile, grads=v.grads.at(b), loss=v.loss.at(b))
+            return prof, a.forward.at(b), a.saved.at(b), a.rest.at(b)
         return self._memo(Key("account", reads("account", s), b), make)
 
     def largest_micro_batch(self, s: Strategy, capacity: int, limit: int = MAX_SIZE) -> int:

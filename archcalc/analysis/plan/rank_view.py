@@ -108,6 +108,11 @@ class RankView:
         return Line.through(self.sides, lambda side: side.profile.grads)
 
     @cached_property
+    def loss(self) -> Line:
+        """What the loss adds to the head's forward moment (``StepProfile.loss``)."""
+        return Line.through(self.sides, lambda side: side.profile.loss)
+
+    @cached_property
     def inputs(self) -> Line:
         """Bytes of the graph's inputs."""
         return Line.through(self.sides, lambda side: side.inputs)
@@ -188,8 +193,8 @@ class RankView:
         return self._modes[key]
 
     def _account(self, checkpoint: str, segments: ck.Segments | None) -> Account:
-        if checkpoint not in ck.MODES:
-            raise InputError(f"ckpt={checkpoint}: choose one of {', '.join(ck.MODES)}")
+        if not ck.known_mode(checkpoint):
+            raise InputError(f"ckpt={checkpoint}: choose one of {', '.join(ck.MODES)}, everyN")
         if checkpoint == "none":
             return Account(Line.through(self.sides, lambda side: side.profile.forward),
                            Line.through(self.sides, lambda side: side.profile.saved),
@@ -198,21 +203,33 @@ class RankView:
             kept = [self._selective(side) for side in self.sides]
             layers = sorted(attention_core(self.sides[1].shaped, self.sides[1].results)[2])
         else:
-            seg = unit_segments(self.units) if checkpoint == "full" else segments
+            every = ck.EVERY.match(checkpoint)
+            seg = segments if checkpoint == "planned" else unit_segments(self.units, int(every[1]) if every else 1)
             if seg is None:
                 raise InputError("ckpt=planned: the plan chooses its segments (Planner.row); none given")
-            kept = [self._recomputed(side, seg) for side in self.sides]
+            kept = [self._recomputed(side, seg, checkpoint == "op") for side in self.sides]
             bounds = zip(seg.bounds, seg.bounds[1:])
-            layers = [i for (a, e), c in zip(bounds, seg.checkpointed) if c for i in range(a, e)]
+            policy = self._policy(self.sides[1], seg) if checkpoint == "op" else None
+            layers = [i for (a, e), c in zip(bounds, seg.checkpointed) if c for i in range(a, e)
+                      if policy is None or i not in policy.kept_layers]
         (f1, s1, r1), (f2, s2, r2) = kept
         # Per sample, from the second analysis (the first's, where the file fixes its batch).
         recompute = layer_flops(self.ests[1], layers) // max(self.tp, 1)
         return Account(Line(f1, f2), Line(s1, s2), Line(r1, r2), recompute)
 
-    def _recomputed(self, side: Side, seg: ck.Segments) -> tuple[np.ndarray, ...]:
+    def _recomputed(self, side: Side, seg: ck.Segments, op: bool) -> tuple[np.ndarray, ...]:
+        """``seg``'s runs recomputed; ``op``: under torchtitan's op policy (``checkpointing.op_policy``)."""
         owner = training_owners(side.shaped, side.results, self.float_dtype)
-        kept = ck.kept_inputs(side.shaped, side.results, seg, side.profile, owner, self.float_dtype)
+        policy = self._policy(side, seg) if op else None
+        kept = ck.kept_inputs(side.shaped, side.results, seg, side.profile, owner, self.float_dtype,
+                              policy.storages if policy else None)
+        if policy:
+            kept = [x + y for x, y in zip(kept, policy.extra)]
         return ck.recomputed(side.profile, seg, kept)
+
+    def _policy(self, side: Side, seg: ck.Segments) -> ck.Policy:
+        return ck.op_policy(side.shaped, side.results, seg,
+                            training_owners(side.shaped, side.results, self.float_dtype))
 
     def _selective(self, side: Side) -> tuple[np.ndarray, ...]:
         drop, tensors, _ = attention_core(side.shaped, side.results)
@@ -220,10 +237,12 @@ class RankView:
         return ck.selective(side.profile, drop, tensors, owner)
 
 
-def unit_segments(units: Units) -> ck.Segments:
-    """Every repeated unit checkpointed, the layers between them stored."""
+def unit_segments(units: Units, every: int = 1) -> ck.Segments:
+    """Every ``every``-th repeated unit checkpointed (the Nth, 2Nth, ...: torchtitan counts its blocks
+    from 1 and wraps those whose count divides by N), the layers between them stored."""
     bounds = tuple(u.start for u in units.units) + (units.units[-1].stop,)
-    return ck.Segments(bounds, tuple(u.repeated for u in units.units))
+    count = np.cumsum([u.repeated for u in units.units])
+    return ck.Segments(bounds, tuple(bool(u.repeated and c % every == 0) for u, c in zip(units.units, count)))
 
 
 def layer_flops(est: Estimate, layers) -> int:

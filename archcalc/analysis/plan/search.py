@@ -3,7 +3,7 @@
 Every way to factor the GPUs into data x tensor x pipeline parallel degrees (tensor parallel within
 a node, as Megatron-LM places it, and only where the graph has blocks to split evenly), each with
 ZeRO stages 0-3, checkpointing none / selective (when the graph has attention to recompute) /
-full (when it has repeated units), and for ZeRO-3 the CPU offload of the optimizer (and of the
+op and full (when it has repeated units), and for ZeRO-3 the CPU offload of the optimizer (and of the
 parameters). On several nodes ZeRO-3 also shards within a node and replicates across (hybrid).
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from archcalc.analysis.patterns import attention_core
-from archcalc.analysis.plan.checkpointing import MODES
+from archcalc.analysis.plan.checkpointing import MODES, known_mode
 from archcalc.analysis.plan.gpu_memory import BALANCES, ENGINES, OFFLOADS, SCHEDULES, Strategy
 from archcalc.analysis.plan.planner import Planner, PlanRow, divisors
 from archcalc.errors import ArchcalcError, InputError
@@ -25,7 +25,7 @@ def candidates(planner: Planner, gpus: int, per_node: int, micro_batches: int | 
     repeated = any(u.repeated for u in planner.units.units)
     view = planner.view(1, False)
     attention = bool(attention_core(view.shaped, view.results)[2])
-    modes = ["none"] + (["selective"] if attention else []) + (["full"] if repeated else [])
+    modes = ["none"] + (["selective"] if attention else []) + (["op", "full"] if repeated else [])
     for tp in divisors(min(per_node, gpus)):
         if tp > 1 and not _splits(planner, tp):
             continue
@@ -98,7 +98,8 @@ NAMED = {"ckpt": MODES, "checkpoint": MODES, "offload": OFFLOADS, "engine": ENGI
 FIELDS = {"hybrid": "shard", "micro": "micro_batches", "x": "chunks", "ckpt": "checkpoint"}
 FORMS = (f"dpN tpN ppN zeroN (ZeRO stage 0-3) hybridN (shard group) microN xN (interleaved chunks), sp, "
          f"{'|'.join(SCHEDULES)}, "
-         + ", ".join(f"{k}={'|'.join(v)}" for k, v in NAMED.items() if k != "checkpoint"))
+         + ", ".join(f"{k}={'|'.join(v)}" + ("|everyN" if k == "ckpt" else "") for k, v in NAMED.items()
+                     if k != "checkpoint"))
 
 
 def _word(word: str) -> tuple[str, object] | None:
@@ -113,6 +114,8 @@ def _word(word: str) -> tuple[str, object] | None:
     if word in SCHEDULES:
         return "schedule", word
     key, _, value = word.partition("=")
+    if key in ("ckpt", "checkpoint"):
+        return ("checkpoint", value) if known_mode(value) else None
     return (FIELDS.get(key, key), value) if value in NAMED.get(key, ()) else None
 
 

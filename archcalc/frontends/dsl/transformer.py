@@ -292,12 +292,12 @@ class Lowering:
         vocab = term.numbers[0] if term.numbers else self.vocab
         net = self.net
         if not term.opt("tied"):
-            return net.linear("/lm_head", x, self.h, vocab, False)
+            return net.trained_on(net.linear("/lm_head", x, self.h, vocab, False))
         if vocab != self.vocab:
             raise self.b.fail(token, f"{text}: a tied head reuses the EMBED table of {self.vocab} tokens, "
                                      f"not {vocab}: write LMHEAD-{self.vocab}/tied, or drop /tied for a head "
                                      "of its own")
-        return tied_head(net, x, self.h, vocab, str(self.table), self.shape)
+        return net.trained_on(tied_head(net, x, self.h, vocab, str(self.table), self.shape))
 
     def model(self, out: str) -> ModelProto:
         width = self.h if self.end is None or self.end.kind == "POOLER" else \
