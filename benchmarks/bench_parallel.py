@@ -48,7 +48,8 @@ from torch import nn
 RESULTS = Path(__file__).resolve().parent / "results"  # the measurements, committed
 SCRATCH = Path(tempfile.gettempdir()) / "archcalc-bench-parallel"  # exports and probes, not committed
 MODELS = ("cnn", "transformer")
-STRATEGIES = ("ddp", "zero1", "fsdp2_reshard", "fsdp2_noreshard", "ckpt", "pp_1f1b", "pp_1f1b_ckpt", "tp")
+STRATEGIES = ("ddp", "zero1", "fsdp2_reshard", "fsdp2_noreshard", "ckpt", "pp_1f1b", "pp_1f1b_ckpt", "tp",
+              "tp_vocab")
 WORLDS = (2, 4)
 # Rank 0 of larger jobs, alone in one process on the fake process group (`fake`): the strategies whose
 # rank 0 is a rank like any other (no pipeline, whose stages differ, no checkpointed DDP, as DDP's).
@@ -379,10 +380,46 @@ def setup_tp(name: str, rank: int, world: int) -> Run:
     return Run(model, opt, _data_step(model, opt, x), [x], list(model.parameters()), info)
 
 
+def setup_tp_vocab(name: str, rank: int, world: int) -> Run:
+    """Tensor parallel as torchtitan runs a language model: every block as ``tp``, the token
+    embedding split by the vocabulary (RowwiseParallel), the head by output columns into logits left
+    sharded on the vocabulary (ColwiseParallel to Shard(-1)), and the loss, the cross-entropy over the
+    float32 logits against random targets, under ``loss_parallel``."""
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        RowwiseParallel,
+        loss_parallel,
+        parallelize_module,
+    )
+
+    model, mesh = build_model(name), _mesh(world)
+    whole = _whole(model)
+    for b in model.blocks:
+        parallelize_module(b, mesh, tp_plan())
+    parallelize_module(model, mesh, {"wte": RowwiseParallel(input_layouts=Replicate()),
+                                     "lm_head": ColwiseParallel(output_layouts=Shard(-1), use_local_output=False)})
+    opt, x = _adam(model.parameters()), make_batch(name, BATCH)
+    target = make_batch(name, BATCH, 2000).flatten()
+
+    def step():
+        with loss_parallel():
+            pred = model(x)
+            loss = torch.nn.functional.cross_entropy(pred.flatten(0, 1).float(), target)
+            del pred
+            loss.backward()
+        opt.step()
+
+    info = {**whole, "tp_plan": {k: type(v).__name__ for k, v in tp_plan().items()}, "adam_kwargs": {"lr": LR},
+            "vocabulary": "wte RowwiseParallel, lm_head ColwiseParallel(Shard(-1)), loss_parallel"}
+    return Run(model, opt, step, [x, target], list(model.parameters()), info)
+
+
 SETUPS: dict[str, Callable[[str, int, int], Run]] = {
     "single": setup_single, "ddp": setup_ddp, "zero1": setup_zero1, "fsdp2_reshard": setup_fsdp2_reshard,
     "fsdp2_noreshard": setup_fsdp2_noreshard, "ckpt": setup_ckpt, "pp_1f1b": setup_pp_1f1b,
     "pp_1f1b_ckpt": functools.partial(setup_pp_1f1b, checkpointed=True), "tp": setup_tp,
+    "tp_vocab": setup_tp_vocab,
 }
 
 
@@ -675,7 +712,8 @@ def combinations(models=MODELS, strategies=STRATEGIES, worlds=WORLDS) -> list[tu
     combos = []
     for m in models:
         combos.append((m, "single", 1))
-        combos += [(m, s, w) for s in strategies for w in worlds if s != "single" and (s != "tp" or m != "cnn")]
+        combos += [(m, s, w) for s in strategies for w in worlds
+                   if s != "single" and (not s.startswith("tp") or m != "cnn")]
     return combos
 
 

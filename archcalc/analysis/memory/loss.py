@@ -17,6 +17,13 @@ logits ``w`` bytes wide:
   gradient, 4 + 4 + 4; then only the gradient cast back to ``w`` bytes, which the step's own
   account already holds as the logits' gradient.
 
+Split by the vocabulary over tensor-parallel ranks (``VOCAB_PARALLEL``: torchtitan's default,
+``loss_parallel`` over logits sharded on their last dim), PyTorch's DTensor handlers compute it
+(``torch/distributed/tensor/parallel/loss.py``): ``_log_softmax`` holds the shifted logits and
+their ``exp`` before the result (4 + 4 beside the float copy), and the fused NLL and log-softmax
+backward holds the saved result, ``zeros_like`` it, its ``exp`` and their sum (4 x 4), all over the
+rank's share of the vocabulary.
+
 Both moments fall between the head's forward and its backward, with every saved tensor of the step
 alive: the loss adds ``max(forward, backward)`` to the head's forward moment, less the logits the
 moment already holds. Checked against PyTorch's MemTracker on this CPU (tests/test_loss.py).
@@ -29,15 +36,21 @@ from archcalc.analysis.walk.results import ran
 from archcalc.ir import LOSS_KEY, Shaped
 
 FLOAT32 = 4
-KINDS = ("cross_entropy",)
+CROSS_ENTROPY = "cross_entropy"
+VOCAB_PARALLEL = "cross_entropy_vocab_parallel"
+KINDS = (CROSS_ENTROPY, VOCAB_PARALLEL)
 
 
-def cross_entropy_extra(elements: int, width: int) -> int:
+def cross_entropy_extra(elements: int, width: int, kind: str = CROSS_ENTROPY) -> int:
     """Bytes the upcast cross-entropy adds, at its largest moment, to a moment that holds the logits
     (``elements`` of ``width`` bytes each) and every saved tensor."""
     upcast = FLOAT32 if width < FLOAT32 else 0
-    forward = upcast + FLOAT32  # the float copy and the log-probabilities beside the logits
-    backward = 3 * FLOAT32 - width  # saved log-probabilities and two float gradients; the logits freed
+    if kind == VOCAB_PARALLEL:
+        forward = upcast + 2 * FLOAT32  # the float copy, the shifted logits and their exp
+        backward = 4 * FLOAT32 - width  # saved log-probabilities, zeros, exp and their sum
+    else:
+        forward = upcast + FLOAT32  # the float copy and the log-probabilities beside the logits
+        backward = 3 * FLOAT32 - width  # saved log-probabilities and two float gradients; the logits freed
     return elements * max(forward, backward)
 
 
@@ -48,9 +61,10 @@ def loss_moments(graph: Shaped, results: list[LayerResult], float_dtype: str | N
     out: dict[int, int] = {}
     for i in ran(graph, results):
         layer = results[i].layer
-        if layer.meta.get(LOSS_KEY) not in KINDS:
+        kind = layer.meta.get(LOSS_KEY)
+        if kind not in KINDS:
             continue
         logits = graph.tensors[layer.outputs[0]]
         width = logits.nbytes(float_dtype) // max(logits.numel, 1)
-        out[i] = out.get(i, 0) + cross_entropy_extra(logits.numel, width)
+        out[i] = out.get(i, 0) + cross_entropy_extra(logits.numel, width, kind)
     return out

@@ -9,6 +9,14 @@ and one all-reduce joins the row-parallel output (forward) and the column-parall
 another weighted product before any normalization is column-parallel, the one reached row-parallel;
 what the walk passes is split. The LM head, the embedding and convolutions stay whole.
 
+A language model's head (the layer the front ends mark with the loss it is trained on) is split by
+the vocabulary as Megatron-LM (VocabParallelEmbedding, a column-parallel output layer,
+vocab_parallel_cross_entropy) and torchtitan (the embedding RowwiseParallel, the output
+ColwiseParallel into loss_parallel) split it: the embedding table and the head's matrix by rows of
+the vocabulary, the logits and the loss's float32 copies of them by the vocabulary (a vocabulary the
+degree does not divide is padded, as Megatron-LM pads it), the embedding's output all-reduced and the
+head's input gradient too.
+
 With sequence parallelism (Korthikanti et al. 2022) the activations the blocks keep whole -- the
 norms' inputs and outputs, the residual stream, the dropout masks -- are split along the sequence
 instead: every activation of a block holding a pair is 1/t. The rank's view is the same graph with
@@ -21,10 +29,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from archcalc.analysis.memory.loss import VOCAB_PARALLEL
 from archcalc.analysis.patterns import NORM_STARTS, is_product
 from archcalc.analysis.plan.units import Units
 from archcalc.analysis.walk.infer import LayerResult
-from archcalc.ir import Role, Shaped
+from archcalc.ir import LOSS_KEY, Role, Shaped
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,9 @@ class TensorParallel:
     split: frozenset[str]  # activations split by heads or hidden units
     weights: frozenset[str]  # parameters split t ways
     units: frozenset[int]  # the units holding a pair (the transformer blocks)
+    # tensors split along a given axis, rounded up (the vocabulary: the head's matrix and logits, the
+    # embedding table), rather than along their last axis that divides
+    axes: tuple[tuple[str, int], ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.row)
@@ -71,14 +83,63 @@ def find_pairs(
     for i, res in enumerate(results):  # a column-parallel bias is added inside the split region
         if i not in column | row and any(o in split for o in res.layer.outputs):
             weights |= {n for n, role in roles.get(i, {}).items() if role in ("weight", "bias")}
+    vocab = _vocabulary(shaped, results, roles, weighted)
+    column |= vocab.column
+    row |= vocab.row
     of = units.of_layer()
     return TensorParallel(
         frozenset(column),
         frozenset(row),
         frozenset(split),
-        frozenset(w for w in weights if w),
+        frozenset(w for w in weights if w) | {n for n, _ in vocab.axes},
         frozenset(of[i] for i in column | row),
+        vocab.axes,
     )
+
+
+@dataclass(frozen=True)
+class _Vocabulary:
+    column: set[int]  # the heads
+    row: set[int]  # the embeddings
+    axes: tuple[tuple[str, int], ...]
+
+
+def _vocabulary(shaped: Shaped, results: list[LayerResult], roles: dict[int, dict[str, str]],
+                weighted: set[int]) -> _Vocabulary:
+    """The vocabulary-parallel head and embedding: each head marked with its loss, the tensors from its
+    matrix product to the logits, and every embedding (a Gather from a weight) of the same vocabulary."""
+    column, row, axes = set(), set(), []
+    for i, res in enumerate(results):
+        if not res.layer.meta.get(LOSS_KEY) or res.folded:
+            continue
+        logits = res.layer.outputs[0]
+        vocab = shaped.tensors[logits].shape[-1]
+        head = max((j for j in weighted if j <= i and _feeds(shaped, results, j, logits)), default=None)
+        if head is None:
+            continue
+        column.add(head)
+        matrix = _weighted_product(results[head], roles.get(head, {}), shaped)
+        if matrix is not None:
+            axes.append((matrix, list(shaped.tensors[matrix].shape).index(vocab)))
+        axes += [(o, -1) for j in range(head, i + 1) for o in results[j].layer.outputs
+                 if o and shaped.tensors[o].known and shaped.tensors[o].shape[-1:] == (vocab,)]
+        for j, r in enumerate(results):
+            table = r.layer.inputs[0] if r.layer.op_type == "Gather" and r.layer.inputs else ""
+            if roles.get(j, {}).get(table) == "weight" and shaped.tensors[table].shape[:1] == (vocab,):
+                row.add(j)
+                axes.append((table, 0))
+    return _Vocabulary(column, row, tuple(dict(axes).items()))
+
+
+def _feeds(shaped: Shaped, results: list[LayerResult], j: int, logits: str) -> bool:
+    """Whether product ``j``'s output is ``logits`` or reaches it through views alone."""
+    name = results[j].layer.outputs[0]
+    while name != logits:
+        nxt = [k for k in shaped.consumers(name) if results[k].layer.op_type in ("Reshape", "Add", "Identity")]
+        if len(nxt) != 1:
+            return False
+        name = results[nxt[0]].layer.outputs[0]
+    return True
 
 
 def _onward(res: LayerResult, j: int, weighted: set[int]) -> bool:
@@ -127,6 +188,12 @@ def _walk(shaped: Shaped, results: list[LayerResult], start: int, weighted: set[
     return (reached, passed) if reached else (set(), set())
 
 
+def along(shape: tuple[int, ...], axis: int, t: int) -> tuple[int, ...]:
+    """``shape`` with ``axis`` split ``t`` ways, rounded up (a padded shard)."""
+    axis %= len(shape)
+    return (*shape[:axis], -(-shape[axis] // t), *shape[axis + 1 :])
+
+
 def divides(shape: tuple[int, ...], t: int) -> tuple[int, ...] | None:
     """``shape`` with its last axis that ``t`` divides divided (None: no axis splits evenly)."""
     for k in reversed(range(len(shape))):
@@ -151,9 +218,10 @@ def rank_view(
             if o and shaped.tensors[o].role in (Role.ACTIVATION, Role.OUTPUT)
         }
     tensors = dict(shaped.tensors)
+    axes = dict(tp.axes)
     for name in names:
         v = tensors[name]
-        shape = divides(v.shape, t)
+        shape = along(v.shape, axes[name], t) if name in axes else divides(v.shape, t)
         if shape is None:
             return None
         tensors[name] = dataclasses.replace(v, shape=shape)
@@ -163,7 +231,15 @@ def rank_view(
         else r
         for r in results
     ]
+    layers = [_vocab_parallel_loss(r) if r.layer.meta.get(LOSS_KEY) and r.layer.outputs[0] in axes else r
+              for r in layers]
     return dataclasses.replace(shaped, tensors=tensors), layers
+
+
+def _vocab_parallel_loss(res: LayerResult) -> LayerResult:
+    """A head whose logits are split by the vocabulary is trained on the vocabulary-parallel loss."""
+    layer = dataclasses.replace(res.layer, meta={**res.layer.meta, LOSS_KEY: VOCAB_PARALLEL})
+    return dataclasses.replace(res, layer=layer)
 
 
 def all_reduce_bytes(
