@@ -28,6 +28,9 @@ PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": 
 # Mixed precision: activations, weights and gradients at 16 bits, plus fp32 master weights and
 # fp32 optimizer state (training).
 MIXED = frozenset({"mixed", "mixed-bf16"})
+# A model held in 16 bits (a config's torch_dtype) trains in mixed precision at that width, as
+# torchtitan, Megatron-LM, DeepSpeed and transformers' Trainer (bf16=True) train one.
+MIXED_AT = {"bfloat16": "mixed-bf16", "float16": "mixed"}
 
 
 @functools.cache  # asked once per tensor: protobuf's enum lookups cost 10 us each

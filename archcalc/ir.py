@@ -142,6 +142,10 @@ class Graph:
     # The design as a runnable ONNX model (random weights, ``seed``), where the front end built it as
     # ONNX (the design language's transformers); None: exported from the layers themselves.
     runnable: Callable[[int], Any] | None = field(default=None, repr=False)
+    # The --dtype a model is analysed at when none is given (a 16-bit config: mixed precision at its
+    # width, which prices every tensor as the model holds it and adds fp32 master weights and
+    # optimizer state to training); None: as the model holds each tensor.
+    default_dtype: str | None = None
 
     @cached_property
     def _index(self) -> tuple[dict[str, int], dict[str, list[int]]]:

@@ -104,7 +104,8 @@ def dtype_option(fn):
     """--dtype: the precision floating-point tensors are priced at."""
     return click.option("--dtype", type=click.Choice(list(PRECISIONS)), default=None,
                         help="Price floating-point tensors at this precision; mixed: fp16 with fp32 master "
-                             "weights and optimizer state [default: as in the model].")(fn)
+                             "weights and optimizer state [default: as in the model; a 16-bit config: "
+                             "mixed at its width, as LLMs are trained].")(fn)
 
 
 def attention_option(fn):

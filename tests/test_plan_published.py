@@ -170,3 +170,17 @@ def test_torchtitan_published_runs_fit_as_they_ran(config, card, gpus, strategy,
     dp = int(strategy.split()[0][2:])
     row = plan_result(planner, capacity, gpus, gpus // 8, global_batch=local * dp, strategy=strategy).rows[0]
     assert (row.fits and row.micro_batch == local) == ran, (row.total / 2**30, row.micro_batch)
+
+
+def test_a_16_bit_config_trains_in_mixed_precision_by_default():
+    """Meta-Llama-3-8B (8,030,261,248 parameters, transformers' count of the meta-llama checkpoint)
+    read from its bf16 config with no --dtype: the ZeRO paper's 16 bytes a parameter under mixed
+    Adam (2 + 2 + 12), not bf16 Adam's 8."""
+    from pathlib import Path
+
+    import archcalc
+
+    path = Path(__file__).parent / "fixtures" / "published" / "llama3_8b.json"
+    tm = archcalc.estimate(str(path), dims={"sequence": 128}).training_memory("adam")
+    states = tm.weights + tm.gradients + tm.master_weights + tm.optimizer_state
+    assert tm.weights == 2 * 8_030_261_248 and states == 16 * 8_030_261_248

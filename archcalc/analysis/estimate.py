@@ -256,6 +256,7 @@ def analyse(graph: Graph, batch: int | None = None, dims: dict[str, int] | None 
     before running is an error rather than unknown."""
     if dtype is not None and dtype not in PRECISIONS:
         raise InputError(f"--dtype {dtype}: choose one of {', '.join(PRECISIONS)}")
+    dtype = dtype or graph.default_dtype
     float_dtype = PRECISIONS.get(dtype) if dtype else None
     bound = bind_inputs(graph, batch, dims, inputs)
     shaped, results = infer(graph, bound, strict, dims)

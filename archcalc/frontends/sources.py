@@ -7,6 +7,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from archcalc.dtypes import MIXED_AT
 from archcalc.errors import DSLError, InputError
 from archcalc.frontends.paths import file_status
 
@@ -109,8 +110,10 @@ def load_graph(source, attention: str | None = None) -> Graph:
         from archcalc.frontends.hf_layers import config_model
         from archcalc.frontends.transformer_net import with_random_weights
 
-        model = config_model(read_config(path), kernel=KERNELS[attention or DEFAULT_KERNEL])
+        config = read_config(path)
+        model = config_model(config, kernel=KERNELS[attention or DEFAULT_KERNEL])
         graph = import_onnx(model, label=str(path))
+        graph.default_dtype = MIXED_AT.get(config.get("torch_dtype") or config.get("dtype") or "")
         graph.runnable = functools.partial(with_random_weights, model)  # `archcalc export`, as for designs
         return graph
     _no_kernel(attention, path or "the model")
