@@ -71,6 +71,7 @@ class Strategy:
     tp: int = 1
     sp: bool = False
     pp: int = 1
+    cp: int = 1  # context parallel: the sequence split over cp ranks (see ``context``)
     schedule: str = "1f1b"
     chunks: int = 1  # the interleaved schedule's model chunks per GPU
     micro_batches: int = 1
@@ -85,7 +86,8 @@ class Strategy:
 
     def __post_init__(self):
         said = f"--strategy '{self.label()}'"  # only a user's strategy can fail these: the search's never do
-        if min(self.dp, self.tp, self.pp, self.micro_batches, self.chunks) < 1 or self.zero not in (0, 1, 2, 3):
+        degrees = (self.dp, self.tp, self.pp, self.cp, self.micro_batches, self.chunks)
+        if min(degrees) < 1 or self.zero not in (0, 1, 2, 3):
             raise InputError(f"{said}: degrees and micro-batches are at least 1, ZeRO stages 0-3")
         if self.shard is not None and (self.shard < 1 or self.dp % self.shard):
             raise InputError(f"{said}: the shard group (hybrid{self.shard}) must divide the data-parallel "
@@ -98,12 +100,19 @@ class Strategy:
 
     @property
     def gpus(self) -> int:
-        return self.dp * self.tp * self.pp
+        return self.dp * self.tp * self.pp * self.cp
 
     @property
     def group(self) -> int:
-        """The ranks a shard is spread over."""
-        return self.shard or self.dp
+        """The ranks a shard is spread over: the data-parallel ones (or the hybrid shard group) and,
+        with context parallelism, theirs too (torchtitan's dp_shard_cp mesh)."""
+        return (self.shard or self.dp) * self.cp
+
+    @property
+    def replicas(self) -> int:
+        """The ranks holding the same parameters and averaging their gradients: data and context
+        parallel."""
+        return self.dp * self.cp
 
     def label(self) -> str:
         parts = [f"dp{self.dp}"] + ([f"zero{self.zero}"] if self.zero else [])
@@ -111,6 +120,8 @@ class Strategy:
             parts.append(f"hybrid{self.shard}")
         if self.tp > 1:
             parts.append(f"tp{self.tp}" + ("+sp" if self.sp else ""))
+        if self.cp > 1:
+            parts.append(f"cp{self.cp}")
         if self.pp > 1:
             parts.append(
                 f"pp{self.pp} {self.schedule}" + (f"x{self.chunks}" if self.schedule == "interleaved" else "")
@@ -164,7 +175,7 @@ def _share(s: Strategy, lay: Layout, rank: int | None) -> tuple[Batch, Batch]:
 def _buckets(s: Strategy, whole: Batch) -> Batch | int:
     """Elements of gradient buckets beside the gradients: DDP's are a copy of all of them
     (``gradient_as_bucket_view=False``, its default); DeepSpeed's one reduce bucket; none under FSDP."""
-    if s.dp == 1 or s.zero >= 2:
+    if s.replicas == 1 or s.zero >= 2:
         return 0
     return whole if s.engine == "pytorch" else np.minimum(whole, DEEPSPEED_BUCKET)
 

@@ -24,6 +24,7 @@ from archcalc.analysis.memory import runtimes
 from archcalc.analysis.memory.model_states import DEFAULT_IMPL, precision
 from archcalc.analysis.memory.step_peak import StepProfile
 from archcalc.analysis.plan import checkpointing as ck
+from archcalc.analysis.plan.context import context_dims
 from archcalc.analysis.plan.gpu_memory import GPUMemory, Strategy
 from archcalc.analysis.plan.judge import Judge
 from archcalc.analysis.plan.line import Line
@@ -64,6 +65,7 @@ class PlanRow:
         return {
             "strategy": s.label(),
             "dp": s.dp,
+            "cp": s.cp,
             "tp": s.tp,
             "pp": s.pp,
             "zero": s.zero,
@@ -106,11 +108,11 @@ def reads(part: str, s: Strategy) -> Strategy:
     parameters that and the group they are sharded over; the rank's account that and its
     checkpointing; stages and their memory all of it."""
     if part == "view":
-        return Strategy(tp=s.tp, sp=s.sp and s.tp > 1)
+        return Strategy(tp=s.tp, sp=s.sp and s.tp > 1, cp=s.cp)
     if part == "layout":
-        return Strategy(tp=s.tp, sp=s.sp and s.tp > 1, dp=s.group)
+        return Strategy(tp=s.tp, sp=s.sp and s.tp > 1, cp=s.cp, dp=s.shard or s.dp)
     if part == "account":
-        return Strategy(tp=s.tp, sp=s.sp and s.tp > 1, checkpoint=s.checkpoint, segments=s.segments)
+        return Strategy(tp=s.tp, sp=s.sp and s.tp > 1, cp=s.cp, checkpoint=s.checkpoint, segments=s.segments)
     return s
 
 
@@ -171,14 +173,22 @@ class Planner:
             self._cache[key] = make()
         return self._cache[key]
 
-    def view(self, tp: int, sp: bool) -> RankView:
-        s = reads("view", Strategy(tp=tp, sp=sp))
-        return self._memo(Key("view", s), lambda: make_view(self.ests, self.units, s.tp, s.sp, self.device))
+    def view(self, tp: int, sp: bool, cp: int = 1) -> RankView:
+        s = reads("view", Strategy(tp=tp, sp=sp, cp=cp))
+        return self._memo(Key("view", s), lambda: make_view(self._ests(cp), self.units, s.tp, s.sp, self.device))
+
+    def _ests(self, cp: int) -> tuple[Estimate, Estimate]:
+        """The analyses one rank of ``cp``-way context parallelism runs: its 1/cp of the sequence."""
+        if cp == 1:
+            return self.ests
+        dims = context_dims(self.graph, self.dims, cp, self.ests[0])
+        batches = (None, None) if self.fixed else (1, 2)
+        return tuple(analyse(self.graph, b, dims, self.inputs, self.dtype) for b in batches)  # type: ignore
 
     def params(self, s: Strategy) -> Params:
         """The trained parameters of one rank of ``s``, layer by layer (what a stage's layout is cut from)."""
         def make() -> Params:
-            v = self.view(s.tp, s.sp)
+            v = self.view(s.tp, s.sp, s.cp)
             return params(v.shaped, v.trained, self.units, s.group, v.float_dtype)
         return self._memo(Key("params", reads("layout", s)), make)
 
@@ -193,7 +203,7 @@ class Planner:
         return self._memo(Key("stages", s, b), lambda: self._stages(s, b))
 
     def _stages(self, s: Strategy, b: int) -> list[Stage]:
-        v, n = self.view(s.tp, s.sp), len(self.units)
+        v, n = self.view(s.tp, s.sp, s.cp), len(self.units)
         if s.pp == 1:
             return [Stage(0, len(v.results), range(n), 1.0)]
         if s.pp > n:
@@ -223,7 +233,7 @@ class Planner:
     def judge(self, s: Strategy, b: int) -> Judge:
         """What judging ``s``'s stages at micro-batch ``b`` reads, worked out once for all of them."""
         def make() -> Judge:
-            v = self.view(s.tp, s.sp)
+            v = self.view(s.tp, s.sp, s.cp)
             return Judge(s, self.precision, self._account_at(s, b), self.params(s), int(v.inputs.at(b)),
                          v.crossing(b), int(v.outputs.at(b)), self.prefetch)
         return self._memo(Key("judge", s, b), make)
@@ -233,7 +243,7 @@ class Planner:
         saved at rest under ``s``'s checkpointing (``Account``), at micro-batch ``b`` (shared by
         every stage)."""
         def make() -> tuple[StepProfile, np.ndarray, np.ndarray, np.ndarray]:
-            v = self.view(s.tp, s.sp)
+            v = self.view(s.tp, s.sp, s.cp)
             a = v.account(s.checkpoint, s.segments)
             prof = replace(v.sides[0].profile, grads=v.grads.at(b), loss=v.loss.at(b))
             return prof, a.forward.at(b), a.saved.at(b), a.rest.at(b)
@@ -321,7 +331,7 @@ class Planner:
         if not b:
             return full
         m = share // b if share else s.micro_batches
-        v = self.view(s.tp, s.sp)
+        v = self.view(s.tp, s.sp, s.cp)
         runs = v.runs(b)
         options = [replace(s, segments=p.segments) for p in ck.candidates(runs)]
         options += [
@@ -335,12 +345,12 @@ class Planner:
         return max(m.peak for m in self.memory(s, b)) + self.constant <= capacity
 
     def recompute(self, s: Strategy, b: int) -> int:
-        per_sample = self.view(s.tp, s.sp).account(s.checkpoint, s.segments).recompute
+        per_sample = self.view(s.tp, s.sp, s.cp).account(s.checkpoint, s.segments).recompute
         return per_sample * b * s.micro_batches // s.pp
 
     def communication(self, s: Strategy, b: int) -> dict[str, int]:
         stages = self.stages(s, b)
-        return traffic(s, self.view(s.tp, s.sp), stages, [self.layout(s, st) for st in stages], b)
+        return traffic(s, self.view(s.tp, s.sp, s.cp), stages, [self.layout(s, st) for st in stages], b)
 
 
 def divisors(n: int) -> list[int]:

@@ -93,10 +93,10 @@ def rank_key(row: PlanRow) -> tuple:
     return (0, round(row.overhead, 3), sum(row.communication.values()) / samples, -row.micro_batch)
 
 
-WORD = re.compile(r"(dp|tp|pp|zero|hybrid|micro|x)(\d+)$")
+WORD = re.compile(r"(dp|tp|pp|cp|zero|hybrid|micro|x)(\d+)$")
 NAMED = {"ckpt": MODES, "checkpoint": MODES, "offload": OFFLOADS, "engine": ENGINES, "balance": BALANCES}
 FIELDS = {"hybrid": "shard", "micro": "micro_batches", "x": "chunks", "ckpt": "checkpoint"}
-FORMS = (f"dpN tpN ppN zeroN (ZeRO stage 0-3) hybridN (shard group) microN xN (interleaved chunks), sp, "
+FORMS = (f"dpN tpN ppN cpN zeroN (ZeRO stage 0-3) hybridN (shard group) microN xN (interleaved chunks), sp, "
          f"{'|'.join(SCHEDULES)}, "
          + ", ".join(f"{k}={'|'.join(v)}" + ("|everyN" if k == "ckpt" else "") for k, v in NAMED.items()
                      if k != "checkpoint"))
@@ -146,12 +146,11 @@ def parse_strategy(text: str, gpus: int) -> Strategy:
             raise InputError(f"--strategy {text!r}: cannot read '{word}'; its words are {FORMS} "
                              "(e.g. 'dp8 zero3 ckpt=full', 'tp2 sp pp4 1f1b micro16')")
         kw[field[0]] = field[1]
-    tp, pp = kw.get("tp", 1), kw.get("pp", 1)
-    kw.setdefault("dp", max(gpus // (tp * pp), 1))
-    if kw["dp"] * tp * pp != gpus:
-        raise InputError(
-            f"--strategy {text!r}: dp{kw['dp']} x tp{tp} x pp{pp} = {kw['dp'] * tp * pp} GPUs, but --gpus {gpus}"
-        )
+    tp, pp, cp = kw.get("tp", 1), kw.get("pp", 1), kw.get("cp", 1)
+    kw.setdefault("dp", max(gpus // (tp * pp * cp), 1))
+    if kw["dp"] * tp * pp * cp != gpus:
+        raise InputError(f"--strategy {text!r}: dp{kw['dp']} x tp{tp} x pp{pp} x cp{cp} = "
+                         f"{kw['dp'] * tp * pp * cp} GPUs, but --gpus {gpus}")
     if pp > 1:
         kw.setdefault("micro_batches", 2 * pp)
     _no_effect(text, kw, tp, pp)

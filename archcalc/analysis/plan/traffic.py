@@ -6,12 +6,15 @@ data parallelism moves 2 Psi per step, ZeRO-3 3 Psi). DDP and ZeRO-1 reduce once
 micro-batches before the last accumulate locally, ``no_sync``); FSDP gathers every unit for every
 micro-batch's forward (and again for its backward when it reshards after forward) and
 reduce-scatters every micro-batch's gradients. A pipeline sends each stage boundary's activation
-forward and its gradient back, per micro-batch; tensor parallelism all-reduces per micro-batch.
+forward and its gradient back, per micro-batch; tensor parallelism all-reduces per micro-batch;
+context parallelism passes K/V chunks round its ring per micro-batch.
 """
 
 from __future__ import annotations
 
+from archcalc.analysis.plan.context import ring_bytes
 from archcalc.analysis.plan.gpu_memory import Layout, Strategy
+from archcalc.analysis.plan.line import Line
 from archcalc.analysis.plan.pipeline import Stage
 from archcalc.analysis.plan.rank_view import RankView
 
@@ -26,11 +29,11 @@ def traffic(s: Strategy, v: RankView, stages: list[Stage], layouts: list[Layout]
     w, m = v.width, s.micro_batches
     out = {"all-reduce": 0, "all-gather": 0, "reduce-scatter": 0, "broadcast": 0, "point-to-point": 0}
     params = max(int(lay.elements.sum()) for lay in layouts) * w  # the stage with the most
-    g, replicas = s.group, s.dp // s.group
+    g, replicas = s.group, s.replicas // s.group
     if s.zero < 2:
-        out["all-reduce"] += ring(s.dp, params, all_reduce=True)
+        out["all-reduce"] += ring(s.replicas, params, all_reduce=True)
         if s.zero == 1:  # ZeroRedundancyOptimizer broadcasts each rank's updated partition
-            out["broadcast"] += ring(s.dp, params)
+            out["broadcast"] += ring(s.replicas, params)
     else:
         gathers = 2 if s.zero == 3 else 1
         out["all-gather"] += gathers * m * ring(g, params)
@@ -39,6 +42,8 @@ def traffic(s: Strategy, v: RankView, stages: list[Stage], layouts: list[Layout]
     if s.tp > 1:
         share = (stages[0].stop - stages[0].start) / max(len(v.results), 1)
         out["all-reduce"] += int(v.tp_bytes.at(b) * m * share)
+    if s.cp > 1:  # the ring's K/V chunks (see context.ring_bytes)
+        out["point-to-point"] += int(Line(*(ring_bytes(e, s.cp) for e in v.ests)).at(b) * m)
     if s.pp > 1:
         per = max(v.boundaries(b, [st.start for st in stages[1:]]), default=0)
         out["point-to-point"] += 2 * m * per  # the activation forward, its gradient back
