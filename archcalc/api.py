@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import tempfile
 from pathlib import Path
 
 from archcalc.analysis.estimate import Estimate, analyse
 from archcalc.analysis.fit import FitSpec, Verdict, largest_batch
 from archcalc.conventions import DEFAULT_OPTIMIZER
-from archcalc.frontends.sources import load_graph
+from archcalc.errors import InputError
+from archcalc.frontends.sources import load_graph, resolve
 
 
 def estimate(source, batch: int | None = None, dims: dict[str, int] | None = None,
@@ -60,7 +62,29 @@ def plan(source, capacity: int, gpus: int = 8, nodes: int = 1, *, global_batch: 
     with _collector_paused():
         planner = Planner(load_graph(source, attention), optimizer, dtype, device, runtime, overhead, units, dims,
                           inputs)
-        return plan_result(planner, capacity, gpus, nodes, global_batch, micro_batches, strategy)
+        result = plan_result(planner, capacity, gpus, nodes, global_batch, micro_batches, strategy)
+    if result.judged and result.rows[0].strategy.engine == "megatron":
+        result.meta["megatron"] = _megatron(source, result.rows[0], dims)
+    return result
+
+
+def _megatron(source, row, dims) -> dict:
+    """Megatron-LM's own estimate of the judged row (``analysis.plan.megatron``), from the config."""
+    from archcalc.analysis.plan import megatron
+    from archcalc.frontends.hf_config import is_config, read_config
+
+    path = resolve(source) if isinstance(source, (str, os.PathLike)) else None
+    if path is None or not is_config(path):
+        raise InputError(f"{source}: engine=megatron sets Megatron-LM's own estimate beside archcalc's, and that "
+                         "reads a transformer's hyperparameters: give its config.json")
+    sequence = (dims or {}).get("sequence")
+    if sequence is None:
+        raise InputError(f"{source}: engine=megatron: Megatron-LM's estimate needs the sequence: --dim sequence=N")
+    s = row.strategy
+    micro = row.accumulation if s.pp > 1 else s.micro_batches
+    w, a, total = megatron.theoretical_memory(megatron.from_config(read_config(path)),
+                                              megatron.run_of(s, sequence, max(row.micro_batch, 1), micro))
+    return {"weight_and_optimizer_mb": round(w, 2), "activation_mb": round(a, 2), "total_mb": round(total, 2)}
 
 
 def validate(source, batch=None, dims=None, inputs=None, levels=("disable", "all"), progress=None):

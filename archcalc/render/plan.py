@@ -125,7 +125,7 @@ def render_plan_result(result, card, top: int, fmt: str) -> str:
     if fmt == "json":
         return render_plan(result.rows, header, result.constant, fmt, {**m, "gpu": card.name if card else None})
     if result.judged:
-        return render_verdict(result.rows[0], header, result.constant)
+        return render_verdict(result.rows[0], header, result.constant) + _megatron(m)
     fit = [r for r in result.rows if r.fits][:top]
     near = [r for r in result.rows if not r.fits][:NEAREST]
     text = render_plan(fit + near, header, result.constant, fmt, m)
@@ -151,3 +151,13 @@ def render_deepspeed(params: int, largest: int, per_node: int, nodes: int) -> st
         lines.append(f"  {r['host'] / gib:8.2f}GB | {r['gpu'] / gib:7.2f}GB | offload_param={r['offload_param']}, "
                      f"offload_optimizer={r['offload_optimizer']}, zero_init={r['zero_init']}")
     return "\n".join(lines) + "\n"
+
+
+def _megatron(meta: dict) -> str:
+    """Megatron-LM's own estimate of the judged strategy, where engine=megatron asked for it."""
+    mt = meta.get("megatron")
+    if not mt:
+        return ""
+    return (f"Megatron-LM's theoretical_memory_usage (its conventions: Korthikanti et al.'s activations, no "
+            f"runtime): weight and optimizer={mt['weight_and_optimizer_mb']:.2f} MB, "
+            f"activation={mt['activation_mb']:.2f} MB, total={mt['total_mb']:.2f} MB\n")

@@ -53,7 +53,12 @@ from archcalc.errors import InputError
 
 SCHEDULES = ("1f1b", "gpipe", "interleaved")
 OFFLOADS = ("none", "optimizer", "params")
-ENGINES = ("pytorch", "deepspeed")
+ENGINES = ("pytorch", "deepspeed", "megatron")
+# Megatron-LM keeps every gradient in a persistent fp32 buffer (its DDP's ParamAndGradBuffer: bf16
+# training sets accumulate_allreduce_grads_in_fp32, megatron/training/arguments.py), the same buffer
+# its all-reduce or reduce-scatter reads; its distributed optimizer (zero1) splits the fp32 main
+# weights and Adam's state evenly over the data-parallel ranks, and steps them with a fused Adam.
+MEGATRON_GRAD = 4
 BALANCES = ("memory", "compute")
 DEEPSPEED_BUCKET = 500_000_000  # elements: DeepSpeed's default reduce_bucket_size
 
@@ -92,6 +97,9 @@ class Strategy:
         if self.shard is not None and (self.shard < 1 or self.dp % self.shard):
             raise InputError(f"{said}: the shard group (hybrid{self.shard}) must divide the data-parallel "
                              f"degree {self.dp}")
+        if self.engine == "megatron" and (self.zero > 1 or self.offload != "none"):
+            raise InputError(f"{said}: Megatron-LM's distributed optimizer is ZeRO-1 (zero1), with no offload; "
+                             "zero2 and zero3 are DeepSpeed's or FSDP's (engine=deepspeed or pytorch)")
         if (self.schedule not in SCHEDULES or self.offload not in OFFLOADS or self.engine not in ENGINES
                 or self.balance not in BALANCES):
             raise InputError(f"{said}: schedule one of {', '.join(SCHEDULES)}, offload one of "
@@ -159,7 +167,7 @@ Batch = Any
 def _shard(s: Strategy, lay: Layout) -> Batch:
     """Elements of one rank's shard of the parameters: FSDP2 pads each parameter's first dim,
     DeepSpeed splits one flat buffer evenly."""
-    return -(-lay.elements // s.group) if s.engine == "deepspeed" else lay.shards
+    return -(-lay.elements // s.group) if s.engine in ("deepspeed", "megatron") else lay.shards
 
 
 def _share(s: Strategy, lay: Layout, rank: int | None) -> tuple[Batch, Batch]:
@@ -175,7 +183,7 @@ def _share(s: Strategy, lay: Layout, rank: int | None) -> tuple[Batch, Batch]:
 def _buckets(s: Strategy, whole: Batch) -> Batch | int:
     """Elements of gradient buckets beside the gradients: DDP's are a copy of all of them
     (``gradient_as_bucket_view=False``, its default); DeepSpeed's one reduce bucket; none under FSDP."""
-    if s.replicas == 1 or s.zero >= 2:
+    if s.replicas == 1 or s.zero >= 2 or s.engine == "megatron":
         return 0
     return whole if s.engine == "pytorch" else np.minimum(whole, DEEPSPEED_BUCKET)
 
@@ -190,7 +198,7 @@ def _states(s: Strategy, prec: Precision, lay: Layout, rank: int | None) -> dict
         PARAMETERS: prec.parameters(_shard(s, lay) if sharded else whole),
         MASTER_WEIGHTS: prec.master_weights(share),
         OPTIMIZER_STATE: prec.optimizer_state(share),
-        COMMUNICATION_BUFFERS: prec.gradients(buckets),
+        COMMUNICATION_BUFFERS: whole * MEGATRON_GRAD if s.engine == "megatron" else prec.gradients(buckets),
         "host": 0,
         "share": share,
         "largest": largest,
@@ -231,6 +239,8 @@ def param_grads(s: Strategy, lay: Layout) -> Batch:
     all there: the peak is in a later micro-batch's backward."""
     stage = lay.flat[1]
     made = lay.made() if s.micro_batches == 1 else lay.gradients.take(stage)
+    if s.engine == "megatron":
+        return 0 * made  # into the persistent buffer (a state, ``_states``)
     if s.zero < 2:
         return made
     root_made, mine = lay.made(ROOT), lay.at(lay.params.unit_made)  # mine: its unit's made so far
@@ -244,7 +254,7 @@ def param_grads(s: Strategy, lay: Layout) -> Batch:
 def final_gradients(s: Strategy, prec: Precision, lay: Layout) -> Batch:
     """Gradient bytes a rank holds when the optimizer steps: all of them, or its shard (ZeRO-2/3)."""
     elements: Batch = lay.elements if s.zero < 2 else _shard(s, lay)
-    return prec.gradients(elements)
+    return 0 * elements if s.engine == "megatron" else prec.gradients(elements)
 
 
 def model_states(s: Strategy, prec: Precision, lay: Layout) -> dict[str, int]:
@@ -254,7 +264,7 @@ def model_states(s: Strategy, prec: Precision, lay: Layout) -> dict[str, int]:
     st = _states(s, prec, lay, None)
     out = {
         PARAMETERS: st[PARAMETERS],
-        GRADIENTS: final_gradients(s, prec, lay),
+        GRADIENTS: final_gradients(s, prec, lay) + (st[COMMUNICATION_BUFFERS] if s.engine == "megatron" else 0),
         OPTIMIZER_STATE: st[MASTER_WEIGHTS] + st[OPTIMIZER_STATE],
     }
     return {k: int(np.ravel(v)[0]) for k, v in out.items()}
@@ -298,7 +308,7 @@ def walk(s: Strategy, prec: Precision, prof: StepProfile, forward: np.ndarray, s
     fwd_un, bwd_un = _unit_walk(s, lay, prefetch)
     pg = param_grads(s, lay)
     grads_final = final_gradients(s, prec, lay)
-    temps = 0 if s.offload != "none" else prec.temporaries(share, largest)
+    temps = 0 if s.offload != "none" or s.engine == "megatron" else prec.temporaries(share, largest)
     # Every moment of the step: each layer's forward, each layer's backward, the end of the last
     # micro-batch (a pipeline's kept outputs), the optimizer step.
     lift = (persistent + held - base).take(stage)

@@ -5,15 +5,17 @@ reduce-scatter of M (the whole) sends (n - 1) / n x M (Rajbhandari et al. 2020, 
 data parallelism moves 2 Psi per step, ZeRO-3 3 Psi). DDP and ZeRO-1 reduce once per step (the
 micro-batches before the last accumulate locally, ``no_sync``); FSDP gathers every unit for every
 micro-batch's forward (and again for its backward when it reshards after forward) and
-reduce-scatters every micro-batch's gradients. A pipeline sends each stage boundary's activation
-forward and its gradient back, per micro-batch; tensor parallelism all-reduces per micro-batch;
+reduce-scatters every micro-batch's gradients; Megatron-LM reduces its fp32 main gradients once a
+step (reduce-scatter with its distributed optimizer, which then all-gathers the updated weights).
+A pipeline sends each stage boundary's activation forward and its gradient back, per micro-batch;
+tensor parallelism all-reduces per micro-batch;
 context parallelism passes K/V chunks round its ring per micro-batch.
 """
 
 from __future__ import annotations
 
 from archcalc.analysis.plan.context import ring_bytes
-from archcalc.analysis.plan.gpu_memory import Layout, Strategy
+from archcalc.analysis.plan.gpu_memory import MEGATRON_GRAD, Layout, Strategy
 from archcalc.analysis.plan.line import Line
 from archcalc.analysis.plan.pipeline import Stage
 from archcalc.analysis.plan.rank_view import RankView
@@ -30,7 +32,14 @@ def traffic(s: Strategy, v: RankView, stages: list[Stage], layouts: list[Layout]
     out = {"all-reduce": 0, "all-gather": 0, "reduce-scatter": 0, "broadcast": 0, "point-to-point": 0}
     params = max(int(lay.elements.sum()) for lay in layouts) * w  # the stage with the most
     g, replicas = s.group, s.replicas // s.group
-    if s.zero < 2:
+    if s.engine == "megatron":  # fp32 main gradients reduced; the distributed optimizer gathers bf16 weights
+        grads = params // w * MEGATRON_GRAD
+        if s.zero == 1:
+            out["reduce-scatter"] += ring(s.replicas, grads)
+            out["all-gather"] += ring(s.replicas, params)
+        else:
+            out["all-reduce"] += ring(s.replicas, grads, all_reduce=True)
+    elif s.zero < 2:
         out["all-reduce"] += ring(s.replicas, params, all_reduce=True)
         if s.zero == 1:  # ZeroRedundancyOptimizer broadcasts each rank's updated partition
             out["broadcast"] += ring(s.replicas, params)
