@@ -59,3 +59,22 @@ def test_megatron_runs_zero1_at_most():
 
     with pytest.raises(InputError, match="distributed optimizer is ZeRO-1"):
         Strategy(dp=8, zero=3, engine="megatron")
+
+
+# Megatron-LM's compute_weight_and_optimizer_memory(verbose=True), run here on Mixtral 8x7B's arguments
+# (as PRINTED's): "Number of parameters in most loaded shard in billions" at tensor-parallel 1, 2, 4.
+MIXTRAL_SHARD = {1: 46.7028e9, 2: 23.3521e9, 4: 11.6772e9}
+
+
+@pytest.mark.parametrize("tp", sorted(MIXTRAL_SHARD))
+def test_a_tensor_parallel_rank_holds_its_share_of_the_experts(tp):
+    """The experts split with the rest (Megatron-LM's expert tensor parallelism, its default): at TP 2
+    a rank held 1.22B of a reduced Mixtral's 1.25B parameters before."""
+    from archcalc.analysis.plan.gpu_memory import Strategy
+    from archcalc.analysis.plan.planner import Planner
+    from archcalc.frontends.sources import load_graph
+
+    planner = Planner(load_graph(str(PUBLISHED / "mixtral_8x7b.json")), dims={"sequence": 128})
+    s = Strategy(dp=8 // tp, tp=tp, sp=tp > 1)
+    held = int(planner.layout(s, planner.stages(s, 1)[0]).elements[0])
+    assert held == pytest.approx(MIXTRAL_SHARD[tp], rel=1e-3)

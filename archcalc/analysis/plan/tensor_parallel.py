@@ -46,8 +46,9 @@ class TensorParallel:
     weights: frozenset[str]  # parameters split t ways
     units: frozenset[int]  # the units holding a pair (the transformer blocks)
     # tensors split along a given axis, rounded up (the vocabulary: the head's matrix and logits, the
-    # embedding table), rather than along their last axis that divides
+    # embedding table; the experts' widths), rather than along their last axis that divides
     axes: tuple[tuple[str, int], ...] = ()
+    experts: frozenset[int] = frozenset()  # mixture-of-experts layers, each expert split as a pair
 
     def __bool__(self) -> bool:
         return bool(self.row)
@@ -84,17 +85,38 @@ def find_pairs(
         if i not in column | row and any(o in split for o in res.layer.outputs):
             weights |= {n for n, role in roles.get(i, {}).items() if role in ("weight", "bias")}
     vocab = _vocabulary(shaped, results, roles, weighted)
+    experts, expert_axes = _experts(results)
     column |= vocab.column
-    row |= vocab.row
+    row |= vocab.row | experts
     of = units.of_layer()
+    axes = vocab.axes + expert_axes
     return TensorParallel(
         frozenset(column),
         frozenset(row),
         frozenset(split),
-        frozenset(w for w in weights if w) | {n for n, _ in vocab.axes},
+        frozenset(w for w in weights if w) | {n for n, _ in axes},
         frozenset(of[i] for i in column | row),
-        vocab.axes,
+        axes,
+        frozenset(experts),
     )
+
+
+# A fused mixture of experts (onnxruntime's com.microsoft.MoE): each expert's first matrices (and
+# their biases) split by their output rows, its last by its input columns, as Megatron-LM's expert
+# tensor parallelism splits them (--expert-tensor-parallel-size defaults to the tensor-parallel
+# degree): input position -> the axis split.
+EXPERT_AXES = {2: 1, 3: 1, 4: 2, 6: 1, 7: 1}
+
+
+def _experts(results: list[LayerResult]) -> tuple[set[int], tuple[tuple[str, int], ...]]:
+    """The mixture-of-experts layers and their split weights; each output is all-reduced (row-parallel)."""
+    layers, axes = set(), []
+    for i, res in enumerate(results):
+        if res.layer.op_type == "MoE" and res.layer.domain == "com.microsoft" and not res.folded:
+            layers.add(i)
+            axes += [(res.layer.inputs[k], axis) for k, axis in EXPERT_AXES.items()
+                     if k < len(res.layer.inputs) and res.layer.inputs[k]]
+    return layers, tuple(axes)
 
 
 @dataclass(frozen=True)
@@ -226,14 +248,26 @@ def rank_view(
             return None
         tensors[name] = dataclasses.replace(v, shape=shape)
     layers = [
-        dataclasses.replace(r, out=dataclasses.replace(r.out, saves_extra_bytes=r.out.saves_extra_bytes // t))
+        _split_experts(shaped, r, t) if i in tp.experts
+        else dataclasses.replace(r, out=dataclasses.replace(r.out, saves_extra_bytes=r.out.saves_extra_bytes // t))
         if r.out.saves_extra_bytes and r.layer.outputs and r.layer.outputs[0] in names
         else r
-        for r in results
+        for i, r in enumerate(results)
     ]
     layers = [_vocab_parallel_loss(r) if r.layer.meta.get(LOSS_KEY) and r.layer.outputs[0] in axes else r
               for r in layers]
     return dataclasses.replace(shaped, tensors=tensors), layers
+
+
+def _split_experts(shaped: Shaped, res: LayerResult, t: int) -> LayerResult:
+    """A mixture of experts on one of ``t`` ranks: each routed copy of a row stays whole (every rank
+    computes every token's share of its experts), the experts' intermediates are 1/t (``ops.moe``
+    saves rows x k x (hidden + fc1 rows + fc2 columns))."""
+    hidden = shaped.tensors[res.layer.inputs[0]].shape[-1]
+    fc1, fc2 = shaped.tensors[res.layer.inputs[2]].shape, shaped.tensors[res.layer.inputs[4]].shape
+    inner = fc1[1] + fc2[2]
+    extra = res.out.saves_extra_bytes * (hidden + -(-inner // t)) // (hidden + inner)
+    return dataclasses.replace(res, out=dataclasses.replace(res.out, saves_extra_bytes=extra))
 
 
 def _vocab_parallel_loss(res: LayerResult) -> LayerResult:
