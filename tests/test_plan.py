@@ -223,9 +223,9 @@ def test_a_printed_row_reads_back_as_its_strategy():
 
 
 def test_a_search_past_its_budget_is_refused_before_it_starts(monkeypatch):
-    """150 blocks (about 3,750 layers) under every strategy of 4,096 GPUs (about 1,000) take minutes: refused
+    """300 blocks (about 9,000 layers) under every strategy of 4,096 GPUs (about 400) take minutes: refused
     before any strategy is judged, naming --strategy; the same strategy alone is judged."""
-    design = "TOKENS[64] -> EMBED-1000x64 -> [LN -> ATTN-4h -> LN -> MLP-256]*150 -> LN -> LMHEAD-1000"
+    design = "TOKENS[64] -> EMBED-1000x64 -> [LN -> ATTN-4h -> LN -> MLP-256]*300 -> LN -> LMHEAD-1000"
     args = ["plan", design, "--gpu", "H100-80GB", "--gpus", "4096", "--global-batch", "4096"]
     judge = Planner.row
     with monkeypatch.context() as m:

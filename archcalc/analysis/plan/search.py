@@ -34,7 +34,7 @@ def candidates(planner: Planner, gpus: int, per_node: int, micro_batches: int | 
                 continue
             dp = gpus // (tp * pp)
             m = micro_batches or (2 * pp if pp > 1 else 1)
-            for zero in (0, 1, 2, 3) if dp > 1 else (0,):
+            for zero in _zero_stages(dp, pp):
                 for ckpt in modes:
                     base = Strategy(dp=dp, zero=zero, tp=tp, sp=tp > 1, pp=pp, micro_batches=m, checkpoint=ckpt)
                     yield base
@@ -42,6 +42,17 @@ def candidates(planner: Planner, gpus: int, per_node: int, micro_batches: int | 
                         yield replace(base, offload="optimizer")
                         if dp > per_node and dp % per_node == 0:
                             yield replace(base, shard=per_node)
+
+
+def _zero_stages(dp: int, pp: int) -> tuple[int, ...]:
+    """The ZeRO stages searched: none without data parallelism; with a pipeline, not ZeRO-3 -- FSDP
+    that reshards after forward would gather every unit again for each micro-batch, so torchtitan
+    turns it off when pipelining (torchtitan/distributed/fsdp.py
+    ``get_fsdp_reshard_after_forward_policy``: "default" is ``not pp_enabled``), which is ZeRO-2 here,
+    and DeepSpeed refuses ZeRO-2/3 with its pipeline (``--strategy`` still judges one)."""
+    if dp == 1:
+        return (0,)
+    return (0, 1, 2) if pp > 1 else (0, 1, 2, 3)
 
 
 def _splits(planner: Planner, tp: int) -> bool:
@@ -54,8 +65,9 @@ def _splits(planner: Planner, tp: int) -> bool:
 
 # Strategies x layers a search judges at most: each strategy's micro-batch solve walks every layer a
 # few times and its pipeline balancing many candidate stages, about 12 us a layer on this project's
-# 2-core machine: Llama-3.1-405B's 3,910 layers under the 495 strategies of 2,048 GPUs in nodes of 8
-# is 1.9 million, 16 s; a 190-layer decoder's 5,894 under 501 (4,096 GPUs) 3.0 million, 34 s.
+# 2-core machine: Llama-3.1-405B's 3,910 layers (eager attention) under the 495 strategies of 2,048
+# GPUs in nodes of 8 was 1.9 million, 16 s; its 1,894 (fused) under 288 are 0.5 million, 4 s; a
+# 190-layer decoder's 5,894 under 501 (4,096 GPUs) 3.0 million, 34 s.
 SEARCH_BUDGET = 3_000_000
 
 
