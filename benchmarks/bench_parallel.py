@@ -49,7 +49,7 @@ RESULTS = Path(__file__).resolve().parent / "results"  # the measurements, commi
 SCRATCH = Path(tempfile.gettempdir()) / "archcalc-bench-parallel"  # exports and probes, not committed
 MODELS = ("cnn", "transformer")
 STRATEGIES = ("ddp", "zero1", "fsdp2_reshard", "fsdp2_noreshard", "ckpt", "pp_1f1b", "pp_1f1b_ckpt", "tp",
-              "tp_vocab")
+              "tp_vocab", "pp_1f1b_lm")
 WORLDS = (2, 4)
 # Rank 0 of larger jobs, alone in one process on the fake process group (`fake`): the strategies whose
 # rank 0 is a rank like any other (no pipeline, whose stages differ, no checkpointed DDP, as DDP's).
@@ -317,9 +317,16 @@ def _checkpoint_blocks(model: nn.Module) -> None:
         b.forward = functools.partial(checkpoint, b.forward, use_reentrant=False)
 
 
-def setup_pp_1f1b(name: str, rank: int, world: int, checkpointed: bool = False) -> Run:
+def cross_entropy(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The language model's loss as torchtitan takes it: over the logits upcast to float32."""
+    return torch.nn.functional.cross_entropy(out.flatten(0, 1).float(), target.flatten())
+
+
+def setup_pp_1f1b(name: str, rank: int, world: int, checkpointed: bool = False, language: bool = False) -> Run:
     """One stage per rank, Schedule1F1B over 8 micro-batches of 4; the first stage holds the global
-    batch, the last a dummy target (loss_of ignores it); ``checkpointed``: every block recomputed."""
+    batch, the last a dummy target (loss_of ignores it); ``checkpointed``: every block recomputed;
+    ``language``: the GPT trained as torchtitan pipelines one, the cross-entropy against random
+    tokens per micro-batch and no outputs kept (``step(..., return_outputs=False)``)."""
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B
 
     model = build_model(name)
@@ -331,19 +338,22 @@ def setup_pp_1f1b(name: str, rank: int, world: int, checkpointed: bool = False) 
     else:
         stage_mod = GPTStage(model, units)
     stage = PipelineStage(stage_mod, rank, world, torch.device("cpu"))
-    schedule = Schedule1F1B(stage, n_microbatches=MICRO_BATCHES, loss_fn=loss_of)
+    schedule = Schedule1F1B(stage, n_microbatches=MICRO_BATCHES, loss_fn=cross_entropy if language else loss_of)
     opt = _adam(stage_mod.parameters())
     batch = MICRO_BATCHES * MICRO_BATCH
     x = make_batch(name, batch) if rank == 0 else None
-    target = torch.zeros(batch) if rank == world - 1 else None
+    target = None
+    if rank == world - 1:
+        target = make_batch(name, batch, 2000) if language else torch.zeros(batch)
+    kept = {"return_outputs": False} if language else {}
 
     def step():
         if rank == 0:
-            schedule.step(x)
+            schedule.step(x, **kept)
         elif rank == world - 1:
-            schedule.step(target=target)
+            schedule.step(target=target, **kept)
         else:
-            schedule.step()
+            schedule.step(**kept)
         opt.step()
 
     info = {**_whole(model), "stage_units": units, "all_stage_units": pipeline_units(name, world),
@@ -419,7 +429,7 @@ SETUPS: dict[str, Callable[[str, int, int], Run]] = {
     "single": setup_single, "ddp": setup_ddp, "zero1": setup_zero1, "fsdp2_reshard": setup_fsdp2_reshard,
     "fsdp2_noreshard": setup_fsdp2_noreshard, "ckpt": setup_ckpt, "pp_1f1b": setup_pp_1f1b,
     "pp_1f1b_ckpt": functools.partial(setup_pp_1f1b, checkpointed=True), "tp": setup_tp,
-    "tp_vocab": setup_tp_vocab,
+    "tp_vocab": setup_tp_vocab, "pp_1f1b_lm": functools.partial(setup_pp_1f1b, language=True),
 }
 
 

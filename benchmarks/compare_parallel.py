@@ -40,9 +40,10 @@ STRATEGIES = {
     "pp_1f1b_ckpt": lambda w: Strategy(pp=w, micro_batches=MICRO_BATCHES, checkpoint="full"),
     "tp": lambda w: Strategy(tp=w),
     "tp_vocab": lambda w: Strategy(tp=w),
+    "pp_1f1b_lm": lambda w: Strategy(pp=w, micro_batches=MICRO_BATCHES),
 }
 # Strategies whose step trains the GPT as a language model: the cross-entropy over its logits.
-LANGUAGE_MODEL = ("tp_vocab",)
+LANGUAGE_MODEL = ("tp_vocab", "pp_1f1b_lm")
 
 
 def measured_rows() -> list[dict]:

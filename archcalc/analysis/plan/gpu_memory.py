@@ -287,6 +287,7 @@ class Step:
     pg: Batch
     grads_final: Batch
     temps: Batch | int
+    accumulated: Batch  # [stage]: the gradients a forward after a backward holds (see _forward_after_backward)
 
 
 def walk(s: Strategy, prec: Precision, prof: StepProfile, forward: np.ndarray, saved: np.ndarray, rest: np.ndarray,
@@ -312,10 +313,26 @@ def walk(s: Strategy, prec: Precision, prof: StepProfile, forward: np.ndarray, s
     # Every moment of the step: each layer's forward, each layer's backward, the end of the last
     # micro-batch (a pipeline's kept outputs), the optimizer step.
     lift = (persistent + held - base).take(stage)
-    return Step(lift + forward.take(layer) + fwd_un,
+    accumulated = grads_final * _forward_after_backward(s, stages)  # [stage]
+    held_logits = pipe.held.take(stage) * (prof.loss > 0).take(layer)  # at the loss's own moment
+    return Step(lift + accumulated.take(stage) + forward.take(layer) + fwd_un + held_logits,
                 np.where(prof.active.take(layer), lift + (saved + prof.grads).take(layer) + pg + bwd_un, 0),
                 persistent + grads_final + 2 * pipe.outputs, persistent + grads_final + pipe.outputs + temps,
-                states, host, held, base, fwd_un, bwd_un, pg, grads_final, temps)
+                states, host, held, base, fwd_un, bwd_un, pg, grads_final, temps, accumulated)
+
+
+def _forward_after_backward(s: Strategy, stages: Stages) -> np.ndarray:
+    """Whether each stage runs a forward after a backward of the same step, with the gradients of the
+    micro-batches before it held (``param.grad`` accumulates; FSDP2 accumulates the reduced shards):
+    every micro-batch after the first under accumulation; under 1F1B (and interleaved) stage k's
+    forwards after its first min(p - k - 1, m) warm-up ones, when there are any; never under GPipe,
+    whose forwards all come first."""
+    m = s.micro_batches
+    if s.pp == 1:
+        return np.full(len(stages), m > 1)
+    if s.schedule == "gpipe":
+        return np.zeros(len(stages), dtype=bool)
+    return m > np.minimum(s.pp - stages.index - 1, m) + 1
 
 
 def _truncated(x: np.ndarray) -> np.ndarray:
@@ -357,8 +374,9 @@ def _read(step: Step, r: int, o: int, a: int, e: int, prof: StepProfile, forward
     if k < n:
         phase = "forward"
         loss = int(prof.loss[a + k])
-        terms |= {ACTIVATIONS: int(forward[a + k] - base) - loss, GATHERED_PARAMETERS: int(step.fwd_un[o + k])}
-        terms |= {LOSS: loss} if loss else {}
+        terms |= {ACTIVATIONS: int(forward[a + k] - base) - loss, GATHERED_PARAMETERS: int(step.fwd_un[o + k]),
+                  GRADIENTS: at(step.accumulated)}
+        terms |= {LOSS: loss, KEPT_OUTPUTS: at(pipe.held)} if loss else {}
     elif k < 2 * n:
         phase, j = "backward", k - n
         terms |= {SAVED_ACTIVATIONS: int(saved[a + j] - base), ACTIVATION_GRADIENTS: int(prof.grads[a + j]),

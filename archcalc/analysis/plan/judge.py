@@ -37,6 +37,7 @@ class Judge:
     crossing: np.ndarray
     outputs: int
     prefetch: int
+    trained: int = 0  # bytes of the outputs a loss is taken over, a micro-batch's
 
     def memory(self, st: Stages, rank: int | None = None) -> list[GPUMemory]:
         """Each stage's most loaded rank (or rank ``rank``)."""
@@ -79,11 +80,11 @@ class Judge:
     def _around(self, st: Stages) -> tuple[np.ndarray, Pipelined]:
         """Each stage's inputs (the graph's, on the first) and what pipelining adds to it: a receive
         buffer per micro-batch for the activations crossing its start and its stop, and on the last
-        the outputs PyTorch's pipelining keeps."""
+        the outputs PyTorch's pipelining keeps and the logits it holds through the loss."""
         m, zero = self.s.micro_batches, np.zeros_like(st.start)
         inputs = np.where(st.index == 0, self.inputs, 0)
         if self.s.pp == 1:
-            return inputs, Pipelined(zero, zero)
+            return inputs, Pipelined(zero, zero, zero)
         into = np.where(st.index > 0, self.crossing.take(st.start), 0)
         out_of = np.where(st.last, 0, self.crossing.take(st.stop))
-        return inputs, Pipelined(m * (into + out_of), m * self.outputs * st.last)
+        return inputs, Pipelined(m * (into + out_of), m * self.outputs * st.last, self.trained * st.last)

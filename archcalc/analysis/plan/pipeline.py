@@ -98,6 +98,10 @@ class Pipelined:
 
     receive: np.ndarray  # bytes, one a stage
     outputs: np.ndarray
+    # A micro-batch's logits the last stage holds through its loss's backward: the stage keeps each
+    # output until that micro-batch's backward (PipelineStage.fwd_cache), where a loop without a
+    # pipeline deletes them first (torchtitan's ``del pred``; see memory.loss).
+    held: np.ndarray
 
 
 def split(weights: list[int], p: int) -> list[int]:

@@ -235,7 +235,7 @@ class Planner:
         def make() -> Judge:
             v = self.view(s.tp, s.sp, s.cp)
             return Judge(s, self.precision, self._account_at(s, b), self.params(s), int(v.inputs.at(b)),
-                         v.crossing(b), int(v.outputs.at(b)), self.prefetch)
+                         v.crossing(b), int(v.outputs.at(b)), self.prefetch, int(v.trained_outputs.at(b)))
         return self._memo(Key("judge", s, b), make)
 
     def _account_at(self, s: Strategy, b: int) -> tuple[StepProfile, np.ndarray, np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ from archcalc.analysis.plan.line import Line
 from archcalc.analysis.plan.tensor_parallel import TensorParallel, all_reduce_bytes, find_pairs, rank_view
 from archcalc.analysis.plan.units import Units
 from archcalc.errors import InputError
-from archcalc.ir import Shaped
+from archcalc.ir import LOSS_KEY, Shaped
 
 
 @dataclass(frozen=True)
@@ -124,9 +124,21 @@ class RankView:
 
     @cached_property
     def outputs(self) -> Line:
-        """Bytes of the graph's outputs (what a pipeline's last stage keeps of each micro-batch)."""
-        return Line.through(self.sides, lambda side: sum(side.shaped.tensors[o].nbytes(self.float_dtype)
-                                                         for o in side.shaped.outputs))
+        """Bytes of the graph's outputs a pipeline's last stage keeps of each micro-batch: PyTorch's
+        schedules keep them (``return_outputs=True``), but not a language model's logits, which the
+        engines that pipeline one reduce to the loss at once -- torchtitan steps its schedule with
+        ``return_outputs=False`` (torchtitan/trainer.py), Megatron-LM's forward step returns the loss."""
+        return Line.through(self.sides, lambda side: self._outputs(side, trained=False))
+
+    @cached_property
+    def trained_outputs(self) -> Line:
+        """Bytes of the outputs a loss is taken over (a language model's logits)."""
+        return Line.through(self.sides, lambda side: self._outputs(side, trained=True))
+
+    def _outputs(self, side: Side, trained: bool) -> int:
+        losses = {o for r in side.results if r.layer.meta.get(LOSS_KEY) for o in r.layer.outputs}
+        return sum(side.shaped.tensors[o].nbytes(self.float_dtype) for o in side.shaped.outputs
+                   if (o in losses) == trained)
 
     @cached_property
     def _crossing(self) -> Line:
