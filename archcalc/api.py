@@ -71,18 +71,19 @@ def plan(source, capacity: int, gpus: int = 8, nodes: int = 1, *, global_batch: 
 def _megatron(source, row, dims) -> dict:
     """Megatron-LM's own estimate of the judged row (``analysis.plan.megatron``), from the config."""
     from archcalc.analysis.plan import megatron
-    from archcalc.frontends.hf_config import is_config, read_config
+    from archcalc.frontends.hf_config import hyperparameters, is_config, read_config
+    from archcalc.frontends.sources import is_design_text
 
-    path = resolve(source) if isinstance(source, (str, os.PathLike)) else None
-    if path is None or not is_config(path):
-        raise InputError(f"{source}: engine=megatron sets Megatron-LM's own estimate beside archcalc's, and that "
-                         "reads a transformer's hyperparameters: give its config.json")
+    text = isinstance(source, str) and is_design_text(source)
+    path = resolve(source) if isinstance(source, (str, os.PathLike)) and not text else None
     sequence = (dims or {}).get("sequence")
-    if sequence is None:
-        raise InputError(f"{source}: engine=megatron: Megatron-LM's estimate needs the sequence: --dim sequence=N")
+    if path is None or not is_config(path) or sequence is None:
+        return {"unknown": "Megatron-LM's estimate reads a transformer's hyperparameters from its config.json and "
+                           "the sequence from --dim sequence=N"}
     s = row.strategy
     micro = row.accumulation if s.pp > 1 else s.micro_batches
-    w, a, total = megatron.theoretical_memory(megatron.from_config(read_config(path)),
+    model = megatron.Transformer(**hyperparameters(read_config(path)))
+    w, a, total = megatron.theoretical_memory(model,
                                               megatron.run_of(s, sequence, max(row.micro_batch, 1), micro))
     return {"weight_and_optimizer_mb": round(w, 2), "activation_mb": round(a, 2), "total_mb": round(total, 2)}
 
@@ -141,7 +142,6 @@ def report_data(model, batch=None, dims=None, inputs=None, with_validation=False
     from archcalc.analysis.plan.planner import Planner
     from archcalc.analysis.plan.search import plan_result
     from archcalc.analysis.walk.infer import batch_fixed
-    from archcalc.errors import InputError
     from archcalc.render.files import ReportData
 
     graph = load_graph(model)

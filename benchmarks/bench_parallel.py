@@ -49,7 +49,7 @@ RESULTS = Path(__file__).resolve().parent / "results"  # the measurements, commi
 SCRATCH = Path(tempfile.gettempdir()) / "archcalc-bench-parallel"  # exports and probes, not committed
 MODELS = ("cnn", "transformer")
 STRATEGIES = ("ddp", "zero1", "fsdp2_reshard", "fsdp2_noreshard", "ckpt", "pp_1f1b", "pp_1f1b_ckpt", "tp",
-              "tp_vocab", "pp_1f1b_lm")
+              "tp_vocab", "pp_1f1b_lm", "ckpt_op")
 WORLDS = (2, 4)
 # Rank 0 of larger jobs, alone in one process on the fake process group (`fake`): the strategies whose
 # rank 0 is a rank like any other (no pipeline, whose stages differ, no checkpointed DDP, as DDP's).
@@ -309,12 +309,48 @@ def setup_ckpt(name: str, rank: int, world: int) -> Run:
     return Run(ddp, opt, _data_step(ddp, opt, x), [x], list(model.parameters()), info)
 
 
-def _checkpoint_blocks(model: nn.Module) -> None:
-    """Every block's forward run under torch.utils.checkpoint (non-reentrant)."""
-    from torch.utils.checkpoint import checkpoint
+def setup_ckpt_op(name: str, rank: int, world: int) -> Run:
+    """DDP with every block under torchtitan's selective op policy (``op_policy``)."""
+    model = build_model(name)
+    _checkpoint_blocks(model, selective=True)
+    ddp, kwargs = _ddp(model)
+    opt, x = _adam(ddp.parameters()), make_batch(name, BATCH, 1000 + rank)
+    info = {**_whole(model), "ddp_kwargs": kwargs,
+            "checkpoint": "each block, use_reentrant=False, torchtitan's SelectiveAC op policy"}
+    return Run(ddp, opt, _data_step(ddp, opt, x), [x], list(model.parameters()), info)
 
+
+def op_policy():
+    """torchtitan's SelectiveAC policy (torchtitan/distributed/activation_checkpoint.py): the outputs of
+    compute-intensive ops kept (get_default_op_list's: mm, addmm, bmm, convolution, the SDPA kernels),
+    every second mm recomputed, counted per block invocation."""
+    from collections import defaultdict
+
+    from torch._functorch.partitioners import get_default_op_list
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    kept = {op.default for op in get_default_op_list().compute_intensive_ops}
+    meta: dict = defaultdict(int)
+
+    def policy(ctx, func, *args, **kwargs):
+        key = "recompute" if ctx.is_recompute else "forward"
+        if func == torch.ops.aten.mm.default:
+            meta[key] += 1
+        if func in kept and not (func == torch.ops.aten.mm.default and meta[key] % 2 == 0):
+            return CheckpointPolicy.MUST_SAVE
+        return CheckpointPolicy.PREFER_RECOMPUTE
+
+    return policy
+
+
+def _checkpoint_blocks(model: nn.Module, selective: bool = False) -> None:
+    """Every block's forward run under torch.utils.checkpoint (non-reentrant), whole or ``selective``
+    (``op_policy``)."""
+    from torch.utils.checkpoint import checkpoint, create_selective_checkpoint_contexts
+
+    extra = {"context_fn": lambda: create_selective_checkpoint_contexts(op_policy())} if selective else {}
     for b in blocks(model):
-        b.forward = functools.partial(checkpoint, b.forward, use_reentrant=False)
+        b.forward = functools.partial(checkpoint, b.forward, use_reentrant=False, **extra)
 
 
 def cross_entropy(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -430,6 +466,7 @@ SETUPS: dict[str, Callable[[str, int, int], Run]] = {
     "fsdp2_noreshard": setup_fsdp2_noreshard, "ckpt": setup_ckpt, "pp_1f1b": setup_pp_1f1b,
     "pp_1f1b_ckpt": functools.partial(setup_pp_1f1b, checkpointed=True), "tp": setup_tp,
     "tp_vocab": setup_tp_vocab, "pp_1f1b_lm": functools.partial(setup_pp_1f1b, language=True),
+    "ckpt_op": setup_ckpt_op,
 }
 
 

@@ -41,6 +41,7 @@ STRATEGIES = {
     "tp": lambda w: Strategy(tp=w),
     "tp_vocab": lambda w: Strategy(tp=w),
     "pp_1f1b_lm": lambda w: Strategy(pp=w, micro_batches=MICRO_BATCHES),
+    "ckpt_op": lambda w: Strategy(dp=w, checkpoint="op"),
 }
 # Strategies whose step trains the GPT as a language model: the cross-entropy over its logits.
 LANGUAGE_MODEL = ("tp_vocab", "pp_1f1b_lm")

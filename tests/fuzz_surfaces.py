@@ -78,15 +78,22 @@ def config_command(rng: random.Random, path: Path) -> list[str]:
 def strategy(rng: random.Random) -> str:
     """A --strategy string from the grammar's words, with odd degrees and the odd unknown word."""
     n = lambda: rng.choice(["0", "1", "2", "3", "4", "8", "1000000", "-1", ""])  # noqa: E731
-    words = [f"dp{n()}", f"tp{n()}", f"pp{n()}", "sp", f"zero{n()}", f"hybrid{n()}", "1f1b", "gpipe",
-             f"interleaved x{n()}", f"micro{n()}", f"ckpt={rng.choice(['none', 'full', 'selective', 'planned', 'x'])}",
+    ckpt = ['none', 'full', 'selective', 'op', f'every{n()}', 'planned', 'x']
+    words = [f"dp{n()}", f"tp{n()}", f"pp{n()}", f"cp{n()}", "sp", f"zero{n()}", f"hybrid{n()}", "1f1b", "gpipe",
+             f"interleaved x{n()}", f"micro{n()}", f"ckpt={rng.choice(ckpt)}",
              f"offload={rng.choice(['optimizer', 'params', 'x'])}", f"balance={rng.choice(['memory', 'compute', 'x'])}",
-             f"engine={rng.choice(['pytorch', 'deepspeed', 'x'])}", "bogus", "", "dp2 dp2"]
+             f"engine={rng.choice(['pytorch', 'deepspeed', 'megatron', 'x'])}", "bogus", "", "dp2 dp2"]
     return " ".join(rng.sample(words, rng.randint(0, 4)))
 
 
 def plan_command(rng: random.Random) -> list[str]:
-    args = ["plan", SMALL_DESIGN, "--gpu", "H100-80GB", "--gpus", rng.choice(["1", "2", "8", "16", "0", "720720"])]
+    model = SMALL_DESIGN
+    if rng.random() < 0.3:  # a config, whose sequence context parallelism splits and Megatron-LM's estimate reads
+        config = ROOT / "tests" / "fixtures" / "hf_configs" / f"{rng.choice(list(CONFIGS))}.json"
+        model = str(config)
+    args = ["plan", model, "--gpu", "H100-80GB", "--gpus", rng.choice(["1", "2", "8", "16", "0", "720720"])]
+    if model != SMALL_DESIGN:
+        args += ["--dim", f"sequence={rng.choice(['16', '64', '7', '0'])}"]
     if rng.random() < 0.7:
         args += ["--strategy", strategy(rng)]
     for flag, values in (("--nodes", ["1", "2", "3", "0"]), ("--global-batch", ODD_INTS),

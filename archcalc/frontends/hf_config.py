@@ -19,6 +19,7 @@ from archcalc.frontends.transformer_net import AttentionSpec, Latent, MLPSpec, M
 DECODERS = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
             "gemma3_text", "phi3", "deepseek_v3")
 FAMILIES = (*DECODERS, "gpt2", "gpt_neox", "bert")
+TIED = {"gemma": True, "gemma2": True, "gemma3_text": True, "gpt2": True}  # else untied unless the config says
 
 
 def is_config(path: Path) -> bool:
@@ -157,3 +158,25 @@ def rotary(cfg: dict, head_dim: int, latent: Latent | None = None) -> tuple[int,
     dims = 0 if t in ("gpt2", "bert") else latent.rope_dim if latent else int(
         head_dim * cfg.get("rotary_pct", cfg.get("partial_rotary_factor", 1.0)))
     return cfg.get("max_position_embeddings", 0), dims
+
+
+def hyperparameters(cfg: dict) -> dict:
+    """A transformer's hyperparameters as Megatron-LM's arguments name them (the fields of
+    ``analysis.plan.megatron.Transformer``): what its own memory estimate reads."""
+    t = cfg["model_type"]
+    if t == "deepseek_v3" or cfg.get("num_nextn_predict_layers"):
+        raise InputError(f"Megatron-LM's estimate for {t}: latent attention and multi-token prediction are "
+                         "not modelled here")
+    z = sizes(cfg)
+    specs = [feed_forward(cfg, z, i) for i in range(z["layers"])]
+    moe = next((s for s in specs if isinstance(s, MoESpec)), None)
+    act = cfg.get("hidden_activation") or cfg.get("hidden_act", "silu")
+    plain = t in ("gpt2", "gpt_neox", "bert")
+    return {"layers": z["layers"], "hidden": z["h"], "heads": z["a"], "groups": z["kv"], "head_dim": z["d"],
+            "ffn": z["ffn"], "vocab": z["vocab"], "swiglu": not plain and act in ("silu", "swish"),
+            "rms": not plain,
+            "untied": not cfg.get("tie_word_embeddings", TIED.get(t, False)),
+            "experts": moe.experts if moe else 0, "expert_ffn": moe.ffn if moe else 0,
+            "top_k": moe.top_k if moe else 0, "shared_ffn": moe.shared_ffn if moe else 0,
+            "shared_gate": bool(moe and moe.shared_gate),
+            "moe_layers": tuple(isinstance(s, MoESpec) for s in specs)}

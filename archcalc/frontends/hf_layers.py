@@ -7,13 +7,12 @@ paths, so the planner finds each layer as a unit.
 from __future__ import annotations
 
 from archcalc.errors import InputError
-from archcalc.frontends.hf_config import DECODERS, attention_spec, feed_forward, rotary, sizes, windows
+from archcalc.frontends.hf_config import DECODERS, TIED, attention_spec, feed_forward, rotary, sizes, windows
 from archcalc.frontends.onnx_helpers import make_tensor, make_tensor_value_info
 from archcalc.frontends.transformer_net import AttentionSpec, MLPSpec, MoESpec, Net, attention, mlp, moe, tied_head
 from archcalc.onnx_proto import ModelProto, TensorProto
 
 DTYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16}
-TIED = {"gemma": True, "gemma2": True, "gemma3_text": True, "gpt2": True}  # else untied unless the config says
 
 
 def _decoder_layer(net: Net, cfg: dict, z: dict, i: int, x: str, attn: AttentionSpec) -> str:

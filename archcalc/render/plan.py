@@ -158,6 +158,8 @@ def _megatron(meta: dict) -> str:
     mt = meta.get("megatron")
     if not mt:
         return ""
+    if "unknown" in mt:
+        return f"Megatron-LM's theoretical_memory_usage: not computed ({mt['unknown']})\n"
     return (f"Megatron-LM's theoretical_memory_usage (its conventions: Korthikanti et al.'s activations, no "
             f"runtime): weight and optimizer={mt['weight_and_optimizer_mb']:.2f} MB, "
             f"activation={mt['activation_mb']:.2f} MB, total={mt['total_mb']:.2f} MB\n")

@@ -121,7 +121,9 @@ def kept_inputs(
 # (torch._functorch.partitioners.get_default_op_list().compute_intensive_ops -- mm, bmm, addmm,
 # convolution -- and the SDPA kernels, whose whole output tuple is kept: the output and the
 # log-sum-exp), except every second matmul by a weight (mm/linear, counted per block invocation from
-# 1: the 2nd, 4th, ... recomputed); the rest is recomputed at the block's backward.
+# 1: the 2nd, 4th, ... recomputed); the rest is recomputed at the block's backward. A linear layer
+# with a bias runs as addmm (aten's linear on a contiguous 2-D or 3-D input), a compute-intensive op
+# the alternation does not count: kept always, its output the bias add's.
 KEPT_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Attention")
 
 
@@ -146,16 +148,33 @@ def op_policy(shaped: Shaped, results: list[LayerResult], seg: Segments, owner: 
             if res.folded or res.layer.op_type not in KEPT_OPS or not res.layer.outputs[0]:
                 continue
             by_weight = any(shaped.tensors[n].role == Role.WEIGHT for n in res.layer.inputs if n in shaped.tensors)
-            if res.layer.op_type in ("MatMul", "Gemm") and by_weight:  # mm / linear, not bmm
+            out = res.layer.outputs[0]
+            biased = _bias_add(shaped, results, out) if res.layer.op_type == "MatMul" and by_weight else None
+            if biased is not None:  # addmm: kept, the bias add's output
+                out = biased
+            elif res.layer.op_type in ("MatMul", "Gemm") and by_weight:  # mm / linear, not bmm
                 matmuls += 1
                 if matmuls % 2 == 0:
                     continue
-            names.add(owner.get(res.layer.outputs[0], res.layer.outputs[0]))
+            names.add(owner.get(out, out))
             size += res.out.saves_extra_bytes if res.layer.op_type == "Attention" else 0
             kept.add(i)
         storages.append(names)
         extra.append(size)
     return Policy(storages, extra, frozenset(kept))
+
+
+def _bias_add(shaped: Shaped, results: list[LayerResult], product: str) -> str | None:
+    """The output of the bias add a product's only reader is (a linear layer with a bias), or None."""
+    readers = shaped.consumers(product)
+    if len(readers) != 1:
+        return None
+    layer = results[readers[0]].layer
+    bias = [n for n in layer.inputs if n != product]
+    if layer.op_type == "Add" and len(bias) == 1 and bias[0] in shaped.tensors and \
+            shaped.tensors[bias[0]].role == Role.WEIGHT and len(shaped.tensors[bias[0]].shape or ()) == 1:
+        return layer.outputs[0]
+    return None
 
 
 def at_rest(saved: np.ndarray) -> np.ndarray:

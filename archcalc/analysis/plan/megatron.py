@@ -10,16 +10,15 @@ in-flight micro-batch, the output layer and loss on a single stage, all over the
 degree; otherwise s b h (10 + 24 / t) a layer and the logits, 5% added. It reads no graph:
 archcalc's own account (``gpu_memory``) prices the ops the model runs; this sets Megatron's figure
 beside it (MB are MiB, as Megatron divides by 1024 x 1024). Built from a config, as Megatron's
-arguments are: GQA, SwiGLU, RMSNorm, tied or untied embeddings, MoE (experts, their width, top-k,
-shared experts, the dense layers); latent attention (MLA) and multi-token prediction are refused.
+arguments are (``frontends.hf_config.hyperparameters``): GQA, SwiGLU, RMSNorm, tied or untied
+embeddings, MoE (experts, their width, top-k, shared experts, the dense layers); latent attention
+(MLA) and multi-token prediction are refused.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-from archcalc.errors import InputError
 
 MB = 1024 * 1024
 VOCAB_DIVISIBLE_BY = 128  # --make-vocab-size-divisible-by's default (megatron/training/arguments.py)
@@ -66,29 +65,6 @@ class Run:
     @property
     def dp(self) -> int:
         return self.gpus // (self.tp * self.pp * self.cp)
-
-
-def from_config(cfg: dict) -> Transformer:
-    from archcalc.frontends.hf_config import feed_forward, sizes
-    from archcalc.frontends.hf_layers import TIED
-    from archcalc.frontends.transformer_net import MoESpec
-
-    t = cfg["model_type"]
-    if t == "deepseek_v3" or cfg.get("num_nextn_predict_layers"):
-        raise InputError(f"Megatron-LM's estimate for {t}: latent attention and multi-token prediction are "
-                         "not modelled here")
-    z = sizes(cfg)
-    specs = [feed_forward(cfg, z, i) for i in range(z["layers"])]
-    moe = next((s for s in specs if isinstance(s, MoESpec)), None)
-    act = cfg.get("hidden_activation") or cfg.get("hidden_act", "silu")
-    return Transformer(
-        z["layers"], z["h"], z["a"], z["kv"], z["d"], z["ffn"], z["vocab"],
-        swiglu=t not in ("gpt2", "gpt_neox", "bert") and act in ("silu", "swish"),
-        rms=t not in ("gpt2", "gpt_neox", "bert"),
-        untied=not cfg.get("tie_word_embeddings", TIED.get(t, False)),
-        experts=moe.experts if moe else 0, expert_ffn=moe.ffn if moe else 0, top_k=moe.top_k if moe else 0,
-        shared_ffn=moe.shared_ffn if moe else 0, shared_gate=bool(moe and moe.shared_gate),
-        moe_layers=tuple(isinstance(s, MoESpec) for s in specs))
 
 
 def padded_vocab(m: Transformer, tp: int) -> int:
