@@ -50,3 +50,17 @@ def tmp_model(tmp_path):
 
 # A rule that crashes is a bug: in the tests it surfaces as the crash itself (see archcalc.errors).
 os.environ["ARCHCALC_STRICT"] = "1"
+
+
+def tracked_peak(step, *tracked) -> int:
+    """PyTorch's MemTracker peak ("Total": every tensor the step allocates) over a second ``step``,
+    after a first that makes the optimizer's state; ``tracked``: the modules and optimizers."""
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    step()
+    tracker = MemTracker()
+    tracker.track_external(*tracked)
+    with tracker:
+        step()
+    snap = next(iter(tracker.get_tracker_snapshot("peak").values()))
+    return next(v for k, v in snap.items() if getattr(k, "value", k) == "Total")

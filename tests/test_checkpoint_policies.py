@@ -3,8 +3,8 @@
 The reference: transformers' LlamaForCausalLM built from tests/fixtures/hf_configs/llama.json with
 ``attn_implementation="sdpa"`` (float32), each decoder layer wrapped as torchtitan wraps it
 (torchtitan/distributed/activation_checkpoint.py): ``full`` -- every block under
-``checkpoint_wrapper``; ``op`` -- SelectiveAC, the outputs of mm / bmm / addmm and the SDPA kernels
-kept, every second mm recomputed (counted per block invocation); ``every2`` -- the per-layer option,
+``checkpoint_wrapper``; ``op`` -- SelectiveAC (benchmarks/bench_parallel.py ``op_policy``), the
+outputs of compute-intensive ops kept, every second mm recomputed (counted per block invocation); ``every2`` -- the per-layer option,
 the blocks whose 1-based count divides by 2. One step of the loss transformers computes from the
 labels, then SGD; the peak of the second step as ``torch.distributed._tools.mem_tracker.MemTracker``
 counts it (every tensor the step allocates). Measured with torch 2.13.0 (CPU build) and
@@ -15,9 +15,11 @@ where both are installed.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, tracked_peak
 
 from archcalc.analysis.plan.planner import Planner
 from archcalc.analysis.plan.search import plan_result
@@ -57,30 +59,9 @@ def test_the_policies_against_a_live_pytorch_step():
         assert _estimate(mode) == pytest.approx(_live(torch, transformers, mode), rel=0.03), mode
 
 
-def _policy(torch):
-    from collections import defaultdict
-
-    from torch.utils.checkpoint import CheckpointPolicy
-
-    kept = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
-            torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default,
-            torch.ops.aten._scaled_dot_product_flash_attention.default,
-            torch.ops.aten._scaled_dot_product_efficient_attention.default}
-    meta: dict = defaultdict(int)
-
-    def policy(ctx, func, *args, **kwargs):
-        key = "recompute" if ctx.is_recompute else "forward"
-        if func == torch.ops.aten.mm.default:
-            meta[key] += 1
-        if func in kept and not (func == torch.ops.aten.mm.default and meta[key] % 2 == 0):
-            return CheckpointPolicy.MUST_SAVE
-        return CheckpointPolicy.PREFER_RECOMPUTE
-
-    return policy
-
-
 def _live(torch, transformers, mode: str) -> int:
-    from torch.distributed._tools.mem_tracker import MemTracker
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_parallel import op_policy
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
     from torch.utils.checkpoint import create_selective_checkpoint_contexts
 
@@ -91,7 +72,7 @@ def _live(torch, transformers, mode: str) -> int:
     layers = model.model.layers
     for i, block in enumerate(list(layers)):
         if mode == "op":
-            layers[i] = checkpoint_wrapper(block, context_fn=lambda: create_selective_checkpoint_contexts(_policy(torch)))
+            layers[i] = checkpoint_wrapper(block, context_fn=lambda: create_selective_checkpoint_contexts(op_policy()))
         elif mode == "full" or (mode == "every2" and (i + 1) % 2 == 0):
             layers[i] = checkpoint_wrapper(block)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -103,10 +84,4 @@ def _live(torch, transformers, mode: str) -> int:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    step()
-    tracker = MemTracker()
-    tracker.track_external(model, opt)
-    with tracker:
-        step()
-    snap = next(iter(tracker.get_tracker_snapshot("peak").values()))
-    return next(v for k, v in snap.items() if getattr(k, "value", k) == "Total")
+    return tracked_peak(step, model, opt)

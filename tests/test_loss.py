@@ -11,6 +11,7 @@ torch is installed.
 from __future__ import annotations
 
 import pytest
+from conftest import tracked_peak
 
 import archcalc
 
@@ -49,7 +50,6 @@ def _live(torch) -> dict[str, int]:
 
 def _measure(torch, dtype) -> int:
     import torch.nn.functional as F
-    from torch.distributed._tools.mem_tracker import MemTracker
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Embedding(8000, 64), torch.nn.Linear(64, 8000, bias=False)).to(dtype)
@@ -64,10 +64,4 @@ def _measure(torch, dtype) -> int:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    step()
-    tracker = MemTracker()
-    tracker.track_external(model, opt)
-    with tracker:
-        step()
-    snap = next(iter(tracker.get_tracker_snapshot("peak").values()))
-    return next(v for k, v in snap.items() if getattr(k, "value", k) == "Total")
+    return tracked_peak(step, model, opt)
