@@ -49,7 +49,7 @@ RESULTS = Path(__file__).resolve().parent / "results"  # the measurements, commi
 SCRATCH = Path(tempfile.gettempdir()) / "archcalc-bench-parallel"  # exports and probes, not committed
 MODELS = ("cnn", "transformer")
 STRATEGIES = ("ddp", "zero1", "fsdp2_reshard", "fsdp2_noreshard", "ckpt", "pp_1f1b", "pp_1f1b_ckpt", "tp",
-              "tp_vocab", "pp_1f1b_lm", "ckpt_op")
+              "tp_vocab", "pp_1f1b_lm", "ckpt_op", "fsdp2_mixed")
 WORLDS = (2, 4)
 # Rank 0 of larger jobs, alone in one process on the fake process group (`fake`): the strategies whose
 # rank 0 is a rank like any other (no pipeline, whose stages differ, no checkpointed DDP, as DDP's).
@@ -281,22 +281,42 @@ def _mesh(world: int):
     return init_device_mesh("cpu", (world,))
 
 
-def _setup_fsdp2(name: str, rank: int, world: int, reshard: bool) -> Run:
-    """fully_shard on each block, then on the root; plain float32, no mixed precision."""
-    from torch.distributed.fsdp import fully_shard
+def _setup_fsdp2(name: str, rank: int, world: int, reshard: bool, mixed: bool = False) -> Run:
+    """fully_shard on each block, then on the root; plain float32, or (``mixed``) torchtitan's
+    MixedPrecisionPolicy: bf16 compute, fp32 reduction."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     model, mesh = build_model(name), _mesh(world)
     whole = _whole(model)
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed else None
+    kw = {"mp_policy": policy} if policy else {}
     for b in blocks(model):
-        fully_shard(b, mesh=mesh, reshard_after_forward=reshard)
-    fully_shard(model, mesh=mesh, reshard_after_forward=reshard)
+        fully_shard(b, mesh=mesh, reshard_after_forward=reshard, **kw)
+    fully_shard(model, mesh=mesh, reshard_after_forward=reshard, **kw)
     opt, x = _adam(model.parameters()), make_batch(name, BATCH, 1000 + rank)
-    info = {**whole, "fsdp_kwargs": {"reshard_after_forward": reshard}, "fsdp_units": "each block, then the root"}
+    fsdp_kwargs = {"reshard_after_forward": reshard, **({"mp_policy": "bf16/fp32"} if mixed else {})}
+    info = {**whole, "fsdp_kwargs": fsdp_kwargs, "fsdp_units": "each block, then the root"}
+    if mixed:  # trained as torchtitan trains a language model: its cross-entropy, the logits deleted first
+        target = make_batch(name, BATCH, 2000 + rank)
+        return Run(model, opt, _language_step(model, opt, x, target), [x, target], list(model.parameters()),
+                   {**info, "loss": "cross-entropy over float32 logits"})
     return Run(model, opt, _data_step(model, opt, x), [x], list(model.parameters()), info)
+
+
+def _language_step(module, optimizer, x, target):
+    def step():
+        pred = module(x)
+        loss = cross_entropy(pred, target)
+        del pred
+        loss.backward()
+        optimizer.step()
+
+    return step
 
 
 setup_fsdp2_reshard = functools.partial(_setup_fsdp2, reshard=True)
 setup_fsdp2_noreshard = functools.partial(_setup_fsdp2, reshard=False)
+setup_fsdp2_mixed = functools.partial(_setup_fsdp2, reshard=True, mixed=True)
 
 
 def setup_ckpt(name: str, rank: int, world: int) -> Run:
@@ -466,7 +486,7 @@ SETUPS: dict[str, Callable[[str, int, int], Run]] = {
     "fsdp2_noreshard": setup_fsdp2_noreshard, "ckpt": setup_ckpt, "pp_1f1b": setup_pp_1f1b,
     "pp_1f1b_ckpt": functools.partial(setup_pp_1f1b, checkpointed=True), "tp": setup_tp,
     "tp_vocab": setup_tp_vocab, "pp_1f1b_lm": functools.partial(setup_pp_1f1b, language=True),
-    "ckpt_op": setup_ckpt_op,
+    "ckpt_op": setup_ckpt_op, "fsdp2_mixed": setup_fsdp2_mixed,
 }
 
 

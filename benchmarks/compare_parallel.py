@@ -42,9 +42,12 @@ STRATEGIES = {
     "tp_vocab": lambda w: Strategy(tp=w),
     "pp_1f1b_lm": lambda w: Strategy(pp=w, micro_batches=MICRO_BATCHES),
     "ckpt_op": lambda w: Strategy(dp=w, checkpoint="op"),
+    "fsdp2_mixed": lambda w: Strategy(dp=w, zero=3),
 }
 # Strategies whose step trains the GPT as a language model: the cross-entropy over its logits.
 LANGUAGE_MODEL = ("tp_vocab", "pp_1f1b_lm")
+# Strategies that train the language model in bf16 mixed precision (FSDP2's MixedPrecisionPolicy).
+MIXED = ("fsdp2_mixed",)
 
 
 def measured_rows() -> list[dict]:
@@ -55,11 +58,12 @@ def measured_rows() -> list[dict]:
 
 def planners() -> dict[str, Planner]:
     """PyTorch's CPU defaults (per-tensor Adam), tensors only (MemTracker counts no runtime)."""
-    def planner(graph: Graph) -> Planner:
-        return Planner(graph, "adam", device="cpu", runtime="none")
+    def planner(graph: Graph, dtype: str | None = None) -> Planner:
+        return Planner(graph, "adam", dtype, device="cpu", runtime="none")
 
     out = {m: planner(load_graph(MODELS / f"{m}.onnx")) for m in ("cnn", "transformer")}
     out["transformer_lm"] = planner(language_model(load_graph(MODELS / "transformer.onnx")))
+    out["transformer_mixed"] = planner(language_model(load_graph(MODELS / "transformer.onnx")), "mixed-bf16")
     return out
 
 
@@ -102,8 +106,8 @@ def compare() -> list[dict]:
     ps = planners()
     out = []
     for row in measured_rows():
-        lm = row["strategy"] in LANGUAGE_MODEL
-        est, phase = estimate(ps[row["model"] + ("_lm" if lm else "")], row)
+        suffix = "_lm" if row["strategy"] in LANGUAGE_MODEL else "_mixed" if row["strategy"] in MIXED else ""
+        est, phase = estimate(ps[row["model"] + suffix], row)
         out.append({"model": row["model"], "strategy": row["strategy"], "world": row["world"], "rank": row["rank"],
                     "backend": row["backend"], "estimate": est, "measured": row["peak_bytes"],
                     "error": est / row["peak_bytes"] - 1, "phase": phase})

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from archcalc.analysis.memory.model_states import Precision
+from archcalc.analysis.memory.model_states import FP32, Precision
 from archcalc.analysis.memory.step_peak import StepProfile
 from archcalc.analysis.memory.terms import (
     ACTIVATION_GRADIENTS,
@@ -48,7 +48,7 @@ from archcalc.analysis.memory.terms import (
 )
 from archcalc.analysis.plan.checkpointing import Segments
 from archcalc.analysis.plan.params import ROOT, Layout
-from archcalc.analysis.plan.pipeline import Pipelined, Stages
+from archcalc.analysis.plan.pipeline import Pipelined, Stages, forward_after_backward
 from archcalc.errors import InputError
 
 SCHEDULES = ("1f1b", "gpipe", "interleaved")
@@ -194,9 +194,10 @@ def _states(s: Strategy, prec: Precision, lay: Layout, rank: int | None) -> dict
     share, largest = _share(s, lay, rank)
     sharded = s.zero == 3 or (s.zero == 2 and s.engine == "pytorch")  # FSDP2 keeps shards and gathers units
     buckets = _buckets(s, whole)
+    up = fsdp_upcast(s, prec)  # FSDP2 mixed: the fp32 shard is the master weight
     out = {
-        PARAMETERS: prec.parameters(_shard(s, lay) if sharded else whole),
-        MASTER_WEIGHTS: prec.master_weights(share),
+        PARAMETERS: prec.parameters(_shard(s, lay) if sharded else whole) * up,
+        MASTER_WEIGHTS: prec.master_weights(share) if up == 1 else 0 * share,
         OPTIMIZER_STATE: prec.optimizer_state(share),
         COMMUNICATION_BUFFERS: whole * MEGATRON_GRAD if s.engine == "megatron" else prec.gradients(buckets),
         "host": 0,
@@ -230,7 +231,19 @@ def _unit_walk(s: Strategy, lay: Layout, prefetch: int) -> tuple[Batch, Batch]:
     return lay.per_unit(root + u_bytes + nxt * prefetch), lay.per_unit(root + u_bytes + prv * prefetch)
 
 
-def param_grads(s: Strategy, lay: Layout) -> Batch:
+def fsdp_upcast(s: Strategy, prec: Precision | None) -> int:
+    """How many times wider than the computing width FSDP2 keeps a shard and reduces its gradients
+    under mixed precision: its MixedPrecisionPolicy computes in bf16 but keeps the sharded parameter
+    in fp32 -- the master weight itself, no 16-bit shard beside it -- and casts the reduce-scatter
+    input to reduce_dtype (torchtitan's mixed_precision_reduce: fp32) and every reduced gradient to
+    the shard's dtype (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py ``foreach_reduce``).
+    1 elsewhere (DeepSpeed and Megatron-LM keep 16-bit weights and fp32 master copies)."""
+    if prec is None or not prec.mixed or s.engine != "pytorch" or s.zero < 2:
+        return 1
+    return max(FP32 // prec.width, 1)
+
+
+def param_grads(s: Strategy, lay: Layout, prec: Precision | None = None) -> Batch:
     """Parameter-gradient bytes alive at each layer's backward: all made so far (DDP, ZeRO-1); under
     FSDP2, the current unit's and the root's whole, the rest as their shards, and the reduce-scatter
     buffer: a unit's gradients copied in when its backward ends, that copy kept through the next
@@ -248,13 +261,14 @@ def param_grads(s: Strategy, lay: Layout) -> Batch:
     # at a unit's first layer, its own copy instead.
     own = lay.at(lay.params.unit_first)
     held = np.where(own >= 0, own, lay.per_unit(lay.neighbours[2]))
-    return root_made + mine + held + (made - root_made - mine) // s.group
+    up = fsdp_upcast(s, prec)
+    return root_made + mine + up * held + up * ((made - root_made - mine) // s.group)
 
 
 def final_gradients(s: Strategy, prec: Precision, lay: Layout) -> Batch:
     """Gradient bytes a rank holds when the optimizer steps: all of them, or its shard (ZeRO-2/3)."""
     elements: Batch = lay.elements if s.zero < 2 else _shard(s, lay)
-    return 0 * elements if s.engine == "megatron" else prec.gradients(elements)
+    return 0 * elements if s.engine == "megatron" else prec.gradients(elements) * fsdp_upcast(s, prec)
 
 
 def model_states(s: Strategy, prec: Precision, lay: Layout) -> dict[str, int]:
@@ -287,7 +301,7 @@ class Step:
     pg: Batch
     grads_final: Batch
     temps: Batch | int
-    accumulated: Batch  # [stage]: the gradients a forward after a backward holds (see _forward_after_backward)
+    accumulated: Batch  # [stage]: gradients a forward after a backward holds (pipeline.forward_after_backward)
 
 
 def walk(s: Strategy, prec: Precision, prof: StepProfile, forward: np.ndarray, saved: np.ndarray, rest: np.ndarray,
@@ -307,32 +321,18 @@ def walk(s: Strategy, prec: Precision, prof: StepProfile, forward: np.ndarray, s
     base = rest[a]
     held = _truncated((stages.in_flight - 1) * (rest[e] - base))
     fwd_un, bwd_un = _unit_walk(s, lay, prefetch)
-    pg = param_grads(s, lay)
+    pg = param_grads(s, lay, prec)
     grads_final = final_gradients(s, prec, lay)
     temps = 0 if s.offload != "none" or s.engine == "megatron" else prec.temporaries(share, largest)
     # Every moment of the step: each layer's forward, each layer's backward, the end of the last
     # micro-batch (a pipeline's kept outputs), the optimizer step.
     lift = (persistent + held - base).take(stage)
-    accumulated = grads_final * _forward_after_backward(s, stages)  # [stage]
+    accumulated = grads_final * forward_after_backward(s, stages)  # [stage]
     held_logits = pipe.held.take(stage) * (prof.loss > 0).take(layer)  # at the loss's own moment
     return Step(lift + accumulated.take(stage) + forward.take(layer) + fwd_un + held_logits,
                 np.where(prof.active.take(layer), lift + (saved + prof.grads).take(layer) + pg + bwd_un, 0),
                 persistent + grads_final + 2 * pipe.outputs, persistent + grads_final + pipe.outputs + temps,
                 states, host, held, base, fwd_un, bwd_un, pg, grads_final, temps, accumulated)
-
-
-def _forward_after_backward(s: Strategy, stages: Stages) -> np.ndarray:
-    """Whether each stage runs a forward after a backward of the same step, with the gradients of the
-    micro-batches before it held (``param.grad`` accumulates; FSDP2 accumulates the reduced shards):
-    every micro-batch after the first under accumulation; under 1F1B (and interleaved) stage k's
-    forwards after its first min(p - k - 1, m) warm-up ones, when there are any; never under GPipe,
-    whose forwards all come first."""
-    m = s.micro_batches
-    if s.pp == 1:
-        return np.full(len(stages), m > 1)
-    if s.schedule == "gpipe":
-        return np.zeros(len(stages), dtype=bool)
-    return m > np.minimum(s.pp - stages.index - 1, m) + 1
 
 
 def _truncated(x: np.ndarray) -> np.ndarray:

@@ -65,7 +65,7 @@ class Judge:
     @cached_property
     def _keep(self) -> np.ndarray | None:
         prof, forward, saved, _ = self.account
-        return peak_layers(self.s, prof, forward, saved, self.params)
+        return peak_layers(self.s, prof, forward, saved, self.params, self.precision)
 
     @cached_property
     def _walked(self) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from archcalc.analysis.memory.model_states import Precision
 from archcalc.analysis.memory.step_peak import StepProfile
 from archcalc.analysis.plan.gpu_memory import Strategy, param_grads
 from archcalc.analysis.plan.params import Layout, Params
@@ -25,7 +26,7 @@ EXACT = 1 << 52  # sizes from here on are not all exact in float64: every layer 
 
 
 def peak_layers(s: Strategy, prof: StepProfile, forward: np.ndarray, saved: np.ndarray,
-                params: Params) -> np.ndarray | None:
+                params: Params, prec: Precision | None = None) -> np.ndarray | None:
     """[layer]: whether the layer can hold its unit's largest moment in some stage under ``s`` (None:
     every layer, where the account holds sizes past float64's exact integers). Also each unit's
     first layer (the reduce-scatter buffer FSDP2 keeps differs there) and the one with its largest
@@ -41,7 +42,7 @@ def peak_layers(s: Strategy, prof: StepProfile, forward: np.ndarray, saved: np.n
     # parameter gradients alive at it -- gpu_memory's own, priced as if the whole graph were one
     # stage: within a unit, another stage changes them by a constant and the rounding.
     whole = Layout(params, np.array([0]), np.array([len(params.grad)]))
-    own = saved + prof.grads + param_grads(s, whole)
+    own = saved + prof.grads + param_grads(s, whole, prec)
     backward = np.where(prof.active, own, np.iinfo(np.int64).min // 2)  # no backward: never the largest
     return keep | (_unit_best(backward, start, params.unit_of, ROUNDING) & prof.active)
 

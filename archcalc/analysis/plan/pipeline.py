@@ -86,6 +86,20 @@ def in_flight(strategy: Schedule, stage: int) -> float:
     return min(((p - stage - 1) * 2 + (v - 1) * p + 1), m * v) / v
 
 
+def forward_after_backward(s: Schedule, stages: Stages) -> np.ndarray:
+    """Whether each stage runs a forward after a backward of the same step, with the gradients of the
+    micro-batches before it held (``param.grad`` accumulates; FSDP2 accumulates the reduced shards):
+    every micro-batch after the first under accumulation; under 1F1B (and interleaved) stage k's
+    forwards after its first min(p - k - 1, m) warm-up ones, when there are any; never under GPipe,
+    whose forwards all come first."""
+    m = s.micro_batches
+    if s.pp == 1:
+        return np.full(len(stages), m > 1)
+    if s.schedule == "gpipe":
+        return np.zeros(len(stages), dtype=bool)
+    return m > np.minimum(s.pp - stages.index - 1, m) + 1
+
+
 @dataclass(frozen=True)
 class Pipelined:
     """What a stage of PyTorch's ``torch.distributed.pipelining`` holds beyond its layers: a receive
