@@ -49,7 +49,7 @@ RESULTS = Path(__file__).resolve().parent / "results"  # the measurements, commi
 SCRATCH = Path(tempfile.gettempdir()) / "archcalc-bench-parallel"  # exports and probes, not committed
 MODELS = ("cnn", "transformer")
 STRATEGIES = ("ddp", "zero1", "fsdp2_reshard", "fsdp2_noreshard", "ckpt", "pp_1f1b", "pp_1f1b_ckpt", "tp",
-              "tp_vocab", "pp_1f1b_lm", "ckpt_op", "fsdp2_mixed")
+              "tp_vocab", "pp_1f1b_lm", "ckpt_op", "fsdp2_mixed", "ckpt_uniform2", "ckpt_block2")
 WORLDS = (2, 4)
 # Rank 0 of larger jobs, alone in one process on the fake process group (`fake`): the strategies whose
 # rank 0 is a rank like any other (no pipeline, whose stages differ, no checkpointed DDP, as DDP's).
@@ -340,6 +340,41 @@ def setup_ckpt_op(name: str, rank: int, world: int) -> Run:
     return Run(ddp, opt, _data_step(ddp, opt, x), [x], list(model.parameters()), info)
 
 
+def setup_ckpt_megatron(name: str, rank: int, world: int, method: str) -> Run:
+    """DDP with the GPT's blocks recomputed as Megatron-LM's ``_checkpointed_forward`` does with
+    --recompute-num-layers 2: ``uniform``, blocks 0-1 and 2-3 each one checkpoint; ``block``, blocks
+    0 and 1 each their own checkpoint, 2 and 3 stored."""
+    from torch.utils.checkpoint import checkpoint
+
+    if name != "transformer":
+        raise ValueError("Megatron-LM's recompute methods are defined for the transformer only")
+    model = build_model(name)
+    bs = list(model.blocks)
+
+    def run(group):
+        def forward(x):
+            for b in group:
+                x = b(x)
+            return x
+        return forward
+
+    groups = [bs[0:2], bs[2:4]] if method == "uniform" else [[bs[0]], [bs[1]], [bs[2]], [bs[3]]]
+    recomputed = [True, True] if method == "uniform" else [True, True, False, False]
+
+    def forward(ids):
+        x = model.wte(ids) + model.wpe(torch.arange(ids.shape[1], device=ids.device))
+        for group, again in zip(groups, recomputed):
+            x = checkpoint(run(group), x, use_reentrant=False) if again else run(group)(x)
+        return model.lm_head(model.ln_f(x))
+
+    model.forward = forward
+    ddp, kwargs = _ddp(model)
+    opt, x = _adam(ddp.parameters()), make_batch(name, BATCH, 1000 + rank)
+    info = {**_whole(model), "ddp_kwargs": kwargs,
+            "checkpoint": f"Megatron-LM --recompute-method {method}, 2 layers"}
+    return Run(ddp, opt, _data_step(ddp, opt, x), [x], list(model.parameters()), info)
+
+
 def op_policy():
     """torchtitan's SelectiveAC policy (torchtitan/distributed/activation_checkpoint.py): the outputs of
     compute-intensive ops kept (get_default_op_list's: mm, addmm, bmm, convolution, the SDPA kernels),
@@ -487,6 +522,8 @@ SETUPS: dict[str, Callable[[str, int, int], Run]] = {
     "pp_1f1b_ckpt": functools.partial(setup_pp_1f1b, checkpointed=True), "tp": setup_tp,
     "tp_vocab": setup_tp_vocab, "pp_1f1b_lm": functools.partial(setup_pp_1f1b, language=True),
     "ckpt_op": setup_ckpt_op, "fsdp2_mixed": setup_fsdp2_mixed,
+    "ckpt_uniform2": functools.partial(setup_ckpt_megatron, method="uniform"),
+    "ckpt_block2": functools.partial(setup_ckpt_megatron, method="block"),
 }
 
 

@@ -43,6 +43,8 @@ STRATEGIES = {
     "pp_1f1b_lm": lambda w: Strategy(pp=w, micro_batches=MICRO_BATCHES),
     "ckpt_op": lambda w: Strategy(dp=w, checkpoint="op"),
     "fsdp2_mixed": lambda w: Strategy(dp=w, zero=3),
+    "ckpt_uniform2": lambda w: Strategy(dp=w, checkpoint="uniform2"),
+    "ckpt_block2": lambda w: Strategy(dp=w, checkpoint="block2"),
 }
 # Strategies whose step trains the GPT as a language model: the cross-entropy over its logits.
 LANGUAGE_MODEL = ("tp_vocab", "pp_1f1b_lm")

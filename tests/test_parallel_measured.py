@@ -25,7 +25,8 @@ def compared():
 def test_every_strategy_and_rank_is_compared(compared):
     seen = {(r["strategy"], r["world"]) for r in compared}
     for strategy in ("ddp", "zero1", "fsdp2_reshard", "fsdp2_noreshard", "ckpt", "pp_1f1b", "pp_1f1b_ckpt", "tp",
-                     "tp_vocab", "pp_1f1b_lm", "ckpt_op", "fsdp2_mixed"):
+                     "tp_vocab", "pp_1f1b_lm", "ckpt_op", "fsdp2_mixed",
+                     "ckpt_uniform2", "ckpt_block2"):
         assert {(strategy, 2), (strategy, 4)} <= seen, strategy
     assert {("fsdp2_reshard", 32), ("zero1", 32), ("ddp", 32)} <= seen
 

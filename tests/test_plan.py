@@ -156,7 +156,7 @@ def test_a_bad_strategy_is_refused_before_any_analysis(monkeypatch, words, bad):
     monkeypatch.setattr("archcalc.analysis.plan.planner.analyse", analysed)
     out = run("torchvision/resnet50", "--gpus", "8", "--strategy", words)
     assert out.exit_code == 2 and f"'{bad}'" in out.output, out.output
-    assert "dpN" in out.output and "ckpt=none|full|selective|op|planned|everyN" in out.output  # the valid forms
+    assert "dpN" in out.output and "ckpt=none|full|selective|op|planned|everyN|uniformN|blockN" in out.output  # the valid forms
     assert len(out.output.strip().splitlines()) == 1
 
 
@@ -267,3 +267,8 @@ def test_a_no_says_where_and_by_how_much():
     largest = max(row["terms"], key=row["terms"].get)
     verdict = text.output.splitlines()[1]
     assert f"the largest term {largest}" in verdict and f"at the {row['phase']}" in verdict and " over; " in verdict
+
+
+def test_megatron_recompute_methods_are_judged_without_a_pipeline_only():
+    out = run("gpt2-124m", "--gpus", "8", "--strategy", "dp4 pp2 ckpt=uniform2")
+    assert out.exit_code == 2 and "within each pipeline stage" in out.output, out.output

@@ -30,13 +30,16 @@ from archcalc.analysis.walk.infer import LayerResult
 from archcalc.ir import Role, Shaped
 
 # full: every repeated unit; selective: attention's core (Megatron-LM); op: torchtitan's per-op policy;
-# everyN: every Nth repeated unit (torchtitan's per-layer option); planned: segments chosen under a budget
+# everyN: every Nth repeated unit (torchtitan's per-layer option); uniformN: runs of N repeated units,
+# each recomputed whole, and blockN: the first N repeated units, each recomputed (Megatron-LM's
+# recompute_method uniform|block with recompute_num_layers N); planned: segments chosen under a budget
 MODES = ("none", "full", "selective", "op", "planned")
-EVERY = re.compile(r"every([1-9]\d*)$")
+COUNTED = re.compile(r"(every|uniform|block)([1-9]\d*)$")
+PER_STAGE = ("uniform", "block")  # Megatron-LM counts these within each pipeline stage
 
 
 def known_mode(mode: str) -> bool:
-    return mode in MODES or EVERY.match(mode) is not None
+    return mode in MODES or COUNTED.match(mode) is not None
 
 
 @dataclass(frozen=True)

@@ -206,7 +206,7 @@ class RankView:
 
     def _account(self, checkpoint: str, segments: ck.Segments | None) -> Account:
         if not ck.known_mode(checkpoint):
-            raise InputError(f"ckpt={checkpoint}: choose one of {', '.join(ck.MODES)}, everyN")
+            raise InputError(f"ckpt={checkpoint}: choose one of {', '.join(ck.MODES)}, everyN, uniformN, blockN")
         if checkpoint == "none":
             return Account(Line.through(self.sides, lambda side: side.profile.forward),
                            Line.through(self.sides, lambda side: side.profile.saved),
@@ -215,8 +215,9 @@ class RankView:
             kept = [self._selective(side) for side in self.sides]
             layers = sorted(attention_core(self.sides[1].shaped, self.sides[1].results)[2])
         else:
-            every = ck.EVERY.match(checkpoint)
-            seg = segments if checkpoint == "planned" else unit_segments(self.units, int(every[1]) if every else 1)
+            counted = ck.COUNTED.match(checkpoint)
+            seg = segments if checkpoint == "planned" else \
+                unit_segments(self.units, *((counted[1], int(counted[2])) if counted else ("every", 1)))
             if seg is None:
                 raise InputError("ckpt=planned: the plan chooses its segments (Planner.row); none given")
             kept = [self._recomputed(side, seg, checkpoint == "op") for side in self.sides]
@@ -249,12 +250,23 @@ class RankView:
         return ck.selective(side.profile, drop, tensors, owner)
 
 
-def unit_segments(units: Units, every: int = 1) -> ck.Segments:
-    """Every ``every``-th repeated unit checkpointed (the Nth, 2Nth, ...: torchtitan counts its blocks
-    from 1 and wraps those whose count divides by N), the layers between them stored."""
-    bounds = tuple(u.start for u in units.units) + (units.units[-1].stop,)
-    count = np.cumsum([u.repeated for u in units.units])
-    return ck.Segments(bounds, tuple(bool(u.repeated and c % every == 0) for u, c in zip(units.units, count)))
+def unit_segments(units: Units, how: str = "every", n: int = 1) -> ck.Segments:
+    """Repeated units checkpointed, the layers between them stored. ``every``: each Nth unit (the Nth,
+    2Nth, ...: torchtitan counts its blocks from 1 and wraps those whose count divides by N);
+    ``uniform``: runs of N consecutive units, each run one checkpoint (Megatron-LM's
+    ``_checkpointed_forward`` with recompute_method "uniform"); ``block``: the first N units, each
+    its own checkpoint, the rest stored (recompute_method "block")."""
+    us = units.units
+    count = np.cumsum([u.repeated for u in us])  # each unit's 1-based count among the repeated ones
+    if how == "uniform":
+        # a run starts at every non-repeated unit and at every Nth repeated one; the rest join the run
+        starts = [k for k, (u, c) in enumerate(zip(us, count)) if not u.repeated or (c - 1) % n == 0
+                  or (k > 0 and not us[k - 1].repeated)]
+        bounds = tuple(us[k].start for k in starts) + (us[-1].stop,)
+        return ck.Segments(bounds, tuple(us[k].repeated for k in starts))
+    bounds = tuple(u.start for u in us) + (us[-1].stop,)
+    chosen = [c % n == 0 if how == "every" else c <= n for c in count]
+    return ck.Segments(bounds, tuple(bool(u.repeated and c) for u, c in zip(us, chosen)))
 
 
 def layer_flops(est: Estimate, layers) -> int:

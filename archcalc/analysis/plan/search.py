@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from archcalc.analysis.patterns import attention_core
-from archcalc.analysis.plan.checkpointing import MODES, known_mode
+from archcalc.analysis.plan.checkpointing import COUNTED, MODES, PER_STAGE, known_mode
 from archcalc.analysis.plan.gpu_memory import BALANCES, ENGINES, OFFLOADS, SCHEDULES, Strategy
 from archcalc.analysis.plan.planner import Planner, PlanRow, divisors
 from archcalc.errors import ArchcalcError, InputError
@@ -110,8 +110,8 @@ NAMED = {"ckpt": MODES, "checkpoint": MODES, "offload": OFFLOADS, "engine": ENGI
 FIELDS = {"hybrid": "shard", "micro": "micro_batches", "x": "chunks", "ckpt": "checkpoint"}
 FORMS = (f"dpN tpN ppN cpN zeroN (ZeRO stage 0-3) hybridN (shard group) microN xN (interleaved chunks), sp, "
          f"{'|'.join(SCHEDULES)}, "
-         + ", ".join(f"{k}={'|'.join(v)}" + ("|everyN" if k == "ckpt" else "") for k, v in NAMED.items()
-                     if k != "checkpoint"))
+         + ", ".join(f"{k}={'|'.join(v)}" + ("|everyN|uniformN|blockN" if k == "ckpt" else "")
+                     for k, v in NAMED.items() if k != "checkpoint"))
 
 
 def _word(word: str) -> tuple[str, object] | None:
@@ -177,6 +177,11 @@ def _no_effect(text: str, kw: dict, tp: int, pp: int) -> None:
     if kw.get("offload") == "params" and kw.get("zero", 0) < 3:
         raise InputError(f"--strategy {text!r}: offload=params moves sharded parameters to the host, which only "
                          "ZeRO-3 / FSDP full sharding has; add zero3, or use offload=optimizer")
+    counted = COUNTED.match(kw.get("checkpoint", ""))
+    if counted and counted[1] in PER_STAGE and pp > 1:
+        raise InputError(f"--strategy {text!r}: ckpt={counted[0]} counts layers within each pipeline stage, "
+                         "as Megatron-LM does, which archcalc judges without a pipeline only; use ckpt=full or "
+                         "everyN with ppN")
     if (kw.get("chunks", 1) > 1 or kw.get("schedule") == "interleaved") and pp == 1:
         raise InputError(f"--strategy {text!r}: interleaved chunks are pipeline stages' virtual stages; give ppN "
                          "with N > 1")
