@@ -68,6 +68,43 @@ def plan(source, capacity: int, gpus: int = 8, nodes: int = 1, *, global_batch: 
     return result
 
 
+def largest_model(source, capacity: int, gpus: int, nodes: int, strategy: str | None, *,
+                  global_batch: int | None = None, micro_batches: int | None = None, dims=None, inputs=None,
+                  dtype: str | None = None, optimizer: str = DEFAULT_OPTIMIZER, device: str = "cuda",
+                  runtime: str = "pytorch-cuda", attention: str | None = None):
+    """The deepest model of ``source``'s widths (a config) that ``strategy`` fits on ``gpus`` GPUs of
+    ``capacity`` bytes (``analysis.plan.largest``): (the answer, the config's own depth and parameters)."""
+    from archcalc.analysis.plan.largest import largest_depth
+    from archcalc.analysis.plan.planner import Planner
+    from archcalc.analysis.plan.search import parse_strategy, plan_result
+    from archcalc.frontends.hf_config import is_config, read_config, sizes, with_layers
+    from archcalc.frontends.hf_schema import MAX_LAYERS
+    from archcalc.frontends.sources import config_graph, is_design_text
+
+    if strategy is None:
+        raise InputError("--largest-model: the largest model is solved under one strategy; give --strategy")
+    parse_strategy(strategy, gpus)  # refused before anything is built
+    path = None if not isinstance(source, (str, os.PathLike)) or is_design_text(source) else resolve(source)
+    if path is None or not is_config(path):
+        raise InputError(f"{source}: --largest-model deepens a config's layers at its widths: give a config.json")
+    config = read_config(path)
+
+    def judge(depth: int):
+        planner = Planner(config_graph(with_layers(config, depth), str(path), attention), optimizer, dtype, device,
+                          runtime, dims=dims, inputs=inputs)
+        try:
+            row = plan_result(planner, capacity, gpus, nodes, global_batch, micro_batches, strategy).rows[0]
+        except InputError:
+            return None  # too shallow for the strategy's stages
+        # --micro-batches with a global batch: at most that many a step (no more accumulation)
+        asked = row.fits and (global_batch is None or micro_batches is None or row.accumulation <= micro_batches)
+        return row, planner.ests[0].totals.params, asked
+
+    with _collector_paused():
+        own = sizes(config)["layers"]
+        return largest_depth(judge, own, MAX_LAYERS), own
+
+
 def _megatron(source, row, dims) -> dict:
     """Megatron-LM's own estimate of the judged row (``analysis.plan.megatron``), from the config."""
     from archcalc.analysis.plan import megatron

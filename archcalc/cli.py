@@ -284,6 +284,8 @@ def report(models, output, zoo, batch, dims, inputs, with_validation, quiet):
 @click.option("--units", "units_pattern", default=None, metavar="REGEX",
               help="Name the units (FSDP wraps, checkpoints, stages) by a regex on layer names.")
 @click.option("--top", type=click.IntRange(min=1), default=12, show_default=True, help="Rows that fit, shown.")
+@click.option("--largest-model", is_flag=True, help="With --strategy and a config: the deepest model of its "
+              "widths that the strategy fits (the ZeRO paper's question), each depth judged whole.")
 @click.option("--deepspeed-estimators", is_flag=True,
               help="Also print what DeepSpeed's own estimators (estimate_zero2/3_model_states_mem_needs) say, "
                    "with their conventions, from this graph's parameter counts.")
@@ -298,7 +300,8 @@ def report(models, output, zoo, batch, dims, inputs, with_validation, quiet):
 @attention_option
 @fail_cleanly
 def plan(model, gpu_name, memory_size, gpus, nodes, global_batch, micro_batches, strategy, units_pattern, top,
-         deepspeed_estimators, dims, inputs, dtype, optimizer, device, runtime_name, fmt, attention):
+         largest_model, deepspeed_estimators, dims, inputs, dtype, optimizer, device, runtime_name, fmt,
+         attention):
     """Which multi-GPU strategies make MODEL's training step fit, ranked, with per-GPU memory by term.
 
     Example: archcalc plan model.onnx --gpu H100-80GB --gpus 16 --nodes 2 --dtype mixed --global-batch 512
@@ -309,16 +312,23 @@ def plan(model, gpu_name, memory_size, gpus, nodes, global_batch, micro_batches,
     if gpus % nodes:
         raise click.BadParameter(f"{gpus} GPUs do not spread evenly over {nodes} nodes", param_hint="--gpus")
     capacity, card = budget(gpu_name if memory_size is None else None, memory_size)
-    result = run(model, capacity, gpus, nodes, global_batch=global_batch, micro_batches=micro_batches,
-                 strategy=strategy, units=units_pattern, dims=pairs(dims, "--dim", int),
-                 inputs=pairs(inputs, "--input"), dtype=dtype, optimizer=optimizer, device=device,
-                 runtime=runtime_name, attention=attention)
+    how = {"global_batch": global_batch, "micro_batches": micro_batches, "dims": pairs(dims, "--dim", int),
+           "inputs": pairs(inputs, "--input"), "dtype": dtype, "optimizer": optimizer, "device": device,
+           "runtime": runtime_name, "attention": attention}
+    if largest_model:
+        from archcalc.api import largest_model as largest
+        from archcalc.render.plan import render_largest
+
+        found, own = largest(model, capacity, gpus, nodes, strategy, **how)
+        click.echo(render_largest(found, own, strategy), nl=False)
+        sys.exit(0 if found.layers else 1)
+    result = run(model, capacity, gpus, nodes, strategy=strategy, units=units_pattern, **how)
     click.echo(render_plan_result(result, card, top, fmt), nl=False)
     if deepspeed_estimators:
         from archcalc.render.plan import render_deepspeed
 
-        meta = result.meta
-        click.echo(render_deepspeed(meta["params"], meta["largest_layer_params"], gpus // nodes, nodes), nl=False)
+        m = result.meta
+        click.echo(render_deepspeed(m["params"], m["largest_layer_params"], gpus // nodes, nodes), nl=False)
     sys.exit(0 if any(r.fits for r in result.rows) else 1)
 
 

@@ -210,3 +210,23 @@ def test_a_16_bit_config_trains_in_mixed_precision_by_default():
     tm = archcalc.estimate(str(path), dims={"sequence": 128}).training_memory("adam")
     states = tm.weights + tm.gradients + tm.master_weights + tm.optimizer_state
     assert tm.weights == 2 * 8_030_261_248 and states == 16 * 8_030_261_248
+
+
+@pytest.mark.parametrize("config, strategy, own, ran", [
+    ("llama2_13b", "dp64 zero3", 40, True),  # ran at local batch 2 with no checkpointing
+    ("llama2_70b", "dp64 zero3 ckpt=op", 80, False),  # OOM at local batch 2 with op checkpointing
+])
+def test_the_largest_model_agrees_with_what_ran(config, strategy, own, ran):
+    """The largest-model solve (plan --largest-model) at torchtitan's published settings (64 A100-80GB,
+    sequence 4096, local batch 2, no accumulation): a run that fitted leaves the model's own depth
+    within the answer, one that ran out of memory leaves it beyond."""
+    from pathlib import Path
+
+    from archcalc.analysis.gpus import gpu
+    from archcalc.api import largest_model
+
+    path = Path(__file__).parent / "fixtures" / "published" / f"{config}.json"
+    found, layers = largest_model(path, gpu("A100-80GB").capacity, 64, 8, strategy, global_batch=128,
+                                  micro_batches=1, dims={"sequence": 4096})
+    assert layers == own and (found.layers >= own) == ran, found.layers
+    assert found.row is not None and found.row.fits and found.row.micro_batch == 2

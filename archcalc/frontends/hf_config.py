@@ -180,3 +180,16 @@ def hyperparameters(cfg: dict) -> dict:
             "top_k": moe.top_k if moe else 0, "shared_ffn": moe.shared_ffn if moe else 0,
             "shared_gate": bool(moe and moe.shared_gate),
             "moe_layers": tuple(isinstance(s, MoESpec) for s in specs)}
+
+
+def with_layers(cfg: dict, layers: int) -> dict:
+    """``cfg`` with ``layers`` layers of the same widths: each per-layer list (``layer_types``) repeated
+    in its pattern, layer indices past the end (``mlp_only_layers``) dropped."""
+    key = "n_layer" if "n_layer" in cfg and "num_hidden_layers" not in cfg else "num_hidden_layers"
+    out = {**cfg, key: layers}
+    if isinstance(cfg.get("layer_types"), list) and cfg["layer_types"]:
+        types = cfg["layer_types"]
+        out["layer_types"] = [types[i % len(types)] for i in range(layers)]
+    if isinstance(cfg.get("mlp_only_layers"), list):
+        out["mlp_only_layers"] = [i for i in cfg["mlp_only_layers"] if i < layers]
+    return out

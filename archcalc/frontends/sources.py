@@ -104,20 +104,26 @@ def load_graph(source, attention: str | None = None) -> Graph:
     from archcalc.frontends.onnx_import import import_onnx
 
     if path is not None and path.suffix == ".json":
-        import functools
-
         from archcalc.frontends.hf_config import read_config
-        from archcalc.frontends.hf_layers import config_model
-        from archcalc.frontends.transformer_net import with_random_weights
 
-        config = read_config(path)
-        model = config_model(config, kernel=KERNELS[attention or DEFAULT_KERNEL])
-        graph = import_onnx(model, label=str(path))
-        graph.default_dtype = MIXED_AT.get(config.get("torch_dtype") or config.get("dtype") or "")
-        graph.runnable = functools.partial(with_random_weights, model)  # `archcalc export`, as for designs
-        return graph
+        return config_graph(read_config(path), str(path), attention)
     _no_kernel(attention, path or "the model")
     return import_onnx(source if path is None else path)
+
+
+def config_graph(config: dict, label: str, attention: str | None = None) -> Graph:
+    """The graph of a read config (``hf_config.read_config``), run with ``attention``'s kernel."""
+    import functools
+
+    from archcalc.frontends.hf_layers import config_model
+    from archcalc.frontends.onnx_import import import_onnx
+    from archcalc.frontends.transformer_net import with_random_weights
+
+    model = config_model(config, kernel=KERNELS[attention or DEFAULT_KERNEL])
+    graph = import_onnx(model, label=label)
+    graph.default_dtype = MIXED_AT.get(config.get("torch_dtype") or config.get("dtype") or "")
+    graph.runnable = functools.partial(with_random_weights, model)  # `archcalc export`, as for designs
+    return graph
 
 
 def _no_kernel(attention: str | None, where) -> None:

@@ -163,3 +163,19 @@ def _megatron(meta: dict) -> str:
     return (f"Megatron-LM's theoretical_memory_usage (its conventions: Korthikanti et al.'s activations, no "
             f"runtime): weight and optimizer={mt['weight_and_optimizer_mb']:.2f} MB, "
             f"activation={mt['activation_mb']:.2f} MB, total={mt['total_mb']:.2f} MB\n")
+
+
+def render_largest(found, own_layers: int, strategy: str) -> str:
+    """``plan --largest-model``: the deepest model that fits, and why one layer more does not."""
+    if not found.layers:
+        why = f": {found.deeper.memory.phase} at {units.nbytes(found.deeper.total)}" if found.deeper else ""
+        return f"largest model under '{strategy}': none (not even 1 layer fits{why})\n"
+    row = found.row
+    lines = [f"largest model under '{strategy}': {found.layers} layers, {found.params:,} parameters "
+             f"(the config has {own_layers}), {units.nbytes(row.total)} of {units.nbytes(row.capacity)} "
+             f"per GPU at micro-batch {row.micro_batch}"]
+    if found.deeper is not None:
+        d = found.deeper
+        lines.append(f"{found.layers + 1} layers: does NOT fit as asked ({units.nbytes(d.total)} at micro-batch "
+                     f"{max(d.micro_batch, 1)}, {d.accumulation} a step)")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,62 @@
+"""The largest model a strategy fits: the ZeRO paper's question (Rajbhandari et al. 2020, Table 2:
+the largest model each stage of ZeRO trains on a given cluster), asked of a family's shape.
+
+The family is a model's widths -- hidden size, heads, feed-forward, vocabulary -- with its depth free:
+the number of repeated layers is solved for, each candidate depth built and judged whole under the
+strategy (the same verdict ``plan --strategy`` gives), so everything the step holds counts, not only
+the model states the paper's theoretical columns count. Memory grows with depth (parameters, their
+shards and saved activations a layer each), so the largest depth that fits is found by doubling from
+the model's own depth and then bisecting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from archcalc.analysis.plan.planner import PlanRow
+
+
+@dataclass(frozen=True)
+class Largest:
+    """The deepest model that fits (``layers`` 0: not even the shallowest the strategy places) with
+    its verdict and parameter count, and the verdict one layer deeper."""
+
+    layers: int
+    params: int
+    row: PlanRow | None
+    deeper: PlanRow | None
+
+
+# A depth's verdict, its parameter count and whether it fits as asked; None: the strategy cannot place it.
+Judged = tuple[PlanRow, int, bool] | None
+
+
+def largest_depth(judge: Callable[[int], Judged], start: int, limit: int) -> Largest:
+    """The largest depth in 1 .. ``limit`` whose ``judge`` fits, from the model's own ``start``."""
+    seen: dict[int, Judged] = {}
+
+    def fits(depth: int) -> bool:
+        if depth not in seen:
+            seen[depth] = judge(depth)
+        got = seen[depth]
+        return got is not None and got[2]
+
+    lo, hi = 0, limit + 1  # lo fits (0: no depth found yet), hi does not (past the limit: none found)
+    depth = max(1, min(start, limit))
+    while fits(depth):  # double from the model's own depth until one does not fit
+        lo = depth
+        if depth == limit:
+            break
+        depth = min(2 * depth, limit)
+    else:
+        hi = depth
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    best = seen.get(lo) if lo else None
+    deeper = (seen[lo + 1] if lo + 1 in seen else judge(lo + 1)) if lo + 1 <= limit else None
+    return Largest(lo, best[1] if best else 0, best[0] if best else None, deeper[0] if deeper else None)
