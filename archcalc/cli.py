@@ -320,7 +320,7 @@ def plan(model, gpu_name, memory_size, gpus, nodes, global_batch, micro_batches,
         from archcalc.render.plan import render_largest
 
         found, own = largest(model, capacity, gpus, nodes, strategy, **how)
-        click.echo(render_largest(found, own, strategy), nl=False)
+        click.echo(render_largest(found, own, strategy, fmt), nl=False)
         sys.exit(0 if found.layers else 1)
     result = run(model, capacity, gpus, nodes, strategy=strategy, units=units_pattern, **how)
     click.echo(render_plan_result(result, card, top, fmt), nl=False)

@@ -96,6 +96,8 @@ def plan_command(rng: random.Random) -> list[str]:
         args += ["--dim", f"sequence={rng.choice(['16', '64', '7', '0'])}"]
     if rng.random() < 0.7:
         args += ["--strategy", strategy(rng)]
+    if rng.random() < 0.1:
+        args.append("--largest-model")
     for flag, values in (("--nodes", ["1", "2", "3", "0"]), ("--global-batch", ODD_INTS),
                          ("--micro-batches", ODD_INTS), ("--units", [r"layer", r"(", r"", r"(([a-z_/.0-9]+)+)+Q"])):
         if rng.random() < 0.2:

@@ -165,8 +165,14 @@ def _megatron(meta: dict) -> str:
             f"activation={mt['activation_mb']:.2f} MB, total={mt['total_mb']:.2f} MB\n")
 
 
-def render_largest(found, own_layers: int, strategy: str) -> str:
+def render_largest(found, own_layers: int, strategy: str, fmt: str = "table") -> str:
     """``plan --largest-model``: the deepest model that fits, and why one layer more does not."""
+    if fmt == "json":
+        import json
+
+        return json.dumps({"strategy": strategy, "layers": found.layers, "params": found.params,
+                           "config_layers": own_layers, "row": found.row.to_dict() if found.row else None,
+                           "one_layer_more": found.deeper.to_dict() if found.deeper else None}, indent=1) + "\n"
     if not found.layers:
         why = f": {found.deeper.memory.phase} at {units.nbytes(found.deeper.total)}" if found.deeper else ""
         return f"largest model under '{strategy}': none (not even 1 layer fits{why})\n"
