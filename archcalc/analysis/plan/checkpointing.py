@@ -155,6 +155,8 @@ def op_policy(shaped: Shaped, results: list[LayerResult], seg: Segments, owner: 
             biased = _bias_add(shaped, results, out) if res.layer.op_type == "MatMul" and by_weight else None
             if biased is not None:  # addmm: kept, the bias add's output
                 out = biased
+            elif res.layer.op_type == "Gemm" and len(res.layer.inputs) > 2 and res.layer.inputs[2]:
+                pass  # a Gemm with its bias: addmm, kept
             elif res.layer.op_type in ("MatMul", "Gemm") and by_weight:  # mm / linear, not bmm
                 matmuls += 1
                 if matmuls % 2 == 0:
