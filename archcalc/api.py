@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
 import tempfile
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from archcalc.analysis.estimate import Estimate, analyse
 from archcalc.analysis.fit import FitSpec, Verdict, largest_batch
 from archcalc.conventions import DEFAULT_OPTIMIZER
 from archcalc.errors import InputError
-from archcalc.frontends.sources import load_graph, resolve
+from archcalc.frontends.sources import load_graph
 
 
 def estimate(source, batch: int | None = None, dims: dict[str, int] | None = None,
@@ -77,15 +76,15 @@ def largest_model(source, capacity: int, gpus: int, nodes: int, strategy: str | 
     from archcalc.analysis.plan.largest import largest_depth
     from archcalc.analysis.plan.planner import Planner
     from archcalc.analysis.plan.search import parse_strategy, plan_result
-    from archcalc.frontends.hf_config import is_config, read_config, sizes, with_layers
+    from archcalc.frontends.hf_config import read_config, sizes, with_layers
     from archcalc.frontends.hf_schema import MAX_LAYERS
-    from archcalc.frontends.sources import config_graph, is_design_text
+    from archcalc.frontends.sources import config_graph, config_path
 
     if strategy is None:
         raise InputError("--largest-model: the largest model is solved under one strategy; give --strategy")
     parse_strategy(strategy, gpus)  # refused before anything is built
-    path = None if not isinstance(source, (str, os.PathLike)) or is_design_text(source) else resolve(source)
-    if path is None or not is_config(path):
+    path = config_path(source)
+    if path is None:
         raise InputError(f"{source}: --largest-model deepens a config's layers at its widths: give a config.json")
     config = read_config(path)
 
@@ -108,13 +107,12 @@ def largest_model(source, capacity: int, gpus: int, nodes: int, strategy: str | 
 def _megatron(source, row, dims) -> dict:
     """Megatron-LM's own estimate of the judged row (``analysis.plan.megatron``), from the config."""
     from archcalc.analysis.plan import megatron
-    from archcalc.frontends.hf_config import hyperparameters, is_config, read_config
-    from archcalc.frontends.sources import is_design_text
+    from archcalc.frontends.hf_config import hyperparameters, read_config
+    from archcalc.frontends.sources import config_path
 
-    text = isinstance(source, str) and is_design_text(source)
-    path = resolve(source) if isinstance(source, (str, os.PathLike)) and not text else None
+    path = config_path(source)
     sequence = (dims or {}).get("sequence")
-    if path is None or not is_config(path) or sequence is None:
+    if path is None or sequence is None:
         return {"unknown": "Megatron-LM's estimate reads a transformer's hyperparameters from its config.json and "
                            "the sequence from --dim sequence=N"}
     s = row.strategy

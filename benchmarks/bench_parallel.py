@@ -28,6 +28,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import gc
 import json
@@ -303,12 +304,15 @@ def _setup_fsdp2(name: str, rank: int, world: int, reshard: bool, mixed: bool = 
     return Run(model, opt, _data_step(model, opt, x), [x], list(model.parameters()), info)
 
 
-def _language_step(module, optimizer, x, target):
+def _language_step(module, optimizer, x, target, context=contextlib.nullcontext):
+    """A step as torchtitan trains a language model: the cross-entropy, the logits deleted before
+    the backward; ``context``: around the forward and backward (``loss_parallel``)."""
     def step():
-        pred = module(x)
-        loss = cross_entropy(pred, target)
-        del pred
-        loss.backward()
+        with context():
+            pred = module(x)
+            loss = cross_entropy(pred, target)
+            del pred
+            loss.backward()
         optimizer.step()
 
     return step
@@ -501,15 +505,8 @@ def setup_tp_vocab(name: str, rank: int, world: int) -> Run:
     parallelize_module(model, mesh, {"wte": RowwiseParallel(input_layouts=Replicate()),
                                      "lm_head": ColwiseParallel(output_layouts=Shard(-1), use_local_output=False)})
     opt, x = _adam(model.parameters()), make_batch(name, BATCH)
-    target = make_batch(name, BATCH, 2000).flatten()
-
-    def step():
-        with loss_parallel():
-            pred = model(x)
-            loss = torch.nn.functional.cross_entropy(pred.flatten(0, 1).float(), target)
-            del pred
-            loss.backward()
-        opt.step()
+    target = make_batch(name, BATCH, 2000)
+    step = _language_step(model, opt, x, target, loss_parallel)
 
     info = {**whole, "tp_plan": {k: type(v).__name__ for k, v in tp_plan().items()}, "adam_kwargs": {"lr": LR},
             "vocabulary": "wte RowwiseParallel, lm_head ColwiseParallel(Shard(-1)), loss_parallel"}

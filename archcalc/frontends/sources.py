@@ -136,13 +136,19 @@ def _no_kernel(attention: str | None, where) -> None:
 def serving_graph(source) -> Graph:
     """``source`` as a server runs it: a config's attention fused (flash attention keeps no scores),
     as vLLM and every serving engine run it; the sizes serving needs are read from the graph."""
-    from archcalc.frontends.hf_config import is_config, read_config
-    from archcalc.frontends.onnx_import import import_onnx
+    path = config_path(source)
+    if path is not None:
+        from archcalc.frontends.hf_config import read_config
 
-    if isinstance(source, (str, os.PathLike)) and not is_design_text(source):
-        path = resolve(source)
-        if is_config(path):
-            from archcalc.frontends.hf_layers import config_model
-
-            return import_onnx(config_model(read_config(path), kernel="fused"), label=str(path))
+        return config_graph(read_config(path), str(path), "flash")
     return load_graph(source)
+
+
+def config_path(source) -> Path | None:
+    """``source``'s path when it names a transformers config.json, else None."""
+    from archcalc.frontends.hf_config import is_config
+
+    if not isinstance(source, (str, os.PathLike)) or is_design_text(source):
+        return None
+    path = resolve(source)
+    return path if is_config(path) else None

@@ -30,7 +30,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from archcalc.analysis.memory.loss import VOCAB_PARALLEL
-from archcalc.analysis.patterns import NORM_STARTS, is_product
+from archcalc.analysis.patterns import NORM_STARTS, VIEWS, is_product
 from archcalc.analysis.plan.units import Units
 from archcalc.analysis.walk.infer import LayerResult
 from archcalc.ir import LOSS_KEY, Role, Shaped
@@ -154,10 +154,10 @@ def _vocabulary(shaped: Shaped, results: list[LayerResult], roles: dict[int, dic
 
 
 def _feeds(shaped: Shaped, results: list[LayerResult], j: int, logits: str) -> bool:
-    """Whether product ``j``'s output is ``logits`` or reaches it through views alone."""
+    """Whether product ``j``'s output is ``logits`` or reaches it through views (and a bias) alone."""
     name = results[j].layer.outputs[0]
     while name != logits:
-        nxt = [k for k in shaped.consumers(name) if results[k].layer.op_type in ("Reshape", "Add", "Identity")]
+        nxt = [k for k in shaped.consumers(name) if results[k].layer.op_type in VIEWS | {"Add"}]  # a bias
         if len(nxt) != 1:
             return False
         name = results[nxt[0]].layer.outputs[0]
