@@ -56,12 +56,15 @@ def plan(source, capacity: int, gpus: int = 8, nodes: int = 1, *, global_batch: 
     ckpt=full') judges that one alone; ``units``: a regex naming the units (see analysis.partition);
     ``attention``: a config's attention kernel."""
     from archcalc.analysis.plan.planner import Planner
+    from archcalc.analysis.plan.reserved import summary as reserved
     from archcalc.analysis.plan.search import plan_result
 
     with _collector_paused():
         planner = Planner(load_graph(source, attention), optimizer, dtype, device, runtime, overhead, units, dims,
                           inputs)
         result = plan_result(planner, capacity, gpus, nodes, global_batch, micro_batches, strategy)
+        if result.judged:
+            result.meta["reserved"] = reserved(planner, result.rows[0])
     if result.judged and result.rows[0].strategy.engine == "megatron":
         result.meta["megatron"] = _megatron(source, result.rows[0], dims)
     return result

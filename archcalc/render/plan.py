@@ -125,7 +125,7 @@ def render_plan_result(result, card, top: int, fmt: str) -> str:
     if fmt == "json":
         return render_plan(result.rows, header, result.constant, fmt, {**m, "gpu": card.name if card else None})
     if result.judged:
-        return render_verdict(result.rows[0], header, result.constant) + _megatron(m)
+        return render_verdict(result.rows[0], header, result.constant) + _reserved(m) + _megatron(m)
     fit = [r for r in result.rows if r.fits][:top]
     near = [r for r in result.rows if not r.fits][:NEAREST]
     text = render_plan(fit + near, header, result.constant, fmt, m)
@@ -151,6 +151,25 @@ def render_deepspeed(params: int, largest: int, per_node: int, nodes: int) -> st
         lines.append(f"  {r['host'] / gib:8.2f}GB | {r['gpu'] / gib:7.2f}GB | offload_param={r['offload_param']}, "
                      f"offload_optimizer={r['offload_optimizer']}, zero_init={r['zero_init']}")
     return "\n".join(lines) + "\n"
+
+
+def _reserved(meta: dict) -> str:
+    """What PyTorch's caching allocator reserves for the judged rank (``plan.reserved``)."""
+    r = meta.get("reserved")
+    if not r:
+        return ""
+    if not r["modelled"]:
+        return f"reserved by PyTorch's caching allocator: not modelled ({r['why']})\n"
+    def figure(x: dict) -> str:
+        if x["over_capacity"]:  # PyTorch would free its cache and retry there: not modelled
+            return "more than the card (its cache freed and retried: not modelled)"
+        return units.nbytes(x["reserved"])
+
+    on, off = r["expandable_segments"], r["default"]
+    pools = ", ".join(f"{k} {units.nbytes(v)}" for k, v in on["streams"].items())
+    return (f"reserved with PyTorch's caching allocator (its rules replayed over the step's tensors): "
+            f"{figure(on)} with expandable_segments (torchtitan's setting), {figure(off)} without "
+            f"(PyTorch's default); its pools by stream: {pools}\n")
 
 
 def _megatron(meta: dict) -> str:

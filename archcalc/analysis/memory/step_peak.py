@@ -80,8 +80,8 @@ def _saved_storages(graph, results, owner, float_dtype, device) -> tuple[dict[st
     return savers, extra
 
 
-def _gradient_spans(graph, results, float_dtype) -> list[tuple[int, int, int]]:
-    """(producer, last reader, bytes) of every activation gradient; views' gradients are views."""
+def gradient_spans(graph: Shaped, results: list[LayerResult]) -> list[tuple[str, int, int]]:
+    """(tensor, producer, last reader) of every activation gradient; views' gradients are views."""
     last = last_readers(graph, results)
     spans = []
     for i in ran(graph, results):
@@ -91,8 +91,13 @@ def _gradient_spans(graph, results, float_dtype) -> list[tuple[int, int, int]]:
         for name in res.layer.outputs:
             t = graph.tensors.get(name) if name else None
             if t is not None and t.role in RUNTIME_ROLES:
-                spans.append((i, last.get(name, len(results) - 1), t.nbytes(float_dtype)))
+                spans.append((name, i, last.get(name, len(results) - 1)))
     return spans
+
+
+def _gradient_spans(graph, results, float_dtype) -> list[tuple[int, int, int]]:
+    """(producer, last reader, bytes) of every activation gradient."""
+    return [(i, end, graph.tensors[name].nbytes(float_dtype)) for name, i, end in gradient_spans(graph, results)]
 
 
 @dataclass(frozen=True)

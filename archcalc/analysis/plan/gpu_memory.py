@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from archcalc.analysis.memory.model_states import FP32, Precision
+from archcalc.analysis.memory.model_states import Precision
 from archcalc.analysis.memory.step_peak import StepProfile
 from archcalc.analysis.memory.terms import (
     ACTIVATION_GRADIENTS,
@@ -47,6 +47,7 @@ from archcalc.analysis.memory.terms import (
     SAVED_ACTIVATIONS,
 )
 from archcalc.analysis.plan.checkpointing import Segments
+from archcalc.analysis.plan.fsdp import fsdp_upcast, root_reduce, unit_walk
 from archcalc.analysis.plan.params import ROOT, Layout
 from archcalc.analysis.plan.pipeline import Pipelined, Stages, forward_after_backward
 from archcalc.errors import InputError
@@ -213,36 +214,6 @@ def _states(s: Strategy, prec: Precision, lay: Layout, rank: int | None) -> dict
     return out
 
 
-def _unit_walk(s: Strategy, lay: Layout, prefetch: int) -> tuple[Batch, Batch]:
-    """Gathered parameter bytes at each layer's forward and backward under FSDP (ZeRO-2/3), with
-    ``prefetch`` units gathered ahead of the one running: on CUDA the next unit's all-gather overlaps
-    on its own stream (the next in forward, the previous in backward); on the CPU, one stream, a unit
-    is gathered when reached (measured: two units are never gathered at once with gloo)."""
-    if s.zero < 2 or (s.zero == 2 and s.engine == "deepspeed"):
-        zeros = np.zeros(len(lay.unit), dtype=np.int64)
-        return zeros, zeros
-    # What is gathered is the same at every layer of a unit: worked out per unit, then spread.
-    rep, u_bytes = lay.repeated, np.where(lay.repeated, lay.unit_params, 0)
-    root = lay.unit_params[:, ~rep].sum(axis=1, keepdims=True)  # the root's own parameters: gathered throughout
-    if s.zero == 2:  # reshard_after_forward=False: gathered from a unit's forward to its backward
-        so_far = lay.per_unit(root + np.cumsum(u_bytes, axis=1))
-        return so_far, so_far
-    nxt, prv, _ = lay.neighbours
-    return lay.per_unit(root + u_bytes + nxt * prefetch), lay.per_unit(root + u_bytes + prv * prefetch)
-
-
-def fsdp_upcast(s: Strategy, prec: Precision | None) -> int:
-    """How many times wider than the computing width FSDP2 keeps a shard and reduces its gradients
-    under mixed precision: its MixedPrecisionPolicy computes in bf16 but keeps the sharded parameter
-    in fp32 -- the master weight itself, no 16-bit shard beside it -- and casts the reduce-scatter
-    input to reduce_dtype (torchtitan's mixed_precision_reduce: fp32) and every reduced gradient to
-    the shard's dtype (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py ``foreach_reduce``).
-    1 elsewhere (DeepSpeed and Megatron-LM keep 16-bit weights and fp32 master copies)."""
-    if prec is None or not prec.mixed or s.engine != "pytorch" or s.zero < 2:
-        return 1
-    return max(FP32 // prec.width, 1)
-
-
 def param_grads(s: Strategy, lay: Layout, prec: Precision | None = None) -> Batch:
     """Parameter-gradient bytes alive at each layer's backward: all made so far (DDP, ZeRO-1); under
     FSDP2, the current unit's and the root's whole, the rest as their shards, and the reduce-scatter
@@ -302,13 +273,15 @@ class Step:
     grads_final: Batch
     temps: Batch | int
     accumulated: Batch  # [stage]: gradients a forward after a backward holds (pipeline.forward_after_backward)
+    root: Batch  # [stage]: the root's gathered parameters as its gradients are reduced (``root_reduce``)
+    root_grads: Batch  # [stage]: gradient bytes beyond ``grads_final`` then
 
 
 def walk(s: Strategy, prec: Precision, prof: StepProfile, forward: np.ndarray, saved: np.ndarray, rest: np.ndarray,
          lay: Layout, stages: Stages, inputs: Batch, pipe: Pipelined, rank: int | None, prefetch: int) -> Step:
     """One rank's step under ``s`` for each of ``stages`` (``lay``'s; ``inputs`` and ``pipe`` one a
     stage): ``forward``/``saved``/``rest`` are the profile's, after checkpointing (``Account``);
-    ``prefetch``: the units FSDP2 gathers ahead of the one running (see ``_unit_walk``). Every moment
+    ``prefetch``: the units FSDP2 gathers ahead of the one running (see ``fsdp.unit_walk``). Every moment
     of every stage, as one array expression. A stage stands on what the layers before it keep at
     rest, not on the saved state at their last backward moment (a checkpointed run's recomputed
     tensors, which no stage after it holds)."""
@@ -320,7 +293,7 @@ def walk(s: Strategy, prec: Precision, prof: StepProfile, forward: np.ndarray, s
     persistent = sum(states.values())
     base = rest[a]
     held = _truncated((stages.in_flight - 1) * (rest[e] - base))
-    fwd_un, bwd_un = _unit_walk(s, lay, prefetch)
+    fwd_un, bwd_un = unit_walk(s, lay, prefetch)
     pg = param_grads(s, lay, prec)
     grads_final = final_gradients(s, prec, lay)
     temps = 0 if s.offload != "none" or s.engine == "megatron" else prec.temporaries(share, largest)
@@ -329,10 +302,12 @@ def walk(s: Strategy, prec: Precision, prof: StepProfile, forward: np.ndarray, s
     lift = (persistent + held - base).take(stage)
     accumulated = grads_final * forward_after_backward(s, stages)  # [stage]
     held_logits = pipe.held.take(stage) * (prof.loss > 0).take(layer)  # at the loss's own moment
+    root, root_grads = root_reduce(s, prec, lay)
     return Step(lift + accumulated.take(stage) + forward.take(layer) + fwd_un + held_logits,
                 np.where(prof.active.take(layer), lift + (saved + prof.grads).take(layer) + pg + bwd_un, 0),
-                persistent + grads_final + 2 * pipe.outputs, persistent + grads_final + pipe.outputs + temps,
-                states, host, held, base, fwd_un, bwd_un, pg, grads_final, temps, accumulated)
+                persistent + grads_final + np.maximum(2 * pipe.outputs, root + root_grads),
+                persistent + grads_final + pipe.outputs + temps,
+                states, host, held, base, fwd_un, bwd_un, pg, grads_final, temps, accumulated, root, root_grads)
 
 
 def _truncated(x: np.ndarray) -> np.ndarray:
@@ -383,7 +358,10 @@ def _read(step: Step, r: int, o: int, a: int, e: int, prof: StepProfile, forward
                   GRADIENTS: int(step.pg[o + j]), GATHERED_PARAMETERS: int(step.bwd_un[o + j])}
     elif k == 2 * n:
         phase = "end of step"
-        terms |= {GRADIENTS: at(step.grads_final), KEPT_OUTPUTS: 2 * at(pipe.outputs)}
+        if at(step.root) + at(step.root_grads) > 2 * at(pipe.outputs):  # the root's reduce
+            terms |= {GRADIENTS: at(step.grads_final) + at(step.root_grads), GATHERED_PARAMETERS: at(step.root)}
+        else:
+            terms |= {GRADIENTS: at(step.grads_final), KEPT_OUTPUTS: 2 * at(pipe.outputs)}
     else:
         phase = "optimizer step"
         terms |= {GRADIENTS: at(step.grads_final), KEPT_OUTPUTS: at(pipe.outputs),

@@ -141,7 +141,7 @@ class Planner:
         # Refused before any analysis: an unknown optimizer or runtime.
         self.precision = precision(PRECISIONS.get(self.dtype or ""), self.dtype in MIXED, self.optimizer,
                                    DEFAULT_IMPL[self.device])
-        self.prefetch = 1 if self.device == "cuda" else 0  # see gpu_memory's prefetch
+        self.prefetch = 1 if self.device == "cuda" else 0  # see fsdp.unit_walk's prefetch
         self.constant = runtimes.runtime(self.runtime, self.overhead).overhead
 
     @cached_property
