@@ -122,7 +122,7 @@ def _megatron(source, row, dims) -> dict:
     micro = row.accumulation if s.pp > 1 else s.micro_batches
     model = megatron.Transformer(**hyperparameters(read_config(path)))
     w, a, total = megatron.theoretical_memory(model,
-                                              megatron.run_of(s, sequence, max(row.micro_batch, 1), micro))
+                                              megatron.run_of(s, sequence, row.shown, micro))
     return {"weight_and_optimizer_mb": round(w, 2), "activation_mb": round(a, 2), "total_mb": round(total, 2)}
 
 

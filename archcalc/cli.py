@@ -278,7 +278,7 @@ def report(models, output, zoo, batch, dims, inputs, with_validation, quiet):
 @click.option("--global-batch", type=click.IntRange(min=1, max=MAX_SIZE), default=None,
               help="Samples per optimizer step: micro-batch x accumulation x data-parallel degree.")
 @click.option("--micro-batches", type=click.IntRange(min=1), default=None,
-              help="Micro-batches per step without --global-batch [default: 2 x stages with a pipeline, else 1].")
+              help="Micro-batches a step, as stated with --strategy [default: 2 x pipeline stages, else 1].")
 @click.option("--strategy", default=None, metavar="'dp8 zero3 ckpt=full'",
               help="Judge this one strategy (exit 0: fits, 1: does not).")
 @click.option("--units", "units_pattern", default=None, metavar="REGEX",

@@ -50,7 +50,7 @@ RESULTS = Path(__file__).resolve().parent / "results"  # the measurements, commi
 SCRATCH = Path(tempfile.gettempdir()) / "archcalc-bench-parallel"  # exports and probes, not committed
 MODELS = ("cnn", "transformer")
 STRATEGIES = ("ddp", "zero1", "fsdp2_reshard", "fsdp2_noreshard", "ckpt", "pp_1f1b", "pp_1f1b_ckpt", "tp",
-              "tp_vocab", "pp_1f1b_lm", "ckpt_op", "fsdp2_mixed", "ckpt_uniform2", "ckpt_block2")
+              "tp_vocab", "pp_1f1b_lm", "ckpt_op", "fsdp2_mixed", "ckpt_uniform2", "ckpt_block2", "pp_fsdp")
 WORLDS = (2, 4)
 # Rank 0 of larger jobs, alone in one process on the fake process group (`fake`): the strategies whose
 # rank 0 is a rank like any other (no pipeline, whose stages differ, no checkpointed DDP, as DDP's).
@@ -458,6 +458,50 @@ def setup_pp_1f1b(name: str, rank: int, world: int, checkpointed: bool = False, 
     return Run(stage_mod, opt, step, inputs, list(stage_mod.parameters()), info)
 
 
+def setup_pp_fsdp(name: str, rank: int, world: int) -> Run:
+    """torchtitan's 2-D pipeline: two stages, each FSDP2-sharded over the world's other dimension
+    (``world // 2`` data-parallel ranks), built as torchtitan builds them under PP --
+    ``reshard_after_forward=False``, its MixedPrecisionPolicy (bf16 compute, fp32 reduce) -- and run
+    by Schedule1F1B over 8 micro-batches of 4 of the GPT trained on its cross-entropy; PipelineStage
+    turns resharding after backward and gradient sync off for every micro-batch but the last."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.pipelining import PipelineStage, Schedule1F1B
+
+    if name != "transformer":
+        raise ValueError("pp_fsdp trains the GPT as a language model")
+    pp, dp = 2, world // 2
+    mesh = init_device_mesh("cpu", (pp, dp), mesh_dim_names=("pp", "dp"))
+    index, replica = rank // dp, rank % dp
+    model = build_model(name)
+    units = pipeline_units(name, pp)[index]
+    stage_mod = GPTStage(model, units)
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    for b in stage_mod.blocks:
+        fully_shard(b, mesh=mesh["dp"], reshard_after_forward=False, mp_policy=policy)
+    fully_shard(stage_mod, mesh=mesh["dp"], reshard_after_forward=False, mp_policy=policy)
+    stage = PipelineStage(stage_mod, index, pp, torch.device("cpu"), group=mesh["pp"].get_group())
+    schedule = Schedule1F1B(stage, n_microbatches=MICRO_BATCHES, loss_fn=cross_entropy)
+    opt = _adam(stage_mod.parameters())
+    batch = MICRO_BATCHES * MICRO_BATCH
+    x = make_batch(name, batch, 1000 + replica) if index == 0 else None
+    target = make_batch(name, batch, 2000 + replica) if index == pp - 1 else None
+
+    def step():
+        if index == 0:
+            schedule.step(x, return_outputs=False)
+        else:
+            schedule.step(target=target, return_outputs=False)
+        opt.step()
+
+    info = {**_whole(model), "stage": index, "stage_units": units, "all_stage_units": pipeline_units(name, pp),
+            "schedule": "Schedule1F1B", "micro_batches": MICRO_BATCHES, "micro_batch": MICRO_BATCH,
+            "global_batch": batch, "fsdp_kwargs": {"reshard_after_forward": False, "mp_policy": "bf16/fp32"},
+            "mesh": {"pp": pp, "dp": dp}}
+    inputs = [t for t in (x, target) if t is not None]
+    return Run(stage_mod, opt, step, inputs, list(stage_mod.parameters()), info)
+
+
 def tp_plan() -> dict:
     """Megatron-style: q, k, v and fc1 split by output columns, proj and fc2 by input rows."""
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
@@ -521,6 +565,7 @@ SETUPS: dict[str, Callable[[str, int, int], Run]] = {
     "ckpt_op": setup_ckpt_op, "fsdp2_mixed": setup_fsdp2_mixed,
     "ckpt_uniform2": functools.partial(setup_ckpt_megatron, method="uniform"),
     "ckpt_block2": functools.partial(setup_ckpt_megatron, method="block"),
+    "pp_fsdp": setup_pp_fsdp,
 }
 
 
@@ -659,11 +704,12 @@ def _barrier():
 def _fsdp_breakdown(run: Run) -> dict | None:
     """For an FSDP2 model, one more step under FSDPMemTracker, MemTracker's subclass that knows
     FSDP2's own buffers: its peak split into sharded and unsharded parameters and gradients,
-    all-gather and reduce-scatter buffers (MemTracker counts those as parameters and temporaries)."""
+    all-gather and reduce-scatter buffers (MemTracker counts those as parameters and temporaries).
+    Not under a pipeline: FSDPMemTracker refuses a module called once per micro-batch."""
     from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
     from torch.distributed.fsdp import FSDPModule
 
-    if not isinstance(run.module, FSDPModule):
+    if not isinstance(run.module, FSDPModule) or "schedule" in run.info:
         return None
     gc.collect()
     _barrier()

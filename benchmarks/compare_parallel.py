@@ -45,11 +45,12 @@ STRATEGIES = {
     "fsdp2_mixed": lambda w: Strategy(dp=w, zero=3),
     "ckpt_uniform2": lambda w: Strategy(dp=w, checkpoint="uniform2"),
     "ckpt_block2": lambda w: Strategy(dp=w, checkpoint="block2"),
+    "pp_fsdp": lambda w: Strategy(dp=w // 2, zero=3, pp=2, micro_batches=MICRO_BATCHES),
 }
 # Strategies whose step trains the GPT as a language model: the cross-entropy over its logits.
 LANGUAGE_MODEL = ("tp_vocab", "pp_1f1b_lm")
 # Strategies that train the language model in bf16 mixed precision (FSDP2's MixedPrecisionPolicy).
-MIXED = ("fsdp2_mixed",)
+MIXED = ("fsdp2_mixed", "pp_fsdp")
 
 
 def measured_rows() -> list[dict]:
@@ -98,7 +99,8 @@ def estimate(planner: Planner, row: dict) -> tuple[int, str]:
     """archcalc's peak for the rank ``row`` measured, and the phase it falls in."""
     s = STRATEGIES[row["strategy"]](row["world"])
     if s.pp > 1:
-        mem = planner.memory(s, MICRO_BATCH, stages=stages_as_run(planner, s, row["all_stage_units"]))[row["rank"]]
+        stages = stages_as_run(planner, s, row["all_stage_units"])
+        mem = planner.memory(s, MICRO_BATCH, stages=stages)[row.get("stage", row["rank"])]
     else:
         mem = planner.memory(s, BATCH, rank=row["rank"])[0]
     return mem.peak, mem.phase

@@ -4,6 +4,8 @@ sequence parallelism and recomputation -- each computed by archcalc from a graph
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from plan_models import gpt_layers, one_matrix
 
@@ -230,3 +232,45 @@ def test_the_largest_model_agrees_with_what_ran(config, strategy, own, ran):
                                   micro_batches=1, dims={"sequence": 4096})
     assert layers == own and (found.layers >= own) == ran, found.layers
     assert found.row is not None and found.row.fits and found.row.micro_batch == 2
+
+
+# torchtitan's multi-dimensional runs (benchmarks/llama3_h100_202412_torchtitan.md; H100 96 GB,
+# sequence 8192 unless CP stretches it, full checkpointing, Float8 and torch.compile on, which only
+# lower what bf16 eager holds): Table 4, Llama 3.1 70B on 256 GPUs, FSDP 32 x TP 8, local batch 16;
+# Table 5, 405B on 512 GPUs, FSDP 8 x TP 8 x PP 8, local batch 32 (torchtitan's default of one
+# micro-batch per stage: 8 of 4), 1F1B and interleaved; Table 6, 405B, TP 8 x PP 8 and FSDP x CP = 8,
+# local batch 8 (8 micro-batches of 1) at 32K-262K tokens. Every one ran.
+TORCHTITAN_ND_RUNS = [
+    ("llama3_70b", 256, "dp32 zero3 tp8 sp ckpt=full", 16, 8192, 16),
+    ("llama31_405b", 512, "dp8 zero3 tp8 sp pp8 1f1b micro8 ckpt=full", 32, 8192, 4),
+    ("llama31_405b", 512, "dp8 zero3 tp8 sp pp8 interleaved x2 micro8 ckpt=full", 32, 8192, 4),
+    ("llama31_405b", 512, "dp8 zero3 tp8 sp pp8 1f1b micro8 ckpt=full", 8, 32768, 1),
+    ("llama31_405b", 512, "dp1 cp8 zero3 tp8 sp pp8 1f1b micro8 ckpt=full", 8, 262144, 1),
+]
+
+
+@pytest.mark.parametrize("config, gpus, strategy, local, sequence, micro", TORCHTITAN_ND_RUNS)
+def test_torchtitan_multidimensional_runs_fit_as_they_ran(config, gpus, strategy, local, sequence, micro):
+    """Each fits at its published local batch, split into the micro-batches the run used (a stated
+    microN is run as stated, not re-solved)."""
+    from archcalc.analysis.plan.search import plan_result
+    from archcalc.frontends.sources import load_graph
+    from archcalc.units import parse_bytes
+
+    path = Path(__file__).parent / "fixtures" / "published" / f"{config}.json"
+    planner = Planner(load_graph(str(path)), dims={"sequence": sequence})
+    dp = int(strategy.split()[0][2:])
+    row = plan_result(planner, parse_bytes("95GiB"), gpus, gpus // 8, global_batch=local * dp, strategy=strategy).rows[0]
+    assert row.fits and row.micro_batch == micro and row.micro_batch * row.accumulation == local
+
+
+def test_a_stated_micro_batch_count_that_does_not_split_the_share_is_refused():
+    from archcalc.analysis.plan.search import plan_result
+    from archcalc.errors import InputError
+    from archcalc.frontends.sources import load_graph
+    from archcalc.units import parse_bytes
+
+    path = Path(__file__).parent / "fixtures" / "published" / "llama3_8b.json"
+    planner = Planner(load_graph(str(path)), dims={"sequence": 1024})
+    with pytest.raises(InputError, match="do not split into 3 micro-batches"):
+        plan_result(planner, parse_bytes("95GiB"), 8, 1, global_batch=32, strategy="dp4 pp2 micro3")

@@ -85,7 +85,7 @@ def render_verdict(row: PlanRow, header: str, constant: int) -> str:
     mb = (
         f"largest micro-batch {row.micro_batch}, {row.accumulation} per step"
         if row.fits
-        else f"not even micro-batch 1: {units.nbytes(row.total)} of {units.nbytes(row.capacity)}, "
+        else f"not even micro-batch {row.shown}: {units.nbytes(row.total)} of {units.nbytes(row.capacity)}, "
              f"{units.nbytes(row.total - row.capacity)} over; {_where(row)}"
     )
     return (
@@ -202,5 +202,5 @@ def render_largest(found, own_layers: int, strategy: str, fmt: str = "table") ->
     if found.deeper is not None:
         d = found.deeper
         lines.append(f"{found.layers + 1} layers: does NOT fit as asked ({units.nbytes(d.total)} at micro-batch "
-                     f"{max(d.micro_batch, 1)}, {d.accumulation} a step)")
+                     f"{d.shown}, {d.accumulation} a step)")
     return "\n".join(lines) + "\n"

@@ -14,6 +14,16 @@ Batch = Any
 Strategy = Any  # gpu_memory.Strategy, whose module imports this one: its fields are read
 
 
+def unsynced(s: Strategy) -> bool:
+    """FSDP2 inside a pipeline's stage with several micro-batches: PyTorch's PipelineStage runs every
+    backward but the last with ``set_reshard_after_backward(False)`` and
+    ``set_requires_gradient_sync(False)`` (torch/distributed/pipelining/stage.py ``backward_maybe_with_nosync``)
+    and torchtitan builds it with ``reshard_after_forward=False`` under PP: the stage's parameters stay
+    gathered through the step, and each micro-batch's gradients accumulate unsharded, at the reduce
+    width (``FSDPParam.to_accumulated_grad_if_needed``), until the last backward reduces them."""
+    return s.pp > 1 and s.zero >= 2 and s.engine == "pytorch" and s.micro_batches > 1
+
+
 def unit_walk(s: Strategy, lay: Layout, prefetch: int) -> tuple[Batch, Batch]:
     """Gathered parameter bytes at each layer's forward and backward under FSDP (ZeRO-2/3), with
     ``prefetch`` units gathered ahead of the one running: on CUDA the next unit's all-gather overlaps
@@ -25,6 +35,9 @@ def unit_walk(s: Strategy, lay: Layout, prefetch: int) -> tuple[Batch, Batch]:
     # What is gathered is the same at every layer of a unit: worked out per unit, then spread.
     rep, u_bytes = lay.repeated, np.where(lay.repeated, lay.unit_params, 0)
     root = lay.unit_params[:, ~rep].sum(axis=1, keepdims=True)  # the root's own parameters: gathered throughout
+    if unsynced(s):  # the whole stage gathered throughout
+        whole = lay.per_unit(np.broadcast_to(lay.unit_params.sum(axis=1, keepdims=True), lay.unit_params.shape))
+        return whole, whole
     if s.zero == 2:  # reshard_after_forward=False: gathered from a unit's forward to its backward
         so_far = lay.per_unit(root + np.cumsum(u_bytes, axis=1))
         return so_far, so_far

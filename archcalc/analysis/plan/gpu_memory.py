@@ -47,7 +47,7 @@ from archcalc.analysis.memory.terms import (
     SAVED_ACTIVATIONS,
 )
 from archcalc.analysis.plan.checkpointing import Segments
-from archcalc.analysis.plan.fsdp import fsdp_upcast, root_reduce, unit_walk
+from archcalc.analysis.plan.fsdp import fsdp_upcast, root_reduce, unit_walk, unsynced
 from archcalc.analysis.plan.params import ROOT, Layout
 from archcalc.analysis.plan.pipeline import Pipelined, Stages, forward_after_backward
 from archcalc.errors import InputError
@@ -228,11 +228,13 @@ def param_grads(s: Strategy, lay: Layout, prec: Precision | None = None) -> Batc
     if s.zero < 2:
         return made
     root_made, mine = lay.made(ROOT), lay.at(lay.params.unit_made)  # mine: its unit's made so far
+    up = fsdp_upcast(s, prec)
+    if unsynced(s):  # earlier micro-batches' gradients unsharded at the reduce width, this unit's too
+        return up * lay.gradients.take(stage) + mine
     # Reduce-scatter input alive: the next repeated unit's (reduced just before, in backward order);
     # at a unit's first layer, its own copy instead.
     own = lay.at(lay.params.unit_first)
     held = np.where(own >= 0, own, lay.per_unit(lay.neighbours[2]))
-    up = fsdp_upcast(s, prec)
     return root_made + mine + up * held + up * ((made - root_made - mine) // s.group)
 
 
@@ -300,7 +302,8 @@ def walk(s: Strategy, prec: Precision, prof: StepProfile, forward: np.ndarray, s
     # Every moment of the step: each layer's forward, each layer's backward, the end of the last
     # micro-batch (a pipeline's kept outputs), the optimizer step.
     lift = (persistent + held - base).take(stage)
-    accumulated = grads_final * forward_after_backward(s, stages)  # [stage]
+    held_grads = fsdp_upcast(s, prec) * lay.gradients if unsynced(s) else grads_final
+    accumulated = held_grads * forward_after_backward(s, stages)  # [stage]
     held_logits = pipe.held.take(stage) * (prof.loss > 0).take(layer)  # at the loss's own moment
     root, root_grads = root_reduce(s, prec, lay)
     return Step(lift + accumulated.take(stage) + forward.take(layer) + fwd_un + held_logits,

@@ -32,8 +32,21 @@ class Largest:
 Judged = tuple[PlanRow, int, bool] | None
 
 
+def _crossing(seen: dict[int, Judged], a: int, b: int) -> float | None:
+    """Where the line through depths ``a`` and ``b``'s totals reaches the budget; None unless both
+    are judged at one micro-batch (a solved micro-batch fills the card at every depth)."""
+    ra, rb = seen.get(a), seen.get(b)
+    if ra is None or rb is None or rb[0].total == ra[0].total or \
+            (ra[0].micro_batch, ra[0].accumulation) != (rb[0].micro_batch, rb[0].accumulation):
+        return None
+    return a + (ra[0].capacity - ra[0].total) * (b - a) / (rb[0].total - ra[0].total)
+
+
 def largest_depth(judge: Callable[[int], Judged], start: int, limit: int) -> Largest:
-    """The largest depth in 1 .. ``limit`` whose ``judge`` fits, from the model's own ``start``."""
+    """The largest depth in 1 .. ``limit`` whose ``judge`` fits, from the model's own ``start``. Memory
+    is close to affine in depth, so each next depth is where the line through two judged ones crosses
+    the budget (a secant step), kept inside the bracket and falling back to doubling or bisection:
+    a few builds where plain doubling and bisection built up to twenty of the deepest models."""
     seen: dict[int, Judged] = {}
 
     def fits(depth: int) -> bool:
@@ -43,16 +56,20 @@ def largest_depth(judge: Callable[[int], Judged], start: int, limit: int) -> Lar
         return got is not None and got[2]
 
     lo, hi = 0, limit + 1  # lo fits (0: no depth found yet), hi does not (past the limit: none found)
-    depth = max(1, min(start, limit))
-    while fits(depth):  # double from the model's own depth until one does not fit
-        lo = depth
+    depth, before = max(1, min(start, limit)), 0
+    while fits(depth):  # up from the model's own depth until one does not fit
+        before, lo = lo, depth
         if depth == limit:
             break
-        depth = min(2 * depth, limit)
+        x = _crossing(seen, before, depth) if before else None
+        depth = min(limit, 2 * depth if x is None else max(depth + 1, min(int(x) + 1, 2 * depth)))
     else:
         hi = depth
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
+    for step in range(limit):  # secant and bisection in turn: never more than twice bisection's steps
+        if hi - lo <= 1:
+            break
+        x = _crossing(seen, lo, hi) if lo and step % 2 == 0 else None
+        mid = (lo + hi) // 2 if x is None else min(max(int(x), lo + 1), hi - 1)
         if fits(mid):
             lo = mid
         else:

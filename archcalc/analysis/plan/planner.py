@@ -55,6 +55,8 @@ class PlanRow:
     # three forwards), plus a pipeline's bubble, (p - 1) / (m x chunks) of it (Narayanan et al. 2021).
     overhead: float = 0.0
     stage: int = 0  # the pipeline stage whose rank is ``memory`` (the most loaded)
+    shown: int = 1  # the micro-batch ``memory`` is at: the one found, else 1 or the stated count's
+
 
     @property
     def fits(self) -> bool:
@@ -78,6 +80,7 @@ class PlanRow:
             "shortfall": max(self.total - self.capacity, 0),
             "stage": self.stage,
             "micro_batch": self.micro_batch,
+            "judged_at_micro_batch": self.shown,
             "accumulation": self.accumulation,
             "total": self.total,
             "capacity": self.capacity,
@@ -266,26 +269,26 @@ class Planner:
                                                                   self.memory(s, 2, stages=stages)))
         return min(line.largest(capacity - self.constant, limit) for line in lines)
 
-    def row(self, s: Strategy, capacity: int, global_batch: int | None = None) -> PlanRow:
-        """``s`` judged: its largest micro-batch (a divisor of each replica's share of ``global_batch``)."""
-        share = None
-        self.check_global_batch(global_batch)
-        if global_batch is not None:
-            if global_batch % s.dp:
-                raise InputError(
-                    f"--global-batch {global_batch}: not a multiple of the data-parallel degree {s.dp}"
-                )
-            share = global_batch // s.dp
+    def row(self, s: Strategy, capacity: int, global_batch: int | None = None, stated: bool = False) -> PlanRow:
+        """``s`` judged: its largest micro-batch (a divisor of each replica's share of ``global_batch``);
+        ``stated``: ``s.micro_batches`` is the user's count, so the share is split into exactly that many
+        (a pipeline run as its engine was told to run it) and judged at that micro-batch alone."""
+        share = self._share(s, global_batch, stated)
         if s.checkpoint == "planned" and s.segments is None:
             s = self.planned(s, capacity, share)
-        b = self._micro_batch(s, capacity, share)
+        if stated and share:
+            shown = share // s.micro_batches
+            b = shown if self._fits(s, shown, capacity) else 0
+        else:
+            b = self._micro_batch(s, capacity, share)
+            shown = max(b, 1)
         # The memory shown is the one judged: at the micro-batch found, or (none fits) at micro-batch
         # 1 -- with a global batch, its whole share then accumulated as that many micro-batches.
-        m = share // max(b, 1) if share else s.micro_batches
+        m = share // shown if share else s.micro_batches
         s = replace(s, micro_batches=m)
-        stage, mem = max(enumerate(self.memory(s, max(b, 1))), key=lambda g: g[1].peak)
-        recompute = self.recompute(s, max(b, 1))
-        step = 3 * self.ests[0].totals.flops * max(b, 1) * m / (s.tp * s.pp)  # forward + backward, per GPU
+        stage, mem = max(enumerate(self.memory(s, shown)), key=lambda g: g[1].peak)
+        recompute = self.recompute(s, shown)
+        step = 3 * self.ests[0].totals.flops * shown * m / (s.tp * s.pp)  # forward + backward, per GPU
         bubble = (s.pp - 1) / (m * s.chunks) if s.pp > 1 else 0.0
         return PlanRow(
             s,
@@ -295,10 +298,24 @@ class Planner:
             mem.peak + self.constant,
             capacity,
             recompute,
-            self.communication(s, max(b, 1)),
+            self.communication(s, shown),
             recompute / step + bubble if step else bubble,
             stage,
+            shown,
         )
+
+    def _share(self, s: Strategy, global_batch: int | None, stated: bool) -> int | None:
+        """Each replica's share of ``global_batch`` (None without one), checked to split as stated."""
+        self.check_global_batch(global_batch)
+        if global_batch is None:
+            return None
+        if global_batch % s.dp:
+            raise InputError(f"--global-batch {global_batch}: not a multiple of the data-parallel degree {s.dp}")
+        share = global_batch // s.dp
+        if stated and share % s.micro_batches:
+            raise InputError(f"--global-batch {global_batch}: each replica's {share} samples do not split "
+                             f"into {s.micro_batches} micro-batches; choose a count that divides {share}")
+        return share
 
     def check_global_batch(self, global_batch: int | None) -> None:
         if global_batch is not None and self.fixed:

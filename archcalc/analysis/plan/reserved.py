@@ -177,7 +177,7 @@ def summary(planner, row) -> dict:
         return {"modelled": False, "why": why or "the CPU has no caching allocator"}
     out: dict = {"modelled": True, "allocated": row.total}
     for key, expandable in (("expandable_segments", True), ("default", False)):
-        r = replay(planner, row.strategy, max(row.micro_batch, 1), expandable)
+        r = replay(planner, row.strategy, row.shown, expandable)
         assert r is not None
         total = row.total + r.overhead
         out[key] = {"reserved": total, "overhead": r.overhead, "streams": r.streams,

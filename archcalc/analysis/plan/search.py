@@ -230,9 +230,9 @@ def plan_result(
             raise InputError(f"--strategy {strategy!r}: pp{chosen.pp} x {chosen.chunks} chunks needs "
                              f"{chosen.pp * chosen.chunks} units to place, and the model has {units}: fewer "
                              "stages or chunks")
-        s = chosen
-        if micro_batches and s.pp == 1:
-            s = replace(s, micro_batches=micro_batches)
-        return PlanResult([planner.row(s, capacity, global_batch)], meta, planner.constant, judged=True)
+        # A count the user states (--micro-batches, or microN) is run as stated, with a global batch too.
+        stated = bool(micro_batches) or any(w.startswith("micro") for w in _words(strategy or ""))
+        s = replace(chosen, micro_batches=micro_batches) if micro_batches else chosen
+        return PlanResult([planner.row(s, capacity, global_batch, stated)], meta, planner.constant, judged=True)
     rows = search(planner, gpus, per_node, capacity, global_batch, micro_batches)
     return PlanResult(rows, meta, planner.constant)
