@@ -53,6 +53,13 @@ def test_freed_blocks_serve_only_their_own_stream_and_merge_with_their_neighbour
     assert a.reserved == 40 * MiB
 
 
+def test_ddp_buckets_as_the_reducer_fills_them():
+    from archcalc.analysis.plan.step_replay import ddp_buckets
+
+    # the first bucket closes past 1 MiB, the rest past 25 MiB; a gradient is never split
+    assert ddp_buckets([MiB // 2, MiB // 2, MiB, 24 * MiB, 2 * MiB]) == [MiB, 25 * MiB, 2 * MiB]
+
+
 def test_expandable_segments_grow_one_segment_by_20_mib_pages():
     a = CachingAllocator(expandable_segments=True)
     first = a.malloc(4 * MiB)  # maps one 20 MiB page
@@ -75,14 +82,15 @@ def _planner(sequence: int):
 
 @pytest.mark.parametrize("sequence", [1024, 8192])
 @pytest.mark.parametrize("checkpoint", ["none", "full", "op", "uniform2"])
-def test_the_replay_holds_what_the_planner_counts(sequence, checkpoint):
+@pytest.mark.parametrize("zero", [0, 3])
+def test_the_replay_holds_what_the_planner_counts(sequence, checkpoint, zero):
     """The replay's peak of live tensors is the planner's peak, tensor for tensor (one account, two
-    walks): Llama 3 8B under FSDP2 on 8 GPUs at micro-batch 2."""
+    walks): Llama 3 8B under DDP and FSDP2 on 8 GPUs at micro-batch 2."""
     from archcalc.analysis.plan.gpu_memory import Strategy
     from archcalc.analysis.plan.reserved import replay
 
     planner = _planner(sequence)
-    s = Strategy(dp=8, zero=3, checkpoint=checkpoint)
+    s = Strategy(dp=8, zero=zero, checkpoint=checkpoint)
     r = replay(planner, s, 2)
     assert r is not None and r.live == planner.memory(s, 2)[0].peak
 

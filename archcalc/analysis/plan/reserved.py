@@ -18,8 +18,9 @@ whole step; each repeated unit is gathered at its forward and its backward, one 
 
 The answer is the allocator's overhead over the replay's own peak of live tensors -- fragmentation,
 rounding and the other streams' pools -- which the plan adds to its allocated figure. Modelled: one
-GPU, and FSDP2 at any data, tensor and context-parallel degree, with no, full, every-N, uniform,
-block or op checkpointing; other strategies are reported as not modelled.
+GPU, DDP (its buckets, ``step_replay.ddp_buckets``) and FSDP2 at any data, tensor and context-parallel
+degree, with no, full, every-N, uniform, block or op checkpointing; other strategies are reported as
+not modelled.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def modelled(s: Strategy) -> str | None:
         return f"ckpt={s.checkpoint}"
     if s.pp > 1 or s.offload != "none" or s.engine != "pytorch":
         return "pipelines, offload and engines other than PyTorch's"
-    if s.zero != 3 and s.replicas > 1:
-        return "DDP and ZeRO-1/2 (their buckets)"
+    if s.zero in (1, 2) and s.replicas > 1:
+        return "ZeRO-1/2 (their partitions)"
     return None
 
 

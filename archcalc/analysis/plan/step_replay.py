@@ -9,11 +9,28 @@ from archcalc.analysis.memory import loss as ce
 from archcalc.analysis.memory.model_states import FP32
 
 DEFAULT, ALL_GATHER, REDUCE_SCATTER = 0, 1, 2  # as reserved.STREAMS
+# DDP's gradient buckets (torch/nn/parallel/distributed.py): the first at most 1 MiB
+# (dist._DEFAULT_FIRST_BUCKET_BYTES), the rest at most bucket_cap_mb = 25 MiB, filled with the
+# parameters in reverse order (a parameter never split), each one flat tensor the Reducer allocates
+# when DDP is built and keeps (gradient_as_bucket_view=False: the gradients are tensors of their own).
+FIRST_BUCKET, BUCKET = 1 << 20, 25 << 20
+
+
+def ddp_buckets(sizes: list[int]) -> list[int]:
+    """The bytes of each of DDP's buckets over gradients of ``sizes`` bytes, in bucket order."""
+    out, cap, current = [], FIRST_BUCKET, 0
+    for size in sizes:
+        if current and current + size > cap:
+            out.append(current)
+            current, cap = 0, BUCKET
+        current += size
+    return out + ([current] if current else [])
 
 
 class _Walk:
     def __init__(self, step, r, fsdp: bool, upcast: int, adam_slots: int):
         self.st, self.r, self.fsdp, self.upcast, self.slots = step, r, fsdp, upcast, adam_slots
+        self.ddp = step.s.zero == 0 and step.s.replicas > 1
         p = step.params
         self.elements = [int(x) for x in p.sizes]
         self.layer_of = [int(x) for x in p.at]
@@ -56,6 +73,9 @@ class _Walk:
             else:
                 self.r.take(("weight", k), e * self.width)
                 self.r.take(("master", k), e * FP32 if self.st.prec.mixed else 0)
+        if self.ddp:
+            for k, size in enumerate(ddp_buckets([e * self.width for e in self.elements][::-1])):
+                self.r.take(("bucket", k), size)
 
     def gather(self, u: int) -> None:
         if ("gathered", u) in self.r.live or u not in self.unit_params:
@@ -180,10 +200,24 @@ class _Walk:
         for name in self.grad_freed.get(i, []):
             self.r.drop(("grad", name))
 
-    def optimizer_state(self) -> None:
-        """Adam's state, made lazily by the first step (``torch.zeros_like`` of each parameter)."""
-        for k, e in enumerate(self.shard if self.fsdp else self.elements):
-            self.r.take(("adam", k), self.slots * e * self.st.prec.state_width)
+    def optimizer_step(self) -> None:
+        """Adam's state, made lazily by the first step (``torch.zeros_like`` of each parameter), and
+        the step's temporaries as ``model_states.step_temporaries`` prices them: the multi-tensor
+        form's one list the size of every parameter, the per-tensor form's two of one parameter at a
+        time."""
+        prec, sizes = self.st.prec, self.shard if self.fsdp else self.elements
+        for k, e in enumerate(sizes):
+            self.r.take(("adam", k), self.slots * e * prec.state_width)
+        if not self.slots or not prec.optimizer.startswith("adam"):
+            return
+        for k, e in enumerate(sizes):
+            for j in range(1 if prec.impl == "foreach" else 2):
+                self.r.take(("temp", k, j), e * prec.state_width)
+            if prec.impl != "foreach":
+                self.r.drop(("temp", k, 0))
+                self.r.drop(("temp", k, 1))
+        for key in [k for k in self.r.live if k[0] == "temp"]:
+            self.r.drop(key)
 
 
 def run_steps(step, r, fsdp: bool, upcast: int, adam_slots: int) -> None:
@@ -194,4 +228,4 @@ def run_steps(step, r, fsdp: bool, upcast: int, adam_slots: int) -> None:
         w.zero_grad()
         w.forward()
         w.backward()
-        w.optimizer_state()
+        w.optimizer_step()
