@@ -105,8 +105,9 @@ class _Step:
         self.extra = v.sides[0].profile.extra + (b - 1) * (two.profile.extra - one.profile.extra)
         self.spans = gradient_spans(two.shaped, two.results)
         self.losses = ce.loss_layers(two.shaped, two.results, fd)
-        self.logit_elements = {i: ce.loss_layers(one.shaped, one.results, fd)[i][0] + (b - 1) * (
-            n - ce.loss_layers(one.shaped, one.results, fd)[i][0]) for i, (n, _, _) in self.losses.items()}
+        at_one = ce.loss_layers(one.shaped, one.results, fd)
+        self.logit_elements = {i: at_one[i][0] + (b - 1) * (n - at_one[i][0])
+                               for i, (n, _, _) in self.losses.items()}
         self.inputs = list(two.shaped.inputs)
         self.params = planner.params(s)
         self.n = len(self.results)

@@ -62,6 +62,7 @@ class _Walk:
             self.first_saver[layers[0]].append(storage)
         self.held = {st for st in step.savers if st not in step.dropped}
         self.held |= {st for names in step.cached.values() for st in names}
+        self.gathered: set[int] = set()  # FSDP units whose parameters are unsharded now
 
     # -- parameters -------------------------------------------------------------------------------
     def persistent(self) -> None:
@@ -78,19 +79,19 @@ class _Walk:
                 self.r.take(("bucket", k), size)
 
     def gather(self, u: int) -> None:
-        if ("gathered", u) in self.r.live or u not in self.unit_params:
+        if u in self.gathered or u not in self.unit_params:
             return
         ks = self.unit_params[u]
         self.r.take(("ag", u), sum(self.elements[k] for k in ks) * self.width, ALL_GATHER)
         for k in ks:
             self.r.take(("full", k), self.elements[k] * self.width)
         self.r.drop(("ag", u))
-        self.r.live[("gathered", u)] = None
+        self.gathered.add(u)
 
     def reshard(self, u: int) -> None:
         for k in self.unit_params.get(u, []):
             self.r.drop(("full", k))
-        self.r.live.pop(("gathered", u), None)
+        self.gathered.discard(u)
 
     def reduce(self, u: int) -> None:
         """FSDP2's foreach_reduce: the reduce-scatter input (the unit's gradients at the reduce width)
@@ -142,8 +143,8 @@ class _Walk:
             self.r.drop(("extra", i))
 
     def _loss(self, i: int, phase: str) -> None:
-        elements, width, kind = self.st.losses[i]
-        elements = self.st.logit_elements[i]
+        _, width, kind = self.st.losses[i]
+        elements = self.st.logit_elements[i]  # at the replayed micro-batch
         logits = self.st.results[i].layer.outputs[0]
         for sign, name, size in ce.steps(kind, phase, width):
             key = ("buf", logits) if name == ce.LOGITS else ("grad", logits) if name == ce.GRAD else ("loss", name)
