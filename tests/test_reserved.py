@@ -105,8 +105,25 @@ def test_reserved_memory_of_torchtitans_fsdp_runs(gpus, published):
     from archcalc.units import parse_bytes
 
     result = plan(str(LLAMA3_8B), parse_bytes("95GiB"), gpus, gpus // 8, global_batch=2 * gpus,
-                  strategy=f"dp{gpus} zero3 ckpt=op", dims={"sequence": 8192})
+                  strategy=f"dp{gpus} zero3 ckpt=op torchtitan", dims={"sequence": 8192})
     r = result.meta["reserved"]
     got = r["expandable_segments"]["reserved"] / 2**30
     assert result.rows[0].micro_batch == 2 and abs(got / published - 1) < 0.10, got
     assert r["expandable_segments"]["overhead"] > 0 and r["default"]["reserved"] >= result.rows[0].total
+
+
+def test_torchtitan_keeps_its_last_block_gathered_into_the_backward():
+    """engine=torchtitan: at the head's moment FSDP2 holds the root (embedding, final norm, head) and,
+    as torchtitan's apply_fsdp leaves it unresharded, the last block: Llama 3 8B's sizes by
+    transformers' count, 1,050,677,248 root parameters and 218,112,000 a layer, in bf16."""
+    from archcalc.analysis.memory.terms import GATHERED_PARAMETERS
+    from archcalc.analysis.plan.gpu_memory import Strategy
+    from archcalc.analysis.plan.reserved import replay
+
+    planner = _planner(8192)
+    plain, titan = (planner.memory(Strategy(dp=8, zero=3, checkpoint="op", engine=e), 2)[0]
+                    for e in ("pytorch", "torchtitan"))
+    assert plain.terms[GATHERED_PARAMETERS] == 2 * 1_050_677_248
+    assert titan.terms[GATHERED_PARAMETERS] == 2 * (1_050_677_248 + 218_112_000)
+    r = replay(planner, Strategy(dp=8, zero=3, checkpoint="op", engine="torchtitan"), 2)
+    assert r is not None and r.live == titan.peak

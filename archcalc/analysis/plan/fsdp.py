@@ -21,7 +21,7 @@ def unsynced(s: Strategy) -> bool:
     and torchtitan builds it with ``reshard_after_forward=False`` under PP: the stage's parameters stay
     gathered through the step, and each micro-batch's gradients accumulate unsharded, at the reduce
     width (``FSDPParam.to_accumulated_grad_if_needed``), until the last backward reduces them."""
-    return s.pp > 1 and s.zero >= 2 and s.engine == "pytorch" and s.micro_batches > 1
+    return s.pp > 1 and s.zero >= 2 and s.pytorch and s.micro_batches > 1
 
 
 def unit_walk(s: Strategy, lay: Layout, prefetch: int) -> tuple[Batch, Batch]:
@@ -42,7 +42,14 @@ def unit_walk(s: Strategy, lay: Layout, prefetch: int) -> tuple[Batch, Batch]:
         so_far = lay.per_unit(root + np.cumsum(u_bytes, axis=1))
         return so_far, so_far
     nxt, prv, _ = lay.neighbours
-    return lay.per_unit(root + u_bytes + nxt * prefetch), lay.per_unit(root + u_bytes + prv * prefetch)
+    forward = root + u_bytes + nxt * prefetch
+    if s.engine == "torchtitan":  # its last block stays gathered into the backward (reshard_after_forward
+        # = layer_id < n_layers - 1, torchtitan/models/llama3/infra/parallelize.py ``apply_fsdp``):
+        # over the layers after it, the head and the loss
+        last = np.flatnonzero(rep)[-1] if rep.any() else None
+        if last is not None:
+            forward[:, last + 1:] += u_bytes[:, last:last + 1]
+    return lay.per_unit(forward), lay.per_unit(root + u_bytes + prv * prefetch)
 
 
 def fsdp_upcast(s: Strategy, prec: Precision | None) -> int:
@@ -52,7 +59,7 @@ def fsdp_upcast(s: Strategy, prec: Precision | None) -> int:
     input to reduce_dtype (torchtitan's mixed_precision_reduce: fp32) and every reduced gradient to
     the shard's dtype (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py ``foreach_reduce``).
     1 elsewhere (DeepSpeed and Megatron-LM keep 16-bit weights and fp32 master copies)."""
-    if prec is None or not prec.mixed or s.engine != "pytorch" or s.zero < 2:
+    if prec is None or not prec.mixed or not s.pytorch or s.zero < 2:
         return 1
     return max(FP32 // prec.width, 1)
 
@@ -62,6 +69,6 @@ def root_reduce(s: Strategy, prec: Precision, lay: Layout) -> tuple[Batch, Batch
     its unsharded gradients, and their copy at the reduce width in the reduce-scatter input
     (``foreach_reduce``), the root's shard not yet made. (gathered bytes, gradient bytes beyond the
     final shards) per stage; zeros elsewhere."""
-    root = lay.unit_params[:, ~lay.repeated].sum(axis=1) if s.zero >= 2 and s.engine == "pytorch" else 0
+    root = lay.unit_params[:, ~lay.repeated].sum(axis=1) if s.zero >= 2 and s.pytorch else 0
     up = fsdp_upcast(s, prec)
     return root, root * (1 + up) - up * root // s.group

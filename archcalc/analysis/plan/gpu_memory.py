@@ -54,7 +54,10 @@ from archcalc.errors import InputError
 
 SCHEDULES = ("1f1b", "gpipe", "interleaved")
 OFFLOADS = ("none", "optimizer", "params")
-ENGINES = ("pytorch", "deepspeed", "megatron")
+ENGINES = ("pytorch", "torchtitan", "deepspeed", "megatron")
+# PyTorch's own engines (DDP, ZeroRedundancyOptimizer, FSDP2); torchtitan runs them with its own
+# choices on top (fsdp.unit_walk: its last block is not resharded after forward).
+PYTORCH = ("pytorch", "torchtitan")
 # Megatron-LM keeps every gradient in a persistent fp32 buffer (its DDP's ParamAndGradBuffer: bf16
 # training sets accumulate_allreduce_grads_in_fp32, megatron/training/arguments.py), the same buffer
 # its all-reduce or reduce-scatter reads; its distributed optimizer (zero1) splits the fp32 main
@@ -106,6 +109,11 @@ class Strategy:
             raise InputError(f"{said}: schedule one of {', '.join(SCHEDULES)}, offload one of "
                              f"{', '.join(OFFLOADS)}, engine one of {', '.join(ENGINES)}, balance memory or "
                              "compute")
+
+    @property
+    def pytorch(self) -> bool:
+        """Run by PyTorch's own engines (``PYTORCH``)."""
+        return self.engine in PYTORCH
 
     @property
     def gpus(self) -> int:
@@ -176,7 +184,7 @@ def _share(s: Strategy, lay: Layout, rank: int | None) -> tuple[Batch, Batch]:
     ``rank`` is given), and the largest of them that it steps whole."""
     if s.zero == 0:
         return lay.elements, lay.largest
-    if s.zero == 1 and s.engine == "pytorch":
+    if s.zero == 1 and s.pytorch:
         return lay.zero1(s.group, rank)
     return _shard(s, lay), -(-lay.largest // s.group)
 
@@ -186,14 +194,14 @@ def _buckets(s: Strategy, whole: Batch) -> Batch | int:
     (``gradient_as_bucket_view=False``, its default); DeepSpeed's one reduce bucket; none under FSDP."""
     if s.replicas == 1 or s.zero >= 2 or s.engine == "megatron":
         return 0
-    return whole if s.engine == "pytorch" else np.minimum(whole, DEEPSPEED_BUCKET)
+    return whole if s.pytorch else np.minimum(whole, DEEPSPEED_BUCKET)
 
 
 def _states(s: Strategy, prec: Precision, lay: Layout, rank: int | None) -> dict[str, Batch]:
     """Persistent bytes: parameters, master weights, optimizer state, gradient buckets; and the host's."""
     whole: Batch = lay.elements
     share, largest = _share(s, lay, rank)
-    sharded = s.zero == 3 or (s.zero == 2 and s.engine == "pytorch")  # FSDP2 keeps shards and gathers units
+    sharded = s.zero == 3 or (s.zero == 2 and s.pytorch)  # FSDP2 keeps shards and gathers units
     buckets = _buckets(s, whole)
     up = fsdp_upcast(s, prec)  # FSDP2 mixed: the fp32 shard is the master weight
     out = {

@@ -62,7 +62,7 @@ def modelled(s: Strategy) -> str | None:
     counted = ck.COUNTED.match(s.checkpoint)
     if s.checkpoint not in MODELLED_CHECKPOINTS and not counted:
         return f"ckpt={s.checkpoint}"
-    if s.pp > 1 or s.offload != "none" or s.engine != "pytorch":
+    if s.pp > 1 or s.offload != "none" or not s.pytorch:
         return "pipelines, offload and engines other than PyTorch's"
     if s.zero in (1, 2) and s.replicas > 1:
         return "ZeRO-1/2 (their partitions)"

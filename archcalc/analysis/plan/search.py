@@ -135,7 +135,7 @@ def _word(word: str) -> tuple[str, object] | None:
 # a row of ``archcalc plan`` pasted into --strategy reads as the row.
 LABEL_FORMS = [(re.compile(r"\+sp\b"), " sp"), (re.compile(r"\binterleavedx(\d+)\b"), r"interleaved x\1"),
                (re.compile(r"\b(ckpt|offload|balance) (\w+)"), r"\1=\2"),
-               (re.compile(r"(?<![=\w])(deepspeed|pytorch|megatron)\b"), r"engine=\1")]
+               (re.compile(r"(?<![=\w])(deepspeed|pytorch|torchtitan|megatron)\b"), r"engine=\1")]
 
 
 def _words(text: str) -> list[str]:

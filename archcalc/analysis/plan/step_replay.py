@@ -124,7 +124,8 @@ class _Walk:
                 if nxt is not None:
                     self.gather(nxt)
             self._forward_layer(i, recompute=False)
-            if self.fsdp and i in self.last:
+            kept = self.st.s.engine == "torchtitan" and self.last.get(i) == self.order[-1]  # fsdp.unit_walk
+            if self.fsdp and i in self.last and not kept:
                 self.reshard(self.last[i])
 
     def _forward_layer(self, i: int, recompute: bool) -> None:
