@@ -127,3 +127,22 @@ def test_torchtitan_keeps_its_last_block_gathered_into_the_backward():
     assert titan.terms[GATHERED_PARAMETERS] == 2 * (1_050_677_248 + 218_112_000)
     r = replay(planner, Strategy(dp=8, zero=3, checkpoint="op", engine="torchtitan"), 2)
     assert r is not None and r.live == titan.peak
+
+
+def test_a_model_returning_a_view_of_its_logits_holds_them_once():
+    """gpt2-124m's head is a product then a reshape to [batch, sequence, vocabulary]: in PyTorch the
+    returned tensor is a view of the product's, one buffer (onnxruntime would copy it into an output of
+    its own). The planner's loss moment and the replay agree on it."""
+    from archcalc.analysis.memory.step_peak import training_owners
+    from archcalc.analysis.plan.gpu_memory import Strategy
+    from archcalc.analysis.plan.planner import Planner
+    from archcalc.analysis.plan.reserved import replay
+    from archcalc.frontends.sources import load_graph
+
+    planner = Planner(load_graph("gpt2-124m"))
+    v = planner.view(1, False)
+    head = v.results[-1].layer
+    assert head.op_type == "Reshape"
+    assert training_owners(v.shaped, v.results, v.float_dtype)[head.outputs[0]] == head.inputs[0]
+    r = replay(planner, Strategy(), 4)
+    assert r is not None and r.live == planner.memory(Strategy(), 4)[0].peak

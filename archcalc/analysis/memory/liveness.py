@@ -58,11 +58,15 @@ def _last_uses(graph: Shaped, results: list[LayerResult]) -> dict[str, int]:
 
 def buffer_owners(graph: Shaped, results: list[LayerResult], inplace: bool = True,
                   float_dtype: str | None = None, reuse: dict[str, tuple] | None = None,
-                  keep: frozenset[str] = frozenset()) -> dict[str, str]:
+                  keep: frozenset[str] = frozenset(), output_views: bool = False) -> dict[str, str]:
     """For every runtime tensor (and graph input), the tensor whose buffer it is written into.
 
     ``keep``: tensors that must outlive their last reader (saved for backward in training); no op
     writes over their buffer in place, as PyTorch's autograd forbids.
+
+    ``output_views``: a graph output made by a view shares its input's buffer, as a PyTorch model's
+    returned ``logits.view(...)`` does; onnxruntime instead hands each output to the caller in a
+    buffer of its own (the default).
 
     ``reuse`` (the static shapes a planner knows, see ``Graph.static_shapes``): a new output takes
     the dead buffer freed last whose statically known shape and element size equal its own, as
@@ -80,7 +84,7 @@ def buffer_owners(graph: Shaped, results: list[LayerResult], inplace: bool = Tru
             t = graph.tensors.get(name) if name else None
             if t is None or t.role not in RUNTIME_ROLES:
                 continue
-            src = _shared_input(graph, res, j, i, owner, end, inplace, float_dtype, kept, reuse)
+            src = _shared_input(graph, res, j, i, owner, end, inplace, float_dtype, kept, reuse, output_views)
             dead = None
             if not src and reuse is not None and name not in graph.outputs:
                 dead = free.take_like(name)
@@ -141,11 +145,14 @@ class _FreeList:
         return owner
 
 
-def _shared_input(graph, res, j, i, owner, end, inplace, float_dtype, kept, static=None) -> str | None:
+def _shared_input(graph, res, j, i, owner, end, inplace, float_dtype, kept, static=None,
+                  output_views=False) -> str | None:
     """The input whose buffer output ``j`` of layer ``i`` reuses, if any. With ``static`` (a
     planner's shapes), in place also needs both shapes statically known and equal, as onnxruntime's
     planner asks before it lets a kernel write over its input."""
-    if j != 0 or not res.layer.inputs or res.layer.outputs[0] in graph.outputs:
+    if j != 0 or not res.layer.inputs:
+        return None
+    if res.layer.outputs[0] in graph.outputs and not (output_views and res.out.alias):
         return None  # a graph output gets a buffer of its own, handed to the caller (a view copies)
     if res.out.alias:
         src = res.layer.inputs[0]

@@ -42,9 +42,10 @@ def saved_names(results: list[LayerResult]) -> frozenset[str]:
 
 def training_owners(graph: Shaped, results: list[LayerResult], float_dtype: str | None) -> dict[str, str]:
     """Buffer owners in training: in place only where the overwritten tensor is not saved for backward
-    (a ReLU after BatchNorm shares its buffer; a ReLU6, which keeps its input, cannot)."""
+    (a ReLU after BatchNorm shares its buffer; a ReLU6, which keeps its input, cannot); an output made
+    by a view is a view, as PyTorch returns it."""
     return derived(graph, results, ("training owners", float_dtype), lambda: buffer_owners(
-        graph, results, inplace=True, float_dtype=float_dtype, keep=saved_names(results)))
+        graph, results, inplace=True, float_dtype=float_dtype, keep=saved_names(results), output_views=True))
 
 
 DEVICES = ("cuda", "cpu")
