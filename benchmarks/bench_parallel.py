@@ -50,7 +50,8 @@ RESULTS = Path(__file__).resolve().parent / "results"  # the measurements, commi
 SCRATCH = Path(tempfile.gettempdir()) / "archcalc-bench-parallel"  # exports and probes, not committed
 MODELS = ("cnn", "transformer")
 STRATEGIES = ("ddp", "zero1", "fsdp2_reshard", "fsdp2_noreshard", "ckpt", "pp_1f1b", "pp_1f1b_ckpt", "tp",
-              "tp_vocab", "pp_1f1b_lm", "ckpt_op", "fsdp2_mixed", "ckpt_uniform2", "ckpt_block2", "pp_fsdp")
+              "tp_vocab", "pp_1f1b_lm", "ckpt_op", "fsdp2_mixed", "ckpt_uniform2", "ckpt_block2", "pp_fsdp",
+              "tp_sp")
 WORLDS = (2, 4)
 # Rank 0 of larger jobs, alone in one process on the fake process group (`fake`): the strategies whose
 # rank 0 is a rank like any other (no pipeline, whose stages differ, no checkpointed DDP, as DDP's).
@@ -529,6 +530,43 @@ def setup_tp(name: str, rank: int, world: int) -> Run:
     return Run(model, opt, _data_step(model, opt, x), [x], list(model.parameters()), info)
 
 
+def setup_tp_sp(name: str, rank: int, world: int) -> Run:
+    """Tensor and sequence parallel as torchtitan's DTensor plan runs a block: the norms on the
+    sequence's shard (SequenceParallel), the attention's and MLP's inputs all-gathered to the whole
+    sequence (PrepareModuleInput Shard(1) -> Replicate) for the column-parallel q, k, v and fc1, the
+    row-parallel proj and fc2 reduce-scattered back to the shard (output_layouts=Shard(1)); the
+    residual stream a sequence shard between them. The embeddings, the final norm and the head stay
+    plain: the first block's input is split, the final norm's gathered."""
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        PrepareModuleInput,
+        RowwiseParallel,
+        SequenceParallel,
+        parallelize_module,
+    )
+
+    if name != "transformer":
+        raise ValueError("tp_sp is defined for the transformer only")
+    model, mesh = build_model(name), _mesh(world)
+    whole = _whole(model)
+    gather = functools.partial(PrepareModuleInput, input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),),
+                               use_local_output=True)
+    plan = {"ln1": SequenceParallel(), "attn": gather(), "attn.q": ColwiseParallel(), "attn.k": ColwiseParallel(),
+            "attn.v": ColwiseParallel(), "attn.proj": RowwiseParallel(output_layouts=Shard(1)),
+            "ln2": SequenceParallel(), "mlp": gather(), "mlp.fc1": ColwiseParallel(),
+            "mlp.fc2": RowwiseParallel(output_layouts=Shard(1))}
+    for b in model.blocks:
+        parallelize_module(b, mesh, plan)
+    parallelize_module(model, mesh, {
+        "blocks.0": PrepareModuleInput(input_layouts=(Replicate(),), desired_input_layouts=(Shard(1),),
+                                       use_local_output=True),
+        "ln_f": gather()})
+    opt, x = _adam(model.parameters()), make_batch(name, BATCH)
+    info = {**whole, "tp_plan": {k: type(v).__name__ for k, v in plan.items()}, "adam_kwargs": {"lr": LR}}
+    return Run(model, opt, _data_step(model, opt, x), [x], list(model.parameters()), info)
+
+
 def setup_tp_vocab(name: str, rank: int, world: int) -> Run:
     """Tensor parallel as torchtitan runs a language model: every block as ``tp``, the token
     embedding split by the vocabulary (RowwiseParallel), the head by output columns into logits left
@@ -565,7 +603,7 @@ SETUPS: dict[str, Callable[[str, int, int], Run]] = {
     "ckpt_op": setup_ckpt_op, "fsdp2_mixed": setup_fsdp2_mixed,
     "ckpt_uniform2": functools.partial(setup_ckpt_megatron, method="uniform"),
     "ckpt_block2": functools.partial(setup_ckpt_megatron, method="block"),
-    "pp_fsdp": setup_pp_fsdp,
+    "pp_fsdp": setup_pp_fsdp, "tp_sp": setup_tp_sp,
 }
 
 

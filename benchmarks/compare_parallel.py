@@ -46,6 +46,7 @@ STRATEGIES = {
     "ckpt_uniform2": lambda w: Strategy(dp=w, checkpoint="uniform2"),
     "ckpt_block2": lambda w: Strategy(dp=w, checkpoint="block2"),
     "pp_fsdp": lambda w: Strategy(dp=w // 2, zero=3, pp=2, micro_batches=MICRO_BATCHES),
+    "tp_sp": lambda w: Strategy(tp=w, sp=True),
 }
 # Strategies whose step trains the GPT as a language model: the cross-entropy over its logits.
 LANGUAGE_MODEL = ("tp_vocab", "pp_1f1b_lm")

@@ -110,12 +110,14 @@ def reads(part: str, s: Strategy) -> Strategy:
     """What of ``s`` a part depends on: a rank's view its tensor parallelism; the layout of a stage's
     parameters that and the group they are sharded over; the rank's account that and its
     checkpointing; stages and their memory all of it."""
+    sp = s.sp and s.tp > 1
+    engine = "pytorch" if sp and s.pytorch else "megatron"  # how sequence parallelism saves (``rank_of``)
     if part == "view":
-        return Strategy(tp=s.tp, sp=s.sp and s.tp > 1, cp=s.cp)
+        return Strategy(tp=s.tp, sp=sp, cp=s.cp, engine=engine)
     if part == "layout":
-        return Strategy(tp=s.tp, sp=s.sp and s.tp > 1, cp=s.cp, dp=s.shard or s.dp)
+        return Strategy(tp=s.tp, sp=sp, cp=s.cp, dp=s.shard or s.dp, engine=engine)
     if part == "account":
-        return Strategy(tp=s.tp, sp=s.sp and s.tp > 1, cp=s.cp, checkpoint=s.checkpoint, segments=s.segments)
+        return Strategy(tp=s.tp, sp=sp, cp=s.cp, checkpoint=s.checkpoint, segments=s.segments, engine=engine)
     return s
 
 
@@ -176,9 +178,16 @@ class Planner:
             self._cache[key] = make()
         return self._cache[key]
 
-    def view(self, tp: int, sp: bool, cp: int = 1) -> RankView:
-        s = reads("view", Strategy(tp=tp, sp=sp, cp=cp))
-        return self._memo(Key("view", s), lambda: make_view(self._ests(cp), self.units, s.tp, s.sp, self.device))
+    def view(self, tp: int, sp: bool, cp: int = 1, gathered: bool = False) -> RankView:
+        """One rank's view; ``gathered``: sequence parallelism as DTensor runs it (``rank_of``)."""
+        s = reads("view", Strategy(tp=tp, sp=sp, cp=cp, engine="pytorch" if gathered else "megatron"))
+        return self._memo(Key("view", s), lambda: make_view(self._ests(cp), self.units, s.tp, s.sp, self.device,
+                                                            gathered and s.sp))
+
+    def rank_of(self, s: Strategy) -> RankView:
+        """The view of ``s``'s rank: under sequence parallelism, PyTorch's engines (DTensor) keep the
+        column-parallel layers' inputs gathered whole, Megatron-LM and DeepSpeed the shard."""
+        return self.view(s.tp, s.sp, s.cp, s.sp and s.pytorch)
 
     def _ests(self, cp: int) -> tuple[Estimate, Estimate]:
         """The analyses one rank of ``cp``-way context parallelism runs: its 1/cp of the sequence."""
@@ -191,7 +200,7 @@ class Planner:
     def params(self, s: Strategy) -> Params:
         """The trained parameters of one rank of ``s``, layer by layer (what a stage's layout is cut from)."""
         def make() -> Params:
-            v = self.view(s.tp, s.sp, s.cp)
+            v = self.rank_of(s)
             return params(v.shaped, v.trained, self.units, s.group, v.float_dtype)
         return self._memo(Key("params", reads("layout", s)), make)
 
@@ -206,7 +215,7 @@ class Planner:
         return self._memo(Key("stages", s, b), lambda: self._stages(s, b))
 
     def _stages(self, s: Strategy, b: int) -> list[Stage]:
-        v, n = self.view(s.tp, s.sp, s.cp), len(self.units)
+        v, n = self.rank_of(s), len(self.units)
         if s.pp == 1:
             return [Stage(0, len(v.results), range(n), 1.0)]
         if s.pp > n:
@@ -236,7 +245,7 @@ class Planner:
     def judge(self, s: Strategy, b: int) -> Judge:
         """What judging ``s``'s stages at micro-batch ``b`` reads, worked out once for all of them."""
         def make() -> Judge:
-            v = self.view(s.tp, s.sp, s.cp)
+            v = self.rank_of(s)
             return Judge(s, self.precision, self._account_at(s, b), self.params(s), int(v.inputs.at(b)),
                          v.crossing(b), int(v.outputs.at(b)), self.prefetch, int(v.trained_outputs.at(b)))
         return self._memo(Key("judge", s, b), make)
@@ -246,7 +255,7 @@ class Planner:
         saved at rest under ``s``'s checkpointing (``Account``), at micro-batch ``b`` (shared by
         every stage)."""
         def make() -> tuple[StepProfile, np.ndarray, np.ndarray, np.ndarray]:
-            v = self.view(s.tp, s.sp, s.cp)
+            v = self.rank_of(s)
             a = v.account(s.checkpoint, s.segments)
             prof = replace(v.sides[0].profile, grads=v.grads.at(b), loss=v.loss.at(b))
             return prof, a.forward.at(b), a.saved.at(b), a.rest.at(b)
@@ -348,7 +357,7 @@ class Planner:
         if not b:
             return full
         m = share // b if share else s.micro_batches
-        v = self.view(s.tp, s.sp, s.cp)
+        v = self.rank_of(s)
         runs = v.runs(b)
         options = [replace(s, segments=p.segments) for p in ck.candidates(runs)]
         options += [
@@ -362,12 +371,12 @@ class Planner:
         return max(m.peak for m in self.memory(s, b)) + self.constant <= capacity
 
     def recompute(self, s: Strategy, b: int) -> int:
-        per_sample = self.view(s.tp, s.sp, s.cp).account(s.checkpoint, s.segments).recompute
+        per_sample = self.rank_of(s).account(s.checkpoint, s.segments).recompute
         return per_sample * b * s.micro_batches // s.pp
 
     def communication(self, s: Strategy, b: int) -> dict[str, int]:
         stages = self.stages(s, b)
-        return traffic(s, self.view(s.tp, s.sp, s.cp), stages, [self.layout(s, st) for st in stages], b)
+        return traffic(s, self.rank_of(s), stages, [self.layout(s, st) for st in stages], b)
 
 
 def divisors(n: int) -> list[int]:

@@ -58,6 +58,9 @@ class RankView:
     sp: bool
     device: str
     pairs: TensorParallel
+    # Sequence parallelism as DTensor runs it (PyTorch's engines): the column-parallel layers save the
+    # input all-gathered whole; Megatron-LM saves the shard and gathers it again in backward.
+    gathered: bool = False
     sides: tuple[Side, Side] = field(init=False)
     _modes: dict = field(default_factory=dict, repr=False)
 
@@ -87,7 +90,8 @@ class RankView:
     def _side(self, est: Estimate) -> Side:
         shaped, results = est.graph, est.results
         if self.tp > 1:
-            view = rank_view(shaped, est.results, self.pairs, self.units, self.tp, self.sp)
+            view = rank_view(shaped, est.results, self.pairs, self.units, self.tp, self.sp, self.gathered,
+                             est.float_dtype)
             if view is None:
                 raise InputError(
                     f"{shaped.source}: --strategy tp{self.tp}: the split tensors of {shaped.name} do not "
@@ -275,7 +279,8 @@ def layer_flops(est: Estimate, layers) -> int:
     return sum(row.flops for row in est.layers_list if row.index in want) // max(est.batch, 1)
 
 
-def make_view(ests: tuple[Estimate, Estimate], units: Units, tp: int, sp: bool, device: str) -> RankView:
+def make_view(ests: tuple[Estimate, Estimate], units: Units, tp: int, sp: bool, device: str,
+              gathered: bool = False) -> RankView:
     e = ests[0]
     pairs = find_pairs(e.graph, e.results, e.param_roles, units)
     if tp > 1 and not pairs:
@@ -283,4 +288,4 @@ def make_view(ests: tuple[Estimate, Estimate], units: Units, tp: int, sp: bool, 
             f"tensor parallel {tp}: {e.graph.name} has no column/row pair of matrix products "
             "(transformer blocks) to split"
         )
-    return RankView(ests, units, tp, sp, device, pairs)
+    return RankView(ests, units, tp, sp, device, pairs, gathered)

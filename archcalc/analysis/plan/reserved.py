@@ -93,7 +93,7 @@ class _Step:
     """One rank's step, tensor by tensor (see the module's note)."""
 
     def __init__(self, planner, s: Strategy, b: int):
-        v = planner.view(s.tp, s.sp, s.cp)
+        v = planner.rank_of(s)
         one, two = v.sides
         self.s, self.prec, self.results, self.shaped = s, planner.precision, two.results, two.shaped
         fd = v.float_dtype

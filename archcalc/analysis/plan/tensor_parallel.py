@@ -225,10 +225,13 @@ def divides(shape: tuple[int, ...], t: int) -> tuple[int, ...] | None:
 
 
 def rank_view(
-    shaped: Shaped, results: list[LayerResult], tp: TensorParallel, units: Units, t: int, sequence_parallel: bool
+    shaped: Shaped, results: list[LayerResult], tp: TensorParallel, units: Units, t: int, sequence_parallel: bool,
+    gathered: bool = False, float_dtype: str | None = None,
 ) -> tuple[Shaped, list[LayerResult]] | None:
     """The graph one of ``t`` ranks holds and its layers, whose own saved state (a norm's statistics)
-    is split with their outputs (None when a split tensor does not divide by ``t``)."""
+    is split with their outputs (None when a split tensor does not divide by ``t``). ``gathered``: under
+    sequence parallelism the column-parallel layers save their input all-gathered whole
+    (``gathered_inputs``), at ``float_dtype``."""
     names = set(tp.split) | set(tp.weights)
     if sequence_parallel:
         of = units.of_layer()
@@ -256,7 +259,28 @@ def rank_view(
     ]
     layers = [_vocab_parallel_loss(r) if r.layer.meta.get(LOSS_KEY) and r.layer.outputs[0] in axes else r
               for r in layers]
+    if sequence_parallel and gathered:
+        layers = gathered_inputs(shaped, tensors, layers, tp, names, float_dtype)
     return dataclasses.replace(shaped, tensors=tensors), layers
+
+
+def gathered_inputs(shaped: Shaped, tensors: dict, layers: list[LayerResult], tp: TensorParallel, split: set[str],
+                    float_dtype: str | None) -> list[LayerResult]:
+    """DTensor's sequence parallelism (torchtitan's plan: PrepareModuleInput from Shard(1) to
+    Replicate before the column-parallel q, k, v and w1/w3): each sequence-split input of the
+    column-parallel layers is all-gathered once, and the gathered tensor is what their products save
+    for backward -- the shard's bytes, then, and the rest of the whole (t - 1 of t parts) as the first
+    reader's own saved bytes, kept to its backward (measured: the bench's tp_sp)."""
+    out, seen = list(layers), set()
+    for i in sorted(tp.column):
+        name = out[i].layer.inputs[0] if out[i].layer.inputs else ""
+        if name not in split or name in seen:
+            continue
+        seen.add(name)
+        rest = shaped.tensors[name].nbytes(float_dtype) - tensors[name].nbytes(float_dtype)
+        out[i] = dataclasses.replace(out[i], out=dataclasses.replace(
+            out[i].out, saves_extra_bytes=out[i].out.saves_extra_bytes + rest))
+    return out
 
 
 def _split_experts(shaped: Shaped, res: LayerResult, t: int) -> LayerResult:
