@@ -76,8 +76,7 @@ def largest_model(source, capacity: int, gpus: int, nodes: int, strategy: str | 
                   runtime: str = "pytorch-cuda", attention: str | None = None):
     """The deepest model of ``source``'s widths (a config) that ``strategy`` fits on ``gpus`` GPUs of
     ``capacity`` bytes (``analysis.plan.largest``): (the answer, the config's own depth and parameters)."""
-    from archcalc.analysis.plan.largest import largest_depth
-    from archcalc.analysis.plan.planner import Planner
+    from archcalc.analysis.plan.planner import MAX_UNITS, Planner
     from archcalc.analysis.plan.search import parse_strategy, plan_result
     from archcalc.frontends.hf_config import read_config, sizes, with_layers
     from archcalc.frontends.hf_schema import MAX_LAYERS
@@ -85,26 +84,45 @@ def largest_model(source, capacity: int, gpus: int, nodes: int, strategy: str | 
 
     if strategy is None:
         raise InputError("--largest-model: the largest model is solved under one strategy; give --strategy")
-    parse_strategy(strategy, gpus)  # refused before anything is built
+    chosen = parse_strategy(strategy, gpus)  # refused before anything is built
     path = config_path(source)
     if path is None:
         raise InputError(f"{source}: --largest-model deepens a config's layers at its widths: give a config.json")
     config = read_config(path)
 
-    def judge(depth: int):
+    def judge(depth: int, batch: int | None = global_batch, micro: int | None = micro_batches):
         planner = Planner(config_graph(with_layers(config, depth), str(path), attention), optimizer, dtype, device,
                           runtime, dims=dims, inputs=inputs)
         try:
-            row = plan_result(planner, capacity, gpus, nodes, global_batch, micro_batches, strategy).rows[0]
+            row = plan_result(planner, capacity, gpus, nodes, batch, micro, strategy).rows[0]
         except InputError:
             return None  # too shallow for the strategy's stages
         # --micro-batches with a global batch: at most that many a step (no more accumulation)
-        asked = row.fits and (global_batch is None or micro_batches is None or row.accumulation <= micro_batches)
+        asked = row.fits and (batch is None or micro is None or row.accumulation <= micro)
         return row, planner.ests[0].totals.params, asked
 
     with _collector_paused():
         own = sizes(config)["layers"]
-        return largest_depth(judge, own, MAX_LAYERS), own
+        # The deepest the planner judges: its unit cap, less the units that do not repeat.
+        probe = Planner(config_graph(with_layers(config, own), str(path), attention), dims=dims, inputs=inputs)
+        limit = max(min(MAX_LAYERS, MAX_UNITS - (len(probe.units) - own)), 1)
+        return _deepest(judge, own, limit, chosen.dp, chosen.micro_batches, global_batch is None), own
+
+
+def _deepest(judge, own: int, limit: int, dp: int, m: int, solved: bool):
+    """``largest_depth`` over ``judge``; ``solved`` (no global batch): a depth fits when micro-batch 1
+    does, so the search judges micro-batch 1, whose memory is close to affine in depth (the secant
+    steps), and then the depth found and the next as asked, their largest micro-batch solved."""
+    from dataclasses import replace
+
+    from archcalc.analysis.plan.largest import Largest, largest_depth
+
+    if not solved:
+        return replace(largest_depth(judge, own, limit), limit=limit)
+    found = largest_depth(lambda d: judge(d, dp * m, m), own, limit)
+    best = judge(found.layers) if found.layers else None
+    deeper = judge(found.layers + 1) if found.layers < limit else None
+    return Largest(found.layers, found.params, best[0] if best else None, deeper[0] if deeper else None, limit)
 
 
 def _megatron(source, row, dims) -> dict:

@@ -190,12 +190,18 @@ def render_largest(found, own_layers: int, strategy: str, fmt: str = "table") ->
         import json
 
         return json.dumps({"strategy": strategy, "layers": found.layers, "params": found.params,
+                           "lower_bound": found.layers == found.limit,
                            "config_layers": own_layers, "row": found.row.to_dict() if found.row else None,
                            "one_layer_more": found.deeper.to_dict() if found.deeper else None}, indent=1) + "\n"
     if not found.layers:
         why = f": {found.deeper.memory.phase} at {units.nbytes(found.deeper.total)}" if found.deeper else ""
         return f"largest model under '{strategy}': none (not even 1 layer fits{why})\n"
     row = found.row
+    if found.layers == found.limit:  # a lower bound: the planner judges no deeper model
+        return (f"largest model under '{strategy}': at least {found.layers} layers, {found.params:,} parameters "
+                f"(the config has {own_layers}): the deepest archcalc plans (its unit cap) fits, "
+                f"{units.nbytes(row.total)} of {units.nbytes(row.capacity)} per GPU at micro-batch "
+                f"{row.micro_batch}\n")
     lines = [f"largest model under '{strategy}': {found.layers} layers, {found.params:,} parameters "
              f"(the config has {own_layers}), {units.nbytes(row.total)} of {units.nbytes(row.capacity)} "
              f"per GPU at micro-batch {row.micro_batch}"]

@@ -26,6 +26,7 @@ class Largest:
     params: int
     row: PlanRow | None
     deeper: PlanRow | None
+    limit: int = 0  # the deepest judged (the planner's unit cap): reached, the answer is a lower bound
 
 
 # A depth's verdict, its parameter count and whether it fits as asked; None: the strategy cannot place it.
