@@ -37,8 +37,8 @@ from archcalc.analysis.memory.step_peak import gradient_spans, training_owners
 from archcalc.analysis.plan import checkpointing as ck
 from archcalc.analysis.plan.fsdp import fsdp_upcast
 from archcalc.analysis.plan.gpu_memory import Strategy
+from archcalc.analysis.plan.step_replay import ALL_GATHER, DEFAULT, REDUCE_SCATTER, run_steps
 
-DEFAULT, ALL_GATHER, REDUCE_SCATTER = 0, 1, 2
 STREAMS = {DEFAULT: "default", ALL_GATHER: "all-gather copy-in", REDUCE_SCATTER: "reduce-scatter"}
 MODELLED_CHECKPOINTS = ("none", "full", "op")
 
@@ -158,8 +158,6 @@ def replay(planner, s: Strategy, b: int, expandable: bool = True) -> Reserved | 
     (PyTorch's default)."""
     if modelled(s) is not None:
         return None
-    from archcalc.analysis.plan.step_replay import run_steps
-
     step = _Step(planner, s, b)
     r = _Replay(expandable)
     run_steps(step, r, fsdp=s.zero == 3 and s.group > 1, upcast=fsdp_upcast(s, planner.precision),

@@ -8,7 +8,7 @@ from collections import defaultdict
 from archcalc.analysis.memory import loss as ce
 from archcalc.analysis.memory.model_states import FP32
 
-DEFAULT, ALL_GATHER, REDUCE_SCATTER = 0, 1, 2  # as reserved.STREAMS
+DEFAULT, ALL_GATHER, REDUCE_SCATTER = 0, 1, 2  # the streams a step allocates on (reserved.STREAMS names them)
 # DDP's gradient buckets (torch/nn/parallel/distributed.py): the first at most 1 MiB
 # (dist._DEFAULT_FIRST_BUCKET_BYTES), the rest at most bucket_cap_mb = 25 MiB, filled with the
 # parameters in reverse order (a parameter never split), each one flat tensor the Reducer allocates
