@@ -18,6 +18,7 @@ Usage: python benchmarks/bench_training.py [--device cpu|cuda] [--batch 8] [--mo
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -98,6 +99,18 @@ def step(model, opt, x):
 
 def measured_peak(name: str, optimizer: str, batch: int, device: str) -> tuple[int, int]:
     """(the step's peak, the tensors alive before it)."""
+    peak, base, _ = measured(name, optimizer, batch, device)
+    return peak, base
+
+
+def measured(name: str, optimizer: str, batch: int, device: str) -> tuple[int, int, int | None]:
+    """(the second step's peak, the tensors alive before it, and on CUDA what the caching allocator
+    reserved over both steps from an emptied cache: torch.cuda.max_memory_reserved, the figure
+    archcalc's allocator replay predicts)."""
+    if device == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     model, x = build(name, batch, device)
     opt = OPTIMIZERS[optimizer](model.parameters())
     step(model, opt, x)  # the first step creates the optimizer state
@@ -105,14 +118,29 @@ def measured_peak(name: str, optimizer: str, batch: int, device: str) -> tuple[i
     base = _live_bytes(model, opt, x)
     if device == "cuda":
         torch.cuda.synchronize()
+        reserved = torch.cuda.max_memory_reserved()
         torch.cuda.reset_peak_memory_stats()
         step(model, opt, x)
         torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated(), base
+        return torch.cuda.max_memory_allocated(), base, max(reserved, torch.cuda.max_memory_reserved())
     before = _status("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # the high-water mark restarts from here
     step(model, opt, x)
-    return base + _status("VmHWM") - before, base
+    return base + _status("VmHWM") - before, base, None
+
+
+def reserved_estimate(path: Path, optimizer: str, batch: int, dims) -> int:
+    """archcalc's replay of PyTorch's caching allocator over the one-GPU step (plan.reserved), with
+    PyTorch's default allocator (no expandable segments), tensors only."""
+    from archcalc.analysis.plan.gpu_memory import Strategy
+    from archcalc.analysis.plan.planner import Planner
+    from archcalc.analysis.plan.reserved import replay
+    from archcalc.frontends.sources import load_graph
+
+    planner = Planner(load_graph(str(path)), optimizer, None, "cuda", "none", dims=dims)
+    found = replay(planner, Strategy(), batch, expandable=False)
+    assert found is not None
+    return found.reserved
 
 
 def measured_saved(name: str, batch: int) -> tuple[int, int]:
@@ -164,15 +192,16 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             dims = {"sequence": SEQUENCE} if name == "transformer" else None
-            est = archcalc.estimate(export(name, args.batch, Path(tmp)), batch=args.batch, dims=dims)
+            path = export(name, args.batch, Path(tmp))
+            est = archcalc.estimate(path, batch=args.batch, dims=dims)
             saved, saved_x = measured_saved(name, args.batch)
             for optimizer in args.optimizers.split(","):
                 # PyTorch's defaults on the device: Adam per tensor on CPU, multi-tensor on CUDA;
                 # dropout keeps a mask of its input's dtype on CPU, of bools on CUDA.
                 # tensors only: what max_memory_allocated and the CPU process rise measure
                 tm = est.training_memory(optimizer, device=args.device, runtime="none")
-                real, base = measured_peak(name, optimizer, args.batch, "cuda") if args.device == "cuda" else \
-                    measured_in_child(name, optimizer, args.batch)
+                real, base, reserved = measured(name, optimizer, args.batch, "cuda") if args.device == "cuda" \
+                    else (*measured_in_child(name, optimizer, args.batch), None)
                 resident = tm.weights + tm.master_weights + tm.optimizer_state + tm.inputs
                 est_saved = tm.saved_activations + tm.saved_inputs
                 rows.append({"model": name, "optimizer": optimizer, "batch": args.batch, "device": args.device,
@@ -184,6 +213,10 @@ def main():
                              "saved_error": est_saved / saved - 1,
                              "saved_inputs_estimate": tm.saved_inputs, "saved_inputs_measured": saved_x,
                              "notes_rule": tm.notes_rule, "notes_error": tm.notes_rule / real - 1})
+                if reserved:  # CUDA: the allocator's reserve beside archcalc's replay of it
+                    guess = reserved_estimate(path, optimizer, args.batch, dims)
+                    rows[-1] |= {"reserved_estimate": guess, "reserved_measured": reserved,
+                                 "reserved_error": guess / reserved - 1}
                 r = rows[-1]
                 print(f"{name:12} {optimizer:8} peak {tm.total / M:8.1f} / {real / M:8.1f} MiB "
                       f"{r['error']:+6.1%}  rise {r['estimate_rise'] / M:7.1f} / {r['measured_rise'] / M:7.1f} "

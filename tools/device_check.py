@@ -1,5 +1,6 @@
 """One visit to a GPU machine, every check in one script: what the runtimes there offer, the CUDA
-context's cost, real PyTorch training steps against archcalc's training estimate, and
+context's cost, real PyTorch training steps against archcalc's training estimate (and
+torch.cuda.max_memory_reserved against archcalc's replay of the caching allocator), and
 `archcalc validate` (CUDA channel included when onnxruntime can use the GPU) on the zoo's
 torchvision and transformer exports refilled with random weights. Sections run in order of
 value and stop being started once --budget seconds have passed; each writes to $OUT as it ends.
