@@ -78,3 +78,26 @@ def test_eager_and_fused_attention_keep_the_same_cache(name):
     eager = archcalc.estimate(EXPORTS / f"{name}.config.json", dims={"sequence": 8}).kv_cache()
     graph = serving_graph(EXPORTS / f"{name}.config.json")
     assert analyse(graph, 1, {"sequence": 8}).kv_cache() == eager
+
+
+def test_a_fused_qkv_projection_is_not_latent_attention():
+    """microsoft/Phi-3-mini-4k-instruct's config (tests/fixtures/hf_configs/phi3_mini.json: multi-head
+    attention, 32 layers, 32 key/value heads of 96, q, k and v from one qkv_proj): its cache keeps
+    2 x 32 x 32 x 96 bf16 values a token, 393,216 B -- not the 3,072-wide input of qkv_proj read as a
+    latent (196,608 B, what archcalc printed before)."""
+    kv = archcalc.estimate(str(ROOT / "tests" / "fixtures" / "hf_configs" / "phi3_mini.json"),
+                           dims={"sequence": 8}).kv_cache("bfloat16")
+    assert kv is not None and not kv.latent and kv.bytes_per_token == 2 * 32 * 32 * 96 * 2
+
+
+def test_a_fused_qkv_cache_against_transformers_own():
+    """The same, against the cache transformers builds for a tiny multi-head Phi-3
+    (tests/fixtures/hf_configs/phi3_mha.json, float32): its DynamicCache's keys and values, per token."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    path = ROOT / "tests" / "fixtures" / "hf_configs" / "phi3_mha.json"
+    model = transformers.Phi3ForCausalLM(transformers.Phi3Config(**json.loads(path.read_text()))).eval()
+    with torch.no_grad():
+        cache = model(torch.ones(1, 5, dtype=torch.long), use_cache=True).past_key_values
+    per_token = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values)) // 5
+    assert archcalc.estimate(str(path), dims={"sequence": 8}).kv_cache().bytes_per_token == per_token

@@ -106,9 +106,25 @@ class _Walk:
             name = layer.inputs[0]
         return name
 
-    def latent(self, keys: list[str], values: list[str]) -> list[str]:
+    def feeds(self, src: str, name: str) -> bool:
+        """Whether ``src`` is among what ``name`` is computed from, short of any other product (the
+        query of a fused QKV projection comes from the same product as its keys and values)."""
+        todo, seen = [name], set()
+        while todo:
+            n = todo.pop()
+            if n == src:
+                return True
+            layer = self.layer(n)
+            if n in seen or layer is None or layer.op_type in ("MatMul", "Gemm"):
+                continue
+            seen.add(n)
+            todo += [i for i in layer.inputs if i and self.shaped.tensors[i].role == Role.ACTIVATION]
+        return False
+
+    def latent(self, keys: list[str], values: list[str], query: str) -> list[str]:
         """The parts to cache: keys' and values' parts that one weight matrix up-projects from a
-        narrower tensor are replaced by that tensor (once)."""
+        narrower tensor are replaced by that tensor (once) -- unless that product also makes the
+        query: a fused QKV projection (Phi-3's qkv_proj, GPT-2's c_attn) caches its keys and values."""
         groups: dict[str, list[str]] = {}
         for p in keys + values:
             groups.setdefault(self.source(p, SPLITS), []).append(p)
@@ -116,7 +132,7 @@ class _Walk:
         for src, members in groups.items():
             up = self.layer(src)
             shared = any(m in keys for m in members) and any(m in values for m in members)
-            if shared and up is not None and up.op_type == "MatMul" and \
+            if shared and up is not None and up.op_type == "MatMul" and not self.feeds(src, query) and \
                     self.shaped.tensors[up.inputs[1]].role == Role.WEIGHT:
                 narrow = self.parts(self.source(up.inputs[0], VIEWS | TOKEN_NORMS))
                 if self.numel(narrow) < self.numel(members):
@@ -130,11 +146,11 @@ def kv_cache(shaped: Shaped, results: list[LayerResult], batch: int, dtype: str 
     """The cache per token of the attention layers ``results`` hold (None: the graph has none)."""
     walk = _Walk(shaped, results)
     layers = []
-    for _, k, v, keys, layer, _ in attentions(shaped, results):
+    for q, k, v, keys, layer, _ in attentions(shaped, results):
         if not keys:
             continue
         kparts, vparts = walk.parts(k), walk.parts(v)
-        cached = walk.latent(kparts, vparts)
+        cached = walk.latent(kparts, vparts, q)
 
         tokens = batch * keys
         window = layer.meta.get(WINDOW_KEY)
