@@ -101,3 +101,13 @@ def test_a_fused_qkv_cache_against_transformers_own():
         cache = model(torch.ones(1, 5, dtype=torch.long), use_cache=True).past_key_values
     per_token = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values)) // 5
     assert archcalc.estimate(str(path), dims={"sequence": 8}).kv_cache().bytes_per_token == per_token
+
+
+def test_dtype_prices_the_cache_as_it_prices_the_model():
+    """--dtype fp16 on GPT-2 124M (12 layers of 768-wide keys and values): 12 x 2 x 768 x 2 bytes a
+    token, as transformers' fp16 cache holds them -- the cache at the width the model computes in,
+    unless --kv-dtype says otherwise."""
+    est = archcalc.estimate("gpt2-124m", dtype="fp16")
+    assert est.kv_cache().bytes_per_token == 12 * 2 * 768 * 2
+    assert est.kv_cache("float8e4m3fn").bytes_per_token == 12 * 2 * 768
+    assert est.to_dict()["kv_cache"]["bytes_per_token"] == 12 * 2 * 768 * 2

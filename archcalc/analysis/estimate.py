@@ -80,7 +80,10 @@ class Estimate:
         return self.inference_memory().activations_held
 
     def kv_cache(self, dtype: str | None = None) -> KVCache | None:
-        """Keys and values per token of the attention layers (see ``archcalc.analysis.kv_cache``)."""
+        """Keys and values per token of the attention layers (see ``archcalc.analysis.kv_cache``), in
+        ``dtype`` (--kv-dtype) or else at the width the model computes in: ``--dtype`` or a config's
+        own (an fp32 design estimated in fp16 caches 2 bytes a value, not 4)."""
+        dtype = dtype or self.float_dtype
         key = ("kv", dtype)
         if key not in self._memo:
             self._memo[key] = kv_cache(self.graph, self.results, self.batch, dtype)
