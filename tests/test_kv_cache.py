@@ -111,3 +111,25 @@ def test_dtype_prices_the_cache_as_it_prices_the_model():
     assert est.kv_cache().bytes_per_token == 12 * 2 * 768 * 2
     assert est.kv_cache("float8e4m3fn").bytes_per_token == 12 * 2 * 768
     assert est.to_dict()["kv_cache"]["bytes_per_token"] == 12 * 2 * 768 * 2
+
+
+TINY_DECODERS = sorted(p.stem for p in (ROOT / "tests" / "fixtures" / "hf_configs").glob("*.json")
+                       if p.stem not in ("transformers_counts", "bert", "phi3_mini"))
+
+
+@pytest.mark.parametrize("name", TINY_DECODERS)
+def test_every_familys_cache_is_transformers_own(name):
+    """Each decoder family archcalc reads (a tiny config of each: MHA, GQA, fused QKV, sliding and
+    per-layer windows, q/k norms, MoE, DeepSeek's latent attention), against the cache transformers
+    builds for it: the keys and values its DynamicCache holds after 5 tokens, per token (float32,
+    where every window is wider than 5)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    path = ROOT / "tests" / "fixtures" / "hf_configs" / f"{name}.json"
+    config = transformers.AutoConfig.for_model(**json.loads(path.read_text()))
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    with torch.no_grad():
+        cache = model(torch.ones(1, 5, dtype=torch.long), use_cache=True).past_key_values
+    held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values)
+               if t is not None)
+    assert archcalc.estimate(str(path), dims={"sequence": 8}).kv_cache("float32").bytes_per_token == held // 5
