@@ -133,3 +133,52 @@ def test_every_familys_cache_is_transformers_own(name):
     held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values)
                if t is not None)
     assert archcalc.estimate(str(path), dims={"sequence": 8}).kv_cache("float32").bytes_per_token == held // 5
+
+
+def _variant(config: dict, rnd) -> dict:
+    """A random valid reshaping of a tiny config: heads, key/value heads, head size, width, depth."""
+    c = dict(config)
+    keys = {"heads": "n_head" if "n_head" in c else "num_attention_heads",
+            "hidden": "n_embd" if "n_embd" in c else "hidden_size",
+            "layers": "n_layer" if "n_layer" in c else "num_hidden_layers"}
+    if c.get("model_type") != "deepseek_v3":  # latent attention's widths are its own
+        heads, size = rnd.choice([2, 4, 8]), rnd.choice([16, 32])
+        c[keys["heads"]] = heads
+        if "num_key_value_heads" in c:
+            c["num_key_value_heads"] = rnd.choice([d for d in (1, 2, 4, 8) if heads % d == 0])
+        if "head_dim" in c:
+            c["head_dim"], c[keys["hidden"]] = size, rnd.choice([64, 128])
+        else:
+            c[keys["hidden"]] = heads * size
+    layers = rnd.choice([1, 2, 3])
+    c[keys["layers"]] = layers
+    if c.get("layer_types"):
+        c["layer_types"] = (c["layer_types"] * layers)[:layers]
+    return c
+
+
+@pytest.mark.parametrize("name", TINY_DECODERS)
+def test_random_configs_of_every_family_cache_as_transformers_does(name, tmp_path):
+    """#24's fuzz: three random valid reshapings of each family's config (seeded), each where
+    transformers accepts it, cached as transformers' DynamicCache holds it."""
+    import random
+
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    base = json.loads((ROOT / "tests" / "fixtures" / "hf_configs" / f"{name}.json").read_text())
+    rnd = random.Random(name)
+    for k in range(3):
+        config = _variant(base, rnd)
+        try:
+            model = transformers.AutoModelForCausalLM.from_config(
+                transformers.AutoConfig.for_model(**config), dtype=torch.float32).eval()
+        except (ValueError, AssertionError):
+            continue  # transformers refuses this shape
+        with torch.no_grad():
+            cache = model(torch.ones(1, 5, dtype=torch.long), use_cache=True).past_key_values
+        held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values)
+                   if t is not None)
+        path = tmp_path / f"{name}_{k}.json"
+        path.write_text(json.dumps(config))
+        got = archcalc.estimate(str(path), dims={"sequence": 8}).kv_cache("float32").bytes_per_token
+        assert got == held // 5, (k, config)
