@@ -5,7 +5,7 @@ names; this reads them into the block specs of ``archcalc.frontends.transformer_
 forward graph the transformers implementation runs (``archcalc.frontends.hf_layers``: embeddings,
 each layer's norms, attention and MLP or experts, the final norm and the LM head). Families: llama,
 mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3 (its text model), phi3,
-deepseek_v3, gpt2, gpt_neox, bert. A family not listed is refused by name.
+deepseek_v3, granite, gpt2, gpt_neox, bert. A family not listed is refused by name.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from archcalc.frontends import hf_schema
 from archcalc.frontends.transformer_net import AttentionSpec, Latent, MLPSpec, MoESpec
 
 DECODERS = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
-            "gemma3_text", "phi3", "deepseek_v3")
+            "gemma3_text", "phi3", "deepseek_v3", "granite")
 FAMILIES = (*DECODERS, "gpt2", "gpt_neox", "bert")
 TIED = {"gemma": True, "gemma2": True, "gemma3_text": True, "gpt2": True}  # else untied unless the config says
 

@@ -16,14 +16,14 @@ DTYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "bfloat1
 
 
 def _decoder_layer(net: Net, cfg: dict, z: dict, i: int, x: str, attn: AttentionSpec) -> str:
-    """llama, mistral, mixtral, qwen2/3 (and MoE), gemma 1-3, phi3, deepseek_v3: pre-norm
+    """llama, mistral, mixtral, qwen2/3 (and MoE), gemma 1-3, phi3, deepseek_v3, granite: pre-norm
     attention and a gated MLP or experts, RMSNorm."""
     path = f"/model/layers.{i}"
     sandwich = cfg["model_type"] in ("gemma2", "gemma3_text")  # norms after attention and MLP too
     y = attention(net, f"{path}/self_attn", net.norm(f"{path}/input_layernorm", x, z["h"], True), z["h"], attn)
     if sandwich:
         y = net.norm(f"{path}/post_attention_layernorm", y, z["h"], True)
-    x = net.one(path, "Add", [x, y])
+    x = net.one(path, "Add", [x, _residual(net, cfg, path, y)])
     norm = "pre_feedforward_layernorm" if sandwich else "post_attention_layernorm"
     y = net.norm(f"{path}/{norm}", x, z["h"], True)
     ff = feed_forward(cfg, z, i)
@@ -31,7 +31,15 @@ def _decoder_layer(net: Net, cfg: dict, z: dict, i: int, x: str, attn: Attention
         mlp(net, f"{path}/mlp", y, z["h"], ff)
     if sandwich:
         y = net.norm(f"{path}/post_feedforward_layernorm", y, z["h"], True)
-    return net.one(path, "Add", [x, y])
+    return net.one(path, "Add", [x, _residual(net, cfg, path, y)])
+
+
+def _residual(net: Net, cfg: dict, path: str, y: str) -> str:
+    """A sublayer's output as it joins the residual stream: granite scales it first
+    (``residual + hidden_states * residual_multiplier``, transformers' GraniteDecoderLayer)."""
+    if cfg["model_type"] != "granite":
+        return y
+    return net.scaled(path, y, float(cfg.get("residual_multiplier", 1.0)))
 
 
 def _shared_name(cfg: dict) -> str:
@@ -92,6 +100,8 @@ def config_model(cfg: dict, kernel: str = "eager") -> ModelProto:
                    "bert": "/bert/embeddings/word_embeddings.weight"}.get(t, "/model/embed_tokens.weight"),
                   [z["vocab"], z["h"]])
     x = net.one("/embed", "Gather", [table, ids])
+    if t == "granite":  # GraniteModel: inputs_embeds * embedding_multiplier
+        x = net.scaled("/embed", x, float(cfg.get("embedding_multiplier", 1.0)))
     if t in ("gpt2", "bert"):
         x = _positions(net, cfg, z, shape, x)
     layer = {"gpt2": _gpt2_layer, "gpt_neox": _neox_layer, "bert": _bert_layer}.get(t, _decoder_layer)
@@ -135,4 +145,6 @@ def _head(net: Net, cfg: dict, z: dict, x: str, table: str, shape: str) -> str:
         head = net.linear("/gpt_neox/embed_out" if t == "gpt_neox" else "/lm_head", x, z["h"], z["vocab"], False)
     else:
         head = tied_head(net, x, z["h"], z["vocab"], table, shape)
+    if t == "granite":  # GraniteForCausalLM: logits / logits_scaling, a tensor of its own
+        head = net.scaled("/lm_head", head, float(cfg.get("logits_scaling", 1.0)), "Div")
     return net.trained_on(head)

@@ -46,6 +46,12 @@ class Net:
         self.inits.append(make_tensor(name, TensorProto.INT64, [len(values)], values))
         return name
 
+    def scaled(self, path: str, x: str, value: float, op: str = "Mul") -> str:
+        """``x`` times (or, ``op`` "Div", over) a constant of the model's element type: a new tensor."""
+        name = f"{path}.{op.lower()}_{self.count + 1}"
+        self.inits.append(make_tensor(name, self.dtype, [], [value]))
+        return self.one(path, op, [x, name])
+
     def op(self, path: str, op: str, ins: list[str], outputs: int = 1, domain: str = "", **attrs) -> list[str]:
         self.count += 1
         outs = [f"{path}/{op}_{self.count}_{k}" for k in range(outputs)]
