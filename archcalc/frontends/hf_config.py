@@ -5,7 +5,7 @@ names; this reads them into the block specs of ``archcalc.frontends.transformer_
 forward graph the transformers implementation runs (``archcalc.frontends.hf_layers``: embeddings,
 each layer's norms, attention and MLP or experts, the final norm and the LM head). Families: llama,
 mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3 (its text model), phi3,
-deepseek_v3, granite, gpt2, gpt_neox, bert. A family not listed is refused by name.
+deepseek_v3, granite, starcoder2, gpt2, gpt_neox, bert. A family not listed is refused by name.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from archcalc.frontends import hf_schema
 from archcalc.frontends.transformer_net import AttentionSpec, Latent, MLPSpec, MoESpec
 
 DECODERS = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
-            "gemma3_text", "phi3", "deepseek_v3", "granite")
+            "gemma3_text", "phi3", "deepseek_v3", "granite", "starcoder2")
+# Decoders whose norms are LayerNorm with a bias (the rest: RMSNorm)
+LAYER_NORM = ("starcoder2",)
 FAMILIES = (*DECODERS, "gpt2", "gpt_neox", "bert")
 TIED = {"gemma": True, "gemma2": True, "gemma3_text": True, "gpt2": True}  # else untied unless the config says
 
@@ -112,7 +114,7 @@ def windows(cfg: dict, layers: int) -> list[int | None]:
 def attention_spec(cfg: dict, z: dict, window: int | None, kernel: str) -> AttentionSpec:
     """The attention of a decoder layer of ``cfg``'s family."""
     t = cfg["model_type"]
-    bias = cfg.get("attention_bias", False)
+    bias = cfg.get("use_bias", True) if t == "starcoder2" else cfg.get("attention_bias", False)
     qkv_bias = cfg.get("qkv_bias", bias or t == "qwen2")
     latent = None
     if t == "deepseek_v3":
@@ -133,6 +135,8 @@ def feed_forward(cfg: dict, z: dict, i: int) -> MLPSpec | MoESpec:
     """Layer ``i``'s MLP, or its experts where the family routes that layer."""
     t = cfg["model_type"]
     act = cfg.get("hidden_activation") or cfg.get("hidden_act", "silu")
+    if t == "starcoder2":  # Starcoder2MLP: c_fc, the activation, c_proj; biased unless use_bias is false
+        return MLPSpec(z["ffn"], act, gated=False, bias=cfg.get("use_bias", True), names=("", "c_fc", "c_proj"))
     dense = MLPSpec(z["ffn"], act, fused=t == "phi3", bias=cfg.get("mlp_bias", False))
     experts = _experts(cfg) if t in ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3") else 0
     if not experts:

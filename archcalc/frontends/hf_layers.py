@@ -7,7 +7,16 @@ paths, so the planner finds each layer as a unit.
 from __future__ import annotations
 
 from archcalc.errors import InputError
-from archcalc.frontends.hf_config import DECODERS, TIED, attention_spec, feed_forward, rotary, sizes, windows
+from archcalc.frontends.hf_config import (
+    DECODERS,
+    LAYER_NORM,
+    TIED,
+    attention_spec,
+    feed_forward,
+    rotary,
+    sizes,
+    windows,
+)
 from archcalc.frontends.onnx_helpers import make_tensor, make_tensor_value_info
 from archcalc.frontends.transformer_net import AttentionSpec, MLPSpec, MoESpec, Net, attention, mlp, moe, tied_head
 from archcalc.onnx_proto import ModelProto, TensorProto
@@ -17,15 +26,17 @@ DTYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "bfloat1
 
 def _decoder_layer(net: Net, cfg: dict, z: dict, i: int, x: str, attn: AttentionSpec) -> str:
     """llama, mistral, mixtral, qwen2/3 (and MoE), gemma 1-3, phi3, deepseek_v3, granite: pre-norm
-    attention and a gated MLP or experts, RMSNorm."""
+    attention and a gated MLP or experts, RMSNorm; starcoder2: the same with LayerNorm and a plain
+    biased MLP."""
     path = f"/model/layers.{i}"
     sandwich = cfg["model_type"] in ("gemma2", "gemma3_text")  # norms after attention and MLP too
-    y = attention(net, f"{path}/self_attn", net.norm(f"{path}/input_layernorm", x, z["h"], True), z["h"], attn)
+    rms = cfg["model_type"] not in LAYER_NORM
+    y = attention(net, f"{path}/self_attn", net.norm(f"{path}/input_layernorm", x, z["h"], rms), z["h"], attn)
     if sandwich:
         y = net.norm(f"{path}/post_attention_layernorm", y, z["h"], True)
     x = net.one(path, "Add", [x, _residual(net, cfg, path, y)])
     norm = "pre_feedforward_layernorm" if sandwich else "post_attention_layernorm"
-    y = net.norm(f"{path}/{norm}", x, z["h"], True)
+    y = net.norm(f"{path}/{norm}", x, z["h"], rms)
     ff = feed_forward(cfg, z, i)
     y = moe(net, f"{path}/mlp", y, z["h"], ff, _shared_name(cfg)) if isinstance(ff, MoESpec) else \
         mlp(net, f"{path}/mlp", y, z["h"], ff)
@@ -113,7 +124,7 @@ def config_model(cfg: dict, kernel: str = "eager") -> ModelProto:
         outputs = [(x, ["batch", "sequence", z["h"]]), (out, ["batch", 1, z["h"]])]
     else:
         final = {"gpt2": "/transformer/ln_f", "gpt_neox": "/gpt_neox/final_layer_norm"}.get(t, "/model/norm")
-        x = net.norm(final, x, z["h"], t in DECODERS)
+        x = net.norm(final, x, z["h"], t in DECODERS and t not in LAYER_NORM)
         outputs = [(_head(net, cfg, z, x, table, shape), ["batch", "sequence", z["vocab"]])]
     return net.model(t, [make_tensor_value_info(ids, TensorProto.INT64, ["batch", "sequence"])],
                      [make_tensor_value_info(o, net.dtype, dims) for o, dims in outputs])
