@@ -9,6 +9,7 @@ from __future__ import annotations
 from archcalc.errors import InputError
 from archcalc.frontends.hf_config import (
     DECODERS,
+    GPT2_LIKE,
     LAYER_NORM,
     TIED,
     attention_spec,
@@ -107,15 +108,17 @@ def config_model(cfg: dict, kernel: str = "eager") -> ModelProto:
     net, z, t = Net(DTYPES[name]), sizes(cfg), cfg["model_type"]
     ids = "input_ids"
     shape = net.one("/shape", "Shape", [ids])
-    table = net.w({"gpt2": "/transformer/wte.weight", "gpt_neox": "/gpt_neox/embed_in.weight",
+    table = net.w({"gpt2": "/transformer/wte.weight", "gpt_bigcode": "/transformer/wte.weight",
+                   "gpt_neox": "/gpt_neox/embed_in.weight",
                    "bert": "/bert/embeddings/word_embeddings.weight"}.get(t, "/model/embed_tokens.weight"),
                   [z["vocab"], z["h"]])
     x = net.one("/embed", "Gather", [table, ids])
     if t == "granite":  # GraniteModel: inputs_embeds * embedding_multiplier
         x = net.scaled("/embed", x, float(cfg.get("embedding_multiplier", 1.0)))
-    if t in ("gpt2", "bert"):
+    if t in (*GPT2_LIKE, "bert"):
         x = _positions(net, cfg, z, shape, x)
-    layer = {"gpt2": _gpt2_layer, "gpt_neox": _neox_layer, "bert": _bert_layer}.get(t, _decoder_layer)
+    layer = {"gpt2": _gpt2_layer, "gpt_bigcode": _gpt2_layer, "gpt_neox": _neox_layer,
+             "bert": _bert_layer}.get(t, _decoder_layer)
     for i, window in enumerate(windows(cfg, z["layers"])):
         x = layer(net, cfg, z, i, x, _attention(cfg, z, window, kernel))
     if t == "bert":
@@ -123,7 +126,8 @@ def config_model(cfg: dict, kernel: str = "eager") -> ModelProto:
         out = net.one("/bert/pooler", "Tanh", [net.linear("/bert/pooler/dense", first, z["h"], z["h"], True)])
         outputs = [(x, ["batch", "sequence", z["h"]]), (out, ["batch", 1, z["h"]])]
     else:
-        final = {"gpt2": "/transformer/ln_f", "gpt_neox": "/gpt_neox/final_layer_norm"}.get(t, "/model/norm")
+        final = {"gpt2": "/transformer/ln_f", "gpt_bigcode": "/transformer/ln_f",
+                 "gpt_neox": "/gpt_neox/final_layer_norm"}.get(t, "/model/norm")
         x = net.norm(final, x, z["h"], t in DECODERS and t not in LAYER_NORM)
         outputs = [(_head(net, cfg, z, x, table, shape), ["batch", "sequence", z["vocab"]])]
     return net.model(t, [make_tensor_value_info(ids, TensorProto.INT64, ["batch", "sequence"])],
@@ -132,7 +136,7 @@ def config_model(cfg: dict, kernel: str = "eager") -> ModelProto:
 
 def _positions(net: Net, cfg: dict, z: dict, shape: str, x: str) -> str:
     """Learned positions (GPT-2, BERT) and BERT's token types (all type 0) and embedding norm."""
-    gpt2 = cfg["model_type"] == "gpt2"
+    gpt2 = cfg["model_type"] in GPT2_LIKE
     path = "/transformer" if gpt2 else "/bert/embeddings"
     count = cfg.get("n_positions" if gpt2 else "max_position_embeddings", 512)
     length = net.one(path, "Gather", [shape, net.const(f"{path}.seq_axis", [1])], axis=0)
