@@ -51,6 +51,10 @@ PUBLISHED = [
                            "num_hidden_layers": 12, "num_attention_heads": 12, "vocab_size": 30522,
                            "max_position_embeddings": 512, "type_vocab_size": 2, "hidden_act": "gelu"},
      109_482_240),
+    ("opt-125m", {"model_type": "opt", "hidden_size": 768, "ffn_dim": 3072, "num_hidden_layers": 12,
+                  "num_attention_heads": 12, "vocab_size": 50272, "max_position_embeddings": 2048,
+                  "word_embed_proj_dim": 768, "do_layer_norm_before": True, "activation_function": "relu"},
+     125_239_296),
 ]
 
 

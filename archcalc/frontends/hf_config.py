@@ -5,8 +5,8 @@ names; this reads them into the block specs of ``archcalc.frontends.transformer_
 forward graph the transformers implementation runs (``archcalc.frontends.hf_layers``: embeddings,
 each layer's norms, attention and MLP or experts, the final norm and the LM head). Families: llama,
 mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3 (its text model), phi3,
-deepseek_v3, granite, starcoder2, gpt2, gpt_bigcode (StarCoder, SantaCoder), gpt_neox, bert. A family not
-listed is refused by name.
+deepseek_v3, granite, starcoder2, gpt2, gpt_bigcode (StarCoder, SantaCoder), opt, gpt_neox, bert. A
+family not listed is refused by name.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ DECODERS = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3
 # Decoders whose norms are LayerNorm with a bias (the rest: RMSNorm)
 LAYER_NORM = ("starcoder2",)
 GPT2_LIKE = ("gpt2", "gpt_bigcode")  # GPT-2's layers and learned positions (gpt_bigcode: one key/value head)
-FAMILIES = (*DECODERS, *GPT2_LIKE, "gpt_neox", "bert")
-TIED = {"gemma": True, "gemma2": True, "gemma3_text": True, "gpt2": True, "gpt_bigcode": True}  # else untied
-# unless the config says
+FAMILIES = (*DECODERS, *GPT2_LIKE, "opt", "gpt_neox", "bert")
+TIED = {"gemma": True, "gemma2": True, "gemma3_text": True, "gpt2": True, "gpt_bigcode": True,
+        "opt": True}  # else untied unless the config says
+LEARNED_POSITIONS = (*GPT2_LIKE, "opt", "bert")  # a position table, no rotary
 
 
 def is_config(path: Path) -> bool:
@@ -87,7 +88,7 @@ def sizes(cfg: dict) -> dict:
                          "give head_dim")
     return {"h": h, "a": a, "kv": kv, "d": size(cfg, "head_dim", default=h // a),
             "layers": size(cfg, "num_hidden_layers", "n_layer"), "vocab": size(cfg, "vocab_size"),
-            "ffn": size(cfg, "intermediate_size", "n_inner", default=4 * h)}
+            "ffn": size(cfg, "intermediate_size", "n_inner", "ffn_dim", default=4 * h)}
 
 
 def windows(cfg: dict, layers: int) -> list[int | None]:
@@ -164,7 +165,7 @@ def rotary(cfg: dict, head_dim: int, latent: Latent | None = None) -> tuple[int,
     """(positions, dims) of the rotary cos/sin table a server precomputes (vLLM's ``get_rope``: one
     row of ``rotary_dim`` per position up to max_position_embeddings); 0 dims for learned positions."""
     t = cfg["model_type"]
-    dims = 0 if t in (*GPT2_LIKE, "bert") else latent.rope_dim if latent else int(
+    dims = 0 if t in LEARNED_POSITIONS else latent.rope_dim if latent else int(
         head_dim * cfg.get("rotary_pct", cfg.get("partial_rotary_factor", 1.0)))
     return cfg.get("max_position_embeddings", 0), dims
 
@@ -180,7 +181,7 @@ def hyperparameters(cfg: dict) -> dict:
     specs = [feed_forward(cfg, z, i) for i in range(z["layers"])]
     moe = next((s for s in specs if isinstance(s, MoESpec)), None)
     act = cfg.get("hidden_activation") or cfg.get("hidden_act", "silu")
-    plain = t in (*GPT2_LIKE, "gpt_neox", "bert")
+    plain = t in (*LEARNED_POSITIONS, "gpt_neox")
     return {"layers": z["layers"], "hidden": z["h"], "heads": z["a"], "groups": z["kv"], "head_dim": z["d"],
             "ffn": z["ffn"], "vocab": z["vocab"], "swiglu": not plain and act in ("silu", "swish"),
             "rms": not plain,

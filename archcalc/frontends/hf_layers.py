@@ -79,6 +79,21 @@ def _neox_layer(net: Net, cfg: dict, z: dict, i: int, x: str, attn: AttentionSpe
     return net.one(path, "Add", [net.one(path, "Add", [x, y]) if parallel else mlp_in, out])
 
 
+def _opt_layer(net: Net, cfg: dict, z: dict, i: int, x: str, attn: AttentionSpec) -> str:
+    """OPTDecoderLayer: attention and a plain fc1 / fc2 MLP, each with its LayerNorm before it
+    (do_layer_norm_before, every OPT but the 350M) or after the residual add."""
+    path, pre = f"/model/decoder/layers.{i}", cfg.get("do_layer_norm_before", True)
+    normed = net.norm(f"{path}/self_attn_layer_norm", x, z["h"], False) if pre else x
+    y = attention(net, f"{path}/self_attn", normed, z["h"], attn)
+    x = net.one(path, "Add", [x, y])
+    x = x if pre else net.norm(f"{path}/self_attn_layer_norm", x, z["h"], False)
+    ff = MLPSpec(z["ffn"], cfg.get("activation_function", "relu"), gated=False, bias=cfg.get("enable_bias", True),
+                 names=("", "fc1", "fc2"))
+    y = mlp(net, path, net.norm(f"{path}/final_layer_norm", x, z["h"], False) if pre else x, z["h"], ff)
+    x = net.one(path, "Add", [x, y])
+    return x if pre else net.norm(f"{path}/final_layer_norm", x, z["h"], False)
+
+
 def _bert_layer(net: Net, cfg: dict, z: dict, i: int, x: str, attn: AttentionSpec) -> str:
     """Post-norm: x = LN(x + attention(x)); x = LN(x + MLP(x))."""
     path = f"/bert/encoder/layer.{i}"
@@ -94,8 +109,9 @@ def _attention(cfg: dict, z: dict, window: int | None, kernel: str) -> Attention
     t = cfg["model_type"]
     if t in DECODERS:
         return attention_spec(cfg, z, window, kernel)
-    bias = cfg.get("attention_bias", True) if t == "gpt_neox" else True
-    return AttentionSpec(z["a"], z["kv"], z["d"], qkv_bias=bias, out_bias=bias, fused_qkv=t != "bert",
+    bias = cfg.get("attention_bias", True) if t == "gpt_neox" else cfg.get("enable_bias", True) if t == "opt" \
+        else True
+    return AttentionSpec(z["a"], z["kv"], z["d"], qkv_bias=bias, out_bias=bias, fused_qkv=t not in ("bert", "opt"),
                          kernel="eager" if t == "bert" else kernel, rotary=rotary(cfg, z["d"]))
 
 
@@ -108,16 +124,19 @@ def config_model(cfg: dict, kernel: str = "eager") -> ModelProto:
     net, z, t = Net(DTYPES[name]), sizes(cfg), cfg["model_type"]
     ids = "input_ids"
     shape = net.one("/shape", "Shape", [ids])
+    width = cfg.get("word_embed_proj_dim") or z["h"] if t == "opt" else z["h"]  # OPT-350M: a narrower table
     table = net.w({"gpt2": "/transformer/wte.weight", "gpt_bigcode": "/transformer/wte.weight",
-                   "gpt_neox": "/gpt_neox/embed_in.weight",
+                   "gpt_neox": "/gpt_neox/embed_in.weight", "opt": "/model/decoder/embed_tokens.weight",
                    "bert": "/bert/embeddings/word_embeddings.weight"}.get(t, "/model/embed_tokens.weight"),
-                  [z["vocab"], z["h"]])
+                  [z["vocab"], width])
     x = net.one("/embed", "Gather", [table, ids])
+    if t == "opt":
+        x = _opt_positions(net, cfg, z, shape, x, width)
     if t == "granite":  # GraniteModel: inputs_embeds * embedding_multiplier
         x = net.scaled("/embed", x, float(cfg.get("embedding_multiplier", 1.0)))
     if t in (*GPT2_LIKE, "bert"):
         x = _positions(net, cfg, z, shape, x)
-    layer = {"gpt2": _gpt2_layer, "gpt_bigcode": _gpt2_layer, "gpt_neox": _neox_layer,
+    layer = {"gpt2": _gpt2_layer, "gpt_bigcode": _gpt2_layer, "gpt_neox": _neox_layer, "opt": _opt_layer,
              "bert": _bert_layer}.get(t, _decoder_layer)
     for i, window in enumerate(windows(cfg, z["layers"])):
         x = layer(net, cfg, z, i, x, _attention(cfg, z, window, kernel))
@@ -126,12 +145,41 @@ def config_model(cfg: dict, kernel: str = "eager") -> ModelProto:
         out = net.one("/bert/pooler", "Tanh", [net.linear("/bert/pooler/dense", first, z["h"], z["h"], True)])
         outputs = [(x, ["batch", "sequence", z["h"]]), (out, ["batch", 1, z["h"]])]
     else:
-        final = {"gpt2": "/transformer/ln_f", "gpt_bigcode": "/transformer/ln_f",
-                 "gpt_neox": "/gpt_neox/final_layer_norm"}.get(t, "/model/norm")
-        x = net.norm(final, x, z["h"], t in DECODERS and t not in LAYER_NORM)
-        outputs = [(_head(net, cfg, z, x, table, shape), ["batch", "sequence", z["vocab"]])]
+        outputs = [(_head(net, cfg, z, _final(net, cfg, z, x, width), table, shape, width),
+                    ["batch", "sequence", z["vocab"]])]
     return net.model(t, [make_tensor_value_info(ids, TensorProto.INT64, ["batch", "sequence"])],
                      [make_tensor_value_info(o, net.dtype, dims) for o, dims in outputs])
+
+
+FINAL_NORMS = {"gpt2": "/transformer/ln_f", "gpt_bigcode": "/transformer/ln_f",
+               "opt": "/model/decoder/final_layer_norm", "gpt_neox": "/gpt_neox/final_layer_norm"}
+
+
+def _final(net: Net, cfg: dict, z: dict, x: str, width: int) -> str:
+    """The last layer's output as the head reads it: the final norm (none in a post-norm OPT), and
+    OPT's projection out to a narrower embedding table."""
+    t = cfg["model_type"]
+    if t != "opt" or (cfg.get("do_layer_norm_before", True) and not cfg.get("_remove_final_layer_norm")):
+        x = net.norm(FINAL_NORMS.get(t, "/model/norm"), x, z["h"], t in DECODERS and t not in LAYER_NORM)
+    if t == "opt" and width != z["h"]:
+        x = net.linear("/model/decoder/project_out", x, z["h"], width, False)
+    return x
+
+
+def _opt_positions(net: Net, cfg: dict, z: dict, shape: str, x: str, width: int) -> str:
+    """OPT's learned positions (OPTLearnedPositionalEmbedding: max_position_embeddings + 2 rows, the
+    first two an offset) added after the tokens are projected in where the table is narrower."""
+    path = "/model/decoder"
+    if width != z["h"]:
+        x = net.linear(f"{path}/project_in", x, width, z["h"], False)
+    rows = cfg.get("max_position_embeddings", 2048) + 2
+    length = net.one(path, "Gather", [shape, net.const(f"{path}.seq_axis", [1])], axis=0)
+    two, one = net.const(f"{path}.offset", [2]), net.const(f"{path}.one", [1])
+    steps = net.one(path, "Range", [net.one(path, "Squeeze", [two]),
+                                    net.one(path, "Squeeze", [net.one(path, "Add", [length, two])]),
+                                    net.one(path, "Squeeze", [one])])
+    pos = net.w(f"{path}/embed_positions.weight", [rows, z["h"]])
+    return net.one(path, "Add", [x, net.one(path, "Gather", [pos, steps])])
 
 
 def _positions(net: Net, cfg: dict, z: dict, shape: str, x: str) -> str:
@@ -153,13 +201,14 @@ def _positions(net: Net, cfg: dict, z: dict, shape: str, x: str) -> str:
     return net.norm(f"{path}/LayerNorm", x, z["h"], False)
 
 
-def _head(net: Net, cfg: dict, z: dict, x: str, table: str, shape: str) -> str:
-    """The LM head: its own matrix, or (tied) the embedding table read transposed."""
+def _head(net: Net, cfg: dict, z: dict, x: str, table: str, shape: str, width: int) -> str:
+    """The LM head over ``width``-wide rows: its own matrix, or (tied) the embedding table read
+    transposed."""
     t = cfg["model_type"]
     if not cfg.get("tie_word_embeddings", TIED.get(t, False)):
-        head = net.linear("/gpt_neox/embed_out" if t == "gpt_neox" else "/lm_head", x, z["h"], z["vocab"], False)
+        head = net.linear("/gpt_neox/embed_out" if t == "gpt_neox" else "/lm_head", x, width, z["vocab"], False)
     else:
-        head = tied_head(net, x, z["h"], z["vocab"], table, shape)
+        head = tied_head(net, x, width, z["vocab"], table, shape)
     if t == "granite":  # GraniteForCausalLM: logits / logits_scaling, a tensor of its own
         head = net.scaled("/lm_head", head, float(cfg.get("logits_scaling", 1.0)), "Div")
     return net.trained_on(head)
