@@ -87,6 +87,15 @@ def test_configs_archcalc_cannot_build_are_refused_by_name(tmp_path):
     assert out.exit_code == 2 and "error:" in out.output and "Traceback" not in out.output
 
 
+def test_a_cohere_config_with_per_head_norms_is_refused(tmp_path):
+    """Cohere's use_qk_norm (Command R+: a LayerNorm per head on queries and keys) is not built: said,
+    not guessed."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**json.loads((FIXTURES / "cohere.json").read_text()), "use_qk_norm": True}))
+    with pytest.raises(InputError, match="use_qk_norm"):
+        archcalc.estimate(path, dims={"sequence": 4})
+
+
 def test_a_config_missing_a_size_names_it(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,

@@ -5,8 +5,8 @@ names; this reads them into the block specs of ``archcalc.frontends.transformer_
 forward graph the transformers implementation runs (``archcalc.frontends.hf_layers``: embeddings,
 each layer's norms, attention and MLP or experts, the final norm and the LM head). Families: llama,
 mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3 (its text model), phi3,
-deepseek_v3, granite, starcoder2, gpt2, gpt_bigcode (StarCoder, SantaCoder), opt, gpt_neox, bert. A
-family not listed is refused by name.
+deepseek_v3, granite, starcoder2, cohere, gpt2, gpt_bigcode (StarCoder, SantaCoder), opt, gpt_neox,
+bert. A family not listed is refused by name.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from archcalc.frontends import hf_schema
 from archcalc.frontends.transformer_net import AttentionSpec, Latent, MLPSpec, MoESpec
 
 DECODERS = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
-            "gemma3_text", "phi3", "deepseek_v3", "granite", "starcoder2")
-# Decoders whose norms are LayerNorm with a bias (the rest: RMSNorm)
-LAYER_NORM = ("starcoder2",)
+            "gemma3_text", "phi3", "deepseek_v3", "granite", "starcoder2", "cohere")
+# Decoders whose norms are LayerNorm (the rest: RMSNorm): with a bias or (cohere's) without
+LAYER_NORM = {"starcoder2": True, "cohere": False}
 GPT2_LIKE = ("gpt2", "gpt_bigcode")  # GPT-2's layers and learned positions (gpt_bigcode: one key/value head)
 FAMILIES = (*DECODERS, *GPT2_LIKE, "opt", "gpt_neox", "bert")
 TIED = {"gemma": True, "gemma2": True, "gemma3_text": True, "gpt2": True, "gpt_bigcode": True,
-        "opt": True}  # else untied unless the config says
+        "opt": True, "cohere": True}  # else untied unless the config says
 LEARNED_POSITIONS = (*GPT2_LIKE, "opt", "bert")  # a position table, no rotary
 
 
@@ -120,6 +120,9 @@ def windows(cfg: dict, layers: int) -> list[int | None]:
 def attention_spec(cfg: dict, z: dict, window: int | None, kernel: str) -> AttentionSpec:
     """The attention of a decoder layer of ``cfg``'s family."""
     t = cfg["model_type"]
+    if t == "cohere" and cfg.get("use_qk_norm"):
+        raise InputError("use_qk_norm: cohere's per-head query and key norms are not modelled; export the model "
+                         "to ONNX instead")
     bias = cfg.get("use_bias", True) if t == "starcoder2" else cfg.get("attention_bias", False)
     qkv_bias = cfg.get("qkv_bias", bias or t == "qwen2")
     latent = None

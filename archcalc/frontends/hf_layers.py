@@ -28,17 +28,21 @@ DTYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "bfloat1
 def _decoder_layer(net: Net, cfg: dict, z: dict, i: int, x: str, attn: AttentionSpec) -> str:
     """llama, mistral, mixtral, qwen2/3 (and MoE), gemma 1-3, phi3, deepseek_v3, granite: pre-norm
     attention and a gated MLP or experts, RMSNorm; starcoder2: the same with LayerNorm and a plain
-    biased MLP."""
+    biased MLP; cohere: LayerNorm without a bias, attention and MLP side by side."""
     path = f"/model/layers.{i}"
     sandwich = cfg["model_type"] in ("gemma2", "gemma3_text")  # norms after attention and MLP too
-    rms = cfg["model_type"] not in LAYER_NORM
-    y = attention(net, f"{path}/self_attn", net.norm(f"{path}/input_layernorm", x, z["h"], rms), z["h"], attn)
+    rms, bias = cfg["model_type"] not in LAYER_NORM, LAYER_NORM.get(cfg["model_type"], True)
+    normed = net.norm(f"{path}/input_layernorm", x, z["h"], rms, bias=bias)
+    y = attention(net, f"{path}/self_attn", normed, z["h"], attn)
+    ff = feed_forward(cfg, z, i)
+    if cfg["model_type"] == "cohere" and isinstance(ff, MLPSpec):  # attention and MLP side by side, one norm
+        x = net.one(path, "Add", [x, y])
+        return net.one(path, "Add", [x, mlp(net, f"{path}/mlp", normed, z["h"], ff)])
     if sandwich:
         y = net.norm(f"{path}/post_attention_layernorm", y, z["h"], True)
     x = net.one(path, "Add", [x, _residual(net, cfg, path, y)])
     norm = "pre_feedforward_layernorm" if sandwich else "post_attention_layernorm"
-    y = net.norm(f"{path}/{norm}", x, z["h"], rms)
-    ff = feed_forward(cfg, z, i)
+    y = net.norm(f"{path}/{norm}", x, z["h"], rms, bias=bias)
     y = moe(net, f"{path}/mlp", y, z["h"], ff, _shared_name(cfg)) if isinstance(ff, MoESpec) else \
         mlp(net, f"{path}/mlp", y, z["h"], ff)
     if sandwich:
@@ -160,7 +164,8 @@ def _final(net: Net, cfg: dict, z: dict, x: str, width: int) -> str:
     OPT's projection out to a narrower embedding table."""
     t = cfg["model_type"]
     if t != "opt" or (cfg.get("do_layer_norm_before", True) and not cfg.get("_remove_final_layer_norm")):
-        x = net.norm(FINAL_NORMS.get(t, "/model/norm"), x, z["h"], t in DECODERS and t not in LAYER_NORM)
+        x = net.norm(FINAL_NORMS.get(t, "/model/norm"), x, z["h"], t in DECODERS and t not in LAYER_NORM,
+                     bias=LAYER_NORM.get(t, True))
     if t == "opt" and width != z["h"]:
         x = net.linear("/model/decoder/project_out", x, z["h"], width, False)
     return x
@@ -211,4 +216,6 @@ def _head(net: Net, cfg: dict, z: dict, x: str, table: str, shape: str, width: i
         head = tied_head(net, x, width, z["vocab"], table, shape)
     if t == "granite":  # GraniteForCausalLM: logits / logits_scaling, a tensor of its own
         head = net.scaled("/lm_head", head, float(cfg.get("logits_scaling", 1.0)), "Div")
+    if t == "cohere":  # CohereForCausalLM: logits * logit_scale
+        head = net.scaled("/lm_head", head, float(cfg.get("logit_scale", 1.0)))
     return net.trained_on(head)
