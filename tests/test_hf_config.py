@@ -96,6 +96,19 @@ def test_a_cohere_config_with_per_head_norms_is_refused(tmp_path):
         archcalc.estimate(path, dims={"sequence": 4})
 
 
+@pytest.mark.parametrize("family, field, value, says", [
+    ("opt", "word_embed_proj_dim", -5, "whole number"),
+    ("cohere", "logit_scale", "x", "positive number"),
+    ("gpt_bigcode", "multi_query", 3, "true or false"),
+    ("granite", "residual_multiplier", 0, "positive number"),
+])
+def test_the_new_families_fields_are_checked(tmp_path, family, field, value, says):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**json.loads((FIXTURES / f"{family}.json").read_text()), field: value}))
+    with pytest.raises(InputError, match=f"{field}: .* must be a? ?{says}"):
+        archcalc.estimate(path, dims={"sequence": 4})
+
+
 def test_a_config_missing_a_size_names_it(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,

@@ -58,6 +58,14 @@ def _flag() -> Rule:
     return Rule(lambda v: None if isinstance(v, bool) else "true or false")
 
 
+def _positive() -> Rule:
+    """A positive finite number (a scale or multiplier)."""
+    def check(v: object) -> str | None:
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+        return None if ok else "a positive number"
+    return Rule(check)
+
+
 def _one_of(names: tuple[str, ...] | list[str]) -> Rule:
     return Rule(lambda v: None if isinstance(v, str) and v in names else "one of " + ", ".join(names))
 
@@ -84,7 +92,7 @@ COUNT = _whole(0, MAX_WIDTH)
 FIELDS: dict[str, Rule] = {
     **{k: POSITIVE for k in ("hidden_size", "n_embd", "intermediate_size", "n_inner", "head_dim", "kv_lora_rank",
                              "q_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim",
-                             "moe_intermediate_size")},
+                             "moe_intermediate_size", "ffn_dim", "word_embed_proj_dim")},
     "sliding_window": _whole(0, MAX_POSITIONS),  # 0, as Qwen2-MoE's config writes it, is no window
     **{k: _whole(1, MAX_HEADS) for k in ("num_attention_heads", "n_head", "num_key_value_heads")},
     **{k: _whole(1, MAX_LAYERS) for k in ("num_hidden_layers", "n_layer")},
@@ -98,7 +106,9 @@ FIELDS: dict[str, Rule] = {
     "type_vocab_size": _whole(1, MAX_VOCAB),
     **{k: _whole(1, MAX_POSITIONS) for k in ("max_position_embeddings", "n_positions")},
     **{k: _flag() for k in ("use_sliding_window", "use_parallel_residual", "attention_bias", "qkv_bias",
-                            "mlp_bias", "tie_word_embeddings")},
+                            "mlp_bias", "tie_word_embeddings", "use_bias", "enable_bias", "multi_query",
+                            "do_layer_norm_before", "use_qk_norm")},
+    **{k: _positive() for k in ("embedding_multiplier", "residual_multiplier", "logits_scaling", "logit_scale")},
     **{k: _fraction() for k in ("rotary_pct", "partial_rotary_factor")},
     **{k: _one_of(DTYPE_NAMES) for k in ("torch_dtype", "dtype")},
     "layer_types": _list_of(_one_of(ATTENTION_KINDS), MAX_LAYERS),
