@@ -24,6 +24,13 @@ def unsynced(s: Strategy) -> bool:
     return s.pp > 1 and s.zero >= 2 and s.pytorch and s.micro_batches > 1
 
 
+def last_unit_kept(s: Strategy) -> bool:
+    """torchtitan leaves its last block gathered from its forward into its backward
+    (reshard_after_forward = layer_id < n_layers - 1, torchtitan/models/llama3/infra/parallelize.py
+    ``apply_fsdp``): over the layers after it, the head and the loss."""
+    return s.engine == "torchtitan" and s.zero == 3
+
+
 def unit_walk(s: Strategy, lay: Layout, prefetch: int) -> tuple[Batch, Batch]:
     """Gathered parameter bytes at each layer's forward and backward under FSDP (ZeRO-2/3), with
     ``prefetch`` units gathered ahead of the one running: on CUDA the next unit's all-gather overlaps
@@ -43,9 +50,7 @@ def unit_walk(s: Strategy, lay: Layout, prefetch: int) -> tuple[Batch, Batch]:
         return so_far, so_far
     nxt, prv, _ = lay.neighbours
     forward = root + u_bytes + nxt * prefetch
-    if s.engine == "torchtitan":  # its last block stays gathered into the backward (reshard_after_forward
-        # = layer_id < n_layers - 1, torchtitan/models/llama3/infra/parallelize.py ``apply_fsdp``):
-        # over the layers after it, the head and the loss
+    if last_unit_kept(s):
         last = np.flatnonzero(rep)[-1] if rep.any() else None
         if last is not None:
             forward[:, last + 1:] += u_bytes[:, last:last + 1]

@@ -219,9 +219,7 @@ class RankView:
             kept = [self._selective(side) for side in self.sides]
             layers = sorted(attention_core(self.sides[1].shaped, self.sides[1].results)[2])
         else:
-            counted = ck.COUNTED.match(checkpoint)
-            seg = segments if checkpoint == "planned" else \
-                unit_segments(self.units, *((counted[1], int(counted[2])) if counted else ("every", 1)))
+            seg = segments if checkpoint == "planned" else mode_segments(self.units, checkpoint)
             if seg is None:
                 raise InputError("ckpt=planned: the plan chooses its segments (Planner.row); none given")
             kept = [self._recomputed(side, seg, checkpoint == "op") for side in self.sides]
@@ -252,6 +250,13 @@ class RankView:
         drop, tensors, _ = attention_core(side.shaped, side.results)
         owner = training_owners(side.shaped, side.results, self.float_dtype)
         return ck.selective(side.profile, drop, tensors, owner)
+
+
+def mode_segments(units: Units, checkpoint: str) -> ck.Segments:
+    """The segments a checkpointing mode of whole units recomputes: ``full`` and ``op`` every repeated
+    unit, ``everyN`` / ``uniformN`` / ``blockN`` as ``unit_segments`` counts them."""
+    counted = ck.COUNTED.match(checkpoint)
+    return unit_segments(units, *((counted[1], int(counted[2])) if counted else ("every", 1)))
 
 
 def unit_segments(units: Units, how: str = "every", n: int = 1) -> ck.Segments:

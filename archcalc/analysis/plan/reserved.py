@@ -37,6 +37,7 @@ from archcalc.analysis.memory.step_peak import gradient_spans, training_owners
 from archcalc.analysis.plan import checkpointing as ck
 from archcalc.analysis.plan.fsdp import fsdp_upcast
 from archcalc.analysis.plan.gpu_memory import Strategy
+from archcalc.analysis.plan.rank_view import mode_segments
 from archcalc.analysis.plan.step_replay import ALL_GATHER, DEFAULT, REDUCE_SCATTER, run_steps
 
 STREAMS = {DEFAULT: "default", ALL_GATHER: "all-gather copy-in", REDUCE_SCATTER: "reduce-scatter"}
@@ -123,8 +124,7 @@ class _Step:
         self.dropped_extra = np.zeros(n, dtype=bool)
         if s.checkpoint == "none":
             return
-        counted = ck.COUNTED.match(s.checkpoint)
-        seg = self._segments(planner, counted)
+        seg = mode_segments(planner.units, s.checkpoint)
         policy = ck.op_policy(self.shaped, self.results, seg, owner) if s.checkpoint == "op" else None
         crossing = ck.crossing_tensors(self.shaped, self.results, list(seg.bounds[:-1]))
         ckpt = np.zeros(n, dtype=bool)
@@ -145,11 +145,6 @@ class _Step:
         kept_layers = policy.kept_layers if policy else frozenset()
         self.dropped_extra = ckpt & np.array([i not in kept_layers for i in range(n)], dtype=bool)
         self.checkpointed = [bool(c) for c in seg.checkpointed]
-
-    def _segments(self, planner, counted) -> ck.Segments:
-        from archcalc.analysis.plan.rank_view import unit_segments
-
-        return unit_segments(planner.units, *((counted[1], int(counted[2])) if counted else ("every", 1)))
 
 
 def replay(planner, s: Strategy, b: int, expandable: bool = True) -> Reserved | None:

@@ -7,6 +7,7 @@ from collections import defaultdict
 
 from archcalc.analysis.memory import loss as ce
 from archcalc.analysis.memory.model_states import FP32
+from archcalc.analysis.plan.fsdp import last_unit_kept
 
 DEFAULT, ALL_GATHER, REDUCE_SCATTER = 0, 1, 2  # the streams a step allocates on (reserved.STREAMS names them)
 # DDP's gradient buckets (torch/nn/parallel/distributed.py): the first at most 1 MiB
@@ -124,7 +125,7 @@ class _Walk:
                 if nxt is not None:
                     self.gather(nxt)
             self._forward_layer(i, recompute=False)
-            kept = self.st.s.engine == "torchtitan" and self.last.get(i) == self.order[-1]  # fsdp.unit_walk
+            kept = last_unit_kept(self.st.s) and self.last.get(i) == self.order[-1]
             if self.fsdp and i in self.last and not kept:
                 self.reshard(self.last[i])
 
