@@ -1,12 +1,13 @@
 """Small configs of each family archcalc builds from a config.json, and transformers' own parameter
 count of each (the model built on torch's meta device; a tied weight once, as ``parameters()``
 yields it): tests/fixtures/hf_configs/. Needs torch and transformers.
-Usage: python tools/make_hf_config_fixtures.py
+Usage: python tools/make_hf_config_fixtures.py [NAME ...]   (no names: every one)
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -45,6 +46,13 @@ CONFIGS = {
     "gpt2": lambda: transformers.GPT2Config(n_embd=256, n_layer=2, n_head=8, vocab_size=1000, n_positions=128),
     "gpt_neox": lambda: transformers.GPTNeoXConfig(**SMALL, intermediate_size=1024),
     "bert": lambda: transformers.BertConfig(**SMALL, intermediate_size=1024),
+    "olmo2": lambda: transformers.Olmo2Config(**SMALL, intermediate_size=512, num_key_value_heads=2,
+                                              pad_token_id=0, eos_token_id=2),
+    "olmo3": lambda: transformers.Olmo3Config(**{**SMALL, "num_hidden_layers": 4}, intermediate_size=512,
+                                              num_key_value_heads=4, sliding_window=64, pad_token_id=0,
+                                              eos_token_id=2),
+    "phi": lambda: transformers.PhiConfig(**SMALL, intermediate_size=1024, qk_layernorm=True,
+                                          partial_rotary_factor=0.4),
 }
 
 
@@ -55,15 +63,17 @@ def count(name: str, config) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def main() -> None:
-    counts = {}
-    for name, make in CONFIGS.items():
+def main(names: list[str]) -> None:
+    path = OUT / "transformers_counts.json"
+    counts = json.loads(path.read_text()) if names else {}
+    for name in names or list(CONFIGS):
+        make = CONFIGS[name]
         config = make()
         config.to_json_file(str(OUT / f"{name}.json"))
         counts[name] = count(name, config)
         print(name, counts[name])
-    (OUT / "transformers_counts.json").write_text(json.dumps(counts, indent=1) + "\n")
+    path.write_text(json.dumps(counts, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

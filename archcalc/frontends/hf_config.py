@@ -3,10 +3,10 @@
 The config names the architecture (``model_type``) and its sizes under each family's own field
 names; this reads them into the block specs of ``archcalc.frontends.transformer_net`` and builds the
 forward graph the transformers implementation runs (``archcalc.frontends.hf_layers``: embeddings,
-each layer's norms, attention and MLP or experts, the final norm and the LM head). Families: llama,
-mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3 (its text model), phi3,
-deepseek_v3, granite, starcoder2, cohere, gpt2, gpt_bigcode (StarCoder, SantaCoder), opt, gpt_neox,
-bert. A family not listed is refused by name.
+each layer's norms, attention and MLP or experts, the final norm and the LM head). Families: those
+in ``FAMILIES`` below (llama and its descendants, the MoE and latent-attention ones, gemma 1-3,
+phi 1-3, olmo 2-3, granite, cohere, starcoder 1-2, gpt2, opt, gpt_neox, bert). A family not listed
+is refused by name.
 """
 
 from __future__ import annotations
@@ -18,9 +18,14 @@ from archcalc.frontends import hf_schema
 from archcalc.frontends.transformer_net import AttentionSpec, Latent, MLPSpec, MoESpec
 
 DECODERS = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
-            "gemma3_text", "phi3", "deepseek_v3", "granite", "starcoder2", "cohere")
+            "gemma3_text", "phi3", "deepseek_v3", "granite", "starcoder2", "cohere", "olmo2", "olmo3", "phi")
 # Decoders whose norms are LayerNorm (the rest: RMSNorm): with a bias or (cohere's) without
-LAYER_NORM = {"starcoder2": True, "cohere": False}
+LAYER_NORM = {"starcoder2": True, "cohere": False, "phi": True}
+# Decoders whose attention and MLP read the same normed input side by side, summed into the residual
+PARALLEL = ("cohere", "phi")
+POST_NORM_ONLY = ("olmo2", "olmo3")  # a norm after each sublayer, none before
+# Norms on the queries and keys (transformer_net.AttentionSpec.qk_norm); phi's only with qk_layernorm
+QK_NORMS = {"qwen3": "head", "qwen3_moe": "head", "gemma3_text": "head", "olmo2": "whole", "olmo3": "whole"}
 GPT2_LIKE = ("gpt2", "gpt_bigcode")  # GPT-2's layers and learned positions (gpt_bigcode: one key/value head)
 FAMILIES = (*DECODERS, *GPT2_LIKE, "opt", "gpt_neox", "bert")
 TIED = {"gemma": True, "gemma2": True, "gemma3_text": True, "gpt2": True, "gpt_bigcode": True,
@@ -106,6 +111,8 @@ def windows(cfg: dict, layers: int) -> list[int | None]:
         elif t == "gemma3_text":
             every = cfg.get("sliding_window_pattern", 6)
             types = ["sliding_attention" if (i + 1) % every else "full" for i in range(layers)]
+        elif t == "olmo3":  # Olmo3Config: every fourth layer full
+            types = ["sliding_attention" if (i + 1) % 4 else "full" for i in range(layers)]
         elif t.startswith("qwen"):
             first = cfg.get("max_window_layers", 0)
             types = ["sliding_attention" if i >= first else "full" for i in range(layers)]
@@ -123,7 +130,7 @@ def attention_spec(cfg: dict, z: dict, window: int | None, kernel: str) -> Atten
     if t == "cohere" and cfg.get("use_qk_norm"):
         raise InputError("use_qk_norm: cohere's per-head query and key norms are not modelled; export the model "
                          "to ONNX instead")
-    bias = cfg.get("use_bias", True) if t == "starcoder2" else cfg.get("attention_bias", False)
+    bias = cfg.get("use_bias", True) if t == "starcoder2" else t == "phi" or cfg.get("attention_bias", False)
     qkv_bias = cfg.get("qkv_bias", bias or t == "qwen2")
     latent = None
     if t == "deepseek_v3":
@@ -132,7 +139,8 @@ def attention_spec(cfg: dict, z: dict, window: int | None, kernel: str) -> Atten
                         v_dim=size(cfg, "v_head_dim"))
     return AttentionSpec(z["a"], z["kv"] if latent is None else z["a"], z["d"], qkv_bias=qkv_bias,
                          out_bias=bias and t not in ("qwen2", "qwen2_moe"), fused_qkv=t == "phi3",
-                         qk_norm=t in ("qwen3", "qwen3_moe", "gemma3_text"), window=window, kernel=kernel,
+                         qk_norm="head-ln" if t == "phi" and cfg.get("qk_layernorm") else QK_NORMS.get(t, ""),
+                         window=window, kernel=kernel,
                          latent=latent, rotary=rotary(cfg, z["d"], latent))
 
 
@@ -146,6 +154,8 @@ def feed_forward(cfg: dict, z: dict, i: int) -> MLPSpec | MoESpec:
     act = cfg.get("hidden_activation") or cfg.get("hidden_act", "silu")
     if t == "starcoder2":  # Starcoder2MLP: c_fc, the activation, c_proj; biased unless use_bias is false
         return MLPSpec(z["ffn"], act, gated=False, bias=cfg.get("use_bias", True), names=("", "c_fc", "c_proj"))
+    if t == "phi":  # PhiMLP: fc1, the activation, fc2, both biased
+        return MLPSpec(z["ffn"], act, gated=False, bias=True, names=("", "fc1", "fc2"))
     dense = MLPSpec(z["ffn"], act, fused=t == "phi3", bias=cfg.get("mlp_bias", False))
     experts = _experts(cfg) if t in ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3") else 0
     if not experts:
@@ -168,8 +178,9 @@ def rotary(cfg: dict, head_dim: int, latent: Latent | None = None) -> tuple[int,
     """(positions, dims) of the rotary cos/sin table a server precomputes (vLLM's ``get_rope``: one
     row of ``rotary_dim`` per position up to max_position_embeddings); 0 dims for learned positions."""
     t = cfg["model_type"]
-    dims = 0 if t in LEARNED_POSITIONS else latent.rope_dim if latent else int(
-        head_dim * cfg.get("rotary_pct", cfg.get("partial_rotary_factor", 1.0)))
+    default = 0.5 if t == "phi" else 1.0  # PhiConfig's default share
+    share = cfg.get("rotary_pct", cfg.get("partial_rotary_factor", default))
+    dims = 0 if t in LEARNED_POSITIONS else latent.rope_dim if latent else int(head_dim * share)
     return cfg.get("max_position_embeddings", 0), dims
 
 
@@ -187,7 +198,7 @@ def hyperparameters(cfg: dict) -> dict:
     plain = t in (*LEARNED_POSITIONS, "gpt_neox")
     return {"layers": z["layers"], "hidden": z["h"], "heads": z["a"], "groups": z["kv"], "head_dim": z["d"],
             "ffn": z["ffn"], "vocab": z["vocab"], "swiglu": not plain and act in ("silu", "swish"),
-            "rms": not plain,
+            "rms": not plain and t not in LAYER_NORM,
             "untied": not cfg.get("tie_word_embeddings", TIED.get(t, False)),
             "experts": moe.experts if moe else 0, "expert_ffn": moe.ffn if moe else 0,
             "top_k": moe.top_k if moe else 0, "shared_ffn": moe.shared_ffn if moe else 0,

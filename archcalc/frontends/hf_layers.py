@@ -11,6 +11,8 @@ from archcalc.frontends.hf_config import (
     DECODERS,
     GPT2_LIKE,
     LAYER_NORM,
+    PARALLEL,
+    POST_NORM_ONLY,
     TIED,
     attention_spec,
     feed_forward,
@@ -27,25 +29,26 @@ DTYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "bfloat1
 
 def _decoder_layer(net: Net, cfg: dict, z: dict, i: int, x: str, attn: AttentionSpec) -> str:
     """llama, mistral, mixtral, qwen2/3 (and MoE), gemma 1-3, phi3, deepseek_v3, granite: pre-norm
-    attention and a gated MLP or experts, RMSNorm; starcoder2: the same with LayerNorm and a plain
-    biased MLP; cohere: LayerNorm without a bias, attention and MLP side by side."""
-    path = f"/model/layers.{i}"
-    sandwich = cfg["model_type"] in ("gemma2", "gemma3_text")  # norms after attention and MLP too
-    rms, bias = cfg["model_type"] not in LAYER_NORM, LAYER_NORM.get(cfg["model_type"], True)
-    normed = net.norm(f"{path}/input_layernorm", x, z["h"], rms, bias=bias)
-    y = attention(net, f"{path}/self_attn", normed, z["h"], attn)
+    attention and a gated MLP or experts, RMSNorm (gemma2/3: norms after each sublayer too; olmo2/3:
+    after only); starcoder2: LayerNorm and a plain biased MLP; cohere and phi: one norm, attention and
+    MLP side by side."""
+    path, t = f"/model/layers.{i}", cfg["model_type"]
+    rms, bias = t not in LAYER_NORM, LAYER_NORM.get(t, True)
+    pre, post = t not in POST_NORM_ONLY, t in POST_NORM_ONLY or t in ("gemma2", "gemma3_text")
+    normed = net.norm(f"{path}/input_layernorm", x, z["h"], rms, bias=bias) if pre else x
+    y = attention(net, f"{path}/self_attn", normed, z["h"], attn, ("dense",) if t == "phi" else ())
     ff = feed_forward(cfg, z, i)
-    if cfg["model_type"] == "cohere" and isinstance(ff, MLPSpec):  # attention and MLP side by side, one norm
+    if t in PARALLEL and isinstance(ff, MLPSpec):
         x = net.one(path, "Add", [x, y])
         return net.one(path, "Add", [x, mlp(net, f"{path}/mlp", normed, z["h"], ff)])
-    if sandwich:
+    if post:
         y = net.norm(f"{path}/post_attention_layernorm", y, z["h"], True)
     x = net.one(path, "Add", [x, _residual(net, cfg, path, y)])
-    norm = "pre_feedforward_layernorm" if sandwich else "post_attention_layernorm"
-    y = net.norm(f"{path}/{norm}", x, z["h"], rms, bias=bias)
+    norm = "pre_feedforward_layernorm" if post else "post_attention_layernorm"
+    y = net.norm(f"{path}/{norm}", x, z["h"], rms, bias=bias) if pre else x
     y = moe(net, f"{path}/mlp", y, z["h"], ff, _shared_name(cfg)) if isinstance(ff, MoESpec) else \
         mlp(net, f"{path}/mlp", y, z["h"], ff)
-    if sandwich:
+    if post:
         y = net.norm(f"{path}/post_feedforward_layernorm", y, z["h"], True)
     return net.one(path, "Add", [x, _residual(net, cfg, path, y)])
 
@@ -156,7 +159,8 @@ def config_model(cfg: dict, kernel: str = "eager") -> ModelProto:
 
 
 FINAL_NORMS = {"gpt2": "/transformer/ln_f", "gpt_bigcode": "/transformer/ln_f",
-               "opt": "/model/decoder/final_layer_norm", "gpt_neox": "/gpt_neox/final_layer_norm"}
+               "opt": "/model/decoder/final_layer_norm", "gpt_neox": "/gpt_neox/final_layer_norm",
+               "phi": "/model/final_layernorm"}
 
 
 def _final(net: Net, cfg: dict, z: dict, x: str, width: int) -> str:
@@ -211,7 +215,8 @@ def _head(net: Net, cfg: dict, z: dict, x: str, table: str, shape: str, width: i
     transposed."""
     t = cfg["model_type"]
     if not cfg.get("tie_word_embeddings", TIED.get(t, False)):
-        head = net.linear("/gpt_neox/embed_out" if t == "gpt_neox" else "/lm_head", x, width, z["vocab"], False)
+        head = net.linear("/gpt_neox/embed_out" if t == "gpt_neox" else "/lm_head", x, width, z["vocab"],
+                          t == "phi")  # PhiForCausalLM's head has a bias
     else:
         head = tied_head(net, x, width, z["vocab"], table, shape)
     if t == "granite":  # GraniteForCausalLM: logits / logits_scaling, a tensor of its own

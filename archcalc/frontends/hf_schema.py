@@ -107,7 +107,7 @@ FIELDS: dict[str, Rule] = {
     **{k: _whole(1, MAX_POSITIONS) for k in ("max_position_embeddings", "n_positions")},
     **{k: _flag() for k in ("use_sliding_window", "use_parallel_residual", "attention_bias", "qkv_bias",
                             "mlp_bias", "tie_word_embeddings", "use_bias", "enable_bias", "multi_query",
-                            "do_layer_norm_before", "use_qk_norm")},
+                            "do_layer_norm_before", "use_qk_norm", "qk_layernorm")},
     **{k: _positive() for k in ("embedding_multiplier", "residual_multiplier", "logits_scaling", "logit_scale")},
     **{k: _fraction() for k in ("rotary_pct", "partial_rotary_factor")},
     **{k: _one_of(DTYPE_NAMES) for k in ("torch_dtype", "dtype")},

@@ -103,7 +103,10 @@ class AttentionSpec:
     qkv_bias: bool = False
     out_bias: bool = False
     fused_qkv: bool = False  # one matrix for Q, K and V, split after
-    qk_norm: bool = False  # an RMSNorm over each query and key head (qwen3, gemma3)
+    # Norms on the queries and keys: "head", an RMSNorm over each head (qwen3, gemma3); "head-ln", a
+    # LayerNorm with a bias over each head (phi's qk_layernorm); "whole", an RMSNorm over all the
+    # heads at once (olmo2, olmo3: weights as wide as the projection); "" none.
+    qk_norm: str = ""
     window: int | None = None  # sliding-window attention: each query sees this many keys
     kernel: str = "eager"  # "eager" keeps the scores; "fused" (flash attention) does not
     latent: Latent | None = None
@@ -144,9 +147,10 @@ def attention(net: Net, path: str, x: str, h: int, a: AttentionSpec, names: tupl
     else:
         q, k, v = _projections(net, path, x, h, a)
         d, heads, kv_heads, v_dim = a.head_dim, a.heads, a.kv_heads, a.head_dim
-        if a.qk_norm:  # over each head: normalized as [b, s, heads, d]
-            q = _normed_heads(net, f"{path}/q_norm", q, heads, d)
-            k = _normed_heads(net, f"{path}/k_norm", k, kv_heads, d)
+        if a.qk_norm:
+            name = "layernorm" if a.qk_norm == "head-ln" else "norm"  # transformers' module names
+            q = _qk_norm(net, f"{path}/q_{name}", q, heads, d, a.qk_norm)
+            k = _qk_norm(net, f"{path}/k_{name}", k, kv_heads, d, a.qk_norm)
         if a.kernel == "fused":
             # The fused kernels read Q, K, V as [b, s, heads x d] views and write the output as
             # (b, s, heads, d), returned transposed (PyTorch's flash and memory-efficient SDPA,
@@ -164,9 +168,12 @@ def attention(net: Net, path: str, x: str, h: int, a: AttentionSpec, names: tupl
     return net.linear(f"{path}/{names[0] if names else 'o_proj'}", ctx, heads * v_dim, h, a.out_bias)
 
 
-def _normed_heads(net: Net, path: str, x: str, heads: int, d: int) -> str:
+def _qk_norm(net: Net, path: str, x: str, heads: int, d: int, kind: str) -> str:
+    """Queries or keys [b, s, heads x d] normalized as ``kind`` says (see AttentionSpec.qk_norm)."""
+    if kind == "whole":
+        return net.norm(path, x, heads * d, True)
     x = net.one(path, "Reshape", [x, net.const(f"{path}.heads", [0, 0, heads, d])])
-    x = net.norm(path, x, d, True)
+    x = net.norm(path, x, d, kind == "head")
     return net.one(path, "Reshape", [x, net.const(f"{path}.flat", [0, 0, heads * d])])
 
 
