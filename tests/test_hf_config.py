@@ -162,3 +162,12 @@ def test_a_config_exports_a_model_onnxruntime_runs(tmp_path):
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     logits = session.run(None, {"input_ids": np.zeros((1, 8), np.int64)})[0]
     assert logits.shape == (1, 8, json.loads(config.read_text())["vocab_size"])
+
+
+def test_falcons_new_layers_without_parallel_attention_are_refused(tmp_path):
+    """transformers' FalconDecoderLayer builds its norms only for parallel attention when
+    new_decoder_architecture is set (the model cannot run): said, with the two fields named."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**json.loads((FIXTURES / "falcon_new.json").read_text()), "parallel_attn": False}))
+    with pytest.raises(InputError, match="new_decoder_architecture.*parallel_attn"):
+        archcalc.estimate(str(path), dims={"sequence": 8})

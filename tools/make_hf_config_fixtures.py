@@ -53,6 +53,11 @@ CONFIGS = {
                                               eos_token_id=2),
     "phi": lambda: transformers.PhiConfig(**SMALL, intermediate_size=1024, qk_layernorm=True,
                                           partial_rotary_factor=0.4),
+    "falcon": lambda: transformers.FalconConfig(**SMALL, multi_query=True, parallel_attn=True, bias=False),
+    "falcon_new": lambda: transformers.FalconConfig(**SMALL, new_decoder_architecture=True, num_kv_heads=2,
+                                                    ffn_hidden_size=768),
+    "falcon_rw": lambda: transformers.FalconConfig(**SMALL, multi_query=False, parallel_attn=False, bias=True,
+                                                   alibi=True),
 }
 
 

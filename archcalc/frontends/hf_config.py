@@ -5,7 +5,7 @@ names; this reads them into the block specs of ``archcalc.frontends.transformer_
 forward graph the transformers implementation runs (``archcalc.frontends.hf_layers``: embeddings,
 each layer's norms, attention and MLP or experts, the final norm and the LM head). Families: those
 in ``FAMILIES`` below (llama and its descendants, the MoE and latent-attention ones, gemma 1-3,
-phi 1-3, olmo 2-3, granite, cohere, starcoder 1-2, gpt2, opt, gpt_neox, bert). A family not listed
+phi 1-3, olmo 2-3, granite, cohere, starcoder 1-2, gpt2, opt, gpt_neox, falcon, bert). A family not listed
 is refused by name.
 """
 
@@ -27,9 +27,9 @@ POST_NORM_ONLY = ("olmo2", "olmo3")  # a norm after each sublayer, none before
 # Norms on the queries and keys (transformer_net.AttentionSpec.qk_norm); phi's only with qk_layernorm
 QK_NORMS = {"qwen3": "head", "qwen3_moe": "head", "gemma3_text": "head", "olmo2": "whole", "olmo3": "whole"}
 GPT2_LIKE = ("gpt2", "gpt_bigcode")  # GPT-2's layers and learned positions (gpt_bigcode: one key/value head)
-FAMILIES = (*DECODERS, *GPT2_LIKE, "opt", "gpt_neox", "bert")
+FAMILIES = (*DECODERS, *GPT2_LIKE, "opt", "gpt_neox", "falcon", "bert")
 TIED = {"gemma": True, "gemma2": True, "gemma3_text": True, "gpt2": True, "gpt_bigcode": True,
-        "opt": True, "cohere": True}  # else untied unless the config says
+        "opt": True, "cohere": True, "falcon": True}  # else untied unless the config says
 LEARNED_POSITIONS = (*GPT2_LIKE, "opt", "bert")  # a position table, no rotary
 
 
@@ -83,8 +83,7 @@ def sizes(cfg: dict) -> dict:
     h = size(cfg, "hidden_size", "n_embd")
     a = size(cfg, "num_attention_heads", "n_head")
     # GPTBigCode's multi-query attention (its default): one key/value head beside the queries
-    multi_query = cfg.get("model_type") == "gpt_bigcode" and cfg.get("multi_query", True)
-    kv = size(cfg, "num_key_value_heads", default=1 if multi_query else a)
+    kv = _kv_heads(cfg, a)
     if a % kv:
         raise InputError(f"num_key_value_heads: {a} attention heads do not group evenly over {kv} key/value "
                          "heads; it must divide num_attention_heads")
@@ -93,7 +92,23 @@ def sizes(cfg: dict) -> dict:
                          "give head_dim")
     return {"h": h, "a": a, "kv": kv, "d": size(cfg, "head_dim", default=h // a),
             "layers": size(cfg, "num_hidden_layers", "n_layer"), "vocab": size(cfg, "vocab_size"),
-            "ffn": size(cfg, "intermediate_size", "n_inner", "ffn_dim", default=4 * h)}
+            "ffn": size(cfg, "intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_size", default=4 * h)}
+
+
+def _kv_heads(cfg: dict, heads: int) -> int:
+    """Key/value heads: the config's count, or one where a family's multi-query default says so
+    (GPTBigCode's; Falcon's, whose new_decoder_architecture reads num_kv_heads instead)."""
+    t = cfg.get("model_type")
+    if t == "falcon":
+        if cfg.get("new_decoder_architecture"):
+            if not cfg.get("parallel_attn", True):
+                raise InputError("new_decoder_architecture: Falcon's new layers run attention and MLP side by "
+                                 "side; with parallel_attn false transformers builds no norm for them: set one of "
+                                 "the two")
+            return size(cfg, "num_kv_heads", default=heads)
+        return 1 if cfg.get("multi_query", True) else heads
+    multi_query = t == "gpt_bigcode" and cfg.get("multi_query", True)
+    return size(cfg, "num_key_value_heads", default=1 if multi_query else heads)
 
 
 def windows(cfg: dict, layers: int) -> list[int | None]:
@@ -178,6 +193,8 @@ def rotary(cfg: dict, head_dim: int, latent: Latent | None = None) -> tuple[int,
     """(positions, dims) of the rotary cos/sin table a server precomputes (vLLM's ``get_rope``: one
     row of ``rotary_dim`` per position up to max_position_embeddings); 0 dims for learned positions."""
     t = cfg["model_type"]
+    if t == "falcon" and cfg.get("alibi"):  # ALiBi's slopes bias the scores: no table
+        return cfg.get("max_position_embeddings", 0), 0
     default = 0.5 if t == "phi" else 1.0  # PhiConfig's default share
     share = cfg.get("rotary_pct", cfg.get("partial_rotary_factor", default))
     dims = 0 if t in LEARNED_POSITIONS else latent.rope_dim if latent else int(head_dim * share)
@@ -195,7 +212,7 @@ def hyperparameters(cfg: dict) -> dict:
     specs = [feed_forward(cfg, z, i) for i in range(z["layers"])]
     moe = next((s for s in specs if isinstance(s, MoESpec)), None)
     act = cfg.get("hidden_activation") or cfg.get("hidden_act", "silu")
-    plain = t in (*LEARNED_POSITIONS, "gpt_neox")
+    plain = t in (*LEARNED_POSITIONS, "gpt_neox", "falcon")
     return {"layers": z["layers"], "hidden": z["h"], "heads": z["a"], "groups": z["kv"], "head_dim": z["d"],
             "ffn": z["ffn"], "vocab": z["vocab"], "swiglu": not plain and act in ("silu", "swish"),
             "rms": not plain and t not in LAYER_NORM,

@@ -101,6 +101,29 @@ def _opt_layer(net: Net, cfg: dict, z: dict, i: int, x: str, attn: AttentionSpec
     return x if pre else net.norm(f"{path}/final_layer_norm", x, z["h"], False)
 
 
+def _falcon_layer(net: Net, cfg: dict, z: dict, i: int, x: str, attn: AttentionSpec) -> str:
+    """FalconDecoderLayer: attention and MLP side by side (parallel_attn, every Falcon but RW) from
+    one LayerNorm, or from two (ln_attn, ln_mlp: new_decoder_architecture's default); else in turn,
+    each after its own norm."""
+    path, bias = f"/transformer/h.{i}", cfg.get("bias", False)
+    ff = MLPSpec(z["ffn"], cfg.get("activation", "gelu"), gated=False, bias=bias,
+                 names=("", "dense_h_to_4h", "dense_4h_to_h"))
+    if not cfg.get("parallel_attn", True):
+        y = attention(net, f"{path}/self_attention", net.norm(f"{path}/input_layernorm", x, z["h"], False), z["h"],
+                      attn, ("dense",))
+        x = net.one(path, "Add", [x, y])
+        y = mlp(net, f"{path}/mlp", net.norm(f"{path}/post_attention_layernorm", x, z["h"], False), z["h"], ff)
+        return net.one(path, "Add", [x, y])
+    if cfg.get("new_decoder_architecture") and cfg.get("num_ln_in_parallel_attn", 2) == 2:
+        normed = net.norm(f"{path}/ln_attn", x, z["h"], False)
+        mlp_in = net.norm(f"{path}/ln_mlp", x, z["h"], False)
+    else:
+        normed = mlp_in = net.norm(f"{path}/input_layernorm", x, z["h"], False)
+    y = attention(net, f"{path}/self_attention", normed, z["h"], attn, ("dense",))
+    out = net.one(path, "Add", [mlp(net, f"{path}/mlp", mlp_in, z["h"], ff), y])
+    return net.one(path, "Add", [x, out])
+
+
 def _bert_layer(net: Net, cfg: dict, z: dict, i: int, x: str, attn: AttentionSpec) -> str:
     """Post-norm: x = LN(x + attention(x)); x = LN(x + MLP(x))."""
     path = f"/bert/encoder/layer.{i}"
@@ -117,7 +140,7 @@ def _attention(cfg: dict, z: dict, window: int | None, kernel: str) -> Attention
     if t in DECODERS:
         return attention_spec(cfg, z, window, kernel)
     bias = cfg.get("attention_bias", True) if t == "gpt_neox" else cfg.get("enable_bias", True) if t == "opt" \
-        else True
+        else cfg.get("bias", False) if t == "falcon" else True
     return AttentionSpec(z["a"], z["kv"], z["d"], qkv_bias=bias, out_bias=bias, fused_qkv=t not in ("bert", "opt"),
                          kernel="eager" if t == "bert" else kernel, rotary=rotary(cfg, z["d"]))
 
@@ -134,6 +157,7 @@ def config_model(cfg: dict, kernel: str = "eager") -> ModelProto:
     width = cfg.get("word_embed_proj_dim") or z["h"] if t == "opt" else z["h"]  # OPT-350M: a narrower table
     table = net.w({"gpt2": "/transformer/wte.weight", "gpt_bigcode": "/transformer/wte.weight",
                    "gpt_neox": "/gpt_neox/embed_in.weight", "opt": "/model/decoder/embed_tokens.weight",
+                   "falcon": "/transformer/word_embeddings.weight",
                    "bert": "/bert/embeddings/word_embeddings.weight"}.get(t, "/model/embed_tokens.weight"),
                   [z["vocab"], width])
     x = net.one("/embed", "Gather", [table, ids])
@@ -144,7 +168,7 @@ def config_model(cfg: dict, kernel: str = "eager") -> ModelProto:
     if t in (*GPT2_LIKE, "bert"):
         x = _positions(net, cfg, z, shape, x)
     layer = {"gpt2": _gpt2_layer, "gpt_bigcode": _gpt2_layer, "gpt_neox": _neox_layer, "opt": _opt_layer,
-             "bert": _bert_layer}.get(t, _decoder_layer)
+             "falcon": _falcon_layer, "bert": _bert_layer}.get(t, _decoder_layer)
     for i, window in enumerate(windows(cfg, z["layers"])):
         x = layer(net, cfg, z, i, x, _attention(cfg, z, window, kernel))
     if t == "bert":
@@ -160,7 +184,7 @@ def config_model(cfg: dict, kernel: str = "eager") -> ModelProto:
 
 FINAL_NORMS = {"gpt2": "/transformer/ln_f", "gpt_bigcode": "/transformer/ln_f",
                "opt": "/model/decoder/final_layer_norm", "gpt_neox": "/gpt_neox/final_layer_norm",
-               "phi": "/model/final_layernorm"}
+               "phi": "/model/final_layernorm", "falcon": "/transformer/ln_f"}
 
 
 def _final(net: Net, cfg: dict, z: dict, x: str, width: int) -> str:

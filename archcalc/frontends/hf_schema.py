@@ -92,9 +92,10 @@ COUNT = _whole(0, MAX_WIDTH)
 FIELDS: dict[str, Rule] = {
     **{k: POSITIVE for k in ("hidden_size", "n_embd", "intermediate_size", "n_inner", "head_dim", "kv_lora_rank",
                              "q_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim",
-                             "moe_intermediate_size", "ffn_dim", "word_embed_proj_dim")},
+                             "moe_intermediate_size", "ffn_dim", "word_embed_proj_dim", "ffn_hidden_size")},
     "sliding_window": _whole(0, MAX_POSITIONS),  # 0, as Qwen2-MoE's config writes it, is no window
-    **{k: _whole(1, MAX_HEADS) for k in ("num_attention_heads", "n_head", "num_key_value_heads")},
+    **{k: _whole(1, MAX_HEADS) for k in ("num_attention_heads", "n_head", "num_key_value_heads", "num_kv_heads")},
+    "num_ln_in_parallel_attn": _whole(1, 2),
     **{k: _whole(1, MAX_LAYERS) for k in ("num_hidden_layers", "n_layer")},
     **{k: _whole(1, MAX_LAYERS) for k in ("decoder_sparse_step", "moe_layer_freq", "sliding_window_pattern")},
     **{k: _whole(0, MAX_LAYERS) for k in ("first_k_dense_replace", "max_window_layers")},
@@ -107,14 +108,15 @@ FIELDS: dict[str, Rule] = {
     **{k: _whole(1, MAX_POSITIONS) for k in ("max_position_embeddings", "n_positions")},
     **{k: _flag() for k in ("use_sliding_window", "use_parallel_residual", "attention_bias", "qkv_bias",
                             "mlp_bias", "tie_word_embeddings", "use_bias", "enable_bias", "multi_query",
-                            "do_layer_norm_before", "use_qk_norm", "qk_layernorm")},
+                            "do_layer_norm_before", "use_qk_norm", "qk_layernorm", "new_decoder_architecture",
+                            "parallel_attn", "bias", "alibi")},
     **{k: _positive() for k in ("embedding_multiplier", "residual_multiplier", "logits_scaling", "logit_scale")},
     **{k: _fraction() for k in ("rotary_pct", "partial_rotary_factor")},
     **{k: _one_of(DTYPE_NAMES) for k in ("torch_dtype", "dtype")},
     "layer_types": _list_of(_one_of(ATTENTION_KINDS), MAX_LAYERS),
     "mlp_only_layers": _list_of(_whole(0, MAX_LAYERS - 1), MAX_LAYERS),
 }
-ACTIVATION_FIELDS = ("hidden_act", "hidden_activation", "activation_function")
+ACTIVATION_FIELDS = ("hidden_act", "hidden_activation", "activation_function", "activation")
 
 
 def load(path: Path) -> object:
