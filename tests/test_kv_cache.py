@@ -141,7 +141,7 @@ def _variant(config: dict, rnd) -> dict:
     keys = {"heads": "n_head" if "n_head" in c else "num_attention_heads",
             "hidden": "n_embd" if "n_embd" in c else "hidden_size",
             "layers": "n_layer" if "n_layer" in c else "num_hidden_layers"}
-    if c.get("model_type") != "deepseek_v3":  # latent attention's widths are its own
+    if c.get("model_type") not in ("deepseek_v2", "deepseek_v3"):  # latent attention's widths are its own
         heads, size = rnd.choice([2, 4, 8]), rnd.choice([16, 32])
         c[keys["heads"]] = heads
         if "num_key_value_heads" in c:

@@ -43,6 +43,11 @@ CONFIGS = {
         intermediate_size=512, moe_intermediate_size=128, n_routed_experts=8, num_experts_per_tok=2,
         n_shared_experts=1, first_k_dense_replace=1, kv_lora_rank=64, q_lora_rank=96, qk_rope_head_dim=16,
         qk_nope_head_dim=32, v_head_dim=32, n_group=2, topk_group=1),
+    "deepseek_v2": lambda: transformers.DeepseekV2Config(  # V2-Lite's shape: queries projected directly
+        hidden_size=256, num_hidden_layers=3, num_attention_heads=8, num_key_value_heads=8, vocab_size=1000,
+        intermediate_size=512, moe_intermediate_size=128, n_routed_experts=8, num_experts_per_tok=2,
+        n_shared_experts=2, first_k_dense_replace=1, kv_lora_rank=64, q_lora_rank=None, qk_rope_head_dim=16,
+        qk_nope_head_dim=32, v_head_dim=32),
     "gpt2": lambda: transformers.GPT2Config(n_embd=256, n_layer=2, n_head=8, vocab_size=1000, n_positions=128),
     "gpt_neox": lambda: transformers.GPTNeoXConfig(**SMALL, intermediate_size=1024),
     "bert": lambda: transformers.BertConfig(**SMALL, intermediate_size=1024),

@@ -4,7 +4,7 @@ The config names the architecture (``model_type``) and its sizes under each fami
 names; this reads them into the block specs of ``archcalc.frontends.transformer_net`` and builds the
 forward graph the transformers implementation runs (``archcalc.frontends.hf_layers``: embeddings,
 each layer's norms, attention and MLP or experts, the final norm and the LM head). Families: those
-in ``FAMILIES`` below (llama and its descendants, the MoE and latent-attention ones, gemma 1-3,
+in ``FAMILIES`` below (llama and its descendants, the MoE ones, DeepSeek-V2/V3's latent attention, gemma 1-3,
 phi 1-3, olmo 2-3, granite, cohere, starcoder 1-2, gpt2, opt, gpt_neox, falcon, bert). A family not listed
 is refused by name.
 """
@@ -18,12 +18,14 @@ from archcalc.frontends import hf_schema
 from archcalc.frontends.transformer_net import AttentionSpec, Latent, MLPSpec, MoESpec
 
 DECODERS = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
-            "gemma3_text", "phi3", "deepseek_v3", "granite", "starcoder2", "cohere", "olmo2", "olmo3", "phi")
+            "gemma3_text", "phi3", "deepseek_v2", "deepseek_v3", "granite", "starcoder2", "cohere", "olmo2",
+            "olmo3", "phi")
 # Decoders whose norms are LayerNorm (the rest: RMSNorm): with a bias or (cohere's) without
 LAYER_NORM = {"starcoder2": True, "cohere": False, "phi": True}
 # Decoders whose attention and MLP read the same normed input side by side, summed into the residual
 PARALLEL = ("cohere", "phi")
 POST_NORM_ONLY = ("olmo2", "olmo3")  # a norm after each sublayer, none before
+LATENT = ("deepseek_v2", "deepseek_v3")  # multi-head latent attention, DeepSeek's routed and shared experts
 # Norms on the queries and keys (transformer_net.AttentionSpec.qk_norm); phi's only with qk_layernorm
 QK_NORMS = {"qwen3": "head", "qwen3_moe": "head", "gemma3_text": "head", "olmo2": "whole", "olmo3": "whole"}
 GPT2_LIKE = ("gpt2", "gpt_bigcode")  # GPT-2's layers and learned positions (gpt_bigcode: one key/value head)
@@ -148,7 +150,7 @@ def attention_spec(cfg: dict, z: dict, window: int | None, kernel: str) -> Atten
     bias = cfg.get("use_bias", True) if t == "starcoder2" else t == "phi" or cfg.get("attention_bias", False)
     qkv_bias = cfg.get("qkv_bias", bias or t == "qwen2")
     latent = None
-    if t == "deepseek_v3":
+    if t in LATENT:
         latent = Latent(q_rank=cfg.get("q_lora_rank"), kv_rank=size(cfg, "kv_lora_rank"),
                         rope_dim=size(cfg, "qk_rope_head_dim"), nope_dim=size(cfg, "qk_nope_head_dim"),
                         v_dim=size(cfg, "v_head_dim"))
@@ -172,10 +174,10 @@ def feed_forward(cfg: dict, z: dict, i: int) -> MLPSpec | MoESpec:
     if t == "phi":  # PhiMLP: fc1, the activation, fc2, both biased
         return MLPSpec(z["ffn"], act, gated=False, bias=True, names=("", "fc1", "fc2"))
     dense = MLPSpec(z["ffn"], act, fused=t == "phi3", bias=cfg.get("mlp_bias", False))
-    experts = _experts(cfg) if t in ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3") else 0
+    experts = _experts(cfg) if t in ("mixtral", "qwen2_moe", "qwen3_moe", *LATENT) else 0
     if not experts:
         return dense
-    if t == "deepseek_v3":
+    if t in LATENT:
         if i < cfg.get("first_k_dense_replace", 0) or i % cfg.get("moe_layer_freq", 1):
             return dense
         width = size(cfg, "moe_intermediate_size")
@@ -205,7 +207,7 @@ def hyperparameters(cfg: dict) -> dict:
     """A transformer's hyperparameters as Megatron-LM's arguments name them (the fields of
     ``analysis.plan.megatron.Transformer``): what its own memory estimate reads."""
     t = cfg["model_type"]
-    if t == "deepseek_v3" or cfg.get("num_nextn_predict_layers"):
+    if t in LATENT or cfg.get("num_nextn_predict_layers"):
         raise InputError(f"Megatron-LM's estimate for {t}: latent attention and multi-token prediction are "
                          "not modelled here")
     z = sizes(cfg)

@@ -28,7 +28,7 @@ DTYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "bfloat1
 
 
 def _decoder_layer(net: Net, cfg: dict, z: dict, i: int, x: str, attn: AttentionSpec) -> str:
-    """llama, mistral, mixtral, qwen2/3 (and MoE), gemma 1-3, phi3, deepseek_v3, granite: pre-norm
+    """llama, mistral, mixtral, qwen2/3 (and MoE), gemma 1-3, phi3, deepseek_v2/3, granite: pre-norm
     attention and a gated MLP or experts, RMSNorm (gemma2/3: norms after each sublayer too; olmo2/3:
     after only); starcoder2: LayerNorm and a plain biased MLP; cohere and phi: one norm, attention and
     MLP side by side."""
