@@ -201,6 +201,7 @@ def report_data(model, batch=None, dims=None, inputs=None, with_validation=False
     from archcalc.render.files import ReportData
 
     graph = load_graph(model)
+    graph.trainable()  # a report's fit and plan sections are training's
     card, count = gpu(REPORT_CLUSTER[0]), REPORT_CLUSTER[1]
     with _collector_paused():
         estimates = Estimates(graph, dims, inputs)  # one analysis per batch for every GPU and mode

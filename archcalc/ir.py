@@ -70,10 +70,12 @@ class Value:
         return math.prod(self.shape) * (1 if self.seq is None else self.seq) if self.known else 0
 
     def nbytes(self, float_dtype: str | None = None) -> int:
-        """Bytes of this tensor; ``float_dtype`` re-prices floating-point tensors (``--dtype``)."""
+        """Bytes of this tensor; ``float_dtype`` re-prices floating-point tensors of 16 bits or more
+        (``--dtype``): an 8- or 4-bit float is a quantized checkpoint's stored value, kept as stored."""
         if not self.known:
             return 0
-        dtype = float_dtype if float_dtype and self.dtype in FLOAT_DTYPES else self.dtype
+        wide = self.dtype in FLOAT_DTYPES and DTYPE_BYTES[self.dtype] >= 2
+        dtype = float_dtype if float_dtype and wide else self.dtype
         return math.ceil(self.numel * DTYPE_BYTES[dtype])
 
 
@@ -106,6 +108,12 @@ ROTARY_KEY = "archcalc.rotary"
 # Layer.meta's key on the layer that makes a language model's logits: the loss a training step takes
 # over them ("cross_entropy"; see archcalc.analysis.memory.loss).
 LOSS_KEY = "archcalc.loss"
+# Layer.meta's key on a DequantizeLinear of a stored weight that the product reading it dequantizes
+# inside its own kernel (vLLM's Marlin, AWQ, GPTQ and FP8 block GEMMs; onnxruntime's MatMulNBits):
+# no dequantized copy ever exists, so the output is a load-time constant, not an activation, and the
+# stored values, scales and the format's extras (inputs 3 on) are what memory holds. The value names
+# the checkpoint's format ("awq", "gptq", "fp8", "compressed-tensors").
+FUSED_DEQUANT_KEY = "archcalc.dequantized_in_kernel"
 
 
 def layer_index(layers: list[Layer]) -> tuple[dict[str, int], dict[str, list[int]]]:
@@ -146,10 +154,23 @@ class Graph:
     # width, which prices every tensor as the model holds it and adds fp32 master weights and
     # optimizer state to training); None: as the model holds each tensor.
     default_dtype: str | None = None
+    # The format of a quantized checkpoint the graph's weights are stored in ("awq", "fp8", ...;
+    # "": none): such weights are served, never trained (see ``trainable``).
+    quantized: str = ""
 
     @cached_property
     def _index(self) -> tuple[dict[str, int], dict[str, list[int]]]:
         return layer_index(self.layers)
+
+    def trainable(self) -> None:
+        """Refuses a training question about a quantized checkpoint: its stored int4 / fp8 values have
+        no gradients or optimizer state to price (fine-tuning one trains adapters, not the weights)."""
+        if self.quantized:
+            from archcalc.errors import InputError
+
+            raise InputError(f"{self.source}: its weights are a quantized checkpoint's ({self.quantized}), served "
+                             "and not trained: ask estimate or fit --mode serve, or drop quantization_config from "
+                             "the config to price training at its dtype")
 
     @cached_property
     def planner_shapes(self) -> dict[str, tuple]:

@@ -66,6 +66,7 @@ class Estimate:
         ``device`` ("cuda" or "cpu"); ``impl`` overrides its optimizer implementation: "foreach"
         (CUDA's default) or per-tensor "single" (CPU's) (see ``archcalc.analysis.memory.training``)."""
         key = ("training", optimizer, impl, runtime, overhead, device)
+        self.graph.graph.trainable()
         if key not in self._memo:
             rt = runtimes.runtime(runtime, overhead)
             self._memo[key] = training_memory(self.graph, self.results, self.param_roles,
@@ -239,7 +240,8 @@ def _totals(graph: Shaped, rows: list[LayerCost], roles, float_dtype, used: dict
         params_per_layer=sum(r.params for r in rows),
         buffers=sum(t.numel for t in stored if used.get(t.name) == "buffer"),
         quant_params=sum(t.numel for t in stored if used.get(t.name) == "quant"),
-        param_bytes=sum(t.nbytes(float_dtype) for t in stored),
+        # --dtype prices the model's tensors; a quantizer's scales stay as the checkpoint stores them
+        param_bytes=sum(t.nbytes(None if used.get(t.name) == "quant" else float_dtype) for t in stored),
         input_bytes=in_bytes,
         activation_elements=sum(t.numel for t in inputs) + sum(r.activations for r in rows),
         activation_bytes=in_bytes + sum(r.activation_bytes for r in rows),

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from archcalc.errors import InputError
-from archcalc.frontends import hf_schema
+from archcalc.frontends import hf_quant, hf_schema
 from archcalc.frontends.transformer_net import AttentionSpec, Latent, MLPSpec, MoESpec
 
 DECODERS = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
@@ -67,6 +67,7 @@ def read_config(path: Path) -> dict:
         attention_spec(cfg, z, None, "eager")
         for i in range(z["layers"]):
             feed_forward(cfg, z, i)
+        hf_quant.scheme(cfg, cfg.get("torch_dtype") or cfg.get("dtype") or "float32")
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
     return cfg

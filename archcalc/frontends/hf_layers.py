@@ -7,6 +7,7 @@ paths, so the planner finds each layer as a unit.
 from __future__ import annotations
 
 from archcalc.errors import InputError
+from archcalc.frontends import hf_quant
 from archcalc.frontends.hf_config import (
     DECODERS,
     GPT2_LIKE,
@@ -151,7 +152,7 @@ def config_model(cfg: dict, kernel: str = "eager") -> ModelProto:
     name = cfg.get("torch_dtype") or cfg.get("dtype") or "float32"
     if name not in DTYPES:
         raise InputError(f"dtype {name!r} in the config: archcalc builds {', '.join(DTYPES)}")
-    net, z, t = Net(DTYPES[name]), sizes(cfg), cfg["model_type"]
+    net, z, t = Net(DTYPES[name], hf_quant.scheme(cfg, name)), sizes(cfg), cfg["model_type"]
     ids = "input_ids"
     shape = net.one("/shape", "Shape", [ids])
     width = cfg.get("word_embed_proj_dim") or z["h"] if t == "opt" else z["h"]  # OPT-350M: a narrower table

@@ -35,6 +35,9 @@ def _initializer(name: str, shape, rng) -> onnx.TensorProto:
 
 def to_onnx(graph: Graph, seed: int = 0) -> onnx.ModelProto:
     """``graph`` as an ONNX model; the inputs keep their symbolic dims (the batch stays ``N``)."""
+    if graph.quantized:  # its layers would export as a float model: not the checkpoint's
+        raise InputError(f"{graph.source}: the config of a quantized checkpoint ({graph.quantized}): archcalc "
+                         "does not write packed weights; export the model with its quantizer's own tools")
     rng = np.random.default_rng(seed)
     stored = [t for t in graph.tensors.values() if t.role in (Role.WEIGHT, Role.BUFFER) and t.shape is not None]
     size = 4 * sum(math.prod(int(d) for d in t.shape or ()) for t in stored)

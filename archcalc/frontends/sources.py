@@ -122,7 +122,9 @@ def config_graph(config: dict, label: str, attention: str | None = None) -> Grap
     model = config_model(config, kernel=KERNELS[attention or DEFAULT_KERNEL])
     graph = import_onnx(model, label=label)
     graph.default_dtype = MIXED_AT.get(config.get("torch_dtype") or config.get("dtype") or "")
-    graph.runnable = functools.partial(with_random_weights, model)  # `archcalc export`, as for designs
+    graph.quantized = (config.get("quantization_config") or {}).get("quant_method", "")
+    if not graph.quantized:  # a quantized one's int4 / fp8 values are not drawn: nothing to run
+        graph.runnable = functools.partial(with_random_weights, model)  # `archcalc export`, as for designs
     return graph
 
 

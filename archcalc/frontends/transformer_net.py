@@ -20,8 +20,9 @@ import math
 from dataclasses import dataclass
 
 from archcalc.errors import InputError
+from archcalc.frontends.hf_quant import Scheme
 from archcalc.frontends.onnx_helpers import make_model, make_node, make_opsetid, make_tensor
-from archcalc.ir import LOSS_KEY, ROTARY_KEY, WINDOW_KEY
+from archcalc.ir import FUSED_DEQUANT_KEY, LOSS_KEY, ROTARY_KEY, WINDOW_KEY
 from archcalc.onnx_proto import ModelProto, NodeProto, TensorProto
 
 ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh",
@@ -29,18 +30,42 @@ ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_new": "tan
 
 
 class Net:
-    """An ONNX graph being built: nodes named by module path, weights declared and never stored."""
+    """An ONNX graph being built: nodes named by module path, weights declared and never stored.
+    ``quant``: how a quantized checkpoint stores the linear layers' weights (None: at ``dtype``)."""
 
-    def __init__(self, dtype: int):
-        self.dtype, self.count = dtype, 0
+    def __init__(self, dtype: int, quant: Scheme | None = None):
+        self.dtype, self.count, self.quant = dtype, 0, quant
         self.nodes: list[NodeProto] = []
         self.inits: list[TensorProto] = []
 
-    def w(self, name: str, dims: list[int]) -> str:
-        t = TensorProto(name=name, data_type=self.dtype, dims=dims, data_location=TensorProto.EXTERNAL)
+    def w(self, name: str, dims: list[int], dtype: int | None = None) -> str:
+        t = TensorProto(name=name, data_type=self.dtype if dtype is None else dtype, dims=dims,
+                        data_location=TensorProto.EXTERNAL)
         t.external_data.add(key="location", value="weights-not-stored.bin")
         self.inits.append(t)
         return name
+
+    def matrix(self, path: str, k: int, n: int, experts: int = 0, parts: int = 1) -> str:
+        """The weight a product at ``path`` reads: [K, N], or ``experts`` stacked as [E, N, K] (the MoE
+        op's layout) of which each expert's is ``parts`` checkpoint matrices side by side (gate and
+        up). Where the checkpoint stores it quantized, the stored values, scales, zero points and the
+        format's extras, read by a DequantizeLinear the product's kernel fuses (FUSED_DEQUANT_KEY)."""
+        name = f"{path}.weight" if not experts else path
+        dims = [k, n] if not experts else [experts, n, k]
+        module = path.strip("/").replace("/", ".")
+        if self.quant is None or not self.quant.applies(module):
+            return self.w(name, dims)
+        q, lead = self.quant, [experts * parts] if experts else []
+        each = q.scale_dims(k, n // parts)
+        scale = lead + each if experts else each
+        ins = [self.w(f"{name}_packed", dims, q.weight), self.w(f"{name}_scale", scale, q.scale),
+               self.w(f"{name}_zero_point", scale, q.zero) if q.zero is not None else ""]
+        for extra in q.extras:
+            ins.append(self.w(f"{path}.{extra.name}", lead + ([k] if extra.dims == "K" else [int(extra.dims)]),
+                              extra.dtype))
+        node = self.op(path, "DequantizeLinear", ins)
+        self.nodes[-1].metadata_props.add(key=FUSED_DEQUANT_KEY, value=q.method)
+        return node[0]
 
     def const(self, name: str, values: list[int]) -> str:
         self.inits.append(make_tensor(name, TensorProto.INT64, [len(values)], values))
@@ -62,7 +87,7 @@ class Net:
         return self.op(path, op, ins, **attrs)[0]
 
     def linear(self, path: str, x: str, din: int, dout: int, bias: bool) -> str:
-        y = self.one(path, "MatMul", [x, self.w(f"{path}.weight", [din, dout])])
+        y = self.one(path, "MatMul", [x, self.matrix(path, din, dout)])
         return self.one(path, "Add", [y, self.w(f"{path}.bias", [dout])]) if bias else y
 
     def trained_on(self, logits: str) -> str:
@@ -293,8 +318,8 @@ def moe(net: Net, path: str, x: str, h: int, m: MoESpec, shared_name: str = "sha
     flat = net.one(path, "Reshape", [x, net.const(f"{path}.rows", [-1, h])])
     logits = net.linear(f"{path}/gate", flat, h, m.experts, False)
     routed = net.one(f"{path}/experts", "MoE", [
-        flat, logits, net.w(f"{path}/experts.gate_up_proj", [m.experts, 2 * m.ffn, h]), "",
-        net.w(f"{path}/experts.down_proj", [m.experts, h, m.ffn])], domain="com.microsoft", k=m.top_k,
+        flat, logits, net.matrix(f"{path}/experts.gate_up_proj", h, 2 * m.ffn, m.experts, parts=2), "",
+        net.matrix(f"{path}/experts.down_proj", m.ffn, h, m.experts)], domain="com.microsoft", k=m.top_k,
         activation_type="swiglu", swiglu_fusion=1, normalize_routing_weights=1)
     if m.shared_ffn:
         shared = mlp(net, f"{path}/{shared_name}", flat, h, MLPSpec(m.shared_ffn, m.act))

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from archcalc.dtypes import onnx_dtype
 from archcalc.errors import DataDependentShape
-from archcalc.ir import Layer
+from archcalc.ir import FUSED_DEQUANT_KEY, Layer
 from archcalc.ops.registry import RULES, Node, Out, rule
 
 
@@ -54,7 +54,11 @@ def quantize_linear(n: Node) -> Out:
 @rule("DequantizeLinear")
 def dequantize_linear(n: Node) -> Out:
     """Out: the input's shape, of the scale's float type; a stored input is a quantized weight (an
-    int32 one a bias), read at its true bytes."""
+    int32 one a bias), read at its true bytes. Fused into its reader (ir.FUSED_DEQUANT_KEY, as a
+    quantized config builds it): the stored tensors themselves, inputs 3 on the format's extras."""
+    if n.layer.meta.get(FUSED_DEQUANT_KEY):
+        return Out([n.shape(0)], dtypes=[n.dtype(1)], params={0: "weight", **_quant(*range(1, n.n_inputs))},
+                   stored=True)
     return Out([n.shape(0)], dtypes=[n.dtype(1)], flops=n.numel(0), params={0: "weight", **_quant(1, 2)})
 
 

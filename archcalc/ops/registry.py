@@ -38,6 +38,9 @@ class Out:
     flops: int = 0
     params: dict[int, ParamRole] = field(default_factory=dict)  # roles of parameter inputs
     alias: bool = False  # output 0 is a view of input 0 (no storage of its own)
+    # The outputs stand for stored tensors read as they are used (a dequantization fused into its
+    # reader's kernel, ir.FUSED_DEQUANT_KEY): load-time constants, never run, never an activation.
+    stored: bool = False
     inplace: bool = False  # output 0 may reuse an input buffer of its size that dies here
     workspace: int = 0  # elements of transient scratch while the op runs (a conv's im2col matrix)
     # Intermediate outputs, each output 0's size, alive while the op runs: set by a schedule for a

@@ -142,6 +142,7 @@ class Planner:
     _cache: dict[Key, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
+        self.graph.trainable()
         self.dtype = self.dtype or self.graph.default_dtype
         # Refused before any analysis: an unknown optimizer or runtime.
         self.precision = precision(PRECISIONS.get(self.dtype or ""), self.dtype in MIXED, self.optimizer,

@@ -171,8 +171,10 @@ class _Reader:
         return Attention(qkv, self.width(o_proj.inputs[0]), per_token // head_dim, head_dim)
 
     def _source(self, name: str) -> str:
-        """Back from ``name`` through views to the tensor an op wrote."""
-        while (at := self.shaped.producer(name)) is not None and self.results[at].layer.op_type in VIEWS:
+        """Back from ``name`` through views, and a dequantization fused into its reader (its stored
+        weight is what the product reads), to the tensor an op wrote."""
+        while (at := self.shaped.producer(name)) is not None and (self.results[at].layer.op_type in VIEWS
+                                                                   or self.results[at].out.stored):
             name = self.results[at].layer.inputs[0]
         return name
 

@@ -293,7 +293,7 @@ def _record(node: Node, out: Out, has_rule: bool, tensors: dict[str, Value], out
     weight = _viewed_weight(node, out)
     dtypes = out.dtypes or [node.dtype(0)] * len(out.shapes)
     values = out.values or [None] * len(out.shapes)
-    folded = bool(layer.outputs) and all(v is not None for v in values[: len(layer.outputs)])
+    folded = out.stored or (bool(layer.outputs) and all(v is not None for v in values[: len(layer.outputs)]))
     bound = out.bound or any(tensors[n].bound for n in layer.inputs if n)
     for name, shape, dtype, value in zip(layer.outputs, out.shapes, dtypes, values):
         if not name:
