@@ -80,6 +80,12 @@ class Scheme:
         return [math.ceil(k / self.block[1]), math.ceil(n / self.block[0])]
 
 
+def method(cfg: dict) -> str:
+    """The checkpoint's quantization format as its config names it ("" where it is not quantized)."""
+    q = cfg.get("quantization_config")
+    return str(q.get("quant_method", "")) if isinstance(q, dict) else ""
+
+
 def scheme(cfg: dict, dtype: str) -> Scheme | None:
     """The ``quantization_config`` of ``cfg`` as a Scheme (None: not quantized); ``dtype``: the
     config's torch_dtype, which scales are stored in where the format does not say."""
@@ -88,11 +94,11 @@ def scheme(cfg: dict, dtype: str) -> Scheme | None:
         return None
     if not isinstance(q, dict):
         raise InputError("quantization_config: must be an object (the checkpoint's quantizer settings)")
-    method = q.get("quant_method")
-    if method not in READ:
-        raise InputError(f"quantization_config.quant_method: {method!r} checkpoints are not priced yet (archcalc "
-                         f"reads {', '.join(READ)}); without quantization_config the model is priced at its dtype")
-    read = {"fp8": _fp8, "compressed-tensors": _compressed, "awq": _awq, "gptq": _gptq}[method]
+    if method(cfg) not in READ:
+        raise InputError(f"quantization_config.quant_method: {q.get('quant_method')!r} checkpoints are not priced "
+                         f"yet (archcalc reads {', '.join(READ)}); without quantization_config the model is "
+                         "priced at its dtype")
+    read = {"fp8": _fp8, "compressed-tensors": _compressed, "awq": _awq, "gptq": _gptq}[method(cfg)]
     return read(q, SCALE_TYPES[dtype])
 
 

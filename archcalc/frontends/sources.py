@@ -115,6 +115,7 @@ def config_graph(config: dict, label: str, attention: str | None = None) -> Grap
     """The graph of a read config (``hf_config.read_config``), run with ``attention``'s kernel."""
     import functools
 
+    from archcalc.frontends import hf_quant
     from archcalc.frontends.hf_layers import config_model
     from archcalc.frontends.onnx_import import import_onnx
     from archcalc.frontends.transformer_net import with_random_weights
@@ -122,7 +123,7 @@ def config_graph(config: dict, label: str, attention: str | None = None) -> Grap
     model = config_model(config, kernel=KERNELS[attention or DEFAULT_KERNEL])
     graph = import_onnx(model, label=label)
     graph.default_dtype = MIXED_AT.get(config.get("torch_dtype") or config.get("dtype") or "")
-    graph.quantized = (config.get("quantization_config") or {}).get("quant_method", "")
+    graph.quantized = hf_quant.method(config)
     if not graph.quantized:  # a quantized one's int4 / fp8 values are not drawn: nothing to run
         graph.runnable = functools.partial(with_random_weights, model)  # `archcalc export`, as for designs
     return graph
